@@ -1,0 +1,453 @@
+//! Coupon rules: policy validation, the discount arithmetic of API.md, and the
+//! coupon state machine (AVAILABLE -> USED -> AVAILABLE, EXPIRED by time).
+
+use crate::{DomainError, DomainResult};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Upper bound for quantities and money amounts: keeps every product of two
+/// values inside i128 and every sum inside i64.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+pub const MAX_QUANTITY: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DiscountType {
+    Fixed,
+    Percentage,
+}
+
+impl DiscountType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DiscountType::Fixed => "FIXED",
+            DiscountType::Percentage => "PERCENTAGE",
+        }
+    }
+
+    pub fn parse(s: &str) -> DomainResult<Self> {
+        match s {
+            "FIXED" => Ok(DiscountType::Fixed),
+            "PERCENTAGE" => Ok(DiscountType::Percentage),
+            _ => Err(DomainError::validation(
+                "discount_type",
+                "discount_type must be FIXED or PERCENTAGE",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CouponStatus {
+    Available,
+    Used,
+    Expired,
+}
+
+impl CouponStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CouponStatus::Available => "AVAILABLE",
+            CouponStatus::Used => "USED",
+            CouponStatus::Expired => "EXPIRED",
+        }
+    }
+
+    pub fn parse(s: &str) -> DomainResult<Self> {
+        match s {
+            "AVAILABLE" => Ok(CouponStatus::Available),
+            "USED" => Ok(CouponStatus::Used),
+            "EXPIRED" => Ok(CouponStatus::Expired),
+            _ => Err(DomainError::validation(
+                "status",
+                "status must be AVAILABLE, USED or EXPIRED",
+            )),
+        }
+    }
+}
+
+/// A validated request to create a policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPolicy {
+    pub name: String,
+    pub description: Option<String>,
+    pub discount_type: DiscountType,
+    pub discount_value: i64,
+    pub min_order_amount: i64,
+    pub max_discount_amount: Option<i64>,
+    pub total_quantity: i64,
+    pub per_user_limit: i64,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+}
+
+fn check_range(field: &str, value: i64, min: i64, max: i64) -> DomainResult<()> {
+    if value < min || value > max {
+        return Err(DomainError::validation(
+            field,
+            format!("{field} must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_name(name: &str) -> DomainResult<()> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || name.chars().count() > 200 {
+        return Err(DomainError::validation(
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_description(d: Option<&str>) -> DomainResult<()> {
+    if d.is_some_and(|d| d.chars().count() > 2000) {
+        return Err(DomainError::validation(
+            "description",
+            "description must be at most 2000 characters",
+        ));
+    }
+    Ok(())
+}
+
+impl NewPolicy {
+    pub fn validate(&self) -> DomainResult<()> {
+        validate_name(&self.name)?;
+        validate_description(self.description.as_deref())?;
+        match self.discount_type {
+            DiscountType::Fixed => {
+                check_range("discount_value", self.discount_value, 1, MAX_AMOUNT)?
+            }
+            DiscountType::Percentage => check_range("discount_value", self.discount_value, 1, 100)?,
+        }
+        check_range("min_order_amount", self.min_order_amount, 0, MAX_AMOUNT)?;
+        if let Some(cap) = self.max_discount_amount {
+            check_range("max_discount_amount", cap, 0, MAX_AMOUNT)?;
+        }
+        check_range("total_quantity", self.total_quantity, 1, MAX_QUANTITY)?;
+        check_range("per_user_limit", self.per_user_limit, 1, 1000)?;
+        if self.valid_from >= self.valid_until {
+            return Err(DomainError::validation(
+                "valid_until",
+                "valid_until must be after valid_from",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A policy as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub discount_type: DiscountType,
+    pub discount_value: i64,
+    pub min_order_amount: i64,
+    pub max_discount_amount: Option<i64>,
+    pub total_quantity: i64,
+    pub issued_quantity: i64,
+    pub per_user_limit: i64,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: DateTime<Utc>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Policy {
+    pub fn remaining_quantity(&self) -> i64 {
+        (self.total_quantity - self.issued_quantity).max(0)
+    }
+
+    /// Whether coupons may be issued at `now`.
+    pub fn check_issuable(&self, now: DateTime<Utc>) -> DomainResult<()> {
+        if !self.active {
+            return Err(DomainError::NotActive("policy is not active".into()));
+        }
+        if now < self.valid_from || now >= self.valid_until {
+            return Err(DomainError::NotActive(
+                "policy is outside its validity window".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn discount_for(&self, order_amount: i64) -> DomainResult<i64> {
+        discount(
+            self.discount_type,
+            self.discount_value,
+            self.min_order_amount,
+            self.max_discount_amount,
+            order_amount,
+        )
+    }
+}
+
+/// A validated policy patch. `total_quantity` may never drop below what is issued;
+/// that is checked here against the current state and again by the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyPatch {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub total_quantity: Option<i64>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub active: Option<bool>,
+}
+
+impl PolicyPatch {
+    pub fn validate_against(&self, current: &Policy) -> DomainResult<()> {
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        validate_description(self.description.as_deref())?;
+        if let Some(q) = self.total_quantity {
+            check_range("total_quantity", q, 1, MAX_QUANTITY)?;
+            if q < current.issued_quantity {
+                return Err(DomainError::validation(
+                    "total_quantity",
+                    format!(
+                        "total_quantity must be at least the issued quantity ({})",
+                        current.issued_quantity
+                    ),
+                ));
+            }
+        }
+        if let Some(until) = self.valid_until {
+            if until <= current.valid_from {
+                return Err(DomainError::validation(
+                    "valid_until",
+                    "valid_until must be after valid_from",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self == &PolicyPatch::default()
+    }
+}
+
+/// The discount of API.md, in integer arithmetic only:
+/// FIXED gives `min(value, order_amount)`; PERCENTAGE gives
+/// `floor(order_amount * value / 100)` capped by `max_discount_amount`.
+pub fn discount(
+    kind: DiscountType,
+    value: i64,
+    min_order_amount: i64,
+    cap: Option<i64>,
+    order_amount: i64,
+) -> DomainResult<i64> {
+    if !(0..=MAX_AMOUNT).contains(&order_amount) {
+        return Err(DomainError::validation(
+            "order_amount",
+            format!("order_amount must be between 0 and {MAX_AMOUNT}"),
+        ));
+    }
+    if order_amount < min_order_amount {
+        return Err(DomainError::validation(
+            "order_amount",
+            format!("order_amount must be at least {min_order_amount}"),
+        ));
+    }
+    let d = match kind {
+        DiscountType::Fixed => value.min(order_amount),
+        DiscountType::Percentage => {
+            // i128 so that MAX_AMOUNT * 100 cannot overflow.
+            let raw = (order_amount as i128 * value as i128) / 100;
+            let raw = raw.min(order_amount as i128) as i64;
+            match cap {
+                Some(cap) => raw.min(cap),
+                None => raw,
+            }
+        }
+    };
+    Ok(d.max(0))
+}
+
+/// A coupon as stored, with the status derived at read time: an AVAILABLE coupon
+/// past its expiry reads as EXPIRED.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coupon {
+    pub id: Uuid,
+    pub code: String,
+    pub policy_id: Uuid,
+    pub user_id: Uuid,
+    pub status: CouponStatus,
+    pub order_id: Option<String>,
+    pub discount_amount: Option<i64>,
+    pub used_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Coupon {
+    pub fn effective_status(&self, now: DateTime<Utc>) -> CouponStatus {
+        if self.status == CouponStatus::Available && now >= self.expires_at {
+            CouponStatus::Expired
+        } else {
+            self.status
+        }
+    }
+
+    pub fn check_usable(&self, now: DateTime<Utc>) -> DomainResult<()> {
+        match self.effective_status(now) {
+            CouponStatus::Available => Ok(()),
+            CouponStatus::Used => Err(DomainError::AlreadyUsed),
+            CouponStatus::Expired => Err(DomainError::NotActive("coupon expired".into())),
+        }
+    }
+
+    pub fn check_cancellable(&self) -> DomainResult<()> {
+        if self.status == CouponStatus::Used {
+            Ok(())
+        } else {
+            Err(DomainError::AlreadyCancelled)
+        }
+    }
+}
+
+pub fn validate_order_id(order_id: &str) -> DomainResult<()> {
+    if order_id.trim().is_empty() || order_id.len() > 255 {
+        return Err(DomainError::validation(
+            "order_id",
+            "order_id must be 1 to 255 characters",
+        ));
+    }
+    Ok(())
+}
+
+const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKLMNPQRSTUVWXYZ";
+
+/// A human-readable code from 60 random bits: `XXXX-XXXX-XXXX`, Crockford-like
+/// alphabet without 0/O/1/I. Uniqueness is still enforced by the database.
+pub fn coupon_code(random: u64) -> String {
+    let mut out = String::with_capacity(14);
+    let mut r = random;
+    for i in 0..12 {
+        if i > 0 && i % 4 == 0 {
+            out.push('-');
+        }
+        out.push(CODE_ALPHABET[(r & 31) as usize] as char);
+        r >>= 5;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DiscountType::*;
+
+    #[test]
+    fn fixed_discount_never_exceeds_the_order() {
+        assert_eq!(discount(Fixed, 500, 0, None, 300).unwrap(), 300);
+        assert_eq!(discount(Fixed, 500, 0, None, 1000).unwrap(), 500);
+    }
+
+    #[test]
+    fn percentage_floors_and_caps() {
+        assert_eq!(discount(Percentage, 10, 0, None, 999).unwrap(), 99);
+        assert_eq!(discount(Percentage, 10, 0, Some(50), 999).unwrap(), 50);
+        assert_eq!(discount(Percentage, 100, 0, None, 1234).unwrap(), 1234);
+    }
+
+    #[test]
+    fn a_zero_cap_gives_no_discount() {
+        assert_eq!(discount(Percentage, 50, 0, Some(0), 1000).unwrap(), 0);
+    }
+
+    #[test]
+    fn below_minimum_is_refused_naming_the_field() {
+        let e = discount(Fixed, 100, 1000, None, 999).unwrap_err();
+        assert_eq!(e.field(), Some("order_amount"));
+        assert!(discount(Fixed, 100, 1000, None, 1000).is_ok());
+    }
+
+    #[test]
+    fn huge_amounts_do_not_overflow() {
+        assert_eq!(
+            discount(Percentage, 100, 0, None, MAX_AMOUNT).unwrap(),
+            MAX_AMOUNT
+        );
+        assert_eq!(
+            discount(Percentage, 99, 0, None, MAX_AMOUNT).unwrap(),
+            MAX_AMOUNT / 100 * 99
+        );
+        assert!(discount(Percentage, 99, 0, None, i64::MAX).is_err());
+        assert!(discount(Fixed, 1, 0, None, -1).is_err());
+    }
+
+    fn policy() -> NewPolicy {
+        let now = Utc::now();
+        NewPolicy {
+            name: "p".into(),
+            description: None,
+            discount_type: Percentage,
+            discount_value: 10,
+            min_order_amount: 0,
+            max_discount_amount: None,
+            total_quantity: 100,
+            per_user_limit: 1,
+            valid_from: now,
+            valid_until: now + chrono::Duration::days(1),
+        }
+    }
+
+    #[test]
+    fn policy_validation_names_fields() {
+        assert!(policy().validate().is_ok());
+        let mut p = policy();
+        p.discount_value = 101;
+        assert_eq!(p.validate().unwrap_err().field(), Some("discount_value"));
+        let mut p = policy();
+        p.valid_until = p.valid_from;
+        assert_eq!(p.validate().unwrap_err().field(), Some("valid_until"));
+        let mut p = policy();
+        p.total_quantity = 0;
+        assert_eq!(p.validate().unwrap_err().field(), Some("total_quantity"));
+    }
+
+    #[test]
+    fn codes_are_readable_and_distinct() {
+        let a = coupon_code(1);
+        let b = coupon_code(2);
+        assert_eq!(a.len(), 14);
+        assert_ne!(a, b);
+        assert!(a
+            .chars()
+            .all(|c| c == '-' || CODE_ALPHABET.contains(&(c as u8))));
+    }
+
+    #[test]
+    fn coupon_states() {
+        let now = Utc::now();
+        let mut c = Coupon {
+            id: Uuid::nil(),
+            code: "x".into(),
+            policy_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            status: CouponStatus::Available,
+            order_id: None,
+            discount_amount: None,
+            used_at: None,
+            expires_at: now + chrono::Duration::seconds(1),
+            issued_at: now,
+        };
+        assert!(c.check_usable(now).is_ok());
+        assert!(c.check_cancellable().is_err());
+        assert_eq!(
+            c.effective_status(now + chrono::Duration::seconds(2)),
+            CouponStatus::Expired
+        );
+        c.status = CouponStatus::Used;
+        assert_eq!(c.check_usable(now).unwrap_err(), DomainError::AlreadyUsed);
+        assert!(c.check_cancellable().is_ok());
+    }
+}

@@ -1,0 +1,114 @@
+//! The one error type of the domain layer. Transport layers map it to HTTP and
+//! gRPC statuses in exactly one place each (`promod::error`).
+
+use thiserror::Error;
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DomainError {
+    #[error("{message}")]
+    Validation { field: String, message: String },
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("sold out")]
+    SoldOut,
+    #[error("limit per user exceeded")]
+    LimitExceeded,
+    #[error("already used")]
+    AlreadyUsed,
+    #[error("already cancelled")]
+    AlreadyCancelled,
+    #[error("insufficient balance")]
+    InsufficientBalance,
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotActive(String),
+    #[error("rate limited, retry in {retry_after_secs}s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("circuit open for {0}")]
+    CircuitOpen(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl DomainError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DomainError::Validation {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The stable error code of the REST contract (API.md).
+    pub fn code(&self) -> &'static str {
+        match self {
+            DomainError::Validation { .. } => "VALIDATION_ERROR",
+            DomainError::Unauthorized => "UNAUTHORIZED",
+            DomainError::Forbidden(_) => "FORBIDDEN",
+            DomainError::NotFound(_) => "NOT_FOUND",
+            DomainError::SoldOut => "SOLD_OUT",
+            DomainError::LimitExceeded => "LIMIT_EXCEEDED",
+            DomainError::AlreadyUsed => "ALREADY_USED",
+            DomainError::AlreadyCancelled => "ALREADY_CANCELLED",
+            DomainError::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            DomainError::IdempotencyMismatch => "IDEMPOTENCY_MISMATCH",
+            DomainError::Conflict(_) => "CONFLICT",
+            DomainError::NotActive(_) => "NOT_ACTIVE",
+            DomainError::RateLimited { .. } => "RATE_LIMITED",
+            DomainError::Unavailable(_) => "UNAVAILABLE",
+            DomainError::CircuitOpen(_) => "CIRCUIT_OPEN",
+            DomainError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// Rebuilds an error from its wire form (code, message, field), the inverse of
+    /// [`DomainError::code`]. Unknown codes become `Internal`.
+    pub fn from_parts(code: &str, message: &str, field: Option<&str>) -> Self {
+        let m = message.to_string();
+        match code {
+            "VALIDATION_ERROR" => DomainError::Validation {
+                field: field.unwrap_or_default().to_string(),
+                message: m,
+            },
+            "UNAUTHORIZED" => DomainError::Unauthorized,
+            "FORBIDDEN" => DomainError::Forbidden(m),
+            "NOT_FOUND" => DomainError::NotFound(m.trim_end_matches(" not found").to_string()),
+            "SOLD_OUT" => DomainError::SoldOut,
+            "LIMIT_EXCEEDED" => DomainError::LimitExceeded,
+            "ALREADY_USED" => DomainError::AlreadyUsed,
+            "ALREADY_CANCELLED" => DomainError::AlreadyCancelled,
+            "INSUFFICIENT_BALANCE" => DomainError::InsufficientBalance,
+            "IDEMPOTENCY_MISMATCH" => DomainError::IdempotencyMismatch,
+            "CONFLICT" => DomainError::Conflict(m),
+            "NOT_ACTIVE" => DomainError::NotActive(m),
+            "UNAVAILABLE" => DomainError::Unavailable(m),
+            "CIRCUIT_OPEN" => DomainError::CircuitOpen(m),
+            _ => DomainError::Internal(m),
+        }
+    }
+
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            DomainError::Validation { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Business refusals are answers, not faults: a circuit breaker must not count them.
+    pub fn is_business_refusal(&self) -> bool {
+        !matches!(
+            self,
+            DomainError::Unavailable(_) | DomainError::CircuitOpen(_) | DomainError::Internal(_)
+        )
+    }
+}

@@ -1,0 +1,122 @@
+//! Point ledger rules: amounts, balance transitions and cancellation.
+//! The ledger is append-only; a correction is a CANCEL row.
+
+use crate::{DomainError, DomainResult};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TxType {
+    Earn,
+    Use,
+    Cancel,
+}
+
+impl TxType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            TxType::Earn => "EARN",
+            TxType::Use => "USE",
+            TxType::Cancel => "CANCEL",
+        }
+    }
+
+    pub fn parse(s: &str) -> DomainResult<Self> {
+        match s {
+            "EARN" => Ok(TxType::Earn),
+            "USE" => Ok(TxType::Use),
+            "CANCEL" => Ok(TxType::Cancel),
+            _ => Err(DomainError::validation(
+                "type",
+                "type must be EARN, USE or CANCEL",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    #[serde(rename = "type")]
+    pub tx_type: TxType,
+    /// Signed effect on the balance: positive for EARN and for cancelling a USE.
+    pub amount: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub cancelled_transaction_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub fn validate_amount(amount: i64, max: i64) -> DomainResult<()> {
+    if amount <= 0 {
+        return Err(DomainError::validation(
+            "amount",
+            "amount must be greater than 0",
+        ));
+    }
+    if amount > max {
+        return Err(DomainError::validation(
+            "amount",
+            format!("amount must be at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+pub fn validate_text(field: &str, v: Option<&str>, max: usize) -> DomainResult<()> {
+    if v.is_some_and(|v| v.chars().count() > max) {
+        return Err(DomainError::validation(
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// The balance after applying `delta`, or the refusal.
+pub fn apply(balance: i64, delta: i64) -> DomainResult<i64> {
+    let next = balance
+        .checked_add(delta)
+        .ok_or_else(|| DomainError::validation("amount", "amount would overflow the balance"))?;
+    if next < 0 {
+        return Err(DomainError::InsufficientBalance);
+    }
+    Ok(next)
+}
+
+/// The signed delta of cancelling `original`; a CANCEL cannot itself be cancelled.
+pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
+    match original.tx_type {
+        TxType::Cancel => Err(DomainError::Conflict(
+            "a cancel transaction cannot be cancelled".into(),
+        )),
+        _ => Ok(-original.amount),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts() {
+        assert!(validate_amount(0, 10).is_err());
+        assert!(validate_amount(-1, 10).is_err());
+        assert!(validate_amount(11, 10).is_err());
+        assert!(validate_amount(10, 10).is_ok());
+    }
+
+    #[test]
+    fn balance_never_negative_nor_overflows() {
+        assert_eq!(apply(10, -10).unwrap(), 0);
+        assert_eq!(
+            apply(10, -11).unwrap_err(),
+            DomainError::InsufficientBalance
+        );
+        assert_eq!(apply(i64::MAX, 1).unwrap_err().field(), Some("amount"));
+    }
+}

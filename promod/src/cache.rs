@@ -1,0 +1,23 @@
+//! The shared Redis connection: multiplexed, reconnecting, with short timeouts
+//! so that a dead Redis fails requests fast instead of hanging them.
+
+use anyhow::Context;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+pub type Redis = ConnectionManager;
+
+pub async fn connect(url: &str) -> anyhow::Result<Redis> {
+    let client = redis::Client::open(url).with_context(|| format!("invalid redis url {url}"))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_millis(1000))
+        .set_response_timeout(Duration::from_millis(1000))
+        .set_number_of_retries(1);
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        ConnectionManager::new_with_config(client, cfg),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("redis at {url} did not answer within 3s"))?
+    .with_context(|| format!("cannot connect to redis at {url}"))
+}

@@ -1,0 +1,452 @@
+//! PostgreSQL access of the coupon role. Every write commits its outbox event
+//! and idempotency record in the same transaction.
+
+use crate::error::from_sqlx;
+use crate::outbox::{self, Event};
+use chrono::{DateTime, Utc};
+use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::{DomainError, DomainResult};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub const POLICY_COLUMNS: &str = "id, name, description, discount_type, discount_value, \
+    min_order_amount, max_discount_amount, total_quantity, issued_quantity, per_user_limit, \
+    valid_from, valid_until, active, created_at, updated_at";
+
+pub const COUPON_COLUMNS: &str = "id, code, policy_id, user_id, status, order_id, \
+    discount_amount, used_at, expires_at, issued_at";
+
+#[derive(sqlx::FromRow)]
+pub struct PolicyRow {
+    id: Uuid,
+    name: String,
+    description: Option<String>,
+    discount_type: String,
+    discount_value: i64,
+    min_order_amount: i64,
+    max_discount_amount: Option<i64>,
+    total_quantity: i64,
+    issued_quantity: i64,
+    per_user_limit: i32,
+    valid_from: DateTime<Utc>,
+    valid_until: DateTime<Utc>,
+    active: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl PolicyRow {
+    pub fn into_domain(self) -> Policy {
+        Policy {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            discount_type: DiscountType::parse(&self.discount_type).unwrap_or(DiscountType::Fixed),
+            discount_value: self.discount_value,
+            min_order_amount: self.min_order_amount,
+            max_discount_amount: self.max_discount_amount,
+            total_quantity: self.total_quantity,
+            issued_quantity: self.issued_quantity,
+            per_user_limit: self.per_user_limit as i64,
+            valid_from: self.valid_from,
+            valid_until: self.valid_until,
+            active: self.active,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct CouponRow {
+    id: Uuid,
+    code: String,
+    policy_id: Uuid,
+    user_id: Uuid,
+    status: String,
+    order_id: Option<String>,
+    discount_amount: Option<i64>,
+    used_at: Option<DateTime<Utc>>,
+    expires_at: DateTime<Utc>,
+    issued_at: DateTime<Utc>,
+}
+
+impl CouponRow {
+    /// The stored coupon with its status as seen at `now`.
+    pub fn into_domain(self, now: DateTime<Utc>) -> Coupon {
+        let mut c = Coupon {
+            id: self.id,
+            code: self.code,
+            policy_id: self.policy_id,
+            user_id: self.user_id,
+            status: CouponStatus::parse(&self.status).unwrap_or(CouponStatus::Available),
+            order_id: self.order_id,
+            discount_amount: self.discount_amount,
+            used_at: self.used_at,
+            expires_at: self.expires_at,
+            issued_at: self.issued_at,
+        };
+        c.status = c.effective_status(now);
+        c
+    }
+}
+
+pub async fn insert_policy(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    p: &NewPolicy,
+    now: DateTime<Utc>,
+) -> DomainResult<Policy> {
+    let row: PolicyRow = sqlx::query_as(&format!(
+        "INSERT INTO coupon_policies (id, name, description, discount_type, discount_value,
+            min_order_amount, max_discount_amount, total_quantity, per_user_limit,
+            valid_from, valid_until, created_at, updated_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12) RETURNING {POLICY_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(p.discount_type.as_str())
+    .bind(p.discount_value)
+    .bind(p.min_order_amount)
+    .bind(p.max_discount_amount)
+    .bind(p.total_quantity)
+    .bind(p.per_user_limit as i32)
+    .bind(p.valid_from)
+    .bind(p.valid_until)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(row.into_domain())
+}
+
+pub async fn get_policy(pool: &PgPool, id: Uuid) -> DomainResult<Policy> {
+    sqlx::query_as::<_, PolicyRow>(&format!(
+        "SELECT {POLICY_COLUMNS} FROM coupon_policies WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(from_sqlx)?
+    .map(PolicyRow::into_domain)
+    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))
+}
+
+pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Policy>> {
+    let rows: Vec<PolicyRow> = sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM coupon_policies ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
+    ))
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM coupon_policies")
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(Page::new(
+        rows.into_iter().map(PolicyRow::into_domain).collect(),
+        page,
+        total,
+    ))
+}
+
+/// Applies a patch under a row lock; the CHECK constraint refuses a total below
+/// the issued quantity even if a concurrent issue slipped in.
+pub async fn update_policy(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    patch: &PolicyPatch,
+    now: DateTime<Utc>,
+) -> DomainResult<(Policy, Policy)> {
+    let before: PolicyRow = sqlx::query_as(&format!(
+        "SELECT {POLICY_COLUMNS} FROM coupon_policies WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?
+    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?;
+    let before = before.into_domain();
+    patch.validate_against(&before)?;
+    let row: PolicyRow = sqlx::query_as(&format!(
+        "UPDATE coupon_policies SET
+            name = COALESCE($2, name),
+            description = COALESCE($3, description),
+            total_quantity = COALESCE($4, total_quantity),
+            valid_until = COALESCE($5, valid_until),
+            active = COALESCE($6, active),
+            updated_at = $7
+         WHERE id = $1 RETURNING {POLICY_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&patch.name)
+    .bind(&patch.description)
+    .bind(patch.total_quantity)
+    .bind(patch.valid_until)
+    .bind(patch.active)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => {
+            DomainError::validation(
+                "total_quantity",
+                "total_quantity must be at least the issued quantity",
+            )
+        }
+        _ => from_sqlx(e),
+    })?;
+    Ok((before, row.into_domain()))
+}
+
+/// One coupon waiting to be stored by the group commit.
+#[derive(Debug, Clone)]
+pub struct PendingCoupon {
+    pub coupon: Coupon,
+    pub user_seq: i64,
+    pub per_user_limit: i64,
+    pub idem: Option<crate::idempotency::IdemKey>,
+    /// Who the idempotency key belongs to (the caller, maybe an admin).
+    pub actor: Uuid,
+}
+
+/// Why one coupon of a batch was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    Stored,
+    /// Another request with the same idempotency key was stored first.
+    Duplicate,
+    Refused(DomainError),
+}
+
+/// Stores a batch in one transaction: coupons, the policies' issued counters,
+/// idempotency records and events. Constraint violations fail the whole
+/// statement, so the caller retries the members one by one to find the culprit.
+pub async fn insert_batch(
+    pool: &PgPool,
+    batch: &[PendingCoupon],
+) -> Result<Vec<InsertOutcome>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
+    for (i, p) in batch.iter().enumerate() {
+        if let Some(key) = &p.idem {
+            let fresh = crate::idempotency::record(&mut tx, p.actor, key, &p.coupon)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            if !fresh {
+                outcomes[i] = InsertOutcome::Duplicate;
+            }
+        }
+    }
+    let stored: Vec<&PendingCoupon> = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == InsertOutcome::Stored)
+        .map(|(p, _)| p)
+        .collect();
+    if !stored.is_empty() {
+        let ids: Vec<Uuid> = stored.iter().map(|p| p.coupon.id).collect();
+        let codes: Vec<&str> = stored.iter().map(|p| p.coupon.code.as_str()).collect();
+        let policies: Vec<Uuid> = stored.iter().map(|p| p.coupon.policy_id).collect();
+        let users: Vec<Uuid> = stored.iter().map(|p| p.coupon.user_id).collect();
+        let seqs: Vec<i32> = stored.iter().map(|p| p.user_seq as i32).collect();
+        let limits: Vec<i32> = stored.iter().map(|p| p.per_user_limit as i32).collect();
+        let expires: Vec<DateTime<Utc>> = stored.iter().map(|p| p.coupon.expires_at).collect();
+        let issued: Vec<DateTime<Utc>> = stored.iter().map(|p| p.coupon.issued_at).collect();
+        sqlx::query(
+            "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status, expires_at, issued_at)
+             SELECT id, code, policy_id, user_id, seq, lim, 'AVAILABLE', exp, iss
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[], $6::int[], $7::timestamptz[], $8::timestamptz[])
+               AS t(id, code, policy_id, user_id, seq, lim, exp, iss)",
+        )
+        .bind(&ids)
+        .bind(&codes)
+        .bind(&policies)
+        .bind(&users)
+        .bind(&seqs)
+        .bind(&limits)
+        .bind(&expires)
+        .bind(&issued)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE coupon_policies p SET issued_quantity = p.issued_quantity + c.n
+             FROM (SELECT pid, count(*) AS n FROM unnest($1::uuid[]) AS pid GROUP BY pid) c
+             WHERE p.id = c.pid",
+        )
+        .bind(&policies)
+        .execute(&mut *tx)
+        .await?;
+        let events: Vec<Event> = stored
+            .iter()
+            .map(|p| {
+                Event::new(
+                    "coupon.issued",
+                    p.coupon.id,
+                    Some(p.coupon.user_id),
+                    p.coupon.issued_at,
+                    serde_json::json!({
+                        "coupon_id": p.coupon.id,
+                        "code": p.coupon.code,
+                        "policy_id": p.coupon.policy_id,
+                        "user_id": p.coupon.user_id,
+                        "expires_at": p.coupon.expires_at,
+                    }),
+                )
+            })
+            .collect();
+        outbox::append(&mut tx, &events).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Maps a constraint violation of a single-coupon insert to the refusal it means.
+pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    match (d.code().as_deref(), d.constraint()) {
+        (Some("23505"), Some(c)) if c.contains("user_seq") || c.contains("policy_id_user_id") => {
+            Some(DomainError::LimitExceeded)
+        }
+        (Some("23505"), Some(c)) if c.contains("code") => {
+            Some(DomainError::Conflict("coupon code collision, retry".into()))
+        }
+        (Some("23514"), _) => Some(DomainError::SoldOut),
+        (Some("23503"), _) => Some(DomainError::NotFound("coupon policy".into())),
+        _ => None,
+    }
+}
+
+pub async fn get_coupon(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> DomainResult<Coupon> {
+    sqlx::query_as::<_, CouponRow>(&format!(
+        "SELECT {COUPON_COLUMNS} FROM coupons WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(from_sqlx)?
+    .map(|r| r.into_domain(now))
+    .ok_or_else(|| DomainError::NotFound("coupon".into()))
+}
+
+pub async fn list_coupons(
+    pool: &PgPool,
+    user: Uuid,
+    status: Option<CouponStatus>,
+    page: PageRequest,
+    now: DateTime<Utc>,
+) -> DomainResult<Page<Coupon>> {
+    // EXPIRED is derived: an AVAILABLE coupon past its expiry.
+    let filter = match status {
+        None => "TRUE",
+        Some(CouponStatus::Available) => "status = 'AVAILABLE' AND expires_at > $4",
+        Some(CouponStatus::Used) => "status = 'USED'",
+        Some(CouponStatus::Expired) => "status = 'AVAILABLE' AND expires_at <= $4",
+    };
+    let rows: Vec<CouponRow> = sqlx::query_as(&format!(
+        "SELECT {COUPON_COLUMNS} FROM coupons WHERE user_id = $1 AND ($4::timestamptz IS NOT NULL) AND {filter}
+         ORDER BY issued_at DESC, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(user)
+    .bind(page.limit())
+    .bind(page.offset())
+    .bind(now)
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let (total,): (i64,) = sqlx::query_as(&format!(
+        "SELECT count(*) FROM coupons WHERE user_id = $1 AND ($2::timestamptz IS NOT NULL) AND {}",
+        filter.replace("$4", "$2")
+    ))
+    .bind(user)
+    .bind(now)
+    .fetch_one(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(Page::new(
+        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        page,
+        total,
+    ))
+}
+
+/// AVAILABLE -> USED, only if still AVAILABLE and unexpired at `now`.
+pub async fn mark_used(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    order_id: &str,
+    discount: i64,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Coupon>> {
+    let row: Option<CouponRow> = sqlx::query_as(&format!(
+        "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4
+         WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(order_id)
+    .bind(discount)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(row.map(|r| r.into_domain(now)))
+}
+
+/// USED -> AVAILABLE, only if still USED.
+pub async fn mark_unused(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<(Coupon, Option<String>)>> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT order_id FROM coupons WHERE id = $1 AND status = 'USED' FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(from_sqlx)?;
+    let Some((order_id,)) = row else {
+        return Ok(None);
+    };
+    let row: CouponRow = sqlx::query_as(&format!(
+        "UPDATE coupons SET status = 'AVAILABLE', order_id = NULL, discount_amount = NULL, used_at = NULL
+         WHERE id = $1 RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(Some((row.into_domain(now), order_id)))
+}
+
+/// The counters PostgreSQL holds for a policy: the source of truth for rebuilds.
+pub async fn counter_seed(
+    pool: &PgPool,
+    policy: Uuid,
+) -> DomainResult<super::admission::CounterSeed> {
+    let p = get_policy(pool, policy).await?;
+    let users: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, count(*) FROM coupons WHERE policy_id = $1 GROUP BY user_id",
+    )
+    .bind(policy)
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(super::admission::CounterSeed {
+        remaining: p.total_quantity - p.issued_quantity,
+        users,
+    })
+}
+
+pub async fn policy_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM coupon_policies")
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}

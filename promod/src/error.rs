@@ -1,0 +1,168 @@
+//! The one place where domain errors become HTTP responses and gRPC statuses,
+//! and where gRPC statuses become domain errors again.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use promo_domain::DomainError;
+use serde::Serialize;
+use tonic::metadata::MetadataValue;
+
+/// A domain error on its way out through REST.
+#[derive(Debug)]
+pub struct ApiError(pub DomainError);
+
+impl From<DomainError> for ApiError {
+    fn from(e: DomainError) -> Self {
+        ApiError(e)
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+pub fn http_status(e: &DomainError) -> StatusCode {
+    match e {
+        DomainError::Validation { .. } => StatusCode::BAD_REQUEST,
+        DomainError::Unauthorized => StatusCode::UNAUTHORIZED,
+        DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
+        DomainError::NotFound(_) => StatusCode::NOT_FOUND,
+        DomainError::SoldOut
+        | DomainError::LimitExceeded
+        | DomainError::AlreadyUsed
+        | DomainError::AlreadyCancelled
+        | DomainError::InsufficientBalance
+        | DomainError::IdempotencyMismatch
+        | DomainError::Conflict(_) => StatusCode::CONFLICT,
+        DomainError::NotActive(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        DomainError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        DomainError::Unavailable(_) | DomainError::CircuitOpen(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        DomainError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+pub fn error_body(e: &DomainError) -> ErrorBody {
+    let message = match e {
+        // Internal details stay in the logs.
+        DomainError::Internal(_) => "internal error".to_owned(),
+        other => other.to_string(),
+    };
+    ErrorBody {
+        error: ErrorDetail {
+            code: e.code().to_owned(),
+            message,
+            field: e.field().map(str::to_owned),
+        },
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let DomainError::Internal(detail) = &self.0 {
+            tracing::error!(error = %detail, "internal error");
+        }
+        let mut resp = (http_status(&self.0), Json(error_body(&self.0))).into_response();
+        if let DomainError::RateLimited { retry_after_secs } = self.0 {
+            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        resp
+    }
+}
+
+const CODE_KEY: &str = "x-promo-code";
+const FIELD_KEY: &str = "x-promo-field";
+
+/// Domain error to gRPC status; the exact code and field ride in metadata so
+/// that the client side rebuilds the same error.
+pub fn to_status(e: DomainError) -> tonic::Status {
+    use tonic::Code;
+    let code = match &e {
+        DomainError::Validation { .. } => Code::InvalidArgument,
+        DomainError::Unauthorized => Code::Unauthenticated,
+        DomainError::Forbidden(_) => Code::PermissionDenied,
+        DomainError::NotFound(_) => Code::NotFound,
+        DomainError::NotActive(_) => Code::FailedPrecondition,
+        DomainError::RateLimited { .. } => Code::ResourceExhausted,
+        DomainError::Unavailable(_) | DomainError::CircuitOpen(_) => Code::Unavailable,
+        DomainError::Internal(_) => Code::Internal,
+        _ => Code::Aborted,
+    };
+    let message = match &e {
+        DomainError::NotFound(what) => what.clone(),
+        other => other.to_string(),
+    };
+    let mut status = tonic::Status::new(code, message);
+    if let Ok(v) = MetadataValue::try_from(e.code()) {
+        status.metadata_mut().insert(CODE_KEY, v);
+    }
+    if let Some(field) = e.field().and_then(|f| MetadataValue::try_from(f).ok()) {
+        status.metadata_mut().insert(FIELD_KEY, field);
+    }
+    status
+}
+
+/// gRPC status back to a domain error. Transport failures become `Unavailable`.
+pub fn from_status(s: tonic::Status) -> DomainError {
+    let meta = s.metadata();
+    match meta.get(CODE_KEY).and_then(|v| v.to_str().ok()) {
+        Some(code) => {
+            let field = meta.get(FIELD_KEY).and_then(|v| v.to_str().ok());
+            DomainError::from_parts(code, s.message(), field)
+        }
+        None => match s.code() {
+            tonic::Code::DeadlineExceeded => DomainError::Unavailable("service timed out".into()),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+                DomainError::Unavailable(format!("service unavailable: {}", s.message()))
+            }
+            _ => DomainError::Internal(s.message().to_owned()),
+        },
+    }
+}
+
+/// Storage failures: a dead or slow dependency is 503, never a 500 or a hang.
+pub fn from_sqlx(e: sqlx::Error) -> DomainError {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            DomainError::Unavailable("database unavailable".into())
+        }
+        sqlx::Error::RowNotFound => DomainError::NotFound("row".into()),
+        other => DomainError::Internal(format!("database: {other}")),
+    }
+}
+
+pub fn from_redis(e: redis::RedisError) -> DomainError {
+    DomainError::Unavailable(format!("redis unavailable: {e}").to_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_round_trip_keeps_code_and_field() {
+        for e in [
+            DomainError::validation("quantity", "quantity must be > 0"),
+            DomainError::SoldOut,
+            DomainError::NotActive("sale ended".into()),
+            DomainError::NotFound("coupon".into()),
+            DomainError::Forbidden("not yours".into()),
+        ] {
+            let back = from_status(to_status(e.clone()));
+            assert_eq!(back, e);
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! REST plumbing shared by every role: authentication, extractors that turn
+//! bad input into `VALIDATION_ERROR` naming the field, health and metrics routes.
+
+use crate::auth::JwtKeys;
+use crate::error::ApiError;
+use crate::idempotency::{hash_request, IdemKey};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use promo_domain::principal::Principal;
+use promo_domain::DomainError;
+use serde::de::DeserializeOwned;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Who acts, and the idempotency key of a write.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub principal: Principal,
+    pub idem: Option<IdemKey>,
+}
+
+/// Verifies the bearer token and stores the principal in the request.
+pub async fn require_auth(
+    State(keys): State<Arc<JwtKeys>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match token.map(|t| keys.verify(t.trim())) {
+        Some(Ok(p)) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        _ => ApiError(DomainError::Unauthorized).into_response(),
+    }
+}
+
+/// The authenticated caller.
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .copied()
+            .map(Auth)
+            .ok_or(ApiError(DomainError::Unauthorized))
+    }
+}
+
+fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> DomainError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let field = if path == "." { String::new() } else { path };
+    let msg = inner.to_string();
+    // serde names a missing field in its message, not in the path.
+    let field = if field.is_empty() {
+        msg.split('`')
+            .nth(1)
+            .map(str::to_owned)
+            .unwrap_or_else(|| "body".into())
+    } else {
+        field
+    };
+    DomainError::validation(field, format!("invalid json: {msg}"))
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DomainError> {
+    let bytes = if bytes.is_empty() {
+        b"{}".as_slice()
+    } else {
+        bytes
+    };
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(json_error)
+}
+
+/// An authenticated write: the caller, the parsed body and the idempotency key
+/// (hashed with the method, path and body, so a different request is detected).
+pub struct Write<T> {
+    pub ctx: Ctx,
+    pub body: T,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Write<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (mut parts, body) = req.into_parts();
+        let Auth(principal) = Auth::from_request_parts(&mut parts, state).await?;
+        let key = parts
+            .headers
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| DomainError::validation("Idempotency-Key", "not valid text"))
+            })
+            .transpose()?;
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    DomainError::validation("body", "request body is too large")
+                } else {
+                    DomainError::validation("body", "cannot read request body")
+                }
+            })?;
+        let body: T = parse_json(&bytes)?;
+        let idem = key
+            .map(|k| {
+                let hash = hash_request(&[
+                    parts.method.as_str().as_bytes(),
+                    parts.uri.path().as_bytes(),
+                    &bytes,
+                ]);
+                IdemKey::parse(&k, hash)
+            })
+            .transpose()?;
+        Ok(Write {
+            ctx: Ctx { principal, idem },
+            body,
+        })
+    }
+}
+
+/// A UUID path segment; anything else is `VALIDATION_ERROR` on `id`.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| DomainError::validation("id", "missing id"))?;
+        Uuid::parse_str(&raw)
+            .map(PathId)
+            .map_err(|_| ApiError(DomainError::validation("id", "id must be a uuid")))
+    }
+}
+
+/// Query parameters with errors naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q));
+        serde_path_to_error::deserialize(de)
+            .map(Query)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                ApiError(DomainError::validation(
+                    if field == "." { "query".into() } else { field },
+                    format!("invalid query: {}", e.into_inner()),
+                ))
+            })
+    }
+}
+
+fn form_urlencoded_parse(q: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.as_bytes())
+}
+
+pub type ReadyCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// `/healthz`, `/readyz` and `/metrics` for one role.
+pub fn ops_routes(ready: ReadyCheck) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready.clone();
+                async move {
+                    match ready().await {
+                        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ready"}))),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            Json(serde_json::json!({"status": "unready", "reason": e})),
+                        ),
+                    }
+                }
+            }),
+        )
+        .route("/metrics", get(crate::metrics::render))
+}
+
+/// Fallback for unknown routes, in the contract's error format.
+pub async fn not_found() -> ApiError {
+    ApiError(DomainError::NotFound("route".into()))
+}

@@ -1,0 +1,98 @@
+//! Idempotency keys, stored by each service in the same transaction as the
+//! effect, so that a replay after any crash returns the first answer.
+
+use promo_domain::{DomainError, DomainResult};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+/// A client's key and the hash of the request it came with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdemKey {
+    pub key: String,
+    pub request_hash: String,
+}
+
+impl IdemKey {
+    pub fn parse(key: &str, request_hash: String) -> DomainResult<Self> {
+        if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_control()) {
+            return Err(DomainError::validation(
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 printable characters",
+            ));
+        }
+        Ok(IdemKey {
+            key: key.to_owned(),
+            request_hash,
+        })
+    }
+}
+
+pub fn hash_request(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    hex::encode(h.finalize())
+}
+
+/// The stored answer for (user, key), if any; a different request under the
+/// same key is refused.
+pub async fn lookup<T: DeserializeOwned>(
+    pool: &PgPool,
+    user_id: Uuid,
+    key: &IdemKey,
+) -> DomainResult<Option<T>> {
+    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
+        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .fetch_optional(pool)
+    .await
+    .map_err(crate::error::from_sqlx)?;
+    match row {
+        None => Ok(None),
+        Some((hash, _)) if hash != key.request_hash => Err(DomainError::IdempotencyMismatch),
+        Some((_, body)) => serde_json::from_value(body)
+            .map(Some)
+            .map_err(|e| DomainError::Internal(format!("stored idempotent response: {e}"))),
+    }
+}
+
+/// Records the answer inside the effect's transaction. Returns false when a
+/// concurrent request with the same key won: the caller rolls back and replays.
+pub async fn record<T: Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    user_id: Uuid,
+    key: &IdemKey,
+    response: &T,
+) -> DomainResult<bool> {
+    let body = serde_json::to_value(response)
+        .map_err(|e| DomainError::Internal(format!("serialize response: {e}")))?;
+    let res = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(body)
+    .execute(&mut **tx)
+    .await
+    .map_err(crate::error::from_sqlx)?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Keys are kept at least 24 h (API.md); older ones are pruned.
+pub async fn prune(pool: &PgPool, older_than_secs: i64) -> sqlx::Result<u64> {
+    let res = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than_secs.max(24 * 3600) as f64)
+    .execute(pool)
+    .await?;
+    Ok(res.rows_affected())
+}

@@ -1,0 +1,261 @@
+//! The transactional outbox: events are written in the same transaction as the
+//! change they describe, and a relay publishes them to Kafka afterwards.
+//!
+//! Delivery is at least once with a stable event id. The relay marks a row
+//! published only after the broker acknowledged it; a crash in between
+//! republishes the row, and consumers dedupe by `id`.
+
+use chrono::{DateTime, Utc};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The envelope of API.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub aggregate_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn new(
+        event_type: &str,
+        aggregate_id: impl ToString,
+        user_id: Option<Uuid>,
+        occurred_at: DateTime<Utc>,
+        data: Value,
+    ) -> Self {
+        Event {
+            id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            version: 1,
+            aggregate_id: aggregate_id.to_string(),
+            user_id,
+            occurred_at,
+            data,
+        }
+    }
+}
+
+/// Appends events inside the caller's transaction, in one statement.
+pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> sqlx::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(events.len());
+    let mut topics = Vec::with_capacity(events.len());
+    let mut keys = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for e in events {
+        ids.push(e.id);
+        topics.push(e.event_type.clone());
+        keys.push(e.aggregate_id.clone());
+        payloads.push(serde_json::to_value(e).unwrap_or(Value::Null));
+    }
+    sqlx::query(
+        "INSERT INTO outbox (id, topic, aggregate_id, payload)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])",
+    )
+    .bind(ids)
+    .bind(topics)
+    .bind(keys)
+    .bind(payloads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub service: &'static str,
+    pub brokers: String,
+    pub batch_size: i64,
+    pub poll_interval: Duration,
+    pub retention_secs: i64,
+}
+
+pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "10000")
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| anyhow::anyhow!("cannot create kafka producer for {brokers}: {e}"))
+}
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    seq: i64,
+    topic: String,
+    aggregate_id: String,
+    payload: Value,
+}
+
+/// Publishes one batch. Only one relay per database publishes at a time (a
+/// transaction-scoped advisory lock), which keeps per-key order and avoids
+/// double publishing in normal operation; `SKIP LOCKED` keeps a stuck peer
+/// from blocking.
+pub async fn publish_batch(
+    pool: &PgPool,
+    producer: &FutureProducer,
+    batch_size: i64,
+) -> anyhow::Result<usize> {
+    let mut tx = pool.begin().await?;
+    let (leader,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(7250001)")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !leader {
+        return Ok(0);
+    }
+    let rows: Vec<Pending> = sqlx::query_as(
+        "SELECT seq, topic, aggregate_id, payload FROM outbox
+         WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(batch_size)
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let bodies: Vec<String> = rows.iter().map(|r| r.payload.to_string()).collect();
+    let sends = rows.iter().zip(&bodies).map(|(r, body)| {
+        producer.send(
+            FutureRecord::to(&r.topic)
+                .key(r.aggregate_id.as_str())
+                .payload(body.as_str()),
+            Duration::from_secs(10),
+        )
+    });
+    let results = futures::future::join_all(sends).await;
+    // Only the acknowledged prefix is marked, so order survives a partial failure.
+    let acked: Vec<i64> = rows
+        .iter()
+        .zip(&results)
+        .take_while(|(_, r)| r.is_ok())
+        .map(|(row, _)| row.seq)
+        .collect();
+    if let Some((_, Err((e, _)))) = results
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.is_err())
+        .map(|(i, r)| (i, r.as_ref().map(|_| ())))
+    {
+        metrics::counter!("promo_outbox_publish_failures_total").increment(1);
+        tracing::warn!(error = %e, "outbox publish failed");
+    }
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+        .bind(&acked)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    metrics::counter!("promo_outbox_published_total").increment(acked.len() as u64);
+    if acked.len() < rows.len() {
+        anyhow::bail!(
+            "broker refused {} of {} events",
+            rows.len() - acked.len(),
+            rows.len()
+        );
+    }
+    Ok(acked.len())
+}
+
+/// Backlog size and the age of the oldest pending row, as gauges.
+pub async fn observe_backlog(pool: &PgPool, service: &'static str) -> sqlx::Result<(i64, f64)> {
+    let (count, oldest): (i64, Option<DateTime<Utc>>) =
+        sqlx::query_as("SELECT count(*), min(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(pool)
+            .await?;
+    let age = oldest
+        .map(|t| (Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+        .unwrap_or(0.0);
+    metrics::gauge!("promo_outbox_backlog", "service" => service).set(count as f64);
+    metrics::gauge!("promo_outbox_oldest_age_seconds", "service" => service).set(age);
+    Ok((count, age))
+}
+
+/// The relay loop of one service. Without brokers it only observes the backlog.
+pub async fn run_relay(pool: PgPool, cfg: RelayConfig, shutdown: CancellationToken) {
+    let producer = if cfg.brokers.is_empty() {
+        tracing::info!(
+            service = cfg.service,
+            "kafka not configured, events stay in the outbox"
+        );
+        None
+    } else {
+        match producer(&cfg.brokers) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(service = cfg.service, error = %e, "outbox relay disabled");
+                None
+            }
+        }
+    };
+    let mut backoff = cfg.poll_interval;
+    let mut last_observe = Instant::now() - Duration::from_secs(10);
+    let mut last_prune = Instant::now();
+    loop {
+        if last_observe.elapsed() >= Duration::from_secs(1) {
+            last_observe = Instant::now();
+            if let Err(e) = observe_backlog(&pool, cfg.service).await {
+                tracing::debug!(error = %e, "outbox backlog query failed");
+            }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(60) {
+            last_prune = Instant::now();
+            prune(&pool, cfg.retention_secs).await;
+        }
+        let mut sleep = cfg.poll_interval;
+        if let Some(p) = &producer {
+            match publish_batch(&pool, p, cfg.batch_size).await {
+                Ok(n) if n as i64 >= cfg.batch_size => sleep = Duration::ZERO,
+                Ok(_) => backoff = cfg.poll_interval,
+                Err(e) => {
+                    tracing::warn!(service = cfg.service, error = %e, backoff_ms = backoff.as_millis() as u64, "outbox relay retrying");
+                    sleep = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(sleep) => {}
+        }
+    }
+    if let Some(p) = producer {
+        // Drain what is queued so nothing acknowledged-but-unmarked lingers.
+        let _ = publish_batch(&pool, &p, cfg.batch_size).await;
+        let _ = p.flush(Duration::from_secs(5));
+    }
+}
+
+async fn prune(pool: &PgPool, retention_secs: i64) {
+    let res = sqlx::query(
+        "DELETE FROM outbox WHERE published_at IS NOT NULL
+         AND published_at < now() - make_interval(secs => $1)",
+    )
+    .bind(retention_secs as f64)
+    .execute(pool)
+    .await;
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "outbox prune failed");
+    }
+    if let Err(e) = crate::idempotency::prune(pool, retention_secs).await {
+        tracing::debug!(error = %e, "idempotency prune failed");
+    }
+}
