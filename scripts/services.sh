@@ -167,12 +167,17 @@ lock_services() {
 
 cmd_deps() {
   # protoc: tonic/prost build scripts; cmake + a C++ compiler: rdkafka's
-  # bundled librdkafka (feature cmake-build). Checked by command to stay fast.
+  # bundled librdkafka (feature cmake-build). Checked by file to stay fast.
   local need=()
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   command -v cmake >/dev/null || need+=(cmake)
   command -v g++ >/dev/null || need+=(g++)
   command -v make >/dev/null || need+=(make)
+  command -v pkg-config >/dev/null || need+=(pkg-config)
+  # librdkafka's cmake build links libcurl, zlib and OpenSSL.
+  [[ -e /usr/include/curl/curl.h || -e /usr/include/x86_64-linux-gnu/curl/curl.h ]] || need+=(libcurl4-openssl-dev)
+  [[ -e /usr/include/zlib.h ]] || need+=(zlib1g-dev)
+  [[ -e /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
   [[ ${#need[@]} -eq 0 ]] || apt_install "${need[@]}"
 }
 

@@ -25,8 +25,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   step "cargo test --doc"
   cargo test --workspace --doc
   step "cargo nextest run"
-  # --no-tests=warn: a workspace without tests yet should not fail CI.
-  cargo nextest run --workspace --no-tests=warn
+  cargo nextest run --workspace --no-tests=fail
 else
   step "cargo test"
   cargo test --workspace

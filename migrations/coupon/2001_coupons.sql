@@ -16,7 +16,7 @@ CREATE TABLE coupon_policies (
     updated_at          timestamptz NOT NULL DEFAULT now(),
     CHECK (valid_from < valid_until),
     -- The last line of defence against overselling.
-    CHECK (issued_quantity >= 0 AND issued_quantity <= total_quantity),
+    CONSTRAINT issued_within_total CHECK (issued_quantity >= 0 AND issued_quantity <= total_quantity),
     CHECK (discount_type <> 'PERCENTAGE' OR discount_value <= 100)
 );
 CREATE INDEX coupon_policies_created ON coupon_policies (created_at DESC);
@@ -36,8 +36,8 @@ CREATE TABLE coupons (
     used_at         timestamptz,
     expires_at      timestamptz NOT NULL,
     issued_at       timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (policy_id, user_id, user_seq),
-    CHECK (user_seq BETWEEN 1 AND per_user_limit),
+    CONSTRAINT coupons_user_seq_unique UNIQUE (policy_id, user_id, user_seq),
+    CONSTRAINT user_seq_within_limit CHECK (user_seq BETWEEN 1 AND per_user_limit),
     -- USED exactly when an order is attached.
     CHECK ((status = 'USED') = (order_id IS NOT NULL AND used_at IS NOT NULL AND discount_amount IS NOT NULL))
 );

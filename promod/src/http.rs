@@ -50,6 +50,16 @@ pub async fn require_auth(
     }
 }
 
+/// Admin-only routes: refused before the body is even read, so a user learns
+/// nothing from validation errors.
+pub async fn require_admin(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Principal>() {
+        Some(p) if p.is_admin() => next.run(req).await,
+        Some(_) => ApiError(DomainError::Forbidden("admin only".into())).into_response(),
+        None => ApiError(DomainError::Unauthorized).into_response(),
+    }
+}
+
 /// The authenticated caller.
 pub struct Auth(pub Principal);
 

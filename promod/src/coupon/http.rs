@@ -6,7 +6,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::http::{Auth, Ctx, PathId, Query, Write};
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
@@ -19,14 +19,15 @@ use uuid::Uuid;
 type Api = Arc<dyn CouponApi>;
 
 pub fn routes(api: Api) -> Router {
+    let admin = || axum::middleware::from_fn(crate::http::require_admin);
     Router::new()
         .route(
             "/api/v1/coupon-policies",
-            post(create_policy).get(list_policies),
+            post(create_policy).route_layer(admin()).get(list_policies),
         )
         .route(
             "/api/v1/coupon-policies/{id}",
-            get(get_policy).patch(update_policy),
+            patch(update_policy).route_layer(admin()).get(get_policy),
         )
         .route("/api/v1/coupons/issue", post(issue))
         .route("/api/v1/coupons", get(list_coupons))

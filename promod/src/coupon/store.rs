@@ -192,7 +192,7 @@ pub async fn update_policy(
     .fetch_one(&mut **tx)
     .await
     .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("23514") => {
+        sqlx::Error::Database(d) if d.constraint() == Some("issued_within_total") => {
             DomainError::validation(
                 "total_quantity",
                 "total_quantity must be at least the issued quantity",
@@ -311,13 +311,12 @@ pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
         return None;
     };
     match (d.code().as_deref(), d.constraint()) {
-        (Some("23505"), Some(c)) if c.contains("user_seq") || c.contains("policy_id_user_id") => {
-            Some(DomainError::LimitExceeded)
-        }
-        (Some("23505"), Some(c)) if c.contains("code") => {
+        (Some("23505"), Some("coupons_user_seq_unique"))
+        | (Some("23514"), Some("user_seq_within_limit")) => Some(DomainError::LimitExceeded),
+        (Some("23505"), Some("coupons_code_key")) => {
             Some(DomainError::Conflict("coupon code collision, retry".into()))
         }
-        (Some("23514"), _) => Some(DomainError::SoldOut),
+        (Some("23514"), Some("issued_within_total")) => Some(DomainError::SoldOut),
         (Some("23503"), _) => Some(DomainError::NotFound("coupon policy".into())),
         _ => None,
     }

@@ -50,11 +50,12 @@ impl Breaker {
         b
     }
 
+    /// Exported as 0 closed, 1 open, 2 half-open.
     fn publish(&self, s: State) {
         let v = match s {
             State::Closed => 0.0,
-            State::HalfOpen => 1.0,
-            State::Open => 2.0,
+            State::Open => 1.0,
+            State::HalfOpen => 2.0,
         };
         metrics::gauge!("promo_circuit_state", "service" => self.service).set(v);
     }

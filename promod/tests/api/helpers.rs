@@ -1,0 +1,170 @@
+//! `spawn_app()`: a promod with the gateway and coupon roles on port 0, fresh
+//! databases named by UUID, and helpers to mint tokens and call the API.
+
+use promo_domain::principal::Role;
+use promod::auth::JwtKeys;
+use promod::config::Config;
+use secrecy::SecretString;
+use serde_json::Value;
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+pub fn pg_base() -> String {
+    std::env::var("PROMO_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PROMO_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn etcd_url() -> String {
+    std::env::var("PROMO_TEST_ETCD").unwrap_or_else(|_| "http://127.0.0.1:2379".into())
+}
+
+/// Creates an empty database and returns its url.
+pub async fn fresh_db(tag: &str) -> String {
+    let name = format!("t_{tag}_{}", Uuid::new_v4().simple());
+    let admin = format!("{}/postgres", pg_base());
+    let pool = sqlx::PgPool::connect(&admin)
+        .await
+        .expect("postgres for tests");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .expect("create test database");
+    pool.close().await;
+    format!("{}/{name}", pg_base())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.jwt_secret = SecretString::from(SECRET.to_owned());
+    c.redis_url = redis_url();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    c.gateway.http_addr = any;
+    c.coupon.http_addr = any;
+    c.coupon.grpc_addr = any;
+    c.gateway.rate_limit.enabled = false;
+    c
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub coupon_base: String,
+    pub client: reqwest::Client,
+    pub keys: JwtKeys,
+    pub coupon_db: sqlx::PgPool,
+    pub shutdown: CancellationToken,
+    pub admin: String,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    let mut cfg = test_config();
+    cfg.roles = "gateway,coupon".parse().unwrap();
+    cfg.coupon.database_url = fresh_db("coupon").await;
+    cfg.gateway.database_url = fresh_db("gateway").await;
+    let coupon_url = cfg.coupon.database_url.clone();
+    let shutdown = CancellationToken::new();
+    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
+        .await
+        .expect("promod starts");
+    tokio::spawn(promod::server::join(tasks, shutdown.clone()));
+    let keys = JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900);
+    let admin = keys.issue(Uuid::new_v4(), Role::Admin).unwrap();
+    TestApp {
+        base: format!("http://{}", bound.gateway_http.unwrap()),
+        coupon_base: format!("http://{}", bound.coupon_http.unwrap()),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .unwrap(),
+        keys,
+        coupon_db: sqlx::PgPool::connect(&coupon_url).await.unwrap(),
+        shutdown,
+        admin,
+    }
+}
+
+impl TestApp {
+    pub fn user_token(&self) -> (Uuid, String) {
+        let id = Uuid::new_v4();
+        (id, self.keys.issue(id, Role::User).unwrap())
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        idem: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body), None)
+            .await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(token), None, None)
+            .await
+    }
+
+    pub async fn create_policy(&self, total: i64, per_user: i64) -> Uuid {
+        let now = chrono::Utc::now();
+        let (s, b) = self
+            .post(
+                "/coupon-policies",
+                &self.admin,
+                serde_json::json!({
+                    "name": "test policy",
+                    "discount_type": "PERCENTAGE",
+                    "discount_value": 10,
+                    "max_discount_amount": 5000,
+                    "min_order_amount": 1000,
+                    "total_quantity": total,
+                    "per_user_limit": per_user,
+                    "valid_from": now - chrono::Duration::minutes(1),
+                    "valid_until": now + chrono::Duration::days(1),
+                }),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["id"].as_str().unwrap().parse().unwrap()
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests against real PostgreSQL and Redis (and etcd for the
+//! split-process tests). One binary; modules only.
+
+mod admission_contract;
+mod auth;
+mod coupon;
+mod helpers;
+mod split;

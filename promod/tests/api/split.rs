@@ -1,0 +1,188 @@
+//! Roles in separate processes: the real binary, real etcd. The gateway finds
+//! coupon instances through etcd, notices one leaving and a new one arriving.
+//! Also the start-up failures that must be one clear line and a non-zero exit.
+
+use super::helpers::{etcd_url, free_port, fresh_db, redis_url, SECRET};
+use promo_domain::principal::Role;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn promod(envs: &[(&str, String)], args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_promod"));
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PROMO_JWT_SECRET", SECRET)
+        .env("PROMO_REDIS_URL", redis_url())
+        .env("PROMO_LOG__LEVEL", "warn")
+        .stdin(Stdio::null());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    c
+}
+
+fn spawn(envs: &[(&str, String)]) -> Proc {
+    Proc(
+        promod(envs, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn promod"),
+    )
+}
+
+async fn wait_http(url: &str) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+fn coupon_env(prefix: &str, db: &str) -> (Vec<(&'static str, String)>, u16) {
+    let http = free_port();
+    let env = vec![
+        ("PROMO_ROLES", "coupon".to_string()),
+        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
+        ("PROMO_ETCD_PREFIX", prefix.to_string()),
+        ("PROMO_ETCD_LEASE_TTL_SECS", "2".to_string()),
+        ("PROMO_COUPON__HTTP_ADDR", format!("127.0.0.1:{http}")),
+        (
+            "PROMO_COUPON__GRPC_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        ("PROMO_COUPON__DATABASE_URL", db.to_string()),
+    ];
+    (env, http)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_follows_coupon_instances_through_etcd() {
+    let prefix = format!("/promo-test/{}", uuid::Uuid::new_v4().simple());
+    let coupon_db = fresh_db("split_coupon").await;
+    let (env_a, http_a) = coupon_env(&prefix, &coupon_db);
+    let a = spawn(&env_a);
+    wait_http(&format!("http://127.0.0.1:{http_a}/readyz")).await;
+
+    let gw_port = free_port();
+    let _gw = spawn(&[
+        ("PROMO_ROLES", "gateway".to_string()),
+        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
+        ("PROMO_ETCD_PREFIX", prefix.clone()),
+        ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
+        (
+            "PROMO_GATEWAY__DATABASE_URL",
+            fresh_db("split_gateway").await,
+        ),
+    ]);
+    let base = format!("http://127.0.0.1:{gw_port}");
+    wait_http(&format!("{base}/healthz")).await;
+
+    let keys = promod::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
+    let client = reqwest::Client::new();
+    let list = || {
+        client
+            .get(format!("{base}/api/v1/coupon-policies"))
+            .bearer_auth(&admin)
+            .send()
+    };
+    let status_until = |want: u16| {
+        let list = &list;
+        async move {
+            let start = Instant::now();
+            loop {
+                let s = list().await.map(|r| r.status().as_u16()).unwrap_or(0);
+                if s == want {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "never saw {want}, last {s}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    status_until(200).await;
+
+    // The only instance goes away: the gateway answers 503, not a hang or a 500.
+    drop(a);
+    status_until(503).await;
+    let body: serde_json::Value = list().await.unwrap().json().await.unwrap();
+    let code = body["error"]["code"].as_str().unwrap().to_owned();
+    assert!(code == "UNAVAILABLE" || code == "CIRCUIT_OPEN", "{body}");
+
+    // A new instance registers: the gateway finds it without a restart.
+    let (env_b, http_b) = coupon_env(&prefix, &coupon_db);
+    let _b = spawn(&env_b);
+    wait_http(&format!("http://127.0.0.1:{http_b}/readyz")).await;
+    status_until(200).await;
+}
+
+fn run_to_exit(envs: &[(&str, String)], args: &[&str]) -> (i32, String) {
+    let out = promod(envs, args).output().expect("run promod");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn bad_starts_are_one_clear_line_and_a_nonzero_exit() {
+    let (code, err) = run_to_exit(&[], &["--roles", "gateway,bogus"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown role `bogus`"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let cfg = std::env::temp_dir().join(format!("bad-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::write(&cfg, "roles = [\n").unwrap();
+    let (code, err) = run_to_exit(&[], &["--config", cfg.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&cfg);
+    assert_ne!(code, 0);
+    assert!(err.contains("malformed toml"), "{err}");
+
+    let (code, err) = run_to_exit(
+        &[(
+            "PROMO_COUPON__DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nowhere".into(),
+        )],
+        &["--roles", "coupon"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot connect to postgres"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (code, err) = run_to_exit(
+        &[
+            ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{port}")),
+            ("PROMO_GATEWAY__DATABASE_URL", fresh_db("portcheck").await),
+        ],
+        &["--roles", "gateway"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("port in use"), "{err}");
+    assert_eq!(
+        err.trim().lines().filter(|l| l.contains("promod:")).count(),
+        1,
+        "{err}"
+    );
+}
