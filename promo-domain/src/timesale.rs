@@ -129,7 +129,7 @@ pub fn validate_quantity(quantity: i64, per_user_limit: i64) -> DomainResult<()>
             "quantity must be greater than 0",
         ));
     }
-    if quantity > per_user_limit.max(1).min(1000) {
+    if quantity > per_user_limit.clamp(1, 1000) {
         return Err(DomainError::validation(
             "quantity",
             format!("quantity must be at most {per_user_limit}"),

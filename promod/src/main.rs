@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let overrides = CliOverrides {
         roles: cli.roles,
-        log: (cli.log_format.is_some() || cli.log_level.is_some()).then(|| LogOverrides {
+        log: (cli.log_format.is_some() || cli.log_level.is_some()).then_some(LogOverrides {
             format: cli.log_format,
             level: cli.log_level,
         }),

@@ -92,7 +92,7 @@ pub fn read_ctx(a: Option<common::Actor>) -> DomainResult<Ctx> {
 
 pub fn write_ctx(m: Option<common::WriteMeta>) -> DomainResult<Ctx> {
     let m = m.ok_or(DomainError::Unauthorized)?;
-    let idem = (!m.idempotency_key.is_empty()).then(|| IdemKey {
+    let idem = (!m.idempotency_key.is_empty()).then_some(IdemKey {
         key: m.idempotency_key,
         request_hash: m.request_hash,
     });

@@ -238,9 +238,12 @@ impl AdmissionPort for RedisAdmission {
 }
 
 /// The in-memory implementation: the same contract, one mutex.
+/// Remaining and per-user counts of one policy.
+type Counters = (i64, HashMap<Uuid, i64>);
+
 #[derive(Clone, Default)]
 pub struct MemoryAdmission {
-    state: Arc<Mutex<HashMap<Uuid, (i64, HashMap<Uuid, i64>)>>>,
+    state: Arc<Mutex<HashMap<Uuid, Counters>>>,
 }
 
 #[async_trait]

@@ -49,9 +49,11 @@ pub fn free_port() -> u16 {
 }
 
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.jwt_secret = SecretString::from(SECRET.to_owned());
-    c.redis_url = redis_url();
+    let mut c = Config {
+        jwt_secret: SecretString::from(SECRET.to_owned()),
+        redis_url: redis_url(),
+        ..Config::default()
+    };
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     c.gateway.http_addr = any;
     c.coupon.http_addr = any;
