@@ -360,6 +360,11 @@ pub async fn start(
         );
         tracing::info!(http = %cfg.gateway.http_addr, "gateway role started");
     }
+    for role in [Role::Point, Role::Timesale] {
+        if cfg.roles.has(role) {
+            tracing::warn!(role = role.as_str(), "role is not implemented yet, skipping");
+        }
+    }
     Ok((tasks, bound))
 }
 
