@@ -362,7 +362,10 @@ pub async fn start(
     }
     for role in [Role::Point, Role::Timesale] {
         if cfg.roles.has(role) {
-            tracing::warn!(role = role.as_str(), "role is not implemented yet, skipping");
+            tracing::warn!(
+                role = role.as_str(),
+                "role is not implemented yet, skipping"
+            );
         }
     }
     Ok((tasks, bound))
