@@ -150,12 +150,7 @@ pub async fn publish_batch(
         .take_while(|(_, r)| r.is_ok())
         .map(|(row, _)| row.seq)
         .collect();
-    if let Some((_, Err((e, _)))) = results
-        .iter()
-        .enumerate()
-        .find(|(_, r)| r.is_err())
-        .map(|(i, r)| (i, r.as_ref().map(|_| ())))
-    {
+    if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
         metrics::counter!("promo_outbox_publish_failures_total").increment(1);
         tracing::warn!(error = %e, "outbox publish failed");
     }
