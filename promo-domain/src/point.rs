@@ -42,8 +42,10 @@ pub struct Transaction {
     pub user_id: Uuid,
     #[serde(rename = "type")]
     pub tx_type: TxType,
-    /// Signed effect on the balance: positive for EARN and for cancelling a USE.
+    /// The magnitude, as requested (always > 0).
     pub amount: i64,
+    /// The signed effect on the balance: + for EARN and for cancelling a USE.
+    pub delta: i64,
     pub balance_after: i64,
     pub reference: Option<String>,
     pub description: Option<String>,
@@ -94,8 +96,52 @@ pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
         TxType::Cancel => Err(DomainError::Conflict(
             "a cancel transaction cannot be cancelled".into(),
         )),
-        _ => Ok(-original.amount),
+        _ => Ok(-original.delta),
     }
+}
+
+/// A request to earn or use points, validated by [`PointChange::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PointChange {
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+}
+
+impl PointChange {
+    pub fn parse(
+        user_id: Uuid,
+        amount: i64,
+        reference: Option<String>,
+        description: Option<String>,
+        max_amount: i64,
+    ) -> DomainResult<Self> {
+        validate_amount(amount, max_amount)?;
+        validate_text("reference", reference.as_deref(), 200)?;
+        validate_text("description", description.as_deref(), 500)?;
+        Ok(PointChange {
+            user_id,
+            amount,
+            reference,
+            description,
+        })
+    }
+
+    /// The signed delta of this change as `kind` (EARN credits, USE debits).
+    pub fn delta(&self, kind: TxType) -> i64 {
+        match kind {
+            TxType::Use => -self.amount,
+            _ => self.amount,
+        }
+    }
+}
+
+/// A user's balance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub user_id: Uuid,
+    pub balance: i64,
 }
 
 #[cfg(test)]
@@ -118,5 +164,44 @@ mod tests {
             DomainError::InsufficientBalance
         );
         assert_eq!(apply(i64::MAX, 1).unwrap_err().field(), Some("amount"));
+    }
+
+    fn tx(kind: TxType, delta: i64) -> Transaction {
+        Transaction {
+            id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            tx_type: kind,
+            amount: delta.abs(),
+            delta,
+            balance_after: 0,
+            reference: None,
+            description: None,
+            cancelled_transaction_id: None,
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn cancelling_reverses_the_effect_and_cancels_are_final() {
+        assert_eq!(cancel_delta(&tx(TxType::Earn, 30)).unwrap(), -30);
+        assert_eq!(cancel_delta(&tx(TxType::Use, -30)).unwrap(), 30);
+        assert_eq!(
+            cancel_delta(&tx(TxType::Cancel, 30)).unwrap_err().code(),
+            "CONFLICT"
+        );
+    }
+
+    #[test]
+    fn changes_are_validated_and_signed() {
+        let u = Uuid::nil();
+        let c = PointChange::parse(u, 5, None, None, 10).unwrap();
+        assert_eq!(c.delta(TxType::Earn), 5);
+        assert_eq!(c.delta(TxType::Use), -5);
+        assert_eq!(
+            PointChange::parse(u, 5, Some("x".repeat(201)), None, 10)
+                .unwrap_err()
+                .field(),
+            Some("reference")
+        );
     }
 }

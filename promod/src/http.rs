@@ -14,7 +14,10 @@ use axum::routing::get;
 use axum::{Json, Router};
 use promo_domain::principal::Principal;
 use promo_domain::DomainError;
+use promo_domain::page::Page;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -225,3 +228,42 @@ pub fn ops_routes(ready: ReadyCheck) -> Router {
 pub async fn not_found() -> ApiError {
     ApiError(DomainError::NotFound("route".into()))
 }
+
+/// The context of a read: the caller, no idempotency key.
+pub fn read_ctx(p: Principal) -> Ctx {
+    Ctx {
+        principal: p,
+        idem: None,
+    }
+}
+
+/// A body-less write (cancel routes); any JSON object is accepted and ignored.
+#[derive(Debug, Deserialize, ToSchema, Default)]
+pub struct EmptyBody {}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PageView<T> {
+    pub items: Vec<T>,
+    pub page: u32,
+    pub size: u32,
+    pub total: i64,
+}
+
+impl<T> PageView<T> {
+    pub fn from_page<D>(p: Page<D>, f: impl FnMut(D) -> T) -> Self {
+        let p = p.map(f);
+        PageView {
+            items: p.items,
+            page: p.page,
+            size: p.size,
+            total: p.total,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+}
+

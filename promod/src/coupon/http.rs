@@ -3,14 +3,14 @@
 
 use super::CouponApi;
 use crate::error::{ApiError, ErrorBody};
-use crate::http::{Auth, Ctx, PathId, Query, Write};
+use crate::http::{read_ctx, Auth, EmptyBody, PageQuery, PageView, PathId, Query, Write};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
-use promo_domain::page::{Page, PageRequest};
+use promo_domain::page::PageRequest;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -136,32 +136,6 @@ impl From<Coupon> for CouponView {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct PageView<T> {
-    pub items: Vec<T>,
-    pub page: u32,
-    pub size: u32,
-    pub total: i64,
-}
-
-impl<T> PageView<T> {
-    pub fn from_page<D>(p: Page<D>, f: impl FnMut(D) -> T) -> Self {
-        let p = p.map(f);
-        PageView {
-            items: p.items,
-            page: p.page,
-            size: p.size,
-            total: p.total,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-pub struct PageQuery {
-    pub page: Option<i64>,
-    pub size: Option<i64>,
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct CouponListQuery {
     pub page: Option<i64>,
@@ -185,20 +159,10 @@ pub struct UseBody {
     pub order_amount: i64,
 }
 
-#[derive(Debug, Deserialize, ToSchema, Default)]
-pub struct EmptyBody {}
-
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UseView {
     pub coupon: CouponView,
     pub discount_amount: i64,
-}
-
-fn read_ctx(p: promo_domain::principal::Principal) -> Ctx {
-    Ctx {
-        principal: p,
-        idem: None,
-    }
 }
 
 #[utoipa::path(post, path = "/api/v1/coupon-policies", tag = "coupons", request_body = CreatePolicyBody,
