@@ -100,7 +100,8 @@ pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
     }
 }
 
-/// A request to earn or use points, validated by [`PointChange::parse`].
+/// A request to earn or use points, as it arrives; the service validates it
+/// against its configured maximum with [`PointChange::validate`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointChange {
     pub user_id: Uuid,
@@ -110,22 +111,10 @@ pub struct PointChange {
 }
 
 impl PointChange {
-    pub fn parse(
-        user_id: Uuid,
-        amount: i64,
-        reference: Option<String>,
-        description: Option<String>,
-        max_amount: i64,
-    ) -> DomainResult<Self> {
-        validate_amount(amount, max_amount)?;
-        validate_text("reference", reference.as_deref(), 200)?;
-        validate_text("description", description.as_deref(), 500)?;
-        Ok(PointChange {
-            user_id,
-            amount,
-            reference,
-            description,
-        })
+    pub fn validate(&self, max_amount: i64) -> DomainResult<()> {
+        validate_amount(self.amount, max_amount)?;
+        validate_text("reference", self.reference.as_deref(), 200)?;
+        validate_text("description", self.description.as_deref(), 500)
     }
 
     /// The signed delta of this change as `kind` (EARN credits, USE debits).
@@ -194,14 +183,17 @@ mod tests {
     #[test]
     fn changes_are_validated_and_signed() {
         let u = Uuid::nil();
-        let c = PointChange::parse(u, 5, None, None, 10).unwrap();
+        let mut c = PointChange {
+            user_id: u,
+            amount: 5,
+            reference: None,
+            description: None,
+        };
+        assert!(c.validate(10).is_ok());
         assert_eq!(c.delta(TxType::Earn), 5);
         assert_eq!(c.delta(TxType::Use), -5);
-        assert_eq!(
-            PointChange::parse(u, 5, Some("x".repeat(201)), None, 10)
-                .unwrap_err()
-                .field(),
-            Some("reference")
-        );
+        assert_eq!(c.validate(4).unwrap_err().field(), Some("amount"));
+        c.reference = Some("x".repeat(201));
+        assert_eq!(c.validate(10).unwrap_err().field(), Some("reference"));
     }
 }

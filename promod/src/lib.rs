@@ -16,6 +16,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;
+pub mod point;
 pub mod proto;
 pub mod request_id;
 pub mod roles;

@@ -2,13 +2,15 @@
 //! drains: listeners stop accepting, in-flight requests finish, relays flush.
 
 use crate::auth::JwtKeys;
-use crate::config::Config;
+use crate::config::{Config, ServiceConfig};
 use crate::coupon::{self, CouponApi, CouponService};
 use crate::db::{self, Schema};
 use crate::gateway::breaker::Breaker;
+use crate::gateway::rate_limit::{self, RateLimiter};
 use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
 use crate::outbox::{self, RelayConfig};
+use crate::point::{self, PointApi, PointService};
 use crate::roles::Role;
 use crate::{cache, discovery, request_id};
 use anyhow::Context;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -52,12 +55,18 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what} (port in use?)"))
 }
 
-/// What a running promod exposes to tests: the bound addresses.
+/// What a running promod exposes to tests: the bound addresses and the clock.
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
     pub gateway_http: Option<SocketAddr>,
     pub coupon_http: Option<SocketAddr>,
     pub coupon_grpc: Option<SocketAddr>,
+    pub point_http: Option<SocketAddr>,
+    pub point_grpc: Option<SocketAddr>,
+    pub timesale_http: Option<SocketAddr>,
+    pub timesale_grpc: Option<SocketAddr>,
+    /// The clock every role of this process reads; tests move it.
+    pub clock: Arc<OffsetClock>,
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -215,6 +224,263 @@ fn spawn_relay(
     });
 }
 
+/// What every role shares while starting.
+struct Shared {
+    cfg: Config,
+    clock: SharedClock,
+    keys: Arc<JwtKeys>,
+    redis: cache::Redis,
+    etcd: Option<etcd_client::Client>,
+    shutdown: CancellationToken,
+}
+
+/// A service role's database and ports, ready before anything serves.
+struct ServicePorts {
+    pool: PgPool,
+    http: TcpListener,
+    grpc: TcpListener,
+}
+
+impl Shared {
+    async fn prepare(
+        &self,
+        svc: &ServiceConfig,
+        schema: Schema,
+        name: &str,
+    ) -> anyhow::Result<ServicePorts> {
+        let pool = db::connect(
+            &svc.database_url,
+            self.cfg.db_max_connections,
+            self.cfg.db_acquire_timeout_ms,
+        )
+        .await?;
+        db::migrate(&pool, schema).await?;
+        let http = bind(svc.http_addr, &format!("{name} rest")).await?;
+        let grpc = bind(svc.grpc_addr, &format!("{name} grpc")).await?;
+        Ok(ServicePorts { pool, http, grpc })
+    }
+
+    /// Serves a service role: its own REST port, gRPC, etcd registration and
+    /// the outbox relay.
+    async fn launch<S>(
+        &self,
+        tasks: &mut JoinSet<anyhow::Result<()>>,
+        name: &'static str,
+        ports: ServicePorts,
+        rest: Router,
+        grpc: S,
+    ) -> anyhow::Result<()>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let grpc_addr = ports.grpc.local_addr()?;
+        let router = Router::new()
+            .merge(rest.layer(from_fn_with_state(self.keys.clone(), h::require_auth)))
+            .merge(h::ops_routes(ready_check(
+                Some(ports.pool.clone()),
+                Some(self.redis.clone()),
+            )));
+        serve_http(
+            tasks,
+            ports.http,
+            edge(router, name, &self.cfg),
+            self.shutdown.clone(),
+        );
+        serve_grpc(tasks, ports.grpc, grpc, self.shutdown.clone());
+        if let Some(client) = &self.etcd {
+            let url = format!("http://{}:{}", self.cfg.advertise_host, grpc_addr.port());
+            let h = discovery::register(
+                client.clone(),
+                self.cfg.etcd_prefix.clone(),
+                name,
+                url,
+                self.cfg.etcd_lease_ttl_secs,
+                self.shutdown.clone(),
+            )
+            .await?;
+            tasks.spawn(async move {
+                let _ = h.await;
+                Ok(())
+            });
+        }
+        spawn_relay(tasks, &self.cfg, name, ports.pool, self.shutdown.clone());
+        Ok(())
+    }
+
+    /// The channel a gateway in another process uses to reach a service role:
+    /// watched in etcd, or the static address from config.
+    async fn remote(
+        &self,
+        name: &'static str,
+        static_url: &str,
+    ) -> anyhow::Result<(Channel, Arc<Breaker>, Duration)> {
+        let timeout = Duration::from_millis(self.cfg.gateway.call_timeout_ms);
+        let channel = match &self.etcd {
+            Some(client) => {
+                discovery::watched_channel(
+                    client.clone(),
+                    &self.cfg.etcd_prefix,
+                    name,
+                    timeout,
+                    self.shutdown.clone(),
+                )
+                .await?
+            }
+            None => discovery::static_channel(static_url, timeout)?,
+        };
+        let breaker = Arc::new(Breaker::new(name, self.cfg.gateway.breaker.clone()));
+        Ok((channel, breaker, timeout))
+    }
+}
+
+/// The APIs the gateway routes to: in process, or gRPC clients.
+#[derive(Default)]
+struct Local {
+    coupon: Option<Arc<dyn CouponApi>>,
+    point: Option<Arc<dyn PointApi>>,
+}
+
+async fn start_coupon(
+    sh: &Shared,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    bound: &mut Bound,
+) -> anyhow::Result<Arc<dyn CouponApi>> {
+    let ports = sh.prepare(&sh.cfg.coupon, Schema::Coupon, "coupon").await?;
+    bound.coupon_http = ports.http.local_addr().ok();
+    bound.coupon_grpc = ports.grpc.local_addr().ok();
+    let admission = Arc::new(coupon::admission::RedisAdmission::new(sh.redis.clone()));
+    let svc = Arc::new(CouponService::new(
+        ports.pool.clone(),
+        admission,
+        sh.clock.clone(),
+    ));
+    // Rebuild counters that Redis lost (a restart of Redis, a flush).
+    match svc.reconcile_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
+    }
+    let api: Arc<dyn CouponApi> = svc;
+    sh.launch(
+        tasks,
+        "coupon",
+        ports,
+        coupon::http::routes(api.clone()),
+        coupon::grpc::server(api.clone()),
+    )
+    .await?;
+    tracing::info!(http = %sh.cfg.coupon.http_addr, grpc = %sh.cfg.coupon.grpc_addr, "coupon role started");
+    Ok(api)
+}
+
+async fn start_point(
+    sh: &Shared,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    bound: &mut Bound,
+) -> anyhow::Result<Arc<dyn PointApi>> {
+    let cfg = &sh.cfg.point;
+    let ports = sh.prepare(&cfg.service, Schema::Point, "point").await?;
+    bound.point_http = ports.http.local_addr().ok();
+    bound.point_grpc = ports.grpc.local_addr().ok();
+    let svc = PointService::new(
+        ports.pool.clone(),
+        Some(sh.redis.clone()),
+        sh.clock.clone(),
+        point::Limits {
+            max_amount: cfg.max_earn_amount,
+            cache_ttl_secs: cfg.cache_ttl_secs,
+        },
+    );
+    let api: Arc<dyn PointApi> = Arc::new(svc);
+    sh.launch(
+        tasks,
+        "point",
+        ports,
+        point::http::routes(api.clone()),
+        point::grpc::server(api.clone()),
+    )
+    .await?;
+    tracing::info!(http = %cfg.service.http_addr, grpc = %cfg.service.grpc_addr, "point role started");
+    Ok(api)
+}
+
+async fn start_gateway(
+    sh: &Shared,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    bound: &mut Bound,
+    local: Local,
+) -> anyhow::Result<()> {
+    let cfg = &sh.cfg;
+    let pool = db::connect(
+        &cfg.gateway.database_url,
+        cfg.db_max_connections,
+        cfg.db_acquire_timeout_ms,
+    )
+    .await?;
+    db::migrate(&pool, Schema::Gateway).await?;
+    let http_l = bind(cfg.gateway.http_addr, "gateway rest").await?;
+    bound.gateway_http = http_l.local_addr().ok();
+    let users = Users::new(pool.clone(), sh.keys.clone(), cfg.gateway.refresh_ttl_secs);
+    if let (Some(email), Some(pw)) = (&cfg.bootstrap_admin_email, &cfg.bootstrap_admin_password) {
+        use secrecy::ExposeSecret;
+        users
+            .bootstrap_admin(email, pw.expose_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
+    }
+    let coupon: Arc<dyn CouponApi> = match cfg.in_process.then_some(local.coupon).flatten() {
+        Some(api) => api,
+        None => {
+            let (ch, br, t) = sh.remote("coupon", &cfg.gateway.coupon_grpc).await?;
+            Arc::new(coupon::grpc::Client::new(ch, t, br))
+        }
+    };
+    let point_api: Arc<dyn PointApi> = match cfg.in_process.then_some(local.point).flatten() {
+        Some(api) => api,
+        None => {
+            let (ch, br, t) = sh.remote("point", &cfg.gateway.point_grpc).await?;
+            Arc::new(point::grpc::Client::new(ch, t, br))
+        }
+    };
+    let limiter = Arc::new(RateLimiter::new(
+        sh.redis.clone(),
+        cfg.gateway.rate_limit.clone(),
+        rate_limit::parse_trusted(&cfg.gateway.trusted_proxies)?,
+    ));
+    // require_auth is the outer layer, so the per-user bucket knows the user.
+    let private = Router::new()
+        .merge(gateway::private_routes(users.clone()))
+        .merge(coupon::http::routes(coupon))
+        .merge(point::http::routes(point_api))
+        .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
+        .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));
+    let router = Router::new()
+        .merge(gateway::public_routes(users).layer(from_fn_with_state(limiter, rate_limit::per_ip)))
+        .merge(private)
+        .merge(gateway::openapi::routes())
+        .merge(h::ops_routes(ready_check(
+            Some(pool),
+            Some(sh.redis.clone()),
+        )));
+    serve_http(
+        tasks,
+        http_l,
+        edge(router, "gateway", cfg),
+        sh.shutdown.clone(),
+    );
+    tracing::info!(http = %cfg.gateway.http_addr, "gateway role started");
+    Ok(())
+}
+
 /// Starts every enabled role and returns their tasks. Dependencies are checked
 /// and ports bound here, so a bad start fails before anything serves.
 pub async fn start(
@@ -222,9 +488,8 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(JoinSet<anyhow::Result<()>>, Bound)> {
     crate::metrics::handle();
-    let clock = OffsetClock::default();
+    let clock = Arc::new(OffsetClock::default());
     clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
-    let clock: SharedClock = Arc::new(clock);
     let keys = Arc::new(JwtKeys::new(&cfg.jwt_secret, cfg.gateway.access_ttl_secs));
     let redis = cache::connect(&cfg.redis_url).await?;
     let etcd = if cfg.etcd_endpoints.is_empty() {
@@ -235,138 +500,32 @@ pub async fn start(
     if !cfg.kafka_brokers.is_empty() {
         check_kafka(&cfg.kafka_brokers).await?;
     }
+    let sh = Shared {
+        clock: clock.clone(),
+        cfg,
+        keys,
+        redis,
+        etcd,
+        shutdown,
+    };
     let mut tasks = JoinSet::new();
-    let mut bound = Bound::default();
-    let mut coupon_api: Option<Arc<dyn CouponApi>> = None;
-    let timeout = Duration::from_millis(cfg.gateway.call_timeout_ms);
-
-    if cfg.roles.has(Role::Coupon) {
-        let pool = db::connect(
-            &cfg.coupon.database_url,
-            cfg.db_max_connections,
-            cfg.db_acquire_timeout_ms,
-        )
-        .await?;
-        db::migrate(&pool, Schema::Coupon).await?;
-        let http_l = bind(cfg.coupon.http_addr, "coupon rest").await?;
-        let grpc_l = bind(cfg.coupon.grpc_addr, "coupon grpc").await?;
-        bound.coupon_http = http_l.local_addr().ok();
-        bound.coupon_grpc = grpc_l.local_addr().ok();
-        let admission = Arc::new(coupon::admission::RedisAdmission::new(redis.clone()));
-        let svc = Arc::new(CouponService::new(pool.clone(), admission, clock.clone()));
-        // Rebuild counters that Redis lost (a restart of Redis, a flush).
-        match svc.reconcile_all(false).await {
-            Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
-        }
-        let api: Arc<dyn CouponApi> = svc;
-        let router = Router::new()
-            .merge(
-                coupon::http::routes(api.clone())
-                    .layer(from_fn_with_state(keys.clone(), h::require_auth)),
-            )
-            .merge(h::ops_routes(ready_check(
-                Some(pool.clone()),
-                Some(redis.clone()),
-            )));
-        serve_http(
-            &mut tasks,
-            http_l,
-            edge(router, "coupon", &cfg),
-            shutdown.clone(),
-        );
-        let grpc_addr = bound.coupon_grpc;
-        serve_grpc(
-            &mut tasks,
-            grpc_l,
-            coupon::grpc::server(api.clone()),
-            shutdown.clone(),
-        );
-        if let (Some(client), Some(addr)) = (&etcd, grpc_addr) {
-            let url = format!("http://{}:{}", cfg.advertise_host, addr.port());
-            let h = discovery::register(
-                client.clone(),
-                cfg.etcd_prefix.clone(),
-                "coupon",
-                url,
-                cfg.etcd_lease_ttl_secs,
-                shutdown.clone(),
-            )
-            .await?;
-            tasks.spawn(async move {
-                let _ = h.await;
-                Ok(())
-            });
-        }
-        spawn_relay(&mut tasks, &cfg, "coupon", pool, shutdown.clone());
-        coupon_api = Some(api);
-        tracing::info!(http = %cfg.coupon.http_addr, grpc = %cfg.coupon.grpc_addr, "coupon role started");
+    let mut bound = Bound {
+        clock,
+        ..Bound::default()
+    };
+    let mut local = Local::default();
+    let roles = sh.cfg.roles.clone();
+    if roles.has(Role::Coupon) {
+        local.coupon = Some(start_coupon(&sh, &mut tasks, &mut bound).await?);
     }
-
-    if cfg.roles.has(Role::Gateway) {
-        let pool = db::connect(
-            &cfg.gateway.database_url,
-            cfg.db_max_connections,
-            cfg.db_acquire_timeout_ms,
-        )
-        .await?;
-        db::migrate(&pool, Schema::Gateway).await?;
-        let http_l = bind(cfg.gateway.http_addr, "gateway rest").await?;
-        bound.gateway_http = http_l.local_addr().ok();
-        let users = Users::new(pool.clone(), keys.clone(), cfg.gateway.refresh_ttl_secs);
-        if let (Some(email), Some(pw)) = (&cfg.bootstrap_admin_email, &cfg.bootstrap_admin_password)
-        {
-            use secrecy::ExposeSecret;
-            users
-                .bootstrap_admin(email, pw.expose_secret())
-                .await
-                .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
-        }
-        let coupon: Arc<dyn CouponApi> = match (cfg.in_process, coupon_api.clone()) {
-            (true, Some(api)) => api,
-            _ => {
-                let channel = match &etcd {
-                    Some(client) => {
-                        discovery::watched_channel(
-                            client.clone(),
-                            &cfg.etcd_prefix,
-                            "coupon",
-                            timeout,
-                            shutdown.clone(),
-                        )
-                        .await?
-                    }
-                    None => discovery::static_channel(&cfg.gateway.coupon_grpc, timeout)?,
-                };
-                let breaker = Arc::new(Breaker::new("coupon", cfg.gateway.breaker.clone()));
-                Arc::new(coupon::grpc::Client::new(channel, timeout, breaker))
-            }
-        };
-        let private = Router::new()
-            .merge(gateway::private_routes(users.clone()))
-            .merge(coupon::http::routes(coupon))
-            .layer(from_fn_with_state(keys.clone(), h::require_auth));
-        let router = Router::new()
-            .merge(gateway::public_routes(users))
-            .merge(private)
-            .merge(gateway::openapi::routes())
-            .merge(h::ops_routes(ready_check(Some(pool), Some(redis.clone()))));
-        serve_http(
-            &mut tasks,
-            http_l,
-            edge(router, "gateway", &cfg),
-            shutdown.clone(),
-        );
-        tracing::info!(http = %cfg.gateway.http_addr, "gateway role started");
+    if roles.has(Role::Point) {
+        local.point = Some(start_point(&sh, &mut tasks, &mut bound).await?);
     }
-    for role in [Role::Point, Role::Timesale] {
-        if cfg.roles.has(role) {
-            tracing::warn!(
-                role = role.as_str(),
-                "role is not implemented yet, skipping"
-            );
-        }
+    if roles.has(Role::Gateway) {
+        start_gateway(&sh, &mut tasks, &mut bound, local).await?;
+    }
+    if roles.has(Role::Timesale) {
+        tracing::warn!(role = "timesale", "role is not implemented yet, skipping");
     }
     Ok((tasks, bound))
 }

@@ -64,6 +64,7 @@ pub struct CouponService {
     batcher: Batcher,
     clock: SharedClock,
     policy_cache: Mutex<HashMap<Uuid, (Instant, Policy)>>,
+    policy_loading: tokio::sync::Mutex<()>,
 }
 
 impl CouponService {
@@ -75,6 +76,7 @@ impl CouponService {
             batcher,
             clock,
             policy_cache: Mutex::new(HashMap::new()),
+            policy_loading: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -82,11 +84,22 @@ impl CouponService {
         &self.pool
     }
 
+    fn fresh_policy(&self, id: Uuid) -> Option<Policy> {
+        match self.policy_cache.lock().expect("cache").get(&id) {
+            Some((at, p)) if at.elapsed() < POLICY_CACHE_TTL => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     async fn cached_policy(&self, id: Uuid) -> DomainResult<Policy> {
-        if let Some((at, p)) = self.policy_cache.lock().expect("cache").get(&id) {
-            if at.elapsed() < POLICY_CACHE_TTL {
-                return Ok(p.clone());
-            }
+        if let Some(p) = self.fresh_policy(id) {
+            return Ok(p);
+        }
+        // One load per miss: a thousand requests arriving on a cold cache
+        // must not all queue for the pool.
+        let _loading = self.policy_loading.lock().await;
+        if let Some(p) = self.fresh_policy(id) {
+            return Ok(p);
         }
         let p = store::get_policy(&self.pool, id).await?;
         self.policy_cache

@@ -4,6 +4,7 @@
 
 pub mod breaker;
 pub mod openapi;
+pub mod rate_limit;
 pub mod users;
 
 use crate::error::ApiError;

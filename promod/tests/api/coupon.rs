@@ -318,3 +318,33 @@ async fn policy_patch_never_goes_below_issued_and_events_are_written() {
             .unwrap();
     assert_eq!(events, 2, "one event per issued coupon, written with it");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validity_window_follows_the_injected_clock() {
+    let app = spawn_app().await;
+    let now = chrono::Utc::now();
+    let (s, p) = app
+        .post(
+            "/coupon-policies",
+            &app.admin,
+            json!({
+                "name": "tomorrow", "discount_type": "FIXED", "discount_value": 500,
+                "total_quantity": 10,
+                "valid_from": now + chrono::Duration::days(1),
+                "valid_until": now + chrono::Duration::days(2),
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{p}");
+    let body = json!({"policy_id": p["id"]});
+    let (_, token) = app.user_token();
+    let (s, b) = app.post("/coupons/issue", &token, body.clone()).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")));
+    app.clock.advance(chrono::Duration::hours(25));
+    let (s, b) = app.post("/coupons/issue", &token, body.clone()).await;
+    assert_eq!(s, 201, "{b}");
+    app.clock.advance(chrono::Duration::days(1));
+    let (_, late) = app.user_token();
+    let (s, b) = app.post("/coupons/issue", &late, body).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")));
+}

@@ -1,4 +1,4 @@
-//! `spawn_app()`: a promod with the gateway and coupon roles on port 0, fresh
+//! `spawn_app()`: a promod with the gateway, coupon and point roles on port 0, fresh
 //! databases named by UUID, and helpers to mint tokens and call the API.
 
 use promo_domain::principal::Role;
@@ -58,6 +58,10 @@ pub fn test_config() -> Config {
     c.gateway.http_addr = any;
     c.coupon.http_addr = any;
     c.coupon.grpc_addr = any;
+    c.point.service.http_addr = any;
+    c.point.service.grpc_addr = any;
+    c.timesale.service.http_addr = any;
+    c.timesale.service.grpc_addr = any;
     c.gateway.rate_limit.enabled = false;
     c
 }
@@ -68,6 +72,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub keys: JwtKeys,
     pub coupon_db: sqlx::PgPool,
+    pub point_db: sqlx::PgPool,
+    pub clock: std::sync::Arc<promo_domain::clock::OffsetClock>,
     pub shutdown: CancellationToken,
     pub admin: String,
 }
@@ -79,11 +85,19 @@ impl Drop for TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// `spawn_app` with a config tweak applied before start.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut cfg = test_config();
-    cfg.roles = "gateway,coupon".parse().unwrap();
+    cfg.roles = "gateway,coupon,point".parse().unwrap();
     cfg.coupon.database_url = fresh_db("coupon").await;
+    cfg.point.service.database_url = fresh_db("point").await;
     cfg.gateway.database_url = fresh_db("gateway").await;
     let coupon_url = cfg.coupon.database_url.clone();
+    let point_url = cfg.point.service.database_url.clone();
+    tweak(&mut cfg);
     let shutdown = CancellationToken::new();
     let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
         .await
@@ -100,6 +114,8 @@ pub async fn spawn_app() -> TestApp {
             .unwrap(),
         keys,
         coupon_db: sqlx::PgPool::connect(&coupon_url).await.unwrap(),
+        point_db: sqlx::PgPool::connect(&point_url).await.unwrap(),
+        clock: bound.clock.clone(),
         shutdown,
         admin,
     }

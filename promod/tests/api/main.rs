@@ -5,4 +5,6 @@ mod admission_contract;
 mod auth;
 mod coupon;
 mod helpers;
+mod point;
+mod rate_limit;
 mod split;

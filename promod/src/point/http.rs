@@ -1,0 +1,181 @@
+//! REST routes of the point API (API.md), served by the gateway and by the
+//! point role's own port over any [`PointApi`].
+
+use super::PointApi;
+use crate::error::{ApiError, ErrorBody};
+use crate::http::{read_ctx, Auth, EmptyBody, PageView, PathId, Query, Write};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use promo_domain::page::PageRequest;
+use promo_domain::point::{Balance, PointChange, Transaction, TxType};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+type Api = Arc<dyn PointApi>;
+
+pub fn routes(api: Api) -> Router {
+    let admin = axum::middleware::from_fn(crate::http::require_admin);
+    Router::new()
+        .route("/api/v1/points/earn", post(earn).route_layer(admin))
+        .route("/api/v1/points/use", post(use_points))
+        .route("/api/v1/points/transactions/{id}/cancel", post(cancel))
+        .route("/api/v1/points/balance", get(balance))
+        .route("/api/v1/points/history", get(history))
+        .with_state(api)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct EarnBody {
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UseBody {
+    pub amount: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    /// Admins only: use this user's points.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TransactionView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// EARN, USE or CANCEL
+    #[serde(rename = "type")]
+    pub tx_type: String,
+    /// The magnitude, as requested.
+    pub amount: i64,
+    /// The signed effect on the balance.
+    pub delta: i64,
+    pub balance_after: i64,
+    pub reference: Option<String>,
+    pub description: Option<String>,
+    pub cancelled_transaction_id: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Transaction> for TransactionView {
+    fn from(t: Transaction) -> Self {
+        TransactionView {
+            id: t.id,
+            user_id: t.user_id,
+            tx_type: t.tx_type.as_str().to_owned(),
+            amount: t.amount,
+            delta: t.delta,
+            balance_after: t.balance_after,
+            reference: t.reference,
+            description: t.description,
+            cancelled_transaction_id: t.cancelled_transaction_id,
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct BalanceView {
+    pub user_id: Uuid,
+    pub balance: i64,
+}
+
+impl From<Balance> for BalanceView {
+    fn from(b: Balance) -> Self {
+        BalanceView {
+            user_id: b.user_id,
+            balance: b.balance,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct BalanceQuery {
+    /// Admins only.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+    /// EARN, USE or CANCEL
+    #[serde(rename = "type")]
+    pub tx_type: Option<String>,
+    /// Admins only.
+    pub user_id: Option<Uuid>,
+}
+
+type Created = Result<(StatusCode, Json<TransactionView>), ApiError>;
+
+#[utoipa::path(post, path = "/api/v1/points/earn", tag = "points", request_body = EarnBody,
+    responses((status = 201, body = TransactionView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn earn(State(api): State<Api>, w: Write<EarnBody>) -> Created {
+    let b = w.body;
+    let change = PointChange {
+        user_id: b.user_id,
+        amount: b.amount,
+        reference: b.reference,
+        description: b.description,
+    };
+    let t = api.earn(&w.ctx, change).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[utoipa::path(post, path = "/api/v1/points/use", tag = "points", request_body = UseBody,
+    responses((status = 201, body = TransactionView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn use_points(State(api): State<Api>, w: Write<UseBody>) -> Created {
+    let b = w.body;
+    let change = PointChange {
+        user_id: w.ctx.principal.acting_for(b.user_id)?,
+        amount: b.amount,
+        reference: b.reference,
+        description: b.description,
+    };
+    let t = api.use_points(&w.ctx, change).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[utoipa::path(post, path = "/api/v1/points/transactions/{id}/cancel", tag = "points",
+    params(("id" = Uuid, Path)),
+    responses((status = 201, body = TransactionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel(State(api): State<Api>, PathId(id): PathId, w: Write<EmptyBody>) -> Created {
+    let t = api.cancel(&w.ctx, id).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/points/balance", tag = "points", params(BalanceQuery),
+    responses((status = 200, body = BalanceView), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn balance(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    Query(q): Query<BalanceQuery>,
+) -> Result<Json<BalanceView>, ApiError> {
+    let user = p.acting_for(q.user_id)?;
+    Ok(Json(api.balance(&read_ctx(p), user).await?.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/points/history", tag = "points", params(HistoryQuery),
+    responses((status = 200, body = PageView<TransactionView>)), security(("bearer" = [])))]
+pub async fn history(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<PageView<TransactionView>>, ApiError> {
+    let page = PageRequest::parse(q.page, q.size)?;
+    let kind = q.tx_type.as_deref().map(TxType::parse).transpose()?;
+    let user = p.acting_for(q.user_id)?;
+    let res = api.history(&read_ctx(p), user, kind, page).await?;
+    Ok(Json(PageView::from_page(res, TransactionView::from)))
+}

@@ -1,0 +1,227 @@
+//! The point role: a loyalty ledger that never goes negative and never loses
+//! a transaction. Every change is one conditional statement in PostgreSQL
+//! ([`store::apply`]); Redis only caches balances for reads.
+//! See ARCHITECTURE.md, "Points never go negative".
+
+pub mod balance_cache;
+pub mod grpc;
+pub mod http;
+pub mod store;
+
+use crate::http::Ctx;
+use crate::outbox::Event;
+use async_trait::async_trait;
+use balance_cache::BalanceCache;
+use promo_domain::clock::SharedClock;
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::point::{self, Balance, PointChange, Transaction, TxType};
+use promo_domain::{DomainError, DomainResult};
+use sqlx::PgPool;
+use store::{Applied, Change};
+use uuid::Uuid;
+
+/// What the gateway (in process or over gRPC) and the REST routes call.
+#[async_trait]
+pub trait PointApi: Send + Sync + 'static {
+    /// Admin only.
+    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction>;
+    /// The user for themself, or an admin for anyone.
+    async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction>;
+    /// Reverses an EARN or a USE, at most once.
+    async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction>;
+    async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance>;
+    async fn history(
+        &self,
+        ctx: &Ctx,
+        user_id: Uuid,
+        kind: Option<TxType>,
+        page: PageRequest,
+    ) -> DomainResult<Page<Transaction>>;
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The largest amount of one earn or use.
+    pub max_amount: i64,
+    pub cache_ttl_secs: u64,
+}
+
+pub struct PointService {
+    pool: PgPool,
+    cache: BalanceCache,
+    clock: SharedClock,
+    limits: Limits,
+}
+
+fn event_type(kind: TxType) -> &'static str {
+    match kind {
+        TxType::Earn => "point.earned",
+        TxType::Use => "point.used",
+        TxType::Cancel => "point.cancelled",
+    }
+}
+
+fn outcome_metric(kind: TxType, outcome: &'static str) {
+    metrics::counter!("promo_point_ops_total", "op" => kind.as_str(), "outcome" => outcome)
+        .increment(1);
+}
+
+impl PointService {
+    pub fn new(
+        pool: PgPool,
+        redis: Option<crate::cache::Redis>,
+        clock: SharedClock,
+        limits: Limits,
+    ) -> Self {
+        PointService {
+            pool,
+            cache: BalanceCache::new(redis, limits.cache_ttl_secs),
+            clock,
+            limits,
+        }
+    }
+
+    async fn replay(&self, ctx: &Ctx) -> DomainResult<Option<Transaction>> {
+        match &ctx.idem {
+            Some(k) => crate::idempotency::lookup(&self.pool, ctx.principal.user_id, k).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one ledger row with its balance change, event and idempotency
+    /// record, then refreshes the cache.
+    async fn write(&self, ctx: &Ctx, mut tx: Transaction) -> DomainResult<Transaction> {
+        let kind = tx.tx_type;
+        let event = Event::new(
+            event_type(kind),
+            tx.user_id,
+            Some(tx.user_id),
+            tx.created_at,
+            serde_json::json!({
+                "transaction_id": tx.id,
+                "user_id": tx.user_id,
+                "type": kind.as_str(),
+                "amount": tx.amount,
+                "delta": tx.delta,
+                "balance_after": null,
+                "reference": tx.reference,
+                "cancelled_transaction_id": tx.cancelled_transaction_id,
+            }),
+        );
+        let change = Change {
+            tx: tx.clone(),
+            event,
+            idem: ctx.idem.as_ref().map(|k| (k, ctx.principal.user_id)),
+        };
+        match store::apply(&self.pool, &change).await {
+            Ok(Some(Applied::Done { balance, version })) => {
+                tx.balance_after = balance;
+                self.cache.put(tx.user_id, balance, version).await;
+                outcome_metric(kind, "ok");
+                Ok(tx)
+            }
+            Ok(Some(Applied::DuplicateKey)) => self
+                .replay(ctx)
+                .await?
+                .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into())),
+            Ok(None) => {
+                outcome_metric(kind, "insufficient_balance");
+                Err(DomainError::InsufficientBalance)
+            }
+            Err(e) => {
+                outcome_metric(
+                    kind,
+                    if e.is_business_refusal() {
+                        "refused"
+                    } else {
+                        "error"
+                    },
+                );
+                Err(e)
+            }
+        }
+    }
+
+    fn new_tx(&self, kind: TxType, change: PointChange) -> Transaction {
+        Transaction {
+            id: Uuid::now_v7(),
+            user_id: change.user_id,
+            tx_type: kind,
+            delta: change.delta(kind),
+            amount: change.amount,
+            balance_after: 0,
+            reference: change.reference,
+            description: change.description,
+            cancelled_transaction_id: None,
+            created_at: self.clock.now(),
+        }
+    }
+}
+
+#[async_trait]
+impl PointApi for PointService {
+    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
+        ctx.principal.require_admin()?;
+        change.validate(self.limits.max_amount)?;
+        if let Some(done) = self.replay(ctx).await? {
+            return Ok(done);
+        }
+        self.write(ctx, self.new_tx(TxType::Earn, change)).await
+    }
+
+    async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
+        ctx.principal.acting_for(Some(change.user_id))?;
+        change.validate(self.limits.max_amount)?;
+        if let Some(done) = self.replay(ctx).await? {
+            return Ok(done);
+        }
+        self.write(ctx, self.new_tx(TxType::Use, change)).await
+    }
+
+    async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
+        if let Some(done) = self.replay(ctx).await? {
+            return Ok(done);
+        }
+        let original = store::get_transaction(&self.pool, transaction_id).await?;
+        ctx.principal.require_owner(original.user_id)?;
+        let delta = point::cancel_delta(&original)?;
+        // Reported before a balance refusal; the unique constraint decides races.
+        if store::is_cancelled(&self.pool, transaction_id).await? {
+            return Err(DomainError::AlreadyCancelled);
+        }
+        let tx = Transaction {
+            id: Uuid::now_v7(),
+            user_id: original.user_id,
+            tx_type: TxType::Cancel,
+            amount: original.amount,
+            delta,
+            balance_after: 0,
+            reference: original.reference.clone(),
+            description: Some(format!("cancel of {transaction_id}")),
+            cancelled_transaction_id: Some(transaction_id),
+            created_at: self.clock.now(),
+        };
+        self.write(ctx, tx).await
+    }
+
+    async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
+        let user_id = ctx.principal.acting_for(Some(user_id))?;
+        if let Some(balance) = self.cache.get(user_id).await {
+            return Ok(Balance { user_id, balance });
+        }
+        let (balance, version) = store::balance(&self.pool, user_id).await?;
+        self.cache.put(user_id, balance, version).await;
+        Ok(Balance { user_id, balance })
+    }
+
+    async fn history(
+        &self,
+        ctx: &Ctx,
+        user_id: Uuid,
+        kind: Option<TxType>,
+        page: PageRequest,
+    ) -> DomainResult<Page<Transaction>> {
+        let user_id = ctx.principal.acting_for(Some(user_id))?;
+        store::history(&self.pool, user_id, kind, page).await
+    }
+}

@@ -1,0 +1,497 @@
+//! The point ledger through the gateway, against real PostgreSQL and Redis.
+
+use super::helpers::{spawn_app, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+impl TestApp {
+    pub async fn earn(&self, user: Uuid, amount: i64) -> Value {
+        let (s, b) = self
+            .post(
+                "/points/earn",
+                &self.admin,
+                json!({"user_id": user, "amount": amount}),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b
+    }
+
+    pub async fn balance_of(&self, token: &str) -> i64 {
+        let (s, b) = self.get("/points/balance", token).await;
+        assert_eq!(s, 200, "{b}");
+        b["balance"].as_i64().unwrap()
+    }
+
+    /// Every user's ledger sums to a non-negative balance (the invariant).
+    pub async fn assert_ledger_invariant(&self) {
+        let bad: Vec<(Uuid, i64, Option<i64>)> = sqlx::query_as(
+            "SELECT b.user_id, b.balance, s.total FROM point_balances b
+             LEFT JOIN (SELECT user_id, sum(delta)::bigint AS total FROM point_transactions GROUP BY user_id) s
+               ON s.user_id = b.user_id
+             WHERE s.total IS DISTINCT FROM b.balance OR b.balance < 0",
+        )
+        .fetch_all(&self.point_db)
+        .await
+        .unwrap();
+        assert!(bad.is_empty(), "ledger and balances disagree: {bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn earn_use_cancel_balance_and_history() {
+    let app = spawn_app().await;
+    let (user, token) = app.user_token();
+    let earned = app.earn(user, 500).await;
+    assert_eq!(earned["type"], "EARN");
+    assert_eq!(earned["amount"], 500);
+    assert_eq!(earned["balance_after"], 500);
+    assert_eq!(app.balance_of(&token).await, 500);
+
+    let (s, used) = app
+        .post(
+            "/points/use",
+            &token,
+            json!({"amount": 120, "reference": "order-1"}),
+        )
+        .await;
+    assert_eq!(s, 201, "{used}");
+    assert_eq!(
+        (&used["type"], &used["amount"], &used["delta"]),
+        (&json!("USE"), &json!(120), &json!(-120))
+    );
+    assert_eq!(used["balance_after"], 380);
+    assert_eq!(app.balance_of(&token).await, 380);
+
+    let path = format!(
+        "/points/transactions/{}/cancel",
+        used["id"].as_str().unwrap()
+    );
+    let (s, cancel) = app.post(&path, &token, json!({})).await;
+    assert_eq!(s, 201, "{cancel}");
+    assert_eq!(cancel["type"], "CANCEL");
+    assert_eq!(cancel["cancelled_transaction_id"], used["id"]);
+    assert_eq!(cancel["balance_after"], 500);
+    assert_eq!(app.balance_of(&token).await, 500);
+    let (s, again) = app.post(&path, &token, json!({})).await;
+    assert_eq!(
+        (s, &again["error"]["code"]),
+        (409, &json!("ALREADY_CANCELLED"))
+    );
+    let cancel_of_cancel = format!(
+        "/points/transactions/{}/cancel",
+        cancel["id"].as_str().unwrap()
+    );
+    let (s, b) = app.post(&cancel_of_cancel, &token, json!({})).await;
+    assert_eq!((s, &b["error"]["code"]), (409, &json!("CONFLICT")));
+
+    let (s, h) = app.get("/points/history?size=2", &token).await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["total"], 3);
+    let types: Vec<&str> = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["CANCEL", "USE"], "newest first");
+    let (_, h) = app.get("/points/history?type=EARN", &token).await;
+    assert_eq!(h["total"], 1);
+    assert_eq!(h["items"][0]["balance_after"], 500);
+    app.assert_ledger_invariant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_spent_earn_is_refused() {
+    let app = spawn_app().await;
+    let (user, token) = app.user_token();
+    let earned = app.earn(user, 100).await;
+    let (s, _) = app.post("/points/use", &token, json!({"amount": 60})).await;
+    assert_eq!(s, 201);
+    let path = format!(
+        "/points/transactions/{}/cancel",
+        earned["id"].as_str().unwrap()
+    );
+    let (s, b) = app.post(&path, &app.admin, json!({})).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("INSUFFICIENT_BALANCE"))
+    );
+    assert_eq!(app.balance_of(&token).await, 40);
+    app.assert_ledger_invariant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_fifty_of_a_hundred_concurrent_uses_succeed() {
+    let app = Arc::new(spawn_app().await);
+    let (user, token) = app.user_token();
+    app.earn(user, 500).await;
+    let token = Arc::new(token);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            app.post("/points/use", &token, json!({"amount": 10})).await
+        }));
+    }
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => ok += 1,
+            409 => {
+                assert_eq!(b["error"]["code"], "INSUFFICIENT_BALANCE");
+                refused += 1
+            }
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!((ok, refused), (50, 50));
+    assert_eq!(app.balance_of(&token).await, 0);
+    app.assert_ledger_invariant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_one_of_twenty_concurrent_cancels_succeeds() {
+    let app = Arc::new(spawn_app().await);
+    let (user, token) = app.user_token();
+    app.earn(user, 100).await;
+    let (_, used) = app.post("/points/use", &token, json!({"amount": 30})).await;
+    let path = Arc::new(format!(
+        "/points/transactions/{}/cancel",
+        used["id"].as_str().unwrap()
+    ));
+    let token = Arc::new(token);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (app, token, path) = (app.clone(), token.clone(), path.clone());
+        tasks.push(tokio::spawn(async move {
+            app.post(&path, &token, json!({})).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => ok += 1,
+            409 => assert_eq!(b["error"]["code"], "ALREADY_CANCELLED"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(app.balance_of(&token).await, 100);
+    app.assert_ledger_invariant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_balance_follows_every_write_even_over_a_stale_entry() {
+    let app = spawn_app().await;
+    let (user, token) = app.user_token();
+    let mut redis = redis::Client::open(super::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = promod::keys::point_balance(user);
+    // A read fills the cache; each kind of write must move it.
+    assert_eq!(app.balance_of(&token).await, 0);
+    let earned = app.earn(user, 70).await;
+    assert_eq!(app.balance_of(&token).await, 70);
+    let (_, used) = app.post("/points/use", &token, json!({"amount": 20})).await;
+    assert_eq!(app.balance_of(&token).await, 50);
+    let cancel = format!(
+        "/points/transactions/{}/cancel",
+        used["id"].as_str().unwrap()
+    );
+    app.post(&cancel, &token, json!({})).await;
+    assert_eq!(app.balance_of(&token).await, 70);
+    let cached: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(cached.starts_with("70:"), "{cached}");
+
+    // Plant a stale entry (an old version with a wrong balance): the next
+    // write replaces it.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("999:1")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let cancel_earn = format!(
+        "/points/transactions/{}/cancel",
+        earned["id"].as_str().unwrap()
+    );
+    let (s, b) = app.post(&cancel_earn, &app.admin, json!({})).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(app.balance_of(&token).await, 0);
+    // An unreadable entry is a miss, never an answer.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("garbage")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(app.balance_of(&token).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaying_an_idempotency_key_returns_the_first_answer_once() {
+    let app = spawn_app().await;
+    let (user, token) = app.user_token();
+    app.earn(user, 100).await;
+    let body = json!({"amount": 10});
+    let first = app
+        .call(
+            Method::POST,
+            "/points/use",
+            Some(&token),
+            Some(body.clone()),
+            Some("use-1"),
+        )
+        .await;
+    let second = app
+        .call(
+            Method::POST,
+            "/points/use",
+            Some(&token),
+            Some(body),
+            Some("use-1"),
+        )
+        .await;
+    assert_eq!(first.0, 201);
+    assert_eq!(first, second);
+    assert_eq!(app.balance_of(&token).await, 90);
+    let (s, b) = app
+        .call(
+            Method::POST,
+            "/points/use",
+            Some(&token),
+            Some(json!({"amount": 11})),
+            Some("use-1"),
+        )
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("IDEMPOTENCY_MISMATCH"))
+    );
+    // Concurrent replays of one key: one effect.
+    let app = Arc::new(app);
+    let token = Arc::new(token);
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            app.call(
+                Method::POST,
+                "/points/use",
+                Some(&token),
+                Some(json!({"amount": 5})),
+                Some("use-2"),
+            )
+            .await
+        }));
+    }
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        if s == 201 {
+            ids.insert(b["id"].as_str().unwrap().to_owned());
+        } else {
+            assert_eq!((s, &b["error"]["code"]), (409, &json!("CONFLICT")), "{b}");
+        }
+    }
+    assert_eq!(ids.len(), 1, "one transaction for one key");
+    assert_eq!(app.balance_of(&token).await, 85);
+    app.assert_ledger_invariant().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (user, token) = app.user_token();
+    let (other, other_token) = app.user_token();
+    let earned = app.earn(user, 100).await;
+    let cases = [
+        (json!({"user_id": user, "amount": 0}), "amount"),
+        (json!({"user_id": user, "amount": -5}), "amount"),
+        (json!({"user_id": user, "amount": 10_000_001}), "amount"),
+        (json!({"user_id": user, "amount": "ten"}), "amount"),
+        (json!({"user_id": "nope", "amount": 1}), "user_id"),
+        (json!({"amount": 1}), "user_id"),
+        (
+            json!({"user_id": user, "amount": 1, "reference": "x".repeat(201)}),
+            "reference",
+        ),
+    ];
+    for (body, field) in cases {
+        let (s, b) = app.post("/points/earn", &app.admin, body.clone()).await;
+        assert_eq!(s, 400, "{body} -> {b}");
+        assert_eq!(b["error"]["code"], "VALIDATION_ERROR");
+        assert_eq!(b["error"]["field"], field, "{body} -> {b}");
+    }
+    let (s, _) = app
+        .post(
+            "/points/earn",
+            &token,
+            json!({"user_id": user, "amount": 5}),
+        )
+        .await;
+    assert_eq!(s, 403, "users cannot earn");
+    let (s, _) = app
+        .post(
+            "/points/use",
+            &token,
+            json!({"amount": 5, "user_id": other}),
+        )
+        .await;
+    assert_eq!(s, 403, "users cannot spend for others");
+    let (s, b) = app
+        .post("/points/use", &token, json!({"amount": 101}))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("INSUFFICIENT_BALANCE"))
+    );
+    let (s, b) = app
+        .post("/points/use", &other_token, json!({"amount": 1}))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("INSUFFICIENT_BALANCE")),
+        "no row yet"
+    );
+    let path = format!(
+        "/points/transactions/{}/cancel",
+        earned["id"].as_str().unwrap()
+    );
+    let (s, _) = app.post(&path, &other_token, json!({})).await;
+    assert_eq!(s, 403, "not yours");
+    let (s, b) = app
+        .post(
+            &format!("/points/transactions/{}/cancel", Uuid::new_v4()),
+            &token,
+            json!({}),
+        )
+        .await;
+    assert_eq!((s, &b["error"]["code"]), (404, &json!("NOT_FOUND")));
+    let (s, b) = app
+        .post("/points/transactions/xyz/cancel", &token, json!({}))
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("id")));
+    let (s, b) = app.get("/points/history?type=GIFT", &token).await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("type")));
+    let (s, _) = app
+        .get(&format!("/points/balance?user_id={other}"), &token)
+        .await;
+    assert_eq!(s, 403);
+
+    // Overflow: a balance near i64::MAX refuses a credit that would wrap.
+    sqlx::query("UPDATE point_balances SET balance = $1 WHERE user_id = $2")
+        .bind(i64::MAX - 5)
+        .bind(user)
+        .execute(&app.point_db)
+        .await
+        .unwrap();
+    let (s, b) = app
+        .post(
+            "/points/earn",
+            &app.admin,
+            json!({"user_id": user, "amount": 10}),
+        )
+        .await;
+    assert_eq!((s, &b["error"]["field"]), (400, &json!("amount")), "{b}");
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM point_transactions")
+        .fetch_one(&app.point_db)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "refusals wrote nothing");
+}
+
+/// Random interleavings of earn, use and cancel from several tasks at once
+/// keep every balance equal to its ledger and never negative. The seed is
+/// fixed, so a failure replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_concurrent_operations_keep_the_ledger_invariant() {
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Earn(i64),
+        Use(i64),
+        /// Cancel the n-th transaction this task has made so far.
+        Cancel(usize),
+    }
+    let op = prop_oneof![
+        (1i64..200).prop_map(Op::Earn),
+        (1i64..300).prop_map(Op::Use),
+        (0usize..10).prop_map(Op::Cancel),
+    ];
+    // Per case: 3 users, 4 tasks, each task a sequence of ops on one user.
+    let strategy = proptest::collection::vec((0usize..3, proptest::collection::vec(op, 5..25)), 4);
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        TestRng::from_seed(RngAlgorithm::ChaCha, &[7; 32]),
+    );
+    let app = Arc::new(spawn_app().await);
+    for _case in 0..6 {
+        let plan = strategy.new_tree(&mut runner).unwrap().current();
+        let users: Vec<(Uuid, String)> = (0..3).map(|_| app.user_token()).collect();
+        let mut tasks = Vec::new();
+        for (u, ops) in plan {
+            let app = app.clone();
+            let (user, token) = users[u].clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine: Vec<String> = Vec::new();
+                for op in ops {
+                    let (s, b) = match op {
+                        Op::Earn(a) => {
+                            app.post(
+                                "/points/earn",
+                                &app.admin,
+                                json!({"user_id": user, "amount": a}),
+                            )
+                            .await
+                        }
+                        Op::Use(a) => app.post("/points/use", &token, json!({"amount": a})).await,
+                        Op::Cancel(n) => match mine.get(n) {
+                            Some(id) => {
+                                app.post(
+                                    &format!("/points/transactions/{id}/cancel"),
+                                    &token,
+                                    json!({}),
+                                )
+                                .await
+                            }
+                            None => continue,
+                        },
+                    };
+                    match s {
+                        201 => mine.push(b["id"].as_str().unwrap().to_owned()),
+                        409 => assert!(
+                            ["INSUFFICIENT_BALANCE", "ALREADY_CANCELLED", "CONFLICT"]
+                                .contains(&b["error"]["code"].as_str().unwrap()),
+                            "{b}"
+                        ),
+                        other => panic!("unexpected {other}: {b}"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        app.assert_ledger_invariant().await;
+        for (_, token) in &users {
+            let (s, b) = app.get("/points/balance", token).await;
+            assert_eq!(s, 200);
+            assert!(b["balance"].as_i64().unwrap() >= 0);
+        }
+    }
+}
