@@ -38,7 +38,7 @@ TANSU_BUILD_TIMEOUT="${PROMO_TANSU_BUILD_TIMEOUT:-3600}"
 # listed here; `up` creates the missing ones. Add new topics to this list.
 KAFKA_TOPICS="coupon.issued coupon.used coupon.use_cancelled coupon.policy_created coupon.policy_updated
 point.earned point.used point.cancelled order.created order.cancelled
-timesale.sale_created timesale.sale_updated"
+timesale.product_created timesale.sale_created timesale.sale_updated"
 KAFKA_PARTITIONS="${PROMO_KAFKA_PARTITIONS:-3}"
 DATABASES="coupon_db point_db timesale_db gateway_db"
 
