@@ -1,0 +1,359 @@
+//! `promoctl load <scenario>`: open-loop (constant arrival rate) or
+//! closed-loop (fixed concurrency) load against the gateway, with HDR
+//! percentiles, live progress, a JSON report and k6-like thresholds.
+
+pub mod pacing;
+pub mod scenario;
+pub mod stats;
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Client;
+use scenario::{Api, Auth, Fixtures, Req, Scenario};
+use secrecy::SecretString;
+use serde::Serialize;
+use stats::{classify, Outcome, Stats, Summary, Thresholds};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  promoctl load coupon-issue --rate 2000 --duration 30s
+  promoctl load timesale-order --concurrency 64 --duration 10s --stock 1000
+  promoctl load mixed --rate 300 --duration 5s --p95-max 200ms --error-rate-max 0.01 --check")]
+pub struct LoadArgs {
+    /// What to load.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The gateway's base URL.
+    #[arg(long, env = "PROMOCTL_GATEWAY", default_value = "http://127.0.0.1:4000")]
+    pub gateway: String,
+    /// Open loop: arrivals per second.
+    #[arg(long, conflicts_with = "concurrency")]
+    pub rate: Option<f64>,
+    /// Closed loop: this many workers, each sending as soon as it has an answer.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// How long to send.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Open loop: arrivals beyond this many requests in flight are counted as missed.
+    #[arg(long, default_value_t = 2048)]
+    pub max_in_flight: u64,
+    /// Distinct users.
+    #[arg(long, default_value_t = 1000)]
+    pub users: usize,
+    /// Coupon total or sale stock (default: coupons never run out, sales have 1000).
+    #[arg(long)]
+    pub stock: Option<i64>,
+    /// Mint tokens with the gateway's signing secret instead of registering users.
+    #[arg(long, env = "PROMO_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    #[arg(long, env = "PROMOCTL_ADMIN_EMAIL", default_value = "admin@promo.local")]
+    pub admin_email: String,
+    #[arg(long, env = "PROMOCTL_ADMIN_PASSWORD", default_value = "admin-password", hide_env_values = true)]
+    pub admin_password: String,
+    /// Fail if p95 is above this (e.g. 200ms).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub p95_max: Option<Duration>,
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub p99_max: Option<Duration>,
+    /// Fail if (failed + missed) / attempted is above this; refusals are not errors.
+    #[arg(long)]
+    pub error_rate_max: Option<f64>,
+    #[arg(long)]
+    pub min_rps: Option<f64>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Run `promoctl check` after the run; its failure fails the run.
+    #[arg(long)]
+    pub check: bool,
+    /// No progress bar (CI logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub mode: String,
+    pub users: usize,
+    pub summary: Summary,
+    pub routes: BTreeMap<&'static str, Summary>,
+    pub thresholds: Thresholds,
+    pub violations: Vec<String>,
+}
+
+struct Shared {
+    client: Client,
+    base: String,
+    stats: Mutex<Stats>,
+    routes: Mutex<BTreeMap<&'static str, Stats>>,
+    in_flight: AtomicU64,
+}
+
+impl Shared {
+    async fn send(&self, r: Req, intended: Instant) {
+        let route = r.route;
+        let mut rb = self
+            .client
+            .request(r.method, format!("{}{}", self.base, r.path))
+            .bearer_auth(&*r.token);
+        if let Some(b) = &r.body {
+            rb = rb.json(b);
+        }
+        let outcome = match rb.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                if status < 300 {
+                    // Drain the body so the connection is reused.
+                    let _ = resp.bytes().await;
+                    Outcome::Ok
+                } else {
+                    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                    classify(status, v["error"]["code"].as_str())
+                }
+            }
+            Err(_) => Outcome::Failed,
+        };
+        let latency = intended.elapsed();
+        self.stats.lock().expect("stats").record(outcome, latency);
+        self.routes
+            .lock()
+            .expect("stats")
+            .entry(route)
+            .or_default()
+            .record(outcome, latency);
+    }
+}
+
+fn progress(args: &LoadArgs) -> ProgressBar {
+    if args.quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(args.duration.as_secs().max(1));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len}s {msg}")
+            .expect("template"),
+    );
+    pb
+}
+
+/// Runs the load and returns the process exit code: 0 when every threshold
+/// (and `--check`) holds, 1 otherwise.
+pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
+    let client = Client::builder()
+        .pool_max_idle_per_host(4096)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let auth = match &args.jwt_secret {
+        Some(s) => Auth::Secret(promod::auth::JwtKeys::new(
+            &SecretString::from(s.clone()),
+            3600,
+        )),
+        None => Auth::Login {
+            email: args.admin_email.clone(),
+            password: args.admin_password.clone(),
+        },
+    };
+    let planned = match args.rate {
+        Some(rate) => pacing::planned(rate, args.duration),
+        // Closed loop: enough distinct work for a fast server.
+        None => (args.duration.as_secs_f64() * 5000.0) as u64,
+    };
+    let base = args.gateway.trim_end_matches('/').to_owned();
+    eprintln!("setting up {:?} fixtures ({} users)", args.scenario, args.users);
+    let fixtures = args
+        .scenario
+        .setup(
+            &Api {
+                client: &client,
+                base: &base,
+            },
+            &auth,
+            args.users,
+            planned,
+            args.stock,
+        )
+        .await
+        .context("fixtures")?;
+    let shared = Arc::new(Shared {
+        client,
+        base,
+        stats: Mutex::new(Stats::default()),
+        routes: Mutex::new(BTreeMap::new()),
+        in_flight: AtomicU64::new(0),
+    });
+    let fixtures = Arc::new(fixtures);
+    let pb = progress(&args);
+    let start = Instant::now();
+    let ticker = {
+        let (shared, pb) = (shared.clone(), pb.clone());
+        tokio::spawn(async move {
+            let mut last = (Instant::now(), 0u64);
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let (done, p99, errors) = {
+                    let s = shared.stats.lock().expect("stats");
+                    (
+                        s.completed(),
+                        s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                        s.failed + s.missed,
+                    )
+                };
+                let rps = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+                last = (Instant::now(), done);
+                pb.set_position(start.elapsed().as_secs());
+                pb.set_message(format!("{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"));
+            }
+        })
+    };
+    let mode = match (args.rate, args.concurrency) {
+        (Some(rate), _) => {
+            open_loop(&shared, &fixtures, args.scenario, rate, &args).await;
+            format!("open loop, {rate} req/s")
+        }
+        (None, c) => {
+            let c = c.unwrap_or(64);
+            closed_loop(&shared, &fixtures, args.scenario, c, args.duration).await;
+            format!("closed loop, {c} workers")
+        }
+    };
+    // Wait for stragglers, then stop the clock.
+    while shared.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < args.duration + Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let elapsed = start.elapsed();
+    ticker.abort();
+    pb.finish_and_clear();
+    let summary = shared.stats.lock().expect("stats").summary(elapsed);
+    let thresholds = Thresholds {
+        p95_max: args.p95_max,
+        p99_max: args.p99_max,
+        error_rate_max: args.error_rate_max,
+        min_rps: args.min_rps,
+    };
+    let violations = thresholds.violations(&summary);
+    let routes = shared
+        .routes
+        .lock()
+        .expect("stats")
+        .iter()
+        .map(|(r, s)| (*r, s.summary(elapsed)))
+        .collect();
+    let report = Report {
+        scenario: args.scenario,
+        mode,
+        users: args.users,
+        summary,
+        routes,
+        thresholds,
+        violations,
+    };
+    print_report(&report);
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+    }
+    let mut code = i32::from(!report.violations.is_empty());
+    if args.check {
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .arg("check")
+            .status()
+            .context("cannot run promoctl check")?;
+        if !status.success() {
+            eprintln!("promoctl check failed after the load");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+async fn open_loop(
+    shared: &Arc<Shared>,
+    f: &Arc<Fixtures>,
+    scenario: Scenario,
+    rate: f64,
+    args: &LoadArgs,
+) {
+    let total = pacing::planned(rate, args.duration);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = pacing::due(start.elapsed(), rate).min(total);
+        while sent < due {
+            let intended = start + pacing::intended(sent, rate);
+            if shared.in_flight.load(Ordering::Acquire) >= args.max_in_flight {
+                shared.stats.lock().expect("stats").missed += 1;
+            } else {
+                shared.in_flight.fetch_add(1, Ordering::AcqRel);
+                let (shared, req) = (shared.clone(), scenario.request(f, sent));
+                tokio::spawn(async move {
+                    shared.send(req, intended).await;
+                    shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+                });
+            }
+            sent += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+async fn closed_loop(
+    shared: &Arc<Shared>,
+    f: &Arc<Fixtures>,
+    scenario: Scenario,
+    workers: usize,
+    duration: Duration,
+) {
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (shared, f, next) = (shared.clone(), f.clone(), next.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    shared.send(scenario.request(&f, i), Instant::now()).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+fn print_report(r: &Report) {
+    let s = &r.summary;
+    println!("scenario   {:?} ({}, {} users)", r.scenario, r.mode, r.users);
+    println!(
+        "requests   {} attempted: {} ok, {} refused, {} failed, {} missed",
+        s.attempted, s.succeeded, s.refused, s.failed, s.missed
+    );
+    println!("throughput {:.0} req/s over {:.1} s", s.rps, s.elapsed_secs);
+    println!(
+        "latency ms p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+        s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
+    );
+    println!("error rate {:.4}", s.error_rate);
+    if r.routes.len() > 1 {
+        for (route, s) in &r.routes {
+            println!(
+                "  {route:<18} {:>7} ok {:>7} refused {:>5} failed  {:>8.0} req/s  p99 {:.2} ms",
+                s.succeeded, s.refused, s.failed, s.rps, s.p99_ms
+            );
+        }
+    }
+    if r.violations.is_empty() {
+        println!("thresholds ok");
+    } else {
+        for v in &r.violations {
+            println!("threshold  FAILED: {v}");
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Load statistics: outcome counts and an HDR latency histogram, the summary
+//! with percentiles, and k6-like thresholds that set the exit code. Pure, so
+//! it is tested without a server.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use std::time::Duration;
+
+/// How one request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Ok,
+    /// A business refusal the scenario expects (SOLD_OUT, LIMIT_EXCEEDED,
+    /// INSUFFICIENT_BALANCE, ...): the system said no, correctly.
+    Refused,
+    /// Anything else: 5xx, 429, unexpected 4xx, transport errors.
+    Failed,
+}
+
+/// Business refusals: answers, not errors.
+pub const REFUSAL_CODES: &[&str] = &[
+    "SOLD_OUT",
+    "LIMIT_EXCEEDED",
+    "ALREADY_USED",
+    "ALREADY_CANCELLED",
+    "INSUFFICIENT_BALANCE",
+    "NOT_ACTIVE",
+];
+
+/// Classifies a response by status and error code.
+pub fn classify(status: u16, error_code: Option<&str>) -> Outcome {
+    match status {
+        200..=299 => Outcome::Ok,
+        409 | 422 if error_code.is_some_and(|c| REFUSAL_CODES.contains(&c)) => Outcome::Refused,
+        _ => Outcome::Failed,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Stats {
+    pub latency_us: Histogram<u64>,
+    pub ok: u64,
+    pub refused: u64,
+    pub failed: u64,
+    /// Open loop: arrivals that could not be sent (in-flight cap reached).
+    pub missed: u64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            // 1 µs .. 100 s, 3 significant digits.
+            latency_us: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+            ok: 0,
+            refused: 0,
+            failed: 0,
+            missed: 0,
+        }
+    }
+}
+
+impl Stats {
+    pub fn record(&mut self, outcome: Outcome, latency: Duration) {
+        let us = (latency.as_micros() as u64).clamp(1, 100_000_000);
+        let _ = self.latency_us.record(us);
+        match outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Refused => self.refused += 1,
+            Outcome::Failed => self.failed += 1,
+        }
+    }
+
+    pub fn completed(&self) -> u64 {
+        self.ok + self.refused + self.failed
+    }
+
+    pub fn summary(&self, elapsed: Duration) -> Summary {
+        let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let attempted = self.completed() + self.missed;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        Summary {
+            attempted,
+            succeeded: self.ok,
+            refused: self.refused,
+            failed: self.failed,
+            missed: self.missed,
+            elapsed_secs: elapsed.as_secs_f64(),
+            rps: self.completed() as f64 / secs,
+            error_rate: if attempted == 0 {
+                0.0
+            } else {
+                (self.failed + self.missed) as f64 / attempted as f64
+            },
+            p50_ms: q(0.50),
+            p90_ms: q(0.90),
+            p95_ms: q(0.95),
+            p99_ms: q(0.99),
+            p999_ms: q(0.999),
+            max_ms: self.latency_us.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The end-of-run numbers, also written as the JSON report.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub attempted: u64,
+    pub succeeded: u64,
+    pub refused: u64,
+    pub failed: u64,
+    pub missed: u64,
+    pub elapsed_secs: f64,
+    pub rps: f64,
+    /// (failed + missed) / attempted; refusals are not errors.
+    pub error_rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// k6-like pass/fail limits.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Thresholds {
+    pub p95_max: Option<Duration>,
+    pub p99_max: Option<Duration>,
+    pub error_rate_max: Option<f64>,
+    pub min_rps: Option<f64>,
+}
+
+impl Thresholds {
+    /// The thresholds the summary breaks, as readable lines; empty = pass.
+    pub fn violations(&self, s: &Summary) -> Vec<String> {
+        let mut v = Vec::new();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        if let Some(max) = self.p95_max {
+            if s.p95_ms > ms(max) {
+                v.push(format!("p95 {:.1} ms > {:.1} ms", s.p95_ms, ms(max)));
+            }
+        }
+        if let Some(max) = self.p99_max {
+            if s.p99_ms > ms(max) {
+                v.push(format!("p99 {:.1} ms > {:.1} ms", s.p99_ms, ms(max)));
+            }
+        }
+        if let Some(max) = self.error_rate_max {
+            if s.error_rate > max {
+                v.push(format!("error rate {:.4} > {max}", s.error_rate));
+            }
+        }
+        if let Some(min) = self.min_rps {
+            if s.rps < min {
+                v.push(format!("{:.0} req/s < {min}", s.rps));
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classification_separates_refusals_from_failures() {
+        assert_eq!(classify(201, None), Outcome::Ok);
+        assert_eq!(classify(409, Some("SOLD_OUT")), Outcome::Refused);
+        assert_eq!(classify(422, Some("NOT_ACTIVE")), Outcome::Refused);
+        assert_eq!(classify(409, Some("IDEMPOTENCY_MISMATCH")), Outcome::Failed);
+        assert_eq!(classify(429, Some("RATE_LIMITED")), Outcome::Failed);
+        assert_eq!(classify(503, None), Outcome::Failed);
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let mut s = Stats::default();
+        for ms in 1..=1000u64 {
+            s.record(Outcome::Ok, Duration::from_millis(ms));
+        }
+        let sum = s.summary(Duration::from_secs(2));
+        assert_eq!(sum.succeeded, 1000);
+        assert!((sum.rps - 500.0).abs() < 1e-6);
+        assert!((sum.p50_ms - 500.0).abs() <= 1.0, "{}", sum.p50_ms);
+        assert!((sum.p99_ms - 990.0).abs() <= 1.0, "{}", sum.p99_ms);
+        assert!((sum.max_ms - 1000.0).abs() <= 1.0, "{}", sum.max_ms);
+    }
+
+    #[test]
+    fn thresholds_fail_only_when_broken() {
+        let mut s = Stats::default();
+        for _ in 0..98 {
+            s.record(Outcome::Ok, Duration::from_millis(10));
+        }
+        s.record(Outcome::Refused, Duration::from_millis(10));
+        s.record(Outcome::Failed, Duration::from_millis(300));
+        s.missed = 0;
+        let sum = s.summary(Duration::from_secs(1));
+        assert!((sum.error_rate - 0.01).abs() < 1e-9);
+        let pass = Thresholds {
+            p95_max: Some(Duration::from_millis(200)),
+            error_rate_max: Some(0.01),
+            min_rps: Some(100.0),
+            ..Default::default()
+        };
+        assert!(pass.violations(&sum).is_empty());
+        let fail = Thresholds {
+            p99_max: Some(Duration::from_millis(5)),
+            error_rate_max: Some(0.005),
+            min_rps: Some(101.0),
+            ..Default::default()
+        };
+        assert_eq!(fail.violations(&sum).len(), 3, "{:?}", fail.violations(&sum));
+    }
+
+    #[test]
+    fn missed_arrivals_count_as_errors() {
+        let mut s = Stats::default();
+        s.record(Outcome::Ok, Duration::from_millis(1));
+        s.missed = 1;
+        assert!((s.summary(Duration::from_secs(1)).error_rate - 0.5).abs() < 1e-9);
+    }
+}
