@@ -32,6 +32,12 @@ impl Modify for Bearer {
         crate::coupon::http::issue, crate::coupon::http::use_coupon,
         crate::coupon::http::cancel_use, crate::coupon::http::get_coupon,
         crate::coupon::http::list_coupons,
+        crate::timesale::http::create_product, crate::timesale::http::list_products,
+        crate::timesale::http::get_product, crate::timesale::http::create_sale,
+        crate::timesale::http::list_sales, crate::timesale::http::get_sale,
+        crate::timesale::http::update_sale, crate::timesale::http::create_order,
+        crate::timesale::http::list_orders, crate::timesale::http::get_order,
+        crate::timesale::http::cancel_order,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail))
 )]
