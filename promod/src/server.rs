@@ -10,6 +10,7 @@ use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
 use crate::outbox::{self, RelayConfig};
 use crate::roles::Role;
+use crate::timesale::{self, TimesaleApi, TimesaleService};
 use crate::{cache, discovery, request_id};
 use anyhow::Context;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -52,12 +53,16 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what} (port in use?)"))
 }
 
-/// What a running promod exposes to tests: the bound addresses.
+/// What a running promod exposes to tests: the bound addresses and the clock.
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
     pub gateway_http: Option<SocketAddr>,
     pub coupon_http: Option<SocketAddr>,
     pub coupon_grpc: Option<SocketAddr>,
+    pub timesale_http: Option<SocketAddr>,
+    pub timesale_grpc: Option<SocketAddr>,
+    /// The clock every role of this process reads; tests move it.
+    pub clock: Arc<OffsetClock>,
 }
 
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -222,9 +227,9 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<(JoinSet<anyhow::Result<()>>, Bound)> {
     crate::metrics::handle();
-    let clock = OffsetClock::default();
-    clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
-    let clock: SharedClock = Arc::new(clock);
+    let offset_clock = Arc::new(OffsetClock::default());
+    offset_clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
+    let clock: SharedClock = offset_clock.clone();
     let keys = Arc::new(JwtKeys::new(&cfg.jwt_secret, cfg.gateway.access_ttl_secs));
     let redis = cache::connect(&cfg.redis_url).await?;
     let etcd = if cfg.etcd_endpoints.is_empty() {
@@ -236,8 +241,12 @@ pub async fn start(
         check_kafka(&cfg.kafka_brokers).await?;
     }
     let mut tasks = JoinSet::new();
-    let mut bound = Bound::default();
+    let mut bound = Bound {
+        clock: offset_clock,
+        ..Bound::default()
+    };
     let mut coupon_api: Option<Arc<dyn CouponApi>> = None;
+    let mut timesale_api: Option<Arc<dyn TimesaleApi>> = None;
     let timeout = Duration::from_millis(cfg.gateway.call_timeout_ms);
 
     if cfg.roles.has(Role::Coupon) {
@@ -304,6 +313,22 @@ pub async fn start(
         tracing::info!(http = %cfg.coupon.http_addr, grpc = %cfg.coupon.grpc_addr, "coupon role started");
     }
 
+    if cfg.roles.has(Role::Timesale) {
+        let (api, http, grpc) = start_timesale_role(
+            &cfg,
+            clock.clone(),
+            keys.clone(),
+            redis.clone(),
+            etcd.clone(),
+            &mut tasks,
+            shutdown.clone(),
+        )
+        .await?;
+        bound.timesale_http = Some(http);
+        bound.timesale_grpc = Some(grpc);
+        timesale_api = Some(api);
+    }
+
     if cfg.roles.has(Role::Gateway) {
         let pool = db::connect(
             &cfg.gateway.database_url,
@@ -343,9 +368,30 @@ pub async fn start(
                 Arc::new(coupon::grpc::Client::new(channel, timeout, breaker))
             }
         };
+        let timesale: Arc<dyn TimesaleApi> = match (cfg.in_process, timesale_api.clone()) {
+            (true, Some(api)) => api,
+            _ => {
+                let channel = match &etcd {
+                    Some(client) => {
+                        discovery::watched_channel(
+                            client.clone(),
+                            &cfg.etcd_prefix,
+                            "timesale",
+                            timeout,
+                            shutdown.clone(),
+                        )
+                        .await?
+                    }
+                    None => discovery::static_channel(&cfg.gateway.timesale_grpc, timeout)?,
+                };
+                let breaker = Arc::new(Breaker::new("timesale", cfg.gateway.breaker.clone()));
+                Arc::new(timesale::grpc::Client::new(channel, timeout, breaker))
+            }
+        };
         let private = Router::new()
             .merge(gateway::private_routes(users.clone()))
             .merge(coupon::http::routes(coupon))
+            .merge(timesale::http::routes(timesale))
             .layer(from_fn_with_state(keys.clone(), h::require_auth));
         let router = Router::new()
             .merge(gateway::public_routes(users))
@@ -360,7 +406,7 @@ pub async fn start(
         );
         tracing::info!(http = %cfg.gateway.http_addr, "gateway role started");
     }
-    for role in [Role::Point, Role::Timesale] {
+    for role in [Role::Point] {
         if cfg.roles.has(role) {
             tracing::warn!(
                 role = role.as_str(),
@@ -384,4 +430,83 @@ async fn check_kafka(brokers: &str) -> anyhow::Result<()> {
     .await?
     .map_err(|e| anyhow::anyhow!(e.to_string().to_lowercase()))
     .with_context(|| format!("cannot reach kafka brokers {brokers}"))
+}
+
+/// The timesale role, self-contained: pool and migrations, ports bound before
+/// serving, inventory rebuilt for counters Redis lost, the remaining-stock sync,
+/// REST + gRPC, etcd registration and the outbox relay.
+async fn start_timesale_role(
+    cfg: &Config,
+    clock: SharedClock,
+    keys: Arc<JwtKeys>,
+    redis: cache::Redis,
+    etcd: Option<etcd_client::Client>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<dyn TimesaleApi>, SocketAddr, SocketAddr)> {
+    let pool = db::connect(
+        &cfg.timesale.service.database_url,
+        cfg.db_max_connections,
+        cfg.db_acquire_timeout_ms,
+    )
+    .await?;
+    db::migrate(&pool, Schema::Timesale).await?;
+    let http_l = bind(cfg.timesale.service.http_addr, "timesale rest").await?;
+    let grpc_l = bind(cfg.timesale.service.grpc_addr, "timesale grpc").await?;
+    let http_addr = http_l.local_addr()?;
+    let grpc_addr = grpc_l.local_addr()?;
+    let inventory = Arc::new(timesale::inventory::RedisInventory::new(redis.clone()));
+    let svc = Arc::new(TimesaleService::new(pool.clone(), inventory, clock));
+    // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
+    // live counters are kept, so a restart of promod never resets stock.
+    match svc.rebuild_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
+    }
+    let every = Duration::from_secs(cfg.timesale.remaining_sync_interval_secs.max(1));
+    let sync = svc.clone();
+    let sync_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        sync.run_sync(every, sync_shutdown).await;
+        Ok(())
+    });
+    let api: Arc<dyn TimesaleApi> = svc;
+    let router = Router::new()
+        .merge(timesale::http::routes(api.clone()).layer(from_fn_with_state(keys, h::require_auth)))
+        .merge(h::ops_routes(ready_check(
+            Some(pool.clone()),
+            Some(redis.clone()),
+        )));
+    serve_http(
+        tasks,
+        http_l,
+        edge(router, "timesale", cfg),
+        shutdown.clone(),
+    );
+    serve_grpc(
+        tasks,
+        grpc_l,
+        timesale::grpc::server(api.clone()),
+        shutdown.clone(),
+    );
+    if let Some(client) = etcd {
+        let url = format!("http://{}:{}", cfg.advertise_host, grpc_addr.port());
+        let h = discovery::register(
+            client,
+            cfg.etcd_prefix.clone(),
+            "timesale",
+            url,
+            cfg.etcd_lease_ttl_secs,
+            shutdown.clone(),
+        )
+        .await?;
+        tasks.spawn(async move {
+            let _ = h.await;
+            Ok(())
+        });
+    }
+    spawn_relay(tasks, cfg, "timesale", pool, shutdown);
+    tracing::info!(http = %http_addr, grpc = %grpc_addr, "timesale role started");
+    Ok((api, http_addr, grpc_addr))
 }
