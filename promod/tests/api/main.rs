@@ -6,3 +6,6 @@ mod auth;
 mod coupon;
 mod helpers;
 mod split;
+mod timesale;
+mod timesale_helpers;
+mod timesale_inventory_contract;

@@ -1,0 +1,488 @@
+//! Time-sale behaviour through the gateway, against real PostgreSQL and Redis.
+
+use super::timesale_helpers::{spawn_timesale_app, TimesaleApp};
+use promo_domain::clock::{Clock, SystemClock};
+use promod::timesale::inventory::{forget, RedisInventory};
+use promod::timesale::TimesaleService;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn remaining(app: &TimesaleApp, sale: Uuid) -> i64 {
+    let (s, b) = app.get(&format!("/time-sales/{sale}"), &app.admin).await;
+    assert_eq!(s, 200, "{b}");
+    b["remaining_quantity"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_of_a_thousand_concurrent_orders_succeed() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sale = app.create_sale(100, 1).await;
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, token) = app.user_token();
+            app.order(sale, &token, 1).await
+        }));
+    }
+    let (mut ok, mut sold_out) = (0, 0);
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => {
+                assert_eq!(b["status"], "CONFIRMED");
+                assert_eq!(b["total_price"], 700);
+                ok += 1
+            }
+            409 => {
+                assert_eq!(b["error"]["code"], "SOLD_OUT", "{b}");
+                sold_out += 1
+            }
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!((ok, sold_out), (100, 900));
+    assert_eq!(app.db_sold(sale).await, (100, 100));
+    assert_eq!(remaining(&app, sale).await, 0);
+    app.assert_invariant(sale).await;
+    // The periodic sync copies the live stock into PostgreSQL.
+    let mut synced = -1;
+    for _ in 0..50 {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT remaining_quantity FROM time_sales WHERE id = $1")
+                .bind(sale)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        synced = n;
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(synced, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_gets_exactly_the_per_user_limit() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sale = app.create_sale(1000, 2).await;
+    let (_, token) = app.user_token();
+    let token = Arc::new(token);
+    let mut tasks = Vec::new();
+    for _ in 0..30 {
+        let (app, token) = (app.clone(), token.clone());
+        tasks.push(tokio::spawn(
+            async move { app.order(sale, &token, 1).await },
+        ));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        if s == 201 {
+            ok += 1;
+        } else {
+            assert_eq!(
+                (s, &b["error"]["code"]),
+                (409, &json!("LIMIT_EXCEEDED")),
+                "{b}"
+            );
+        }
+    }
+    assert_eq!(ok, 2);
+    assert_eq!(app.db_sold(sale).await, (2, 2));
+    assert_eq!(remaining(&app, sale).await, 998);
+    app.assert_invariant(sale).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_boundaries_follow_the_injected_clock() {
+    let app = spawn_timesale_app().await;
+    let now = app.clock.now();
+    let start = now + chrono::Duration::hours(1);
+    let end = now + chrono::Duration::hours(2);
+    let sale = app.create_sale_at(10, 5, start, end).await;
+    let (_, token) = app.user_token();
+    let path = format!("/time-sales/{sale}");
+
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")), "{b}");
+    assert_eq!(app.get(&path, &token).await.1["status"], "SCHEDULED");
+    let (_, listed) = app.get("/time-sales?status=SCHEDULED", &token).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+
+    // Exactly at start_at the sale is open.
+    app.clock
+        .advance(start - app.clock.now() + chrono::Duration::milliseconds(5));
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(app.get(&path, &token).await.1["status"], "ACTIVE");
+    let (_, listed) = app.get("/time-sales?status=ACTIVE", &token).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+
+    // Extending the end keeps it open past the old end.
+    let new_end = end + chrono::Duration::hours(1);
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"end_at": new_end}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    app.clock
+        .advance(end - app.clock.now() + chrono::Duration::seconds(1));
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!(s, 201, "{b}");
+
+    // At end_at it is closed, and nothing changed.
+    // (The clock keeps milliseconds, so land a little past the boundary.)
+    app.clock
+        .advance(new_end - app.clock.now() + chrono::Duration::milliseconds(5));
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")), "{b}");
+    let (_, got) = app.get(&path, &token).await;
+    assert_eq!(
+        (got["status"].clone(), got["remaining_quantity"].clone()),
+        (json!("ENDED"), json!(8))
+    );
+    let (_, listed) = app.get("/time-sales?status=ENDED", &token).await;
+    assert_eq!(listed["total"], 1, "{listed}");
+    // An ended sale cannot be changed any more.
+    let later = new_end + chrono::Duration::hours(1);
+    let (s, b) = app.patch(&path, &app.admin, json!({"end_at": later})).await;
+    assert_eq!((s, &b["error"]["code"]), (409, &json!("CONFLICT")), "{b}");
+    app.assert_invariant(sale).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_promod_never_resets_the_stock() {
+    let mut app = spawn_timesale_app().await;
+    let sale = app.create_sale(10, 5).await;
+    let (_, token) = app.user_token();
+    assert_eq!(app.order(sale, &token, 3).await.0, 201);
+    assert_eq!(app.redis_stock(sale).await, Some(7));
+    // A unit admitted by Redis whose insert never happened (the crash window):
+    // Redis is behind PostgreSQL. A restart must keep the live counter, neither
+    // resetting it to the total nor "correcting" it upwards while in use.
+    let mut conn = app.redis.clone();
+    let _: () = redis::cmd("SET")
+        .arg(promod::keys::timesale_inventory(sale))
+        .arg(6)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    app.restart().await;
+    assert_eq!(app.redis_stock(sale).await, Some(6));
+    assert_eq!(remaining(&app, sale).await, 6);
+    let (s, b) = app.order(sale, &token, 2).await;
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(app.redis_stock(sale).await, Some(4));
+    assert_eq!(app.db_sold(sale).await, (5, 5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_inventory_is_rebuilt_and_the_invariant_holds() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sale = app.create_sale(50, 3).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, token) = app.user_token();
+            let (s, b) = app.order(sale, &token, 2).await;
+            assert_eq!(s, 201, "{b}");
+            (token, b["id"].as_str().unwrap().to_owned())
+        }));
+    }
+    let mut orders = Vec::new();
+    for t in tasks {
+        orders.push(t.await.unwrap());
+    }
+    for (token, id) in orders.iter().take(5) {
+        let (s, b) = app
+            .post(&format!("/orders/{id}/cancel"), token, json!({}))
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+    app.assert_invariant(sale).await;
+
+    // Simulate FLUSHALL for this sale's keys only (other tests share Redis).
+    forget(&app.redis, sale).await.unwrap();
+    assert_eq!(app.redis_stock(sale).await, None);
+    // The GET falls back to PostgreSQL's count meanwhile.
+    assert_eq!(remaining(&app, sale).await, 20);
+    let svc = TimesaleService::new(
+        app.db.clone(),
+        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(SystemClock),
+    );
+    assert!(svc.rebuild_inventory(sale, false).await.unwrap());
+    app.assert_invariant(sale).await;
+    assert_eq!(app.redis_stock(sale).await, Some(20));
+    // Live counters are kept without force, replaced with it.
+    assert!(!svc.rebuild_inventory(sale, false).await.unwrap());
+    assert_eq!(svc.rebuild_all(false).await.unwrap(), 0);
+    assert_eq!(svc.rebuild_all(true).await.unwrap(), 1);
+    app.assert_invariant(sale).await;
+    // The per-user totals came back too: a user holding 2 of 3 gets 1 more only.
+    let (token, _) = &orders[10];
+    assert_eq!(
+        app.order(sale, token, 2).await.1["error"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+    assert_eq!(app.order(sale, token, 1).await.0, 201);
+
+    // The lazy path: the first order after a loss rebuilds.
+    forget(&app.redis, sale).await.unwrap();
+    let (_, other) = app.user_token();
+    let (s, b) = app.order(sale, &other, 1).await;
+    assert_eq!(s, 201, "{b}");
+    app.assert_invariant(sale).await;
+    assert_eq!(app.redis_stock(sale).await, Some(18));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_returns_stock_exactly_once_under_concurrency() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sale = app.create_sale(10, 5).await;
+    let (user, token) = app.user_token();
+    let (s, order) = app.order(sale, &token, 3).await;
+    assert_eq!(s, 201, "{order}");
+    assert_eq!(order["user_id"], user.to_string());
+    let id = order["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.redis_stock(sale).await, Some(7));
+    let token = Arc::new(token);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (app, token, id) = (app.clone(), token.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            app.post(&format!("/orders/{id}/cancel"), &token, json!({}))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        if s == 200 {
+            assert_eq!(b["status"], "CANCELLED");
+            ok += 1;
+        } else {
+            assert_eq!(
+                (s, &b["error"]["code"]),
+                (409, &json!("ALREADY_CANCELLED")),
+                "{b}"
+            );
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(app.redis_stock(sale).await, Some(10));
+    assert_eq!(app.db_sold(sale).await, (0, 0));
+    app.assert_invariant(sale).await;
+    // The allowance came back as well: the whole limit is orderable again.
+    let (s, b) = app.order(sale, &token, 5).await;
+    assert_eq!(s, 201, "{b}");
+    // Another user may not see or cancel it; an admin may.
+    let (_, stranger) = app.user_token();
+    let oid = b["id"].as_str().unwrap();
+    assert_eq!(app.get(&format!("/orders/{oid}"), &stranger).await.0, 403);
+    assert_eq!(
+        app.post(&format!("/orders/{oid}/cancel"), &stranger, json!({}))
+            .await
+            .0,
+        403
+    );
+    let (s, b) = app
+        .post(&format!("/orders/{oid}/cancel"), &app.admin, json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, page) = app.get("/orders", &token).await;
+    assert_eq!((s, page["total"].clone()), (200, json!(2)), "{page}");
+    app.assert_invariant(sale).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_and_changes_nothing() {
+    let app = spawn_timesale_app().await;
+    let product = app.create_product(1000).await;
+    let (_, token) = app.user_token();
+    let now = app.clock.now();
+    let sale_body = |total: serde_json::Value,
+                     price: i64,
+                     start: chrono::DateTime<chrono::Utc>,
+                     end: chrono::DateTime<chrono::Utc>| {
+        json!({"product_id": product, "total_quantity": total, "sale_price": price,
+               "per_user_limit": 2, "start_at": start, "end_at": end})
+    };
+    let hour = chrono::Duration::hours(1);
+    for (body, field) in [
+        (sale_body(json!(0), 500, now, now + hour), "total_quantity"),
+        (sale_body(json!(10), 1000, now, now + hour), "sale_price"),
+        (sale_body(json!(10), 1500, now, now + hour), "sale_price"),
+        (sale_body(json!(10), 500, now + hour, now), "end_at"),
+        (
+            sale_body(json!(10), 500, now - hour - hour, now - hour),
+            "end_at",
+        ),
+        (
+            sale_body(json!("ten"), 500, now, now + hour),
+            "total_quantity",
+        ),
+    ] {
+        let (s, b) = app.post("/time-sales", &app.admin, body).await;
+        assert_eq!((s, b["error"]["field"].as_str()), (400, Some(field)), "{b}");
+        assert_eq!(b["error"]["code"], "VALIDATION_ERROR");
+    }
+    let unknown = json!({"product_id": Uuid::new_v4(), "total_quantity": 5, "sale_price": 1,
+                         "start_at": now, "end_at": now + hour});
+    let (s, b) = app.post("/time-sales", &app.admin, unknown).await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("product_id")),
+        "{b}"
+    );
+    let (s, _) = app
+        .post("/products", &token, json!({"name": "x", "price": 10}))
+        .await;
+    assert_eq!(s, 403);
+    let (s, b) = app
+        .post("/products", &app.admin, json!({"name": "x", "price": 0}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("price")),
+        "{b}"
+    );
+    assert_eq!(
+        app.get(&format!("/products/{}", Uuid::new_v4()), &token)
+            .await
+            .0,
+        404
+    );
+    let (s, _) = app.get("/time-sales?status=BOGUS", &token).await;
+    assert_eq!(s, 400);
+
+    let sale = app.create_sale(10, 2).await;
+    for (q, field) in [
+        (json!(0), "quantity"),
+        (json!(-3), "quantity"),
+        (json!(3), "quantity"),
+        (json!(1e30), "quantity"),
+        (json!("1"), "quantity"),
+    ] {
+        let (s, b) = app
+            .post(
+                &format!("/time-sales/{sale}/orders"),
+                &token,
+                json!({"quantity": q}),
+            )
+            .await;
+        assert_eq!(
+            (s, b["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{q}: {b}"
+        );
+    }
+    let (s, b) = app.order(Uuid::new_v4(), &token, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (404, &json!("NOT_FOUND")), "{b}");
+    assert_eq!(app.redis_stock(sale).await, Some(10));
+
+    let path = format!("/time-sales/{sale}");
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"status": "ACTIVE"}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("status")),
+        "{b}"
+    );
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"end_at": now - hour}))
+        .await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("end_at")),
+        "{b}"
+    );
+    assert_eq!(
+        app.patch(&path, &token, json!({"status": "CANCELLED"}))
+            .await
+            .0,
+        403
+    );
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"status": "CANCELLED"}))
+        .await;
+    assert_eq!((s, b["status"].clone()), (200, json!("CANCELLED")), "{b}");
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")), "{b}");
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"status": "CANCELLED"}))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("ALREADY_CANCELLED")),
+        "{b}"
+    );
+    assert_eq!(app.redis_stock(sale).await, Some(10));
+    assert_eq!(app.db_sold(sale).await, (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_honour_idempotency_keys_and_emit_events() {
+    let app = spawn_timesale_app().await;
+    let sale = app.create_sale(10, 5).await;
+    let (_, token) = app.user_token();
+    let path = format!("/time-sales/{sale}/orders");
+    let order = |q: i64| {
+        app.call(
+            reqwest::Method::POST,
+            &path,
+            &token,
+            Some(json!({"quantity": q})),
+            Some("order-key-1"),
+        )
+    };
+    let (s1, b1) = order(2).await;
+    let (s2, b2) = order(2).await;
+    assert_eq!((s1, s2), (201, 201), "{b1} {b2}");
+    assert_eq!(b1, b2);
+    let (s, b) = order(1).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("IDEMPOTENCY_MISMATCH")),
+        "{b}"
+    );
+    assert_eq!(app.db_sold(sale).await, (2, 2));
+    app.assert_invariant(sale).await;
+
+    let cancel_path = format!("/orders/{}/cancel", b1["id"].as_str().unwrap());
+    let cancel = || {
+        app.call(
+            reqwest::Method::POST,
+            &cancel_path,
+            &token,
+            Some(json!({})),
+            Some("cancel-key-1"),
+        )
+    };
+    let (c1, cb1) = cancel().await;
+    let (c2, cb2) = cancel().await;
+    assert_eq!((c1, c2), (200, 200), "{cb1} {cb2}");
+    assert_eq!(cb1, cb2);
+    app.assert_invariant(sale).await;
+    assert_eq!(app.redis_stock(sale).await, Some(10));
+
+    let events: Vec<(String,)> = sqlx::query_as("SELECT topic FROM outbox ORDER BY topic")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    let topics: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        topics,
+        vec![
+            "order.cancelled",
+            "order.created",
+            "timesale.product_created",
+            "timesale.sale_created"
+        ]
+    );
+}
