@@ -12,15 +12,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use promo_domain::page::Page;
 use promo_domain::principal::Principal;
 use promo_domain::DomainError;
-use promo_domain::page::Page;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 /// Who acts, and the idempotency key of a write.
@@ -266,4 +266,3 @@ pub struct PageQuery {
     pub page: Option<i64>,
     pub size: Option<i64>,
 }
-
