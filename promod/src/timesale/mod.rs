@@ -439,7 +439,15 @@ impl TimesaleApi for TimesaleService {
                 };
                 self.give_back(sale_id, user_id, quantity, what).await;
                 outcome_metric("refused_by_db");
-                Err(e)
+                Err(match e {
+                    // Not a rule the order broke but a write that failed: the
+                    // client may retry, and nothing was kept.
+                    DomainError::Internal(detail) => {
+                        tracing::warn!(sale_id = %sale_id, error = %detail, "order not stored");
+                        DomainError::Unavailable("order not stored, retry".into())
+                    }
+                    other => other,
+                })
             }
             Err(e) => {
                 self.give_back(sale_id, user_id, quantity, Release::BOTH)

@@ -1,6 +1,6 @@
 //! Time-sale behaviour through the gateway, against real PostgreSQL and Redis.
 
-use super::timesale_helpers::{spawn_timesale_app, TimesaleApp};
+use super::timesale_helpers::{spawn_timesale_app, spawn_timesale_app_over_grpc, TimesaleApp};
 use promo_domain::clock::{Clock, SystemClock};
 use promod::timesale::inventory::{forget, RedisInventory};
 use promod::timesale::TimesaleService;
@@ -485,4 +485,147 @@ async fn writes_honour_idempotency_keys_and_emit_events() {
             "timesale.sale_created"
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_insert_after_admission_is_compensated() {
+    let app = spawn_timesale_app().await;
+    let sale = app.create_sale(4, 2).await;
+    // Make every order insert fail after Redis admitted it.
+    sqlx::query(
+        "ALTER TABLE time_sale_orders ADD CONSTRAINT break_inserts CHECK (false) NOT VALID",
+    )
+    .execute(&app.db)
+    .await
+    .unwrap();
+    let (_, token) = app.user_token();
+    let (s, b) = app.order(sale, &token, 2).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (503, &json!("UNAVAILABLE")),
+        "{b}"
+    );
+    sqlx::query("ALTER TABLE time_sale_orders DROP CONSTRAINT break_inserts")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    // The stock and the user's allowance are both back.
+    assert_eq!(app.redis_stock(sale).await, Some(4));
+    let (s, b) = app.order(sale, &token, 2).await;
+    assert_eq!(s, 201, "{b}");
+    app.assert_invariant(sale).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_refuses_what_a_wrong_redis_admits() {
+    let app = spawn_timesale_app().await;
+    let sale = app.create_sale(5, 2).await;
+    let (_, a) = app.user_token();
+    let user_a = app.order(sale, &a, 2).await;
+    assert_eq!(user_a.0, 201, "{}", user_a.1);
+    let owner: Uuid = user_a.1["user_id"].as_str().unwrap().parse().unwrap();
+    let mut conn = app.redis.clone();
+    // Redis forgot that user A holds 2: the database still refuses a third.
+    let _: () = redis::cmd("HDEL")
+        .arg(promod::keys::timesale_users(sale))
+        .arg(owner.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (s, b) = app.order(sale, &a, 1).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("LIMIT_EXCEEDED")),
+        "{b}"
+    );
+    // The stock slot was real and came back.
+    assert_eq!(app.redis_stock(sale).await, Some(3));
+
+    // Sell the rest, then let Redis believe there is more than the truth.
+    for _ in 0..3 {
+        let (_, t) = app.user_token();
+        assert_eq!(app.order(sale, &t, 1).await.0, 201);
+    }
+    let _: () = redis::cmd("SET")
+        .arg(promod::keys::timesale_inventory(sale))
+        .arg(2)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (_, t) = app.user_token();
+    let (s, b) = app.order(sale, &t, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (409, &json!("SOLD_OUT")), "{b}");
+    assert_eq!(app.db_sold(sale).await, (5, 5));
+    // A forced rebuild brings Redis back to the truth.
+    let svc = TimesaleService::new(
+        app.db.clone(),
+        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(SystemClock),
+    );
+    assert!(svc.rebuild_inventory(sale, true).await.unwrap());
+    app.assert_invariant(sale).await;
+    assert_eq!(app.redis_stock(sale).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_reaches_the_timesale_role_over_grpc() {
+    let app = spawn_timesale_app_over_grpc().await;
+    let sale = app.create_sale(2, 1).await;
+    let (s, listed) = app.get("/products", &app.admin).await;
+    assert_eq!((s, listed["total"].clone()), (200, json!(1)), "{listed}");
+    let (user, token) = app.user_token();
+    let (s, order) = app.order(sale, &token, 1).await;
+    assert_eq!(s, 201, "{order}");
+    assert_eq!(order["user_id"], user.to_string());
+    let (s, b) = app.order(sale, &token, 1).await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("LIMIT_EXCEEDED")),
+        "{b}"
+    );
+    let (s, b) = app.order(sale, &token, 0).await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("quantity")),
+        "{b}"
+    );
+    let (_, other) = app.user_token();
+    assert_eq!(app.order(sale, &other, 1).await.0, 201);
+    let (_, third) = app.user_token();
+    let (s, b) = app.order(sale, &third, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (409, &json!("SOLD_OUT")), "{b}");
+    let (s, got) = app.get(&format!("/time-sales/{sale}"), &token).await;
+    assert_eq!(
+        (s, got["remaining_quantity"].clone(), got["status"].clone()),
+        (200, json!(0), json!("ACTIVE")),
+        "{got}"
+    );
+    let id = order["id"].as_str().unwrap();
+    let (s, b) = app.get(&format!("/orders/{id}"), &token).await;
+    assert_eq!((s, b["id"].clone()), (200, order["id"].clone()), "{b}");
+    let (s, b) = app
+        .post(&format!("/orders/{id}/cancel"), &token, json!({}))
+        .await;
+    assert_eq!((s, b["status"].clone()), (200, json!("CANCELLED")), "{b}");
+    assert!(b["cancelled_at"].is_string(), "{b}");
+    let (s, b) = app
+        .post(&format!("/orders/{id}/cancel"), &token, json!({}))
+        .await;
+    assert_eq!(
+        (s, &b["error"]["code"]),
+        (409, &json!("ALREADY_CANCELLED")),
+        "{b}"
+    );
+    let (s, page) = app.get("/orders", &token).await;
+    assert_eq!((s, page["total"].clone()), (200, json!(1)), "{page}");
+    let path = format!("/time-sales/{sale}");
+    let (s, b) = app
+        .patch(&path, &app.admin, json!({"status": "CANCELLED"}))
+        .await;
+    assert_eq!((s, b["status"].clone()), (200, json!("CANCELLED")), "{b}");
+    let (s, b) = app.order(sale, &third, 1).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")), "{b}");
+    let (s, page) = app.get("/time-sales?status=CANCELLED", &token).await;
+    assert_eq!((s, page["total"].clone()), (200, json!(1)), "{page}");
+    app.assert_invariant(sale).await;
 }

@@ -55,11 +55,27 @@ fn http(addr: Option<SocketAddr>) -> String {
 }
 
 pub async fn spawn_timesale_app() -> TimesaleApp {
+    spawn(false).await
+}
+
+/// The same, but the gateway reaches the timesale role over gRPC (a static
+/// address, no etcd), as it does when the roles run in separate processes.
+pub async fn spawn_timesale_app_over_grpc() -> TimesaleApp {
+    spawn(true).await
+}
+
+async fn spawn(over_grpc: bool) -> TimesaleApp {
     let mut cfg = test_config();
     cfg.roles = "gateway,timesale".parse().unwrap();
     let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
     cfg.timesale.service.http_addr = any;
     cfg.timesale.service.grpc_addr = any;
+    if over_grpc {
+        let port = super::helpers::free_port();
+        cfg.in_process = false;
+        cfg.timesale.service.grpc_addr = SocketAddr::from(([127, 0, 0, 1], port));
+        cfg.gateway.timesale_grpc = format!("http://127.0.0.1:{port}");
+    }
     cfg.timesale.service.database_url = fresh_db("timesale").await;
     cfg.gateway.database_url = fresh_db("gateway").await;
     cfg.timesale.remaining_sync_interval_secs = 1;
