@@ -334,10 +334,7 @@ impl TimesaleApi for TimesaleService {
         page: PageRequest,
     ) -> DomainResult<Page<Sale>> {
         let p = store::list_sales(&self.pool, status, page, self.clock.now()).await?;
-        let mut items = Vec::with_capacity(p.items.len());
-        for s in p.items {
-            items.push(self.live(s).await);
-        }
+        let items = futures::future::join_all(p.items.into_iter().map(|s| self.live(s))).await;
         Ok(Page {
             items,
             page: p.page,

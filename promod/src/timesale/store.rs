@@ -530,6 +530,7 @@ pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<
 }
 
 /// Stores the live stock and the clock-derived status (CANCELLED is sticky).
+/// Unchanged rows are not rewritten, so an idle sale costs no write per tick.
 pub async fn store_remaining(
     pool: &PgPool,
     sale: Uuid,
@@ -537,12 +538,15 @@ pub async fn store_remaining(
     now: DateTime<Utc>,
 ) -> DomainResult<()> {
     sqlx::query(
-        "UPDATE time_sales SET remaining_quantity = LEAST(GREATEST($2, 0), total_quantity),
-            status = CASE WHEN status = 'CANCELLED' THEN status
-                          WHEN $3 < start_at THEN 'SCHEDULED'
-                          WHEN $3 < end_at THEN 'ACTIVE'
-                          ELSE 'ENDED' END
-         WHERE id = $1",
+        "UPDATE time_sales s SET remaining_quantity = v.remaining, status = v.status
+         FROM (SELECT id, LEAST(GREATEST($2, 0), total_quantity) AS remaining,
+                      CASE WHEN status = 'CANCELLED' THEN status
+                           WHEN $3 < start_at THEN 'SCHEDULED'
+                           WHEN $3 < end_at THEN 'ACTIVE'
+                           ELSE 'ENDED' END AS status
+               FROM time_sales WHERE id = $1) v
+         WHERE s.id = v.id
+           AND (s.remaining_quantity <> v.remaining OR s.status <> v.status)",
     )
     .bind(sale)
     .bind(remaining)

@@ -629,3 +629,61 @@ async fn the_gateway_reaches_the_timesale_role_over_grpc() {
     assert_eq!((s, page["total"].clone()), (200, json!(1)), "{page}");
     app.assert_invariant(sale).await;
 }
+
+/// A rough throughput probe of the order path in process (no HTTP): confirmed
+/// orders (group-committed) and sold-out refusals (Redis only). Ignored by
+/// default; run with `--run-ignored only` on an idle machine.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn order_throughput_probe() {
+    use futures::StreamExt;
+    use promo_domain::principal::{Principal, Role};
+    use promod::http::Ctx;
+    use promod::timesale::TimesaleApi;
+    let app = spawn_timesale_app().await;
+    let stock = 10_000;
+    let sale = app.create_sale(stock, 1).await;
+    let svc = Arc::new(TimesaleService::new(
+        app.db.clone(),
+        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(SystemClock),
+    ));
+    let run = |n: usize| {
+        let svc = svc.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let results: Vec<bool> = futures::stream::iter(0..n)
+                .map(|_| {
+                    let svc = svc.clone();
+                    async move {
+                        let user = Uuid::new_v4();
+                        let ctx = Ctx {
+                            principal: Principal {
+                                user_id: user,
+                                role: Role::User,
+                            },
+                            idem: None,
+                        };
+                        svc.order(&ctx, sale, user, 1).await.is_ok()
+                    }
+                })
+                .buffer_unordered(512)
+                .collect()
+                .await;
+            (results.iter().filter(|ok| **ok).count(), started.elapsed())
+        }
+    };
+    let (ok, took) = run(stock as usize).await;
+    eprintln!(
+        "confirmed {ok} in {took:?}: {:.0}/s",
+        ok as f64 / took.as_secs_f64()
+    );
+    assert_eq!(ok, stock as usize);
+    let (ok, took) = run(30_000).await;
+    eprintln!(
+        "sold-out refusals 30000 in {took:?}: {:.0}/s",
+        30_000.0 / took.as_secs_f64()
+    );
+    assert_eq!(ok, 0);
+    app.assert_invariant(sale).await;
+}
