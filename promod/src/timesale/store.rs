@@ -368,6 +368,19 @@ pub async fn insert_batch(
         .bind(&limits)
         .execute(&mut *tx)
         .await?;
+        let mut distinct = sales.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() > 1 {
+            // Several sales in one batch: lock them in id order, so that two
+            // batches over the same sales cannot deadlock.
+            sqlx::query(
+                "SELECT id FROM time_sales WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(&distinct)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE time_sales s SET sold_quantity = s.sold_quantity + c.n
              FROM (SELECT sid, sum(q) AS n FROM unnest($1::uuid[], $2::bigint[]) AS t(sid, q) GROUP BY sid) c
@@ -468,12 +481,8 @@ pub async fn cancel_order(
     let Some(order) = row.map(Order::from) else {
         return Ok(None);
     };
-    sqlx::query("UPDATE time_sales SET sold_quantity = sold_quantity - $2 WHERE id = $1")
-        .bind(order.time_sale_id)
-        .bind(order.quantity)
-        .execute(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
+    // The user's total first, then the sale: the same lock order as the group
+    // commit, so a cancel and a batch of the same user cannot deadlock.
     sqlx::query(
         "UPDATE time_sale_user_totals SET quantity = quantity - $3
          WHERE time_sale_id = $1 AND user_id = $2",
@@ -484,11 +493,18 @@ pub async fn cancel_order(
     .execute(&mut **tx)
     .await
     .map_err(from_sqlx)?;
+    sqlx::query("UPDATE time_sales SET sold_quantity = sold_quantity - $2 WHERE id = $1")
+        .bind(order.time_sale_id)
+        .bind(order.quantity)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
     Ok(Some(order))
 }
 
 /// What PostgreSQL says about a sale's stock: total minus the confirmed orders,
-/// and each user's confirmed units. Read in one statement, so one snapshot.
+/// and each user's confirmed units (both from the same order rows, so they
+/// agree with each other; the total never changes after creation).
 pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<InventorySeed> {
     let (total,): (i64,) = sqlx::query_as("SELECT total_quantity FROM time_sales WHERE id = $1")
         .bind(sale)

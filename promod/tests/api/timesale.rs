@@ -66,6 +66,30 @@ async fn a_hundred_of_a_thousand_concurrent_orders_succeed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_orders_on_two_sales_are_counted_per_sale() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sales = [app.create_sale(30, 2).await, app.create_sale(30, 2).await];
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let app = app.clone();
+        let sale = sales[i % 2];
+        tasks.push(tokio::spawn(async move {
+            let (_, token) = app.user_token();
+            app.order(sale, &token, 1 + (i as i64 / 2) % 2).await.0
+        }));
+    }
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(s == 201 || s == 409, "{s}");
+    }
+    for sale in sales {
+        let (sold, _) = app.db_sold(sale).await;
+        assert!((29..=30).contains(&sold), "{sold}");
+        app.assert_invariant(sale).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_user_gets_exactly_the_per_user_limit() {
     let app = Arc::new(spawn_timesale_app().await);
     let sale = app.create_sale(1000, 2).await;
