@@ -654,6 +654,43 @@ async fn the_gateway_reaches_the_timesale_role_over_grpc() {
     app.assert_invariant(sale).await;
 }
 
+#[tokio::test]
+async fn the_openapi_document_lists_the_time_sale_routes() {
+    let app = spawn_timesale_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(format!("{}/api/docs/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/api/v1/products",
+        "/api/v1/products/{id}",
+        "/api/v1/time-sales",
+        "/api/v1/time-sales/{id}",
+        "/api/v1/time-sales/{id}/orders",
+        "/api/v1/orders",
+        "/api/v1/orders/{id}",
+        "/api/v1/orders/{id}/cancel",
+    ] {
+        assert!(paths.contains_key(p), "{p} missing from openapi");
+    }
+    // The role's own port serves the same routes.
+    let (_, token) = app.user_token();
+    let resp = app
+        .client
+        .get(format!("{}/api/v1/time-sales", app.timesale_base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
 /// A rough throughput probe of the order path in process (no HTTP): confirmed
 /// orders (group-committed) and sold-out refusals (Redis only). Ignored by
 /// default; run with `--run-ignored only` on an idle machine.
