@@ -290,3 +290,44 @@ impl TimesaleApp {
         assert_eq!(users.values().sum::<i64>(), confirmed);
     }
 }
+
+/// A promod child process, killed (SIGKILL) when dropped.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the real binary with `envs` on top of the test secret and Redis.
+pub fn spawn_process(envs: &[(&str, String)]) -> Proc {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_promod"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PROMO_JWT_SECRET", SECRET)
+        .env("PROMO_REDIS_URL", super::helpers::redis_url())
+        .env("PROMO_LOG__LEVEL", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    Proc(c.spawn().expect("spawn promod"))
+}
+
+pub async fn wait_http(url: &str) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        if reqwest::get(url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not come up");
+}
