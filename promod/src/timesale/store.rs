@@ -382,7 +382,11 @@ pub async fn insert_batch(
             .await?;
         }
         sqlx::query(
-            "UPDATE time_sales s SET sold_quantity = s.sold_quantity + c.n
+            // The reported copy is lowered with the sale, so it is never
+            // ahead of the truth between two syncs.
+            "UPDATE time_sales s SET sold_quantity = s.sold_quantity + c.n,
+                remaining_quantity = GREATEST(LEAST(s.remaining_quantity,
+                    s.total_quantity - s.sold_quantity - c.n), 0)
              FROM (SELECT sid, sum(q) AS n FROM unnest($1::uuid[], $2::bigint[]) AS t(sid, q) GROUP BY sid) c
              WHERE s.id = c.sid",
         )
@@ -546,23 +550,29 @@ pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<
 }
 
 /// Stores the live stock and the clock-derived status (CANCELLED is sticky).
-/// Unchanged rows are not rewritten, so an idle sale costs no write per tick.
+/// The copy is capped by total - sold, so it is never ahead of the truth even
+/// when Redis is (a forced rebuild with orders in flight). Unchanged rows are
+/// not rewritten, so an idle sale costs no write per tick.
 pub async fn store_remaining(
     pool: &PgPool,
     sale: Uuid,
     remaining: i64,
     now: DateTime<Utc>,
 ) -> DomainResult<()> {
+    // Computed from the row being updated (not a snapshot of it), so a batch
+    // committing meanwhile is taken into account.
     sqlx::query(
-        "UPDATE time_sales s SET remaining_quantity = v.remaining, status = v.status
-         FROM (SELECT id, LEAST(GREATEST($2, 0), total_quantity) AS remaining,
-                      CASE WHEN status = 'CANCELLED' THEN status
-                           WHEN $3 < start_at THEN 'SCHEDULED'
-                           WHEN $3 < end_at THEN 'ACTIVE'
-                           ELSE 'ENDED' END AS status
-               FROM time_sales WHERE id = $1) v
-         WHERE s.id = v.id
-           AND (s.remaining_quantity <> v.remaining OR s.status <> v.status)",
+        "UPDATE time_sales SET remaining_quantity = LEAST(GREATEST($2, 0), total_quantity - sold_quantity),
+            status = CASE WHEN status = 'CANCELLED' THEN status
+                          WHEN $3 < start_at THEN 'SCHEDULED'
+                          WHEN $3 < end_at THEN 'ACTIVE'
+                          ELSE 'ENDED' END
+         WHERE id = $1
+           AND (remaining_quantity <> LEAST(GREATEST($2, 0), total_quantity - sold_quantity)
+                OR status <> CASE WHEN status = 'CANCELLED' THEN status
+                                  WHEN $3 < start_at THEN 'SCHEDULED'
+                                  WHEN $3 < end_at THEN 'ACTIVE'
+                                  ELSE 'ENDED' END)",
     )
     .bind(sale)
     .bind(remaining)

@@ -267,6 +267,16 @@ impl TimesaleApp {
             sold, confirmed,
             "sold_quantity matches the confirmed orders"
         );
+        let (reported,): (i64,) =
+            sqlx::query_as("SELECT remaining_quantity FROM time_sales WHERE id = $1")
+                .bind(sale)
+                .fetch_one(&self.db)
+                .await
+                .unwrap();
+        assert!(
+            reported <= total - confirmed,
+            "reported remaining {reported} is ahead of total - confirmed"
+        );
         let stock = self.redis_stock(sale).await.expect("a live counter");
         assert_eq!(stock + confirmed, total, "stock + confirmed == total");
         let over: Vec<(Uuid, i64)> = sqlx::query_as(
