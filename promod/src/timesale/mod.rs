@@ -152,7 +152,7 @@ impl TimesaleService {
     pub async fn sync_remaining(&self) -> DomainResult<usize> {
         let now = self.clock.now();
         let mut n = 0;
-        for (id, _total) in store::sales_to_sync(&self.pool, now - SYNC_AFTER_END).await? {
+        for id in store::sales_to_sync(&self.pool, now - SYNC_AFTER_END).await? {
             if let Some(left) = self.inventory.remaining(id).await? {
                 store::store_remaining(&self.pool, id, left, now).await?;
                 n += 1;

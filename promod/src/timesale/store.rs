@@ -541,12 +541,13 @@ pub async fn sale_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
 
 /// Sales whose stock copy may still change: not ended before `since` (orders
 /// can be cancelled after the end, so ended sales keep being synced a while).
-pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<Vec<(Uuid, i64)>> {
-    sqlx::query_as("SELECT id, total_quantity FROM time_sales WHERE end_at >= $1")
+pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM time_sales WHERE end_at >= $1")
         .bind(since)
         .fetch_all(pool)
         .await
-        .map_err(from_sqlx)
+        .map_err(from_sqlx)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Stores the live stock and the clock-derived status (CANCELLED is sticky).
