@@ -138,6 +138,175 @@ pub fn validate_quantity(quantity: i64, per_user_limit: i64) -> DomainResult<()>
     Ok(())
 }
 
+/// A product as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: Uuid,
+    pub name: String,
+    pub description: Option<String>,
+    pub price: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A sale as stored, with `status` as seen at the time it was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sale {
+    pub id: Uuid,
+    pub product_id: Uuid,
+    pub total_quantity: i64,
+    /// Confirmed units (PostgreSQL's count, changed with the orders).
+    pub sold_quantity: i64,
+    /// The live stock when read through the service, else the synced copy.
+    pub remaining_quantity: i64,
+    pub sale_price: i64,
+    pub per_user_limit: i64,
+    pub start_at: DateTime<Utc>,
+    pub end_at: DateTime<Utc>,
+    pub status: SaleStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Sale {
+    pub fn is_cancelled(&self) -> bool {
+        self.status == SaleStatus::Cancelled
+    }
+
+    pub fn status_at(&self, now: DateTime<Utc>) -> SaleStatus {
+        status_at(self.is_cancelled(), self.start_at, self.end_at, now)
+    }
+
+    /// The sale with its status recomputed at `now`.
+    pub fn at(mut self, now: DateTime<Utc>) -> Self {
+        self.status = self.status_at(now);
+        self
+    }
+
+    /// What PostgreSQL says is left; the fallback when the live stock is unknown.
+    pub fn stored_remaining(&self) -> i64 {
+        (self.total_quantity - self.sold_quantity).max(0)
+    }
+
+    /// An order is possible only inside the window of a sale that is not cancelled.
+    pub fn check_orderable(&self, now: DateTime<Utc>) -> DomainResult<()> {
+        match self.status_at(now) {
+            SaleStatus::Active => Ok(()),
+            SaleStatus::Scheduled => Err(DomainError::NotActive("sale has not started".into())),
+            SaleStatus::Ended => Err(DomainError::NotActive("sale has ended".into())),
+            SaleStatus::Cancelled => Err(DomainError::NotActive("sale is cancelled".into())),
+        }
+    }
+
+    /// The price of `quantity` units, refused rather than wrapped on overflow.
+    pub fn total_price(&self, quantity: i64) -> DomainResult<i64> {
+        self.sale_price
+            .checked_mul(quantity)
+            .ok_or_else(|| DomainError::validation("quantity", "quantity is too large"))
+    }
+}
+
+/// PATCH of a sale: extend (or move) the end, or cancel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalePatch {
+    pub end_at: Option<DateTime<Utc>>,
+    pub status: Option<SaleStatus>,
+}
+
+impl SalePatch {
+    pub fn validate_against(&self, sale: &Sale, now: DateTime<Utc>) -> DomainResult<()> {
+        if self.end_at.is_none() && self.status.is_none() {
+            return Err(DomainError::validation(
+                "body",
+                "nothing to change: give end_at or status",
+            ));
+        }
+        if let Some(s) = self.status {
+            if s != SaleStatus::Cancelled {
+                return Err(DomainError::validation(
+                    "status",
+                    "status can only be set to CANCELLED",
+                ));
+            }
+        }
+        match sale.status_at(now) {
+            SaleStatus::Cancelled => return Err(DomainError::AlreadyCancelled),
+            SaleStatus::Ended => {
+                return Err(DomainError::Conflict("sale has already ended".into()))
+            }
+            SaleStatus::Scheduled | SaleStatus::Active => {}
+        }
+        if let Some(end) = self.end_at {
+            if end <= sale.start_at {
+                return Err(DomainError::validation(
+                    "end_at",
+                    "end_at must be after start_at",
+                ));
+            }
+            if end <= now {
+                return Err(DomainError::validation("end_at", "end_at is already over"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    Confirmed,
+    Cancelled,
+}
+
+impl OrderStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Cancelled => "CANCELLED",
+        }
+    }
+
+    pub fn parse(s: &str) -> DomainResult<Self> {
+        match s {
+            "CONFIRMED" => Ok(OrderStatus::Confirmed),
+            "CANCELLED" => Ok(OrderStatus::Cancelled),
+            _ => Err(DomainError::validation(
+                "status",
+                "status must be CONFIRMED or CANCELLED",
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub time_sale_id: Uuid,
+    pub user_id: Uuid,
+    pub quantity: i64,
+    pub unit_price: i64,
+    pub total_price: i64,
+    pub status: OrderStatus,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    pub fn check_cancellable(&self) -> DomainResult<()> {
+        match self.status {
+            OrderStatus::Confirmed => Ok(()),
+            OrderStatus::Cancelled => Err(DomainError::AlreadyCancelled),
+        }
+    }
+}
+
+/// The `?status=` filter of the sale list.
+pub fn parse_status_filter(s: Option<&str>) -> DomainResult<Option<SaleStatus>> {
+    s.filter(|s| !s.is_empty())
+        .map(SaleStatus::parse)
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,5 +347,133 @@ mod tests {
         assert!(validate_quantity(0, 2).is_err());
         assert!(validate_quantity(3, 2).is_err());
         assert!(validate_quantity(2, 2).is_ok());
+    }
+    fn sale(now: DateTime<Utc>) -> Sale {
+        Sale {
+            id: Uuid::nil(),
+            product_id: Uuid::nil(),
+            total_quantity: 10,
+            sold_quantity: 3,
+            remaining_quantity: 7,
+            sale_price: 90,
+            per_user_limit: 2,
+            start_at: now,
+            end_at: now + Duration::hours(1),
+            status: SaleStatus::Scheduled,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    #[test]
+    fn orders_only_inside_the_window_of_a_live_sale() {
+        let now = Utc::now();
+        let s = sale(now);
+        assert!(s.check_orderable(now).is_ok());
+        assert_eq!(
+            s.check_orderable(now - Duration::seconds(1))
+                .unwrap_err()
+                .code(),
+            "NOT_ACTIVE"
+        );
+        assert_eq!(
+            s.check_orderable(s.end_at).unwrap_err().code(),
+            "NOT_ACTIVE"
+        );
+        let mut c = s.clone();
+        c.status = SaleStatus::Cancelled;
+        assert_eq!(c.check_orderable(now).unwrap_err().code(), "NOT_ACTIVE");
+        assert_eq!(c.clone().at(now).status, SaleStatus::Cancelled);
+        assert_eq!(s.clone().at(now).status, SaleStatus::Active);
+        assert_eq!(s.stored_remaining(), 7);
+        assert!(s.total_price(i64::MAX).is_err());
+        assert_eq!(s.total_price(2).unwrap(), 180);
+    }
+
+    #[test]
+    fn sale_patch_rules() {
+        let now = Utc::now();
+        let s = sale(now);
+        let empty = SalePatch::default();
+        assert_eq!(
+            empty.validate_against(&s, now).unwrap_err().field(),
+            Some("body")
+        );
+        let extend = SalePatch {
+            end_at: Some(s.end_at + Duration::hours(1)),
+            status: None,
+        };
+        assert!(extend.validate_against(&s, now).is_ok());
+        let backwards = SalePatch {
+            end_at: Some(s.start_at),
+            status: None,
+        };
+        assert_eq!(
+            backwards.validate_against(&s, now).unwrap_err().field(),
+            Some("end_at")
+        );
+        let past = SalePatch {
+            end_at: Some(now + Duration::minutes(1)),
+            status: None,
+        };
+        assert_eq!(
+            past.validate_against(&s, now + Duration::minutes(2))
+                .unwrap_err()
+                .field(),
+            Some("end_at")
+        );
+        let reopen = SalePatch {
+            end_at: None,
+            status: Some(SaleStatus::Active),
+        };
+        assert_eq!(
+            reopen.validate_against(&s, now).unwrap_err().field(),
+            Some("status")
+        );
+        let cancel = SalePatch {
+            end_at: None,
+            status: Some(SaleStatus::Cancelled),
+        };
+        assert!(cancel.validate_against(&s, now).is_ok());
+        let mut c = s.clone();
+        c.status = SaleStatus::Cancelled;
+        assert_eq!(
+            cancel.validate_against(&c, now).unwrap_err(),
+            DomainError::AlreadyCancelled
+        );
+        assert_eq!(
+            extend
+                .validate_against(&s, s.end_at + Duration::seconds(1))
+                .unwrap_err()
+                .code(),
+            "CONFLICT"
+        );
+    }
+
+    #[test]
+    fn quantities_and_filters() {
+        assert!(validate_quantity(-1, 2).is_err());
+        assert!(validate_quantity(1_000_000, 1_000_000).is_err());
+        assert_eq!(
+            parse_status_filter(Some("ACTIVE")).unwrap(),
+            Some(SaleStatus::Active)
+        );
+        assert_eq!(parse_status_filter(None).unwrap(), None);
+        assert!(parse_status_filter(Some("bogus")).is_err());
+        let o = Order {
+            id: Uuid::nil(),
+            time_sale_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            quantity: 1,
+            unit_price: 1,
+            total_price: 1,
+            status: OrderStatus::Cancelled,
+            created_at: Utc::now(),
+            cancelled_at: Some(Utc::now()),
+        };
+        assert_eq!(
+            o.check_cancellable().unwrap_err(),
+            DomainError::AlreadyCancelled
+        );
     }
 }

@@ -22,3 +22,4 @@ pub mod request_id;
 pub mod roles;
 pub mod server;
 pub mod telemetry;
+pub mod timesale;

@@ -12,6 +12,7 @@ use crate::http::{self as h, ReadyCheck};
 use crate::outbox::{self, RelayConfig};
 use crate::point::{self, PointApi, PointService};
 use crate::roles::Role;
+use crate::timesale::{self, TimesaleApi, TimesaleService};
 use crate::{cache, discovery, request_id};
 use anyhow::Context;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -347,6 +348,7 @@ impl Shared {
 struct Local {
     coupon: Option<Arc<dyn CouponApi>>,
     point: Option<Arc<dyn PointApi>>,
+    timesale: Option<Arc<dyn TimesaleApi>>,
 }
 
 async fn start_coupon(
@@ -457,10 +459,19 @@ async fn start_gateway(
         rate_limit::parse_trusted(&cfg.gateway.trusted_proxies)?,
     ));
     // require_auth is the outer layer, so the per-user bucket knows the user.
+    let timesale_api: Arc<dyn TimesaleApi> =
+        match cfg.in_process.then_some(local.timesale).flatten() {
+            Some(api) => api,
+            None => {
+                let (ch, br, t) = sh.remote("timesale", &cfg.gateway.timesale_grpc).await?;
+                Arc::new(timesale::grpc::Client::new(ch, t, br))
+            }
+        };
     let private = Router::new()
         .merge(gateway::private_routes(users.clone()))
         .merge(coupon::http::routes(coupon))
         .merge(point::http::routes(point_api))
+        .merge(timesale::http::routes(timesale_api))
         .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
         .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));
     let router = Router::new()
@@ -521,11 +532,11 @@ pub async fn start(
     if roles.has(Role::Point) {
         local.point = Some(start_point(&sh, &mut tasks, &mut bound).await?);
     }
+    if roles.has(Role::Timesale) {
+        local.timesale = Some(start_timesale(&sh, &mut tasks, &mut bound).await?);
+    }
     if roles.has(Role::Gateway) {
         start_gateway(&sh, &mut tasks, &mut bound, local).await?;
-    }
-    if roles.has(Role::Timesale) {
-        tracing::warn!(role = "timesale", "role is not implemented yet, skipping");
     }
     Ok((tasks, bound))
 }
@@ -543,4 +554,47 @@ async fn check_kafka(brokers: &str) -> anyhow::Result<()> {
     .await?
     .map_err(|e| anyhow::anyhow!(e.to_string().to_lowercase()))
     .with_context(|| format!("cannot reach kafka brokers {brokers}"))
+}
+
+async fn start_timesale(
+    sh: &Shared,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+    bound: &mut Bound,
+) -> anyhow::Result<Arc<dyn TimesaleApi>> {
+    let cfg = &sh.cfg.timesale;
+    let ports = sh
+        .prepare(&cfg.service, Schema::Timesale, "timesale")
+        .await?;
+    bound.timesale_http = ports.http.local_addr().ok();
+    bound.timesale_grpc = ports.grpc.local_addr().ok();
+    let inventory = Arc::new(timesale::inventory::RedisInventory::new(sh.redis.clone()));
+    let svc = Arc::new(TimesaleService::new(
+        ports.pool.clone(),
+        inventory,
+        sh.clock.clone(),
+    ));
+    // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
+    // live counters are kept, so a restart of promod never resets stock.
+    match svc.rebuild_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
+    }
+    let every = Duration::from_secs(cfg.remaining_sync_interval_secs.max(1));
+    let (sync, sync_shutdown) = (svc.clone(), sh.shutdown.clone());
+    tasks.spawn(async move {
+        sync.run_sync(every, sync_shutdown).await;
+        Ok(())
+    });
+    let api: Arc<dyn TimesaleApi> = svc;
+    sh.launch(
+        tasks,
+        "timesale",
+        ports,
+        timesale::http::routes(api.clone()),
+        timesale::grpc::server(api.clone()),
+    )
+    .await?;
+    tracing::info!(http = %cfg.service.http_addr, grpc = %cfg.service.grpc_addr, "timesale role started");
+    Ok(api)
 }

@@ -29,7 +29,11 @@ pub struct LoadArgs {
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// The gateway's base URL.
-    #[arg(long, env = "PROMOCTL_GATEWAY", default_value = "http://127.0.0.1:4000")]
+    #[arg(
+        long,
+        env = "PROMOCTL_GATEWAY",
+        default_value = "http://127.0.0.1:4000"
+    )]
     pub gateway: String,
     /// Open loop: arrivals per second.
     #[arg(long, conflicts_with = "concurrency")]
@@ -52,9 +56,18 @@ pub struct LoadArgs {
     /// Mint tokens with the gateway's signing secret instead of registering users.
     #[arg(long, env = "PROMO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    #[arg(long, env = "PROMOCTL_ADMIN_EMAIL", default_value = "admin@promo.local")]
+    #[arg(
+        long,
+        env = "PROMOCTL_ADMIN_EMAIL",
+        default_value = "admin@promo.local"
+    )]
     pub admin_email: String,
-    #[arg(long, env = "PROMOCTL_ADMIN_PASSWORD", default_value = "admin-password", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "PROMOCTL_ADMIN_PASSWORD",
+        default_value = "admin-password",
+        hide_env_values = true
+    )]
     pub admin_password: String,
     /// Fail if p95 is above this (e.g. 200ms).
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -166,7 +179,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
         None => (args.duration.as_secs_f64() * 5000.0) as u64,
     };
     let base = args.gateway.trim_end_matches('/').to_owned();
-    eprintln!("setting up {:?} fixtures ({} users)", args.scenario, args.users);
+    eprintln!(
+        "setting up {:?} fixtures ({} users)",
+        args.scenario, args.users
+    );
     let fixtures = args
         .scenario
         .setup(
@@ -208,7 +224,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
                 let rps = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), done);
                 pb.set_position(start.elapsed().as_secs());
-                pb.set_message(format!("{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"));
+                pb.set_message(format!(
+                    "{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"
+                ));
             }
         })
     };
@@ -224,7 +242,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
         }
     };
     // Wait for stragglers, then stop the clock.
-    while shared.in_flight.load(Ordering::Acquire) > 0 && start.elapsed() < args.duration + Duration::from_secs(30) {
+    while shared.in_flight.load(Ordering::Acquire) > 0
+        && start.elapsed() < args.duration + Duration::from_secs(30)
+    {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let elapsed = start.elapsed();
@@ -330,7 +350,10 @@ async fn closed_loop(
 
 fn print_report(r: &Report) {
     let s = &r.summary;
-    println!("scenario   {:?} ({}, {} users)", r.scenario, r.mode, r.users);
+    println!(
+        "scenario   {:?} ({}, {} users)",
+        r.scenario, r.mode, r.users
+    );
     println!(
         "requests   {} attempted: {} ok, {} refused, {} failed, {} missed",
         s.attempted, s.succeeded, s.refused, s.failed, s.missed

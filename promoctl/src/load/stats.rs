@@ -212,7 +212,12 @@ mod tests {
             min_rps: Some(101.0),
             ..Default::default()
         };
-        assert_eq!(fail.violations(&sum).len(), 3, "{:?}", fail.violations(&sum));
+        assert_eq!(
+            fail.violations(&sum).len(),
+            3,
+            "{:?}",
+            fail.violations(&sum)
+        );
     }
 
     #[test]

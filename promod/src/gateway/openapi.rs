@@ -34,6 +34,12 @@ impl Modify for Bearer {
         crate::coupon::http::list_coupons,
         crate::point::http::earn, crate::point::http::use_points, crate::point::http::cancel,
         crate::point::http::balance, crate::point::http::history,
+        crate::timesale::http::create_product, crate::timesale::http::list_products,
+        crate::timesale::http::get_product, crate::timesale::http::create_sale,
+        crate::timesale::http::list_sales, crate::timesale::http::get_sale,
+        crate::timesale::http::update_sale, crate::timesale::http::create_order,
+        crate::timesale::http::list_orders, crate::timesale::http::get_order,
+        crate::timesale::http::cancel_order,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail))
 )]

@@ -8,3 +8,6 @@ mod helpers;
 mod point;
 mod rate_limit;
 mod split;
+mod timesale;
+mod timesale_helpers;
+mod timesale_inventory_contract;

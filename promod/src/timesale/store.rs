@@ -1,0 +1,585 @@
+//! PostgreSQL access of the timesale role. Every write commits its outbox event
+//! and idempotency record in the same transaction.
+
+use super::inventory::InventorySeed;
+use crate::error::from_sqlx;
+use crate::outbox::{self, Event};
+use chrono::{DateTime, Utc};
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::timesale::{
+    NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
+};
+use promo_domain::{DomainError, DomainResult};
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub const PRODUCT_COLUMNS: &str = "id, name, description, price, created_at, updated_at";
+
+pub const SALE_COLUMNS: &str = "id, product_id, total_quantity, sold_quantity, \
+    remaining_quantity, sale_price, per_user_limit, start_at, end_at, status, created_at, updated_at";
+
+pub const ORDER_COLUMNS: &str = "id, time_sale_id, user_id, quantity, unit_price, total_price, \
+    status, created_at, cancelled_at";
+
+#[derive(sqlx::FromRow)]
+pub struct ProductRow {
+    id: Uuid,
+    name: String,
+    description: Option<String>,
+    price: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<ProductRow> for Product {
+    fn from(r: ProductRow) -> Self {
+        Product {
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            price: r.price,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct SaleRow {
+    id: Uuid,
+    product_id: Uuid,
+    total_quantity: i64,
+    sold_quantity: i64,
+    remaining_quantity: i64,
+    sale_price: i64,
+    per_user_limit: i32,
+    start_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    status: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl SaleRow {
+    /// The stored sale with its status as seen at `now`.
+    pub fn into_domain(self, now: DateTime<Utc>) -> Sale {
+        let stored = SaleStatus::parse(&self.status).unwrap_or(SaleStatus::Scheduled);
+        Sale {
+            id: self.id,
+            product_id: self.product_id,
+            total_quantity: self.total_quantity,
+            sold_quantity: self.sold_quantity,
+            remaining_quantity: self.remaining_quantity,
+            sale_price: self.sale_price,
+            per_user_limit: self.per_user_limit as i64,
+            start_at: self.start_at,
+            end_at: self.end_at,
+            status: stored,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+        .at(now)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub struct OrderRow {
+    id: Uuid,
+    time_sale_id: Uuid,
+    user_id: Uuid,
+    quantity: i64,
+    unit_price: i64,
+    total_price: i64,
+    status: String,
+    created_at: DateTime<Utc>,
+    cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl From<OrderRow> for Order {
+    fn from(r: OrderRow) -> Self {
+        Order {
+            id: r.id,
+            time_sale_id: r.time_sale_id,
+            user_id: r.user_id,
+            quantity: r.quantity,
+            unit_price: r.unit_price,
+            total_price: r.total_price,
+            status: OrderStatus::parse(&r.status).unwrap_or(OrderStatus::Confirmed),
+            created_at: r.created_at,
+            cancelled_at: r.cancelled_at,
+        }
+    }
+}
+
+pub async fn insert_product(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    p: &NewProduct,
+    now: DateTime<Utc>,
+) -> DomainResult<Product> {
+    let row: ProductRow = sqlx::query_as(&format!(
+        "INSERT INTO products (id, name, description, price, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $5) RETURNING {PRODUCT_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&p.name)
+    .bind(&p.description)
+    .bind(p.price)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(row.into())
+}
+
+pub async fn get_product(pool: &PgPool, id: Uuid) -> DomainResult<Option<Product>> {
+    let row: Option<ProductRow> = sqlx::query_as(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(row.map(Product::from))
+}
+
+pub async fn list_products(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Product>> {
+    let rows: Vec<ProductRow> = sqlx::query_as(&format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
+    ))
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM products")
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(Page::new(
+        rows.into_iter().map(Product::from).collect(),
+        page,
+        total,
+    ))
+}
+
+pub async fn insert_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    s: &NewSale,
+    now: DateTime<Utc>,
+) -> DomainResult<Sale> {
+    let row: SaleRow = sqlx::query_as(&format!(
+        "INSERT INTO time_sales (id, product_id, total_quantity, remaining_quantity, sale_price,
+            per_user_limit, start_at, end_at, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {SALE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(s.product_id)
+    .bind(s.total_quantity)
+    .bind(s.sale_price)
+    .bind(s.per_user_limit as i32)
+    .bind(s.start_at)
+    .bind(s.end_at)
+    .bind(promo_domain::timesale::status_at(false, s.start_at, s.end_at, now).as_str())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("23503") => {
+            DomainError::validation("product_id", "unknown product")
+        }
+        _ => from_sqlx(e),
+    })?;
+    Ok(row.into_domain(now))
+}
+
+pub async fn get_sale(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> DomainResult<Sale> {
+    sqlx::query_as::<_, SaleRow>(&format!(
+        "SELECT {SALE_COLUMNS} FROM time_sales WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(from_sqlx)?
+    .map(|r| r.into_domain(now))
+    .ok_or_else(|| DomainError::NotFound("time sale".into()))
+}
+
+/// The status filter as SQL over the stored columns at `$1` (now): only
+/// CANCELLED is stored, the rest follows the clock.
+fn status_filter(status: Option<SaleStatus>) -> &'static str {
+    match status {
+        None => "($1::timestamptz IS NOT NULL)",
+        Some(SaleStatus::Scheduled) => "status <> 'CANCELLED' AND $1 < start_at",
+        Some(SaleStatus::Active) => "status <> 'CANCELLED' AND start_at <= $1 AND $1 < end_at",
+        Some(SaleStatus::Ended) => "status <> 'CANCELLED' AND end_at <= $1",
+        Some(SaleStatus::Cancelled) => "status = 'CANCELLED' AND ($1::timestamptz IS NOT NULL)",
+    }
+}
+
+pub async fn list_sales(
+    pool: &PgPool,
+    status: Option<SaleStatus>,
+    page: PageRequest,
+    now: DateTime<Utc>,
+) -> DomainResult<Page<Sale>> {
+    let filter = status_filter(status);
+    let rows: Vec<SaleRow> = sqlx::query_as(&format!(
+        "SELECT {SALE_COLUMNS} FROM time_sales WHERE {filter}
+         ORDER BY start_at DESC, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(now)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let (total,): (i64,) =
+        sqlx::query_as(&format!("SELECT count(*) FROM time_sales WHERE {filter}"))
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(from_sqlx)?;
+    Ok(Page::new(
+        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        page,
+        total,
+    ))
+}
+
+/// Applies a patch under a row lock, so that the rules see the current sale.
+pub async fn update_sale(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    patch: &SalePatch,
+    now: DateTime<Utc>,
+) -> DomainResult<Sale> {
+    let before: SaleRow = sqlx::query_as(&format!(
+        "SELECT {SALE_COLUMNS} FROM time_sales WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?
+    .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
+    let before = before.into_domain(now);
+    patch.validate_against(&before, now)?;
+    let end_at = patch.end_at.unwrap_or(before.end_at);
+    let status = if patch.status == Some(SaleStatus::Cancelled) {
+        SaleStatus::Cancelled
+    } else {
+        promo_domain::timesale::status_at(false, before.start_at, end_at, now)
+    };
+    let row: SaleRow = sqlx::query_as(&format!(
+        "UPDATE time_sales SET end_at = $2, status = $3, updated_at = $4
+         WHERE id = $1 RETURNING {SALE_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(end_at)
+    .bind(status.as_str())
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(row.into_domain(now))
+}
+
+/// One order waiting to be stored by the group commit.
+#[derive(Debug, Clone)]
+pub struct PendingOrder {
+    pub order: Order,
+    pub per_user_limit: i64,
+    pub idem: Option<crate::idempotency::IdemKey>,
+    /// Who the idempotency key belongs to (the caller, maybe an admin).
+    pub actor: Uuid,
+}
+
+/// Why one order of a batch was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    Stored,
+    /// Another request with the same idempotency key was stored first.
+    Duplicate,
+    Refused(DomainError),
+}
+
+/// Stores a batch in one transaction: orders, the sales' sold counters, the
+/// users' totals, idempotency records and events. A constraint violation fails
+/// the whole transaction, so the caller retries the members one by one.
+pub async fn insert_batch(
+    pool: &PgPool,
+    batch: &[PendingOrder],
+) -> Result<Vec<InsertOutcome>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
+    for (i, p) in batch.iter().enumerate() {
+        if let Some(key) = &p.idem {
+            let fresh = crate::idempotency::record(&mut tx, p.actor, key, &p.order)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            if !fresh {
+                outcomes[i] = InsertOutcome::Duplicate;
+            }
+        }
+    }
+    let stored: Vec<&PendingOrder> = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == InsertOutcome::Stored)
+        .map(|(p, _)| p)
+        .collect();
+    if !stored.is_empty() {
+        let ids: Vec<Uuid> = stored.iter().map(|p| p.order.id).collect();
+        let sales: Vec<Uuid> = stored.iter().map(|p| p.order.time_sale_id).collect();
+        let users: Vec<Uuid> = stored.iter().map(|p| p.order.user_id).collect();
+        let qtys: Vec<i64> = stored.iter().map(|p| p.order.quantity).collect();
+        let units: Vec<i64> = stored.iter().map(|p| p.order.unit_price).collect();
+        let totals: Vec<i64> = stored.iter().map(|p| p.order.total_price).collect();
+        let limits: Vec<i32> = stored.iter().map(|p| p.per_user_limit as i32).collect();
+        let created: Vec<DateTime<Utc>> = stored.iter().map(|p| p.order.created_at).collect();
+        sqlx::query(
+            "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at)
+             SELECT id, sid, uid, q, unit, total, 'CONFIRMED', at
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::timestamptz[])
+               AS t(id, sid, uid, q, unit, total, at)",
+        )
+        .bind(&ids)
+        .bind(&sales)
+        .bind(&users)
+        .bind(&qtys)
+        .bind(&units)
+        .bind(&totals)
+        .bind(&created)
+        .execute(&mut *tx)
+        .await?;
+        // Sorted so that concurrent batches lock the rows in the same order.
+        sqlx::query(
+            "INSERT INTO time_sale_user_totals (time_sale_id, user_id, quantity, per_user_limit)
+             SELECT sid, uid, sum(q), max(lim)
+             FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::int[]) AS t(sid, uid, q, lim)
+             GROUP BY sid, uid ORDER BY sid, uid
+             ON CONFLICT (time_sale_id, user_id)
+             DO UPDATE SET quantity = time_sale_user_totals.quantity + EXCLUDED.quantity",
+        )
+        .bind(&sales)
+        .bind(&users)
+        .bind(&qtys)
+        .bind(&limits)
+        .execute(&mut *tx)
+        .await?;
+        let mut distinct = sales.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() > 1 {
+            // Several sales in one batch: lock them in id order, so that two
+            // batches over the same sales cannot deadlock.
+            sqlx::query(
+                "SELECT id FROM time_sales WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
+            )
+            .bind(&distinct)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            // The reported copy is lowered with the sale, so it is never
+            // ahead of the truth between two syncs.
+            "UPDATE time_sales s SET sold_quantity = s.sold_quantity + c.n,
+                remaining_quantity = GREATEST(LEAST(s.remaining_quantity,
+                    s.total_quantity - s.sold_quantity - c.n), 0)
+             FROM (SELECT sid, sum(q) AS n FROM unnest($1::uuid[], $2::bigint[]) AS t(sid, q) GROUP BY sid) c
+             WHERE s.id = c.sid",
+        )
+        .bind(&sales)
+        .bind(&qtys)
+        .execute(&mut *tx)
+        .await?;
+        let events: Vec<Event> = stored
+            .iter()
+            .map(|p| {
+                Event::new(
+                    "order.created",
+                    p.order.id,
+                    Some(p.order.user_id),
+                    p.order.created_at,
+                    serde_json::to_value(&p.order).unwrap_or_default(),
+                )
+            })
+            .collect();
+        outbox::append(&mut tx, &events).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Maps a constraint violation of a single-order insert to the refusal it means.
+pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+    let sqlx::Error::Database(d) = e else {
+        return None;
+    };
+    match (d.code().as_deref(), d.constraint()) {
+        (Some("23514"), Some("user_within_limit")) => Some(DomainError::LimitExceeded),
+        (Some("23514"), Some("sold_within_total")) => Some(DomainError::SoldOut),
+        (Some("23503"), _) => Some(DomainError::NotFound("time sale".into())),
+        _ => None,
+    }
+}
+
+pub async fn get_order(pool: &PgPool, id: Uuid) -> DomainResult<Order> {
+    sqlx::query_as::<_, OrderRow>(&format!(
+        "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+    .map_err(from_sqlx)?
+    .map(Order::from)
+    .ok_or_else(|| DomainError::NotFound("order".into()))
+}
+
+pub async fn list_orders(
+    pool: &PgPool,
+    user: Uuid,
+    page: PageRequest,
+) -> DomainResult<Page<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE user_id = $1
+         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
+    ))
+    .bind(user)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let (total,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM time_sale_orders WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(pool)
+            .await
+            .map_err(from_sqlx)?;
+    Ok(Page::new(
+        rows.into_iter().map(Order::from).collect(),
+        page,
+        total,
+    ))
+}
+
+/// CONFIRMED -> CANCELLED, only if still CONFIRMED; the sale's sold count and
+/// the user's total go down in the same transaction. `None` when another
+/// request won.
+pub async fn cancel_order(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Order>> {
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "UPDATE time_sale_orders SET status = 'CANCELLED', cancelled_at = $2
+         WHERE id = $1 AND status = 'CONFIRMED' RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    let Some(order) = row.map(Order::from) else {
+        return Ok(None);
+    };
+    // The user's total first, then the sale: the same lock order as the group
+    // commit, so a cancel and a batch of the same user cannot deadlock.
+    sqlx::query(
+        "UPDATE time_sale_user_totals SET quantity = quantity - $3
+         WHERE time_sale_id = $1 AND user_id = $2",
+    )
+    .bind(order.time_sale_id)
+    .bind(order.user_id)
+    .bind(order.quantity)
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query("UPDATE time_sales SET sold_quantity = sold_quantity - $2 WHERE id = $1")
+        .bind(order.time_sale_id)
+        .bind(order.quantity)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(Some(order))
+}
+
+/// What PostgreSQL says about a sale's stock: total minus the confirmed orders,
+/// and each user's confirmed units (both from the same order rows, so they
+/// agree with each other; the total never changes after creation).
+pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<InventorySeed> {
+    let (total,): (i64,) = sqlx::query_as("SELECT total_quantity FROM time_sales WHERE id = $1")
+        .bind(sale)
+        .fetch_optional(pool)
+        .await
+        .map_err(from_sqlx)?
+        .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
+    let users: Vec<(Uuid, i64)> = sqlx::query_as(
+        "SELECT user_id, sum(quantity)::bigint FROM time_sale_orders
+         WHERE time_sale_id = $1 AND status = 'CONFIRMED' GROUP BY user_id",
+    )
+    .bind(sale)
+    .fetch_all(pool)
+    .await
+    .map_err(from_sqlx)?;
+    let confirmed: i64 = users.iter().map(|(_, n)| n).sum();
+    Ok(InventorySeed {
+        remaining: (total - confirmed).max(0),
+        users,
+    })
+}
+
+pub async fn sale_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM time_sales")
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Sales whose stock copy may still change: not ended before `since` (orders
+/// can be cancelled after the end, so ended sales keep being synced a while).
+pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<Vec<Uuid>> {
+    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM time_sales WHERE end_at >= $1")
+        .bind(since)
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Stores the live stock and the clock-derived status (CANCELLED is sticky).
+/// The copy is capped by total - sold, so it is never ahead of the truth even
+/// when Redis is (a forced rebuild with orders in flight). Unchanged rows are
+/// not rewritten, so an idle sale costs no write per tick.
+pub async fn store_remaining(
+    pool: &PgPool,
+    sale: Uuid,
+    remaining: i64,
+    now: DateTime<Utc>,
+) -> DomainResult<()> {
+    // Computed from the row being updated (not a snapshot of it), so a batch
+    // committing meanwhile is taken into account.
+    sqlx::query(
+        "UPDATE time_sales SET remaining_quantity = LEAST(GREATEST($2, 0), total_quantity - sold_quantity),
+            status = CASE WHEN status = 'CANCELLED' THEN status
+                          WHEN $3 < start_at THEN 'SCHEDULED'
+                          WHEN $3 < end_at THEN 'ACTIVE'
+                          ELSE 'ENDED' END
+         WHERE id = $1
+           AND (remaining_quantity <> LEAST(GREATEST($2, 0), total_quantity - sold_quantity)
+                OR status <> CASE WHEN status = 'CANCELLED' THEN status
+                                  WHEN $3 < start_at THEN 'SCHEDULED'
+                                  WHEN $3 < end_at THEN 'ACTIVE'
+                                  ELSE 'ENDED' END)",
+    )
+    .bind(sale)
+    .bind(remaining)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
+}
