@@ -1,1 +1,19 @@
-fn main() {}
+use clap::Parser;
+use promoctl::error::CtlError;
+use std::process::ExitCode;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = promoctl::cli::Cli::parse();
+    match promoctl::commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // The report already said what failed.
+                CtlError::CheckFailed(_) => {}
+                e => eprintln!("promoctl: {e:#}"),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
