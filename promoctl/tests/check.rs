@@ -8,49 +8,9 @@ use promod::keys;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-fn pg_base() -> String {
-    std::env::var("PROMO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
+mod common;
 
-fn redis_url() -> String {
-    std::env::var("PROMO_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-#[derive(Clone, Copy)]
-enum Schema {
-    Coupon,
-    Point,
-    Timesale,
-}
-
-/// A fresh database with the common and the service migrations, as promod
-/// runs them (two migrators sharing one history table).
-async fn fresh(schema: Schema) -> PgPool {
-    let name = format!("t_ctl_{}", Uuid::new_v4().simple());
-    let admin = PgPool::connect(&format!("{}/postgres", pg_base()))
-        .await
-        .expect("postgres for tests");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    let pool = PgPool::connect(&format!("{}/{name}", pg_base()))
-        .await
-        .expect("connect test database");
-    let mut common = sqlx::migrate!("../migrations/common");
-    common.set_ignore_missing(true);
-    common.run(&pool).await.expect("common migrations");
-    let mut own = match schema {
-        Schema::Coupon => sqlx::migrate!("../migrations/coupon"),
-        Schema::Point => sqlx::migrate!("../migrations/point"),
-        Schema::Timesale => sqlx::migrate!("../migrations/timesale"),
-    };
-    own.set_ignore_missing(true);
-    own.run(&pool).await.expect("service migrations");
-    pool
-}
+use common::{fresh, redis_url, Schema};
 
 async fn redis() -> Redis {
     check::connect_redis(&redis_url())

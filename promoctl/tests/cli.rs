@@ -33,6 +33,7 @@ async fn fresh_db(tag: &str) -> String {
 
 struct App {
     base: String,
+    gateway_db: String,
     shutdown: CancellationToken,
 }
 
@@ -59,6 +60,7 @@ async fn spawn_promod() -> App {
     cfg.roles = "gateway,coupon".parse().unwrap();
     cfg.coupon.database_url = fresh_db("coupon").await;
     cfg.gateway.database_url = fresh_db("gateway").await;
+    let gateway_db = cfg.gateway.database_url.clone();
     let shutdown = CancellationToken::new();
     let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
         .await
@@ -66,6 +68,7 @@ async fn spawn_promod() -> App {
     tokio::spawn(promod::server::join(tasks, shutdown.clone()));
     App {
         base: format!("http://{}", bound.gateway_http.expect("gateway bound")),
+        gateway_db,
         shutdown,
     }
 }
@@ -258,6 +261,61 @@ async fn login_then_manage_policies_and_coupons() {
     .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.json()["role"], "user");
+
+    // A second admin, promoted in gateway_db, can act as one.
+    let out = promoctl(
+        &dir,
+        &app.base,
+        &[
+            "user",
+            "create",
+            "--email",
+            "boss@ctl.test",
+            "--password",
+            "long-enough",
+            "--name",
+            "Boss",
+            "--admin",
+            "--database-url",
+            &app.gateway_db,
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["role"], "admin");
+    let boss = config_dir();
+    let out = promoctl(
+        &boss,
+        &app.base,
+        &[
+            "login",
+            "--email",
+            "boss@ctl.test",
+            "--password",
+            "long-enough",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = promoctl(
+        &boss,
+        &app.base,
+        &[
+            "policy",
+            "update",
+            &id,
+            "--total-quantity",
+            "3",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["total_quantity"], 3);
+    let _ = std::fs::remove_dir_all(&boss);
 
     let _ = std::fs::remove_dir_all(&dir);
 }
