@@ -40,6 +40,14 @@ pub struct Filter {
     pub types: HashSet<String>,
     pub user: Option<Uuid>,
     pub json: bool,
+    /// Colours only on a terminal, and never with `NO_COLOR`.
+    pub color: bool,
+}
+
+/// Whether stdout wants colours.
+pub fn color_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 impl Filter {
@@ -70,21 +78,33 @@ impl Filter {
             .and_then(|v| v.get("data"))
             .map(Value::to_string)
             .unwrap_or_else(|| payload.trim().to_owned());
+        let color = self.color;
+        let dim = |s: &str| {
+            if color {
+                s.dimmed().to_string()
+            } else {
+                s.to_owned()
+            }
+        };
         let head = format!("{kind:<22}");
-        let head = match kind.split('.').next().unwrap_or("") {
-            "coupon" => head.green().to_string(),
-            "point" => head.yellow().to_string(),
-            "order" | "timesale" => head.cyan().to_string(),
-            _ => head.magenta().to_string(),
+        let head = if !color {
+            head
+        } else {
+            match kind.split('.').next().unwrap_or("") {
+                "coupon" => head.green().to_string(),
+                "point" => head.yellow().to_string(),
+                "order" | "timesale" => head.cyan().to_string(),
+                _ => head.magenta().to_string(),
+            }
         };
         Some(format!(
             "{} {head} {}={} {}={} {}={} {data}",
-            field("occurred_at").unwrap_or_else(dash).dimmed(),
-            "aggregate".dimmed(),
+            dim(&field("occurred_at").unwrap_or_else(dash)),
+            dim("aggregate"),
             field("aggregate_id").unwrap_or_else(dash),
-            "user".dimmed(),
+            dim("user"),
             field("user_id").unwrap_or_else(dash),
-            "id".dimmed(),
+            dim("id"),
             field("id").unwrap_or_else(dash),
         ))
     }
@@ -100,6 +120,7 @@ pub async fn tail(args: TailArgs) -> CtlResult<()> {
         types: args.types.iter().cloned().collect(),
         user: args.user,
         json: args.json,
+        color: color_wanted(),
     };
     let run = async {
         match args.source {
@@ -318,6 +339,7 @@ mod tests {
             types: ["coupon.issued".to_owned()].into(),
             user: Some(u),
             json: true,
+            color: false,
         };
         let e = event("coupon.issued", u);
         assert_eq!(f.line("coupon.issued", &e).as_deref(), Some(e.as_str()));
@@ -333,6 +355,7 @@ mod tests {
             types: HashSet::new(),
             user: None,
             json: false,
+            color: false,
         };
         let line = f
             .line("point.earned", &event("point.earned", Uuid::nil()))
@@ -342,6 +365,10 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("{\"n\":1}"), "{line}");
+        assert!(
+            !line.contains('\u{1b}'),
+            "no colours off a terminal: {line}"
+        );
         let raw = f.line("x", "not json").unwrap();
         assert!(raw.contains("not json"));
     }

@@ -229,6 +229,47 @@ async fn login_then_manage_policies_and_coupons() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert_eq!(first.json()["id"], again.json()["id"]);
 
+    // Use, cancel the use, and a second cancel refused.
+    let coupon_id = coupon["id"].as_str().expect("coupon id").to_owned();
+    let out = promoctl(
+        &dir,
+        &app.base,
+        &[
+            "coupon",
+            "use",
+            &coupon_id,
+            "--order-id",
+            "order-1",
+            "--order-amount",
+            "10000",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let used = out.json();
+    assert_eq!(used["coupon"]["status"], "USED");
+    assert_eq!(used["discount_amount"], 500);
+    let out = promoctl(
+        &dir,
+        &app.base,
+        &["coupon", "cancel", &coupon_id, "-o", "json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.json()["status"], "AVAILABLE");
+    let out = promoctl(&dir, &app.base, &["coupon", "cancel", &coupon_id]).await;
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("ALREADY_CANCELLED"), "{}", out.stderr);
+    let out = run(&["coupon", "list"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains(&coupon_id) && out.stdout.contains("AVAILABLE"),
+        "{}",
+        out.stdout
+    );
+
     let out = run(&["policy", "get", "not-a-uuid"]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
 

@@ -86,7 +86,7 @@ pub async fn unique_ids(dbs: &[(&str, &PgPool)]) -> CtlResult<CheckResult> {
                     if super::is_unreachable(&e) {
                         return Err(CtlError::Unreachable(format!("postgres: {e}")));
                     }
-                    r.error = Some(format!("query failed on {name}: {e}").to_lowercase());
+                    r.error = Some(format!("{name}: {}", super::describe(&e)));
                     return Ok(r);
                 }
             }

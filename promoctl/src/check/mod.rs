@@ -187,8 +187,18 @@ pub(crate) fn settle(mut r: CheckResult, e: sqlx::Error) -> CtlResult<CheckResul
             format!("postgres: {e}").to_lowercase(),
         ));
     }
-    r.error = Some(format!("query failed: {e}").to_lowercase());
+    r.error = Some(describe(&e));
     Ok(r)
+}
+
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    match e {
+        // 42P01: undefined_table, the usual sign of an unmigrated database.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+            format!("{} (has promod migrated this database?)", d.message())
+        }
+        e => format!("query failed: {e}").to_lowercase(),
+    }
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> CtlError {
