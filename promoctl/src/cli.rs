@@ -351,7 +351,14 @@ pub enum OrderCmd {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Reads PostgreSQL and Redis directly. No flag checks everything. Exit 0 when every
-invariant holds, 1 on a violation, 3 when a store is unreachable.")]
+invariant holds, 1 on a violation, 3 when a store is unreachable.
+PostgreSQL and Redis are read one after the other, so on a busy system requests in
+flight can show as a Redis difference: rerun (or check a quiet system) to confirm.
+
+Examples:
+  promoctl check
+  promoctl check --coupon --timesale -o json
+  promoctl check --events --max-backlog-age 5m")]
 pub struct CheckArgs {
     #[arg(long)]
     pub coupon: bool,

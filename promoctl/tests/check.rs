@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 mod common;
 
-use common::{fresh, redis_url, Schema};
+use common::{fresh, fresh_with_url, redis_url, Schema};
 
 async fn redis() -> Redis {
     check::connect_redis(&redis_url())
@@ -648,4 +648,48 @@ async fn a_dead_postgres_is_unreachable_not_a_violation() {
         panic!("redis on port 1 answered");
     };
     assert_eq!(e.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn the_binary_exits_0_when_clean_and_1_on_a_violation() {
+    let (pool, url) = fresh_with_url(Schema::Coupon).await;
+    let (policy, _) = coupon_world(&pool).await;
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_promoctl"))
+            .args([
+                "check",
+                "--coupon",
+                "--coupon-db",
+                &url,
+                "--redis-url",
+                &redis_url(),
+                "-o",
+                "json",
+            ])
+            .env(
+                "PROMOCTL_CONFIG_DIR",
+                std::env::temp_dir().join(format!("promoctl-chk-{}", Uuid::new_v4())),
+            )
+            .output()
+    };
+    let out = run().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+
+    exec(&pool, "UPDATE coupon_policies SET issued_quantity = 1").await;
+    let out = run().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&policy.to_string()) && text.contains(coupon::ISSUED),
+        "{text}"
+    );
 }
