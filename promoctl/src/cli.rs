@@ -64,22 +64,70 @@ pub enum Command {
     #[command(subcommand)]
     User(UserCmd),
     /// Coupon policies
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl policy create --name 'Spring' --discount-type fixed --discount-value 500 \\
+      --total-quantity 1000 --per-user-limit 2 --valid-from +1h --valid-until 2026-12-31T23:59:59Z
+  promoctl policy list --page 2 --size 50
+  promoctl policy update ID --total-quantity 2000 --active false"
+    )]
     Policy(PolicyCmd),
     /// Coupons
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl coupon issue --policy ID
+  promoctl coupon issue --policy ID --user USER_ID    # admin, for another user
+  promoctl coupon use ID --order-id o-123 --order-amount 25000
+  promoctl coupon cancel ID
+  promoctl coupon list --status AVAILABLE -o json"
+    )]
     Coupon(CouponCmd),
     /// Points
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl point earn --user USER_ID --amount 1000 --reference signup
+  promoctl point use --amount 300
+  promoctl point cancel TRANSACTION_ID
+  promoctl point balance --user USER_ID
+  promoctl point history --type EARN"
+    )]
     Point(PointCmd),
     /// Products
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl product create --name 'Headphones' --price 120000
+  promoctl product list"
+    )]
     Product(ProductCmd),
     /// Time sales
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl sale create --product ID --total-quantity 100 --sale-price 90000 \\
+      --per-user-limit 2 --start +5m --end 2h
+  promoctl sale list --status ACTIVE
+  promoctl sale update ID --end +30m
+  promoctl sale update ID --cancel"
+    )]
     Sale(SaleCmd),
     /// Time-sale orders
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl order create --sale ID --quantity 1
+  promoctl order cancel ID
+  promoctl order list"
+    )]
     Order(OrderCmd),
     /// Verify the invariants in PostgreSQL and Redis
     Check(CheckArgs),
