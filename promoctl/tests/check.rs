@@ -198,6 +198,56 @@ async fn coupon_redis_counters_must_match_postgres() {
     redis_del(&mut r, &[remaining, users]).await;
 }
 
+/// Same users, same total, counts swapped between two users: only the
+/// checksum of the digest can tell, and the detailed comparison names both.
+#[tokio::test]
+async fn coupon_redis_counts_swapped_between_users_are_caught() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, a) = coupon_world(&pool).await;
+    let b = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status, expires_at)
+         VALUES ($1, $2, $3, $4, 1, 2, 'AVAILABLE', now() + interval '1 day')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(format!("B-{}", b.simple()))
+    .bind(policy)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(&pool, "UPDATE coupon_policies SET issued_quantity = 3").await;
+    let (remaining, users) = (keys::coupon_remaining(policy), keys::coupon_users(policy));
+    redis_set(&mut r, &remaining, 2).await;
+    redis_hset(&mut r, &users, &a.to_string(), 2).await;
+    redis_hset(&mut r, &users, &b.to_string(), 1).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, coupon::REDIS).note, None, "digests agree");
+
+    redis_hset(&mut r, &users, &a.to_string(), 1).await;
+    redis_hset(&mut r, &users, &b.to_string(), 2).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &format!("{policy}/{a}"),
+        "1 in redis, 2 in postgres",
+    );
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &format!("{policy}/{b}"),
+        "2 in redis, 1 in postgres",
+    );
+    assert_eq!(
+        find(&res, coupon::REDIS).note.as_deref(),
+        Some("1 compared user by user")
+    );
+    redis_del(&mut r, &[remaining, users]).await;
+}
+
 #[tokio::test]
 async fn coupon_used_needs_an_order() {
     let pool = fresh(Schema::Coupon).await;
@@ -538,7 +588,9 @@ async fn timesale_redis_stock_plus_confirmed_is_the_total() {
 
     redis_set(&mut r, &stock, 8).await;
     redis_hset(&mut r, &users, &user.to_string(), 2).await;
-    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+    let res = timesale::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, timesale::REDIS).note, None, "digests agree");
 
     redis_set(&mut r, &stock, 9).await;
     let res = timesale::check(&pool, &mut r).await.unwrap();

@@ -5,7 +5,6 @@ use super::{redis_err, settle, sql_check, CheckResult, Redis};
 use crate::error::CtlResult;
 use promod::keys;
 use sqlx::PgPool;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const ISSUED: &str = "coupon.issued_matches_coupons";
@@ -97,59 +96,16 @@ pub async fn redis_counters(pool: &PgPool, redis: &mut Redis) -> CtlResult<Check
             }
         }
     }
-    let counts: Vec<(Uuid, Uuid, i64)> = match sqlx::query_as(
-        "SELECT policy_id, user_id, count(*) FROM coupons WHERE policy_id = ANY($1) GROUP BY 1, 2",
+    let detailed = super::users::compare(
+        pool,
+        redis,
+        &loaded,
+        keys::coupon_users,
+        "SELECT policy_id AS id, user_id, count(*)::bigint AS n FROM coupons
+         WHERE policy_id = ANY($1) GROUP BY 1, 2",
+        &mut r,
     )
-    .bind(&loaded)
-    .fetch_all(pool)
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return settle(r, e),
-    };
-    let mut pg: HashMap<Uuid, HashMap<Uuid, i64>> = HashMap::new();
-    for (p, u, n) in counts {
-        pg.entry(p).or_default().insert(u, n);
-    }
-    let empty = HashMap::new();
-    for chunk in loaded.chunks(50) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hgetall(keys::coupon_users(*id));
-        }
-        let hashes: Vec<HashMap<String, i64>> = pipe.query_async(redis).await.map_err(redis_err)?;
-        for (id, hash) in chunk.iter().zip(hashes) {
-            let want = pg.get(id).unwrap_or(&empty);
-            compare_users(&mut r, *id, &hash, want);
-        }
-    }
-    let missing = policies.len() - loaded.len();
-    if missing > 0 {
-        r.note = Some(format!("{missing} of {} not loaded", policies.len()));
-    }
+    .await?;
+    r.note = super::users::note(policies.len() - loaded.len(), policies.len(), detailed);
     Ok(r)
-}
-
-/// Per-user counts in a Redis hash against PostgreSQL; a missing field and 0
-/// are the same.
-pub(crate) fn compare_users(
-    r: &mut CheckResult,
-    id: Uuid,
-    redis: &HashMap<String, i64>,
-    pg: &HashMap<Uuid, i64>,
-) {
-    for (user, n) in redis {
-        let want = Uuid::parse_str(user)
-            .ok()
-            .and_then(|u| pg.get(&u).copied())
-            .unwrap_or(0);
-        if *n != want {
-            r.violation(format!("{id}/{user} {n} in redis, {want} in postgres"));
-        }
-    }
-    for (user, want) in pg {
-        if *want != 0 && !redis.contains_key(&user.to_string()) {
-            r.violation(format!("{id}/{user} 0 in redis, {want} in postgres"));
-        }
-    }
 }

@@ -10,6 +10,7 @@ pub mod coupon;
 pub mod events;
 pub mod point;
 pub mod timesale;
+mod users;
 
 use crate::cli::CheckArgs;
 use crate::config::{config_dir, pick, FileConfig};

@@ -2,12 +2,10 @@
 //! within their limit, the reported remaining never ahead of the truth, and
 //! the Redis stock plus confirmed units equal to the total.
 
-use super::coupon::compare_users;
 use super::{redis_err, settle, sql_check, CheckResult, Redis};
 use crate::error::CtlResult;
 use promod::keys;
 use sqlx::PgPool;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 pub const SOLD: &str = "timesale.sold_matches_orders";
@@ -100,35 +98,16 @@ pub async fn redis_stock(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
             }
         }
     }
-    let per_user: Vec<(Uuid, Uuid, i64)> = match sqlx::query_as(
-        "SELECT time_sale_id, user_id, sum(quantity)::bigint FROM time_sale_orders
+    let detailed = super::users::compare(
+        pool,
+        redis,
+        &loaded,
+        keys::timesale_users,
+        "SELECT time_sale_id AS id, user_id, sum(quantity)::bigint AS n FROM time_sale_orders
          WHERE status = 'CONFIRMED' AND time_sale_id = ANY($1) GROUP BY 1, 2",
+        &mut r,
     )
-    .bind(&loaded)
-    .fetch_all(pool)
-    .await
-    {
-        Ok(c) => c,
-        Err(e) => return settle(r, e),
-    };
-    let mut pg: HashMap<Uuid, HashMap<Uuid, i64>> = HashMap::new();
-    for (s, u, q) in per_user {
-        pg.entry(s).or_default().insert(u, q);
-    }
-    let empty = HashMap::new();
-    for chunk in loaded.chunks(50) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.hgetall(keys::timesale_users(*id));
-        }
-        let hashes: Vec<HashMap<String, i64>> = pipe.query_async(redis).await.map_err(redis_err)?;
-        for (id, hash) in chunk.iter().zip(hashes) {
-            compare_users(&mut r, *id, &hash, pg.get(id).unwrap_or(&empty));
-        }
-    }
-    let missing = sales.len() - loaded.len();
-    if missing > 0 {
-        r.note = Some(format!("{missing} of {} not loaded", sales.len()));
-    }
+    .await?;
+    r.note = super::users::note(sales.len() - loaded.len(), sales.len(), detailed);
     Ok(r)
 }
