@@ -5,6 +5,7 @@ use super::{redis_err, settle, sql_check, CheckResult, Redis};
 use crate::error::CtlResult;
 use promod::keys;
 use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 pub const LEDGER: &str = "point.balance_matches_ledger";
@@ -63,36 +64,96 @@ pub fn parse_cached(s: &str) -> Option<(i64, i64)> {
 /// Cached balances, where present, equal PostgreSQL. A cache of an older
 /// version with the same balance is harmless; a newer version than the
 /// database cannot be explained.
+///
+/// The cache holds recently read users only, so the keys are found with SCAN
+/// and PostgreSQL is asked about those users alone. A cached user this
+/// database does not know (another deployment sharing Redis, a test) is
+/// counted in the note, not judged.
 pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckResult> {
     let mut r = CheckResult::new(REDIS);
-    let rows: Vec<(Uuid, i64, i64)> =
-        match sqlx::query_as("SELECT user_id, balance, version FROM point_balances")
+    let nil = Uuid::nil().to_string();
+    let sample = keys::point_balance(Uuid::nil());
+    let Some(prefix) = sample.strip_suffix(&nil) else {
+        r.error = Some(format!("cannot derive the key prefix from {sample}"));
+        return Ok(r);
+    };
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut seen = HashSet::new();
+    let mut unknown = 0usize;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(2000)
+            .query_async(redis)
+            .await
+            .map_err(redis_err)?;
+        // SCAN may return a key twice; judge each user once.
+        let users: Vec<Uuid> = found
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .filter(|u| seen.insert(*u))
+            .collect();
+        if !users.is_empty() {
+            let mut pipe = redis::pipe();
+            for u in &users {
+                pipe.get(keys::point_balance(*u));
+            }
+            let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
+            let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
+                "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
+            )
+            .bind(&users)
             .fetch_all(pool)
             .await
-        {
-            Ok(rows) => rows,
-            Err(e) => return settle(r, e),
-        };
-    r.examined = rows.len() as i64;
-    let mut cached = 0usize;
-    for chunk in rows.chunks(1000) {
-        let mut pipe = redis::pipe();
-        for (u, _, _) in chunk {
-            pipe.get(keys::point_balance(*u));
-        }
-        let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
-        for ((user, balance, version), v) in chunk.iter().zip(values) {
-            let Some(v) = v else { continue };
-            cached += 1;
-            match parse_cached(&v) {
-                Some((b, ver)) if b == *balance && ver <= *version => {}
-                Some(_) => r.violation(format!("{user} cached {v}, postgres {balance}:{version}")),
-                None => r.violation(format!("{user} unreadable cache {v:?}")),
+            {
+                Ok(rows) => rows,
+                Err(e) => return settle(r, e),
+            };
+            let pg: HashMap<Uuid, (i64, i64)> =
+                rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
+            for (user, v) in users.iter().zip(values) {
+                // Expired between SCAN and GET.
+                let Some(v) = v else { continue };
+                let Some((balance, version)) = pg.get(user).copied() else {
+                    unknown += 1;
+                    continue;
+                };
+                r.examined += 1;
+                match parse_cached(&v) {
+                    Some((b, ver)) if b == balance && ver <= version => {}
+                    Some(_) => {
+                        r.violation(format!("{user} cached {v}, postgres {balance}:{version}"))
+                    }
+                    None => r.violation(format!("{user} unreadable cache {v:?}")),
+                }
             }
         }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
     }
-    r.note = Some(format!("{cached} of {} cached", rows.len()));
+    if unknown > 0 {
+        r.note = Some(format!("{unknown} cached for users not in this database"));
+    }
     Ok(r)
+}
+
+/// Escapes the glob characters of SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -102,5 +163,6 @@ mod tests {
         assert_eq!(super::parse_cached("120:7"), Some((120, 7)));
         assert_eq!(super::parse_cached("120"), None);
         assert_eq!(super::parse_cached("x:1"), None);
+        assert_eq!(super::glob_escape("a*b[c]"), "a\\*b\\[c\\]");
     }
 }
