@@ -74,16 +74,29 @@ pub async fn compare(
         .into_iter()
         .map(|(id, u, s, c)| (id, (u, s, c)))
         .collect();
+    // Loaded once so that the pipelined EVALSHAs find it.
+    let _: String = DIGEST.load_async(redis).await.map_err(redis_err)?;
     let mut differ = Vec::new();
-    for id in ids {
-        let got: (i64, i64, i64, i64) = DIGEST
-            .key(key(*id))
-            .invoke_async(redis)
-            .await
-            .map_err(redis_err)?;
-        let want = pg.get(id).copied().unwrap_or((0, 0, 0));
-        if got.3 > 0 || (got.0, got.1, got.2) != want {
-            differ.push(*id);
+    for chunk in ids.chunks(200) {
+        let invocations: Vec<_> = chunk
+            .iter()
+            .map(|id| {
+                let mut inv = DIGEST.prepare_invoke();
+                inv.key(key(*id));
+                inv
+            })
+            .collect();
+        let mut pipe = redis::pipe();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let digests: Vec<(i64, i64, i64, i64)> =
+            pipe.query_async(redis).await.map_err(redis_err)?;
+        for (id, got) in chunk.iter().zip(digests) {
+            let want = pg.get(id).copied().unwrap_or((0, 0, 0));
+            if got.3 > 0 || (got.0, got.1, got.2) != want {
+                differ.push(*id);
+            }
         }
     }
     if differ.is_empty() {
