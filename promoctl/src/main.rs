@@ -11,6 +11,11 @@ async fn main() -> ExitCode {
             match &e {
                 // The report already said what failed.
                 CtlError::CheckFailed(_) => {}
+                CtlError::Refused(b) if b.status == 401 => {
+                    eprintln!(
+                        "promoctl: {e:#}\npromoctl: hint: `promoctl login` stores a fresh token"
+                    )
+                }
                 e => eprintln!("promoctl: {e:#}"),
             }
             ExitCode::from(e.exit_code())

@@ -54,24 +54,32 @@ pub async fn logout(ctx: &Ctx) -> CtlResult<()> {
 
 pub async fn user(ctx: &Ctx, cmd: UserCmd) -> CtlResult<()> {
     let UserCmd::Create(a) = cmd;
+    // Reach gateway_db before registering, so that an unreachable database
+    // does not leave a half-made admin behind.
+    let admin_db = if a.admin {
+        let url = crate::config::pick(
+            a.database_url.as_deref(),
+            ctx.file.gateway_database_url.as_deref(),
+            &promod::config::Config::default().gateway.database_url,
+        );
+        Some((crate::check::connect_pg(&url).await?, url))
+    } else {
+        None
+    };
     let body = Body::new()
         .set("email", a.email.clone())
         .set("password", a.password.clone())
         .set("name", a.name.clone())
         .into_value();
     let mut user = ctx.client()?.post("/auth/register", body).await?;
-    if a.admin {
+    if let Some((pool, url)) = admin_db {
         let id = user
             .get("id")
             .and_then(|v| v.as_str())
             .and_then(|s| uuid::Uuid::parse_str(s).ok())
             .ok_or_else(|| CtlError::Other(anyhow::anyhow!("register answered no user id")))?;
-        let url = crate::config::pick(
-            a.database_url.as_deref(),
-            ctx.file.gateway_database_url.as_deref(),
-            &promod::config::Config::default().gateway.database_url,
-        );
-        promote(&url, id).await?;
+        promote(&pool, &url, id).await?;
+        pool.close().await;
         user["role"] = "admin".into();
     }
     ctx.print(&user, &["id", "email", "name", "role"]);
@@ -80,17 +88,15 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> CtlResult<()> {
 
 /// The API has no route to make an admin, on purpose; an operator with
 /// database access does it here.
-async fn promote(url: &str, id: uuid::Uuid) -> CtlResult<()> {
-    let pool = crate::check::connect_pg(url).await?;
+async fn promote(pool: &sqlx::PgPool, url: &str, id: uuid::Uuid) -> CtlResult<()> {
     let done = sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
         .bind(id)
-        .execute(&pool)
+        .execute(pool)
         .await
         .context("cannot promote the user in gateway_db")?;
-    pool.close().await;
     if done.rows_affected() != 1 {
         return Err(CtlError::Other(anyhow::anyhow!(
-            "user {id} is not in the gateway_db at {}",
+            "user {id} is not in the gateway_db at {}; is --database-url the gateway's?",
             promod::db::redact(url)
         )));
     }
