@@ -561,6 +561,23 @@ async fn timesale_users_stay_within_the_limit() {
 }
 
 #[tokio::test]
+async fn timesale_user_totals_follow_the_orders() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, user) = sale_world(&pool).await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    exec(&pool, "UPDATE time_sale_user_totals SET quantity = 1").await;
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::USER_TOTALS,
+        &format!("{sale}/{user}"),
+        "totals 1, orders 2",
+    );
+}
+
+#[tokio::test]
 async fn timesale_remaining_is_never_ahead_of_the_truth() {
     let pool = fresh(Schema::Timesale).await;
     let mut r = redis().await;

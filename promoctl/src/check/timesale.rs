@@ -12,6 +12,7 @@ pub const SOLD: &str = "timesale.sold_matches_orders";
 pub const PER_USER: &str = "timesale.per_user_limit";
 pub const REMAINING: &str = "timesale.remaining_not_ahead";
 pub const REDIS: &str = "timesale.redis_stock";
+pub const USER_TOTALS: &str = "timesale.user_totals_match_orders";
 
 const CONFIRMED: &str = "c AS (SELECT time_sale_id, sum(quantity) AS q FROM time_sale_orders
                                WHERE status = 'CONFIRMED' GROUP BY time_sale_id)";
@@ -59,6 +60,24 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
                  SELECT (SELECT count(*) FROM time_sales), (SELECT count(*) FROM v),
                         ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)"
             ),
+        )
+        .await?,
+        // The per-user totals are what the database's limit constraint
+        // guards; they must follow the orders.
+        sql_check(
+            pool,
+            USER_TOTALS,
+            "WITH u AS (SELECT time_sale_id, user_id, sum(quantity) AS q FROM time_sale_orders
+                        WHERE status = 'CONFIRMED' GROUP BY 1, 2),
+             j AS (SELECT coalesce(t.time_sale_id, u.time_sale_id) AS sale,
+                          coalesce(t.user_id, u.user_id) AS user_id,
+                          coalesce(t.quantity, 0) AS total, coalesce(u.q, 0) AS q
+                   FROM time_sale_user_totals t
+                   FULL JOIN u ON u.time_sale_id = t.time_sale_id AND u.user_id = t.user_id),
+             v AS (SELECT sale::text || '/' || user_id || ' (totals ' || total || ', orders '
+                          || q || ')' AS what FROM j WHERE total <> q)
+             SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
         )
         .await?,
         redis_stock(pool, redis).await?,
