@@ -1,33 +1,24 @@
-//! promoctl: the promo ops CLI.
-
-mod load;
-
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(name = "promoctl", version, about = "The promo ops CLI")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Open- or closed-loop load against the gateway, with HDR percentiles.
-    Load(load::LoadArgs),
-}
+use clap::Parser;
+use promoctl::error::CtlError;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() {
-    let cli = Cli::parse();
-    let code = match cli.command {
-        Command::Load(args) => match load::run(args).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("promoctl: {e:#}");
-                3
+async fn main() -> ExitCode {
+    let cli = promoctl::cli::Cli::parse();
+    match promoctl::commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                // The report already said what failed.
+                CtlError::CheckFailed(_) => {}
+                CtlError::Refused(b) if b.status == 401 => {
+                    eprintln!(
+                        "promoctl: {e:#}\npromoctl: hint: `promoctl login` stores a fresh token"
+                    )
+                }
+                e => eprintln!("promoctl: {e:#}"),
             }
-        },
-    };
-    std::process::exit(code);
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

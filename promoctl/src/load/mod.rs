@@ -158,16 +158,16 @@ fn progress(args: &LoadArgs) -> ProgressBar {
 
 /// Runs the load and returns the process exit code: 0 when every threshold
 /// (and `--check`) holds, 1 otherwise.
-pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
+pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
     let client = Client::builder()
         .pool_max_idle_per_host(4096)
         .timeout(Duration::from_secs(30))
         .build()?;
     let auth = match &args.jwt_secret {
-        Some(s) => Auth::Secret(promod::auth::JwtKeys::new(
+        Some(s) => Auth::Secret(Box::new(promod::auth::JwtKeys::new(
             &SecretString::from(s.clone()),
             3600,
-        )),
+        ))),
         None => Auth::Login {
             email: args.admin_email.clone(),
             password: args.admin_password.clone(),
@@ -178,7 +178,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<i32> {
         // Closed loop: enough distinct work for a fast server.
         None => (args.duration.as_secs_f64() * 5000.0) as u64,
     };
-    let base = args.gateway.trim_end_matches('/').to_owned();
+    let base = gateway.trim_end_matches('/').to_owned();
     eprintln!(
         "setting up {:?} fixtures ({} users)",
         args.scenario, args.users

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// How many arrivals are due `elapsed` after the start at `rate` per second.
 pub fn due(elapsed: Duration, rate: f64) -> u64 {
     // The epsilon keeps float rounding from delaying an arrival by one tick.
-    (elapsed.as_secs_f64() * rate + 1e-9).floor() as u64
+    (elapsed.as_secs_f64() * rate + 1e-6).floor() as u64
 }
 
 /// The intended send time of arrival `i`, as an offset from the start.

@@ -41,7 +41,7 @@ pub struct Req {
 /// How the run gets tokens.
 pub enum Auth {
     /// Mint tokens with the gateway's signing secret (fast; same trust domain).
-    Secret(JwtKeys),
+    Secret(Box<JwtKeys>),
     /// Log in as the admin and register users through the API.
     Login { email: String, password: String },
 }
@@ -275,7 +275,7 @@ impl Scenario {
                     route: "coupons/use",
                 }
             }
-            Scenario::Point if i % 2 == 0 => Req {
+            Scenario::Point if i.is_multiple_of(2) => Req {
                 method: Method::POST,
                 path: "/api/v1/points/earn".into(),
                 token: f.admin.clone(),

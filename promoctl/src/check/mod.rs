@@ -1,0 +1,356 @@
+//! `promoctl check`: the invariants of ARCHITECTURE.md verified against
+//! PostgreSQL and Redis directly. Each invariant is one set-based query (or a
+//! pipelined Redis scan of the keys PostgreSQL names), so a check stays within
+//! seconds on millions of rows.
+//!
+//! The functions take a pool and a Redis connection and return results, so
+//! tests call them without the CLI.
+
+pub mod coupon;
+pub mod events;
+pub mod point;
+pub mod timesale;
+mod users;
+
+use crate::cli::CheckArgs;
+use crate::config::{config_dir, pick, FileConfig};
+use crate::error::{CtlError, CtlResult};
+use crate::output::Format;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use promod::cache::Redis;
+
+/// Offending ids shown per check.
+pub const SAMPLE: usize = 5;
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct CheckResult {
+    pub check: String,
+    pub examined: i64,
+    pub violations: i64,
+    /// Up to `SAMPLE` offending ids, each with what is wrong.
+    pub sample: Vec<String>,
+    /// Context that is not a failure: keys not loaded, backlog.
+    pub note: Option<String>,
+    /// A condition worth a look that breaks no invariant (e.g. a backlog).
+    pub warning: bool,
+    /// The check could not run (a missing table, a bad row).
+    pub error: Option<String>,
+}
+
+impl CheckResult {
+    pub fn new(check: &str) -> CheckResult {
+        CheckResult {
+            check: check.to_owned(),
+            ..CheckResult::default()
+        }
+    }
+
+    pub fn failed(&self) -> bool {
+        self.violations > 0 || self.error.is_some()
+    }
+
+    /// Counts a violation, keeping the first few as the sample.
+    pub fn violation(&mut self, what: String) {
+        self.violations += 1;
+        if self.sample.len() < SAMPLE {
+            self.sample.push(what);
+        }
+    }
+
+    fn status(&self) -> &'static str {
+        if self.error.is_some() {
+            "ERROR"
+        } else if self.violations > 0 {
+            "FAIL"
+        } else if self.warning {
+            "WARN"
+        } else {
+            "ok"
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub results: Vec<CheckResult>,
+}
+
+impl Report {
+    pub fn failed(&self) -> usize {
+        self.results.iter().filter(|r| r.failed()).count()
+    }
+
+    pub fn get(&self, check: &str) -> Option<&CheckResult> {
+        self.results.iter().find(|r| r.check == check)
+    }
+
+    pub fn render(&self, format: Format) -> String {
+        if format == Format::Json {
+            let v = serde_json::json!({
+                "ok": self.failed() == 0,
+                "failed": self.failed(),
+                "results": self.results,
+            });
+            return serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+        }
+        let mut t = Table::new();
+        t.load_preset(UTF8_FULL_CONDENSED);
+        t.set_header(vec![
+            "check",
+            "status",
+            "rows examined",
+            "violations",
+            "sample",
+            "note",
+        ]);
+        for r in &self.results {
+            let note = match (&r.error, &r.note) {
+                (Some(e), _) => e.clone(),
+                (None, Some(n)) => n.clone(),
+                (None, None) => String::new(),
+            };
+            t.add_row(vec![
+                r.check.clone(),
+                r.status().to_owned(),
+                r.examined.to_string(),
+                r.violations.to_string(),
+                r.sample.join("\n"),
+                note,
+            ]);
+        }
+        let verdict = match self.failed() {
+            0 => "all invariants hold".to_owned(),
+            n => format!("{n} check(s) failed"),
+        };
+        format!("{t}\n{verdict}")
+    }
+}
+
+/// A query failure that means the store is gone, rather than a broken check.
+pub(crate) fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+/// Runs one set-based SQL check. The query returns one row: rows examined
+/// (bigint), violations (bigint) and a sample (text[]).
+pub async fn sql_check(pool: &PgPool, check: &str, sql: &str) -> CtlResult<CheckResult> {
+    let row = sqlx::query_as::<_, (i64, i64, Vec<String>)>(sql)
+        .fetch_one(pool)
+        .await;
+    finish(CheckResult::new(check), row)
+}
+
+/// `sql_check` with one nullable float parameter (`$1`).
+pub async fn sql_check_with(
+    pool: &PgPool,
+    check: &str,
+    sql: &str,
+    arg: Option<f64>,
+) -> CtlResult<CheckResult> {
+    let row = sqlx::query_as::<_, (i64, i64, Vec<String>)>(sql)
+        .bind(arg)
+        .fetch_one(pool)
+        .await;
+    finish(CheckResult::new(check), row)
+}
+
+fn finish(
+    mut r: CheckResult,
+    row: Result<(i64, i64, Vec<String>), sqlx::Error>,
+) -> CtlResult<CheckResult> {
+    match row {
+        Ok((examined, violations, sample)) => {
+            r.examined = examined;
+            r.violations = violations;
+            r.sample = sample;
+            Ok(r)
+        }
+        Err(e) => settle(r, e),
+    }
+}
+
+/// A dead store aborts the run (exit 3); anything else fails only this check.
+pub(crate) fn settle(mut r: CheckResult, e: sqlx::Error) -> CtlResult<CheckResult> {
+    if is_unreachable(&e) {
+        return Err(CtlError::Unreachable(
+            format!("postgres: {e}").to_lowercase(),
+        ));
+    }
+    r.error = Some(describe(&e));
+    Ok(r)
+}
+
+pub(crate) fn describe(e: &sqlx::Error) -> String {
+    match e {
+        // 42P01: undefined_table, the usual sign of an unmigrated database.
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("42P01") => {
+            format!("{} (has promod migrated this database?)", d.message())
+        }
+        e => format!("query failed: {e}").to_lowercase(),
+    }
+}
+
+pub(crate) fn redis_err(e: redis::RedisError) -> CtlError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        CtlError::Unreachable(format!("redis: {e}").to_lowercase())
+    } else {
+        CtlError::Other(anyhow::anyhow!("redis: {e}"))
+    }
+}
+
+pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
+    let opts = PgConnectOptions::from_str(url).map_err(|e| {
+        CtlError::usage(format!(
+            "invalid database url {}: {e}",
+            promod::db::redact(url)
+        ))
+    })?;
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with(opts)
+        .await
+        .map_err(|e| CtlError::Unreachable(format!("postgres at {}: {e}", promod::db::redact(url))))
+}
+
+pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
+    promod::cache::connect(url)
+        .await
+        .map_err(|e| CtlError::Unreachable(format!("{e:#}")))
+}
+
+/// The store urls: flags (or env) > config file > promod's defaults.
+pub struct StoreUrls {
+    pub coupon: String,
+    pub point: String,
+    pub timesale: String,
+    pub redis: String,
+}
+
+pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
+    let file = FileConfig::load(&config_dir()?)?;
+    let d = promod::config::Config::default();
+    Ok(StoreUrls {
+        coupon: pick(
+            s.coupon_db.as_deref(),
+            file.coupon_database_url.as_deref(),
+            &d.coupon.database_url,
+        ),
+        point: pick(
+            s.point_db.as_deref(),
+            file.point_database_url.as_deref(),
+            &d.point.service.database_url,
+        ),
+        timesale: pick(
+            s.timesale_db.as_deref(),
+            file.timesale_database_url.as_deref(),
+            &d.timesale.service.database_url,
+        ),
+        redis: pick(
+            s.redis_url.as_deref(),
+            file.redis_url.as_deref(),
+            &d.redis_url,
+        ),
+    })
+}
+
+pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
+    let all = !(args.coupon || args.point || args.timesale || args.events);
+    let (c, p, t, e) = (
+        all || args.coupon,
+        all || args.point,
+        all || args.timesale,
+        all || args.events,
+    );
+    let urls = store_urls(&args.stores)?;
+    let mut report = Report::default();
+    let mut redis = if c || p || t {
+        Some(connect_redis(&urls.redis).await?)
+    } else {
+        None
+    };
+    let coupon_pool = if c || e {
+        Some(connect_pg(&urls.coupon).await?)
+    } else {
+        None
+    };
+    let point_pool = if p || e {
+        Some(connect_pg(&urls.point).await?)
+    } else {
+        None
+    };
+    let timesale_pool = if t || e {
+        Some(connect_pg(&urls.timesale).await?)
+    } else {
+        None
+    };
+    if let (true, Some(pool), Some(r)) = (c, &coupon_pool, redis.as_mut()) {
+        report.results.extend(coupon::check(pool, r).await?);
+    }
+    if let (true, Some(pool), Some(r)) = (p, &point_pool, redis.as_mut()) {
+        report.results.extend(point::check(pool, r).await?);
+    }
+    if let (true, Some(pool), Some(r)) = (t, &timesale_pool, redis.as_mut()) {
+        report.results.extend(timesale::check(pool, r).await?);
+    }
+    if let (true, Some(cp), Some(pp), Some(tp)) = (e, &coupon_pool, &point_pool, &timesale_pool) {
+        let dbs = [("coupon", cp), ("point", pp), ("timesale", tp)];
+        report
+            .results
+            .extend(events::check(&dbs, args.max_backlog_age).await?);
+    }
+    println!("{}", report.render(format));
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(CtlError::CheckFailed(n)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_fails_on_violations_and_errors_not_warnings() {
+        let mut ok = CheckResult::new("a");
+        ok.examined = 3;
+        let mut warn = CheckResult::new("b");
+        warn.warning = true;
+        warn.note = Some("backlog 2".into());
+        let mut bad = CheckResult::new("c");
+        for i in 0..7 {
+            bad.violation(format!("id{i}"));
+        }
+        assert_eq!(bad.violations, 7);
+        assert_eq!(bad.sample.len(), SAMPLE);
+        let report = Report {
+            results: vec![ok.clone(), warn.clone()],
+        };
+        assert_eq!(report.failed(), 0);
+        assert!(report
+            .render(Format::Table)
+            .ends_with("all invariants hold"));
+        let report = Report {
+            results: vec![ok, warn, bad],
+        };
+        assert_eq!(report.failed(), 1);
+        let table = report.render(Format::Table);
+        assert!(table.contains("FAIL") && table.contains("WARN") && table.contains("id4"));
+        assert!(!table.contains("id5"), "only the sample is shown");
+        let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["results"][2]["violations"], 7);
+    }
+}

@@ -1,0 +1,168 @@
+//! Point invariants: the balance is the sum of the ledger and never negative,
+//! the Redis cache agrees, no transaction is cancelled twice.
+
+use super::{redis_err, settle, sql_check, CheckResult, Redis};
+use crate::error::CtlResult;
+use promod::keys;
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+pub const LEDGER: &str = "point.balance_matches_ledger";
+pub const NON_NEGATIVE: &str = "point.balance_not_negative";
+pub const REDIS: &str = "point.redis_cache";
+pub const CANCELLED_ONCE: &str = "point.cancelled_once";
+
+pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
+    Ok(vec![
+        sql_check(
+            pool,
+            LEDGER,
+            "WITH l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
+             j AS (SELECT coalesce(b.user_id, l.user_id) AS user_id, b.balance, coalesce(l.s, 0) AS s
+                   FROM point_balances b FULL JOIN l ON l.user_id = b.user_id),
+             v AS (SELECT user_id::text || ' (balance ' || coalesce(balance::text, 'missing')
+                          || ', ledger ' || s || ')' AS what
+                   FROM j WHERE balance IS DISTINCT FROM s)
+             SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
+        )
+        .await?,
+        sql_check(
+            pool,
+            NON_NEGATIVE,
+            "WITH l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
+             v AS (SELECT user_id::text || ' (ledger sum ' || s || ')' AS what FROM l WHERE s < 0
+                   UNION ALL
+                   SELECT user_id::text || ' (balance ' || balance || ')' FROM point_balances
+                   WHERE balance < 0)
+             SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
+        )
+        .await?,
+        redis_cache(pool, redis).await?,
+        sql_check(
+            pool,
+            CANCELLED_ONCE,
+            "WITH v AS (SELECT cancelled_transaction_id::text || ' (cancelled ' || count(*)
+                               || ' times)' AS what
+                        FROM point_transactions WHERE cancelled_transaction_id IS NOT NULL
+                        GROUP BY cancelled_transaction_id HAVING count(*) > 1)
+             SELECT (SELECT count(*) FROM point_transactions WHERE type = 'CANCEL'),
+                    (SELECT count(*) FROM v), ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
+        )
+        .await?,
+    ])
+}
+
+/// `"{balance}:{version}"`.
+pub fn parse_cached(s: &str) -> Option<(i64, i64)> {
+    let (b, v) = s.split_once(':')?;
+    Some((b.parse().ok()?, v.parse().ok()?))
+}
+
+/// Cached balances, where present, equal PostgreSQL. A cache of an older
+/// version with the same balance is harmless; a newer version than the
+/// database cannot be explained.
+///
+/// The cache holds recently read users only, so the keys are found with SCAN
+/// and PostgreSQL is asked about those users alone. A cached user this
+/// database does not know (another deployment sharing Redis, a test) is
+/// counted in the note, not judged.
+pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckResult> {
+    let mut r = CheckResult::new(REDIS);
+    let nil = Uuid::nil().to_string();
+    let sample = keys::point_balance(Uuid::nil());
+    let Some(prefix) = sample.strip_suffix(&nil) else {
+        r.error = Some(format!("cannot derive the key prefix from {sample}"));
+        return Ok(r);
+    };
+    let pattern = format!("{}*", glob_escape(prefix));
+    let mut seen = HashSet::new();
+    let mut unknown = 0usize;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, found): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(2000)
+            .query_async(redis)
+            .await
+            .map_err(redis_err)?;
+        // SCAN may return a key twice; judge each user once.
+        let users: Vec<Uuid> = found
+            .iter()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .filter(|u| seen.insert(*u))
+            .collect();
+        if !users.is_empty() {
+            let mut pipe = redis::pipe();
+            for u in &users {
+                pipe.get(keys::point_balance(*u));
+            }
+            let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
+            let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
+                "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
+            )
+            .bind(&users)
+            .fetch_all(pool)
+            .await
+            {
+                Ok(rows) => rows,
+                Err(e) => return settle(r, e),
+            };
+            let pg: HashMap<Uuid, (i64, i64)> =
+                rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
+            for (user, v) in users.iter().zip(values) {
+                // Expired between SCAN and GET.
+                let Some(v) = v else { continue };
+                let Some((balance, version)) = pg.get(user).copied() else {
+                    unknown += 1;
+                    continue;
+                };
+                r.examined += 1;
+                match parse_cached(&v) {
+                    Some((b, ver)) if b == balance && ver <= version => {}
+                    Some(_) => {
+                        r.violation(format!("{user} cached {v}, postgres {balance}:{version}"))
+                    }
+                    None => r.violation(format!("{user} unreadable cache {v:?}")),
+                }
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    if unknown > 0 {
+        r.note = Some(format!("{unknown} cached for users not in this database"));
+    }
+    Ok(r)
+}
+
+/// Escapes the glob characters of SCAN MATCH.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cached_balances_parse() {
+        assert_eq!(super::parse_cached("120:7"), Some((120, 7)));
+        assert_eq!(super::parse_cached("120"), None);
+        assert_eq!(super::parse_cached("x:1"), None);
+        assert_eq!(super::glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+    }
+}

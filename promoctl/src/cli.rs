@@ -1,0 +1,524 @@
+//! The command line: `promoctl <noun> <verb>`.
+
+use crate::output::Format;
+use crate::time::parse_time;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+const EXAMPLES: &str = "\
+Examples:
+  promoctl login --email admin@promo.local --password admin-password
+  promoctl policy create --name 'Spring 10%' --discount-type percentage --discount-value 10 \\
+      --total-quantity 1000 --valid-until +7d
+  promoctl policy list -o json
+  promoctl coupon issue --policy 0190...
+  promoctl sale create --product 0190... --total-quantity 100 --sale-price 900 --start +5m --end 2h
+  promoctl check --coupon --point
+  promoctl events tail --topic coupon.issued --follow
+
+Exit codes: 0 ok, 1 refused by the server (or a check failed), 2 usage, 3 unreachable.
+Times: `now`, `+5m`, `-1h`, `2h` (all from now) or RFC 3339.";
+
+#[derive(Debug, Parser)]
+#[command(name = "promoctl", version, about = "The promo ops CLI", after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Gateway base URL [default: http://127.0.0.1:4000]
+    #[arg(long, global = true, env = "PROMOCTL_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// Output format
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+    /// Idempotency-Key of the write [default: a fresh UUID per invocation]
+    #[arg(long, global = true)]
+    pub idempotency_key: Option<String>,
+    /// Login email used when no valid token is stored
+    #[arg(long = "as-email", global = true, env = "PROMOCTL_EMAIL", hide = true)]
+    pub as_email: Option<String>,
+    /// Login password used when no valid token is stored
+    #[arg(
+        long = "as-password",
+        global = true,
+        env = "PROMOCTL_PASSWORD",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub as_password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in and store the tokens in the config dir (0600)
+    Login(LoginArgs),
+    /// Forget the stored tokens
+    Logout,
+    /// Users (register)
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Coupon policies
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl policy create --name 'Spring' --discount-type fixed --discount-value 500 \\
+      --total-quantity 1000 --per-user-limit 2 --valid-from +1h --valid-until 2026-12-31T23:59:59Z
+  promoctl policy list --page 2 --size 50
+  promoctl policy update ID --total-quantity 2000 --active false"
+    )]
+    Policy(PolicyCmd),
+    /// Coupons
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl coupon issue --policy ID
+  promoctl coupon issue --policy ID --user USER_ID    # admin, for another user
+  promoctl coupon use ID --order-id o-123 --order-amount 25000
+  promoctl coupon cancel ID
+  promoctl coupon list --status AVAILABLE -o json"
+    )]
+    Coupon(CouponCmd),
+    /// Points
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl point earn --user USER_ID --amount 1000 --reference signup
+  promoctl point use --amount 300
+  promoctl point cancel TRANSACTION_ID
+  promoctl point balance --user USER_ID
+  promoctl point history --type EARN"
+    )]
+    Point(PointCmd),
+    /// Products
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl product create --name 'Headphones' --price 120000
+  promoctl product list"
+    )]
+    Product(ProductCmd),
+    /// Time sales
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl sale create --product ID --total-quantity 100 --sale-price 90000 \\
+      --per-user-limit 2 --start +5m --end 2h
+  promoctl sale list --status ACTIVE
+  promoctl sale update ID --end +30m
+  promoctl sale update ID --cancel"
+    )]
+    Sale(SaleCmd),
+    /// Time-sale orders
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl order create --sale ID --quantity 1
+  promoctl order cancel ID
+  promoctl order list"
+    )]
+    Order(OrderCmd),
+    /// Verify the invariants in PostgreSQL and Redis
+    Check(CheckArgs),
+    /// Watch events
+    #[command(subcommand)]
+    Events(EventsCmd),
+    /// Load the gateway (open or closed loop) and report HDR percentiles
+    Load(crate::load::LoadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    #[arg(long, env = "PROMOCTL_EMAIL")]
+    pub email: Option<String>,
+    /// Read from stdin when not given
+    #[arg(long, env = "PROMOCTL_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PageArgs {
+    #[arg(long, default_value_t = 1)]
+    pub page: u32,
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub size: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Register a user; `--admin` then promotes it in gateway_db
+    #[command(after_help = "\
+The first admin comes from promod's configuration: PROMO_BOOTSTRAP_ADMIN_EMAIL and
+PROMO_BOOTSTRAP_ADMIN_PASSWORD. Later admins: `promoctl user create --admin` registers
+through the API, then sets users.role = 'admin' directly in gateway_db
+(--database-url, PROMOCTL_GATEWAY_DATABASE_URL, or the default local gateway_db).")]
+    Create(UserCreate),
+}
+
+#[derive(Debug, Args)]
+pub struct UserCreate {
+    #[arg(long)]
+    pub email: String,
+    /// At least 8 characters
+    #[arg(long, env = "PROMOCTL_NEW_USER_PASSWORD", hide_env_values = true)]
+    pub password: String,
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub admin: bool,
+    /// gateway_db, for `--admin`
+    #[arg(long, env = "PROMOCTL_GATEWAY_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DiscountType {
+    Fixed,
+    Percentage,
+}
+
+impl DiscountType {
+    pub fn api(self) -> &'static str {
+        match self {
+            DiscountType::Fixed => "FIXED",
+            DiscountType::Percentage => "PERCENTAGE",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Create a coupon policy (admin)
+    Create(PolicyCreate),
+    List(PageArgs),
+    Get {
+        id: Uuid,
+    },
+    /// Change a policy (admin)
+    Update(PolicyUpdate),
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyCreate {
+    #[arg(long)]
+    pub name: String,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long, value_enum)]
+    pub discount_type: DiscountType,
+    #[arg(long)]
+    pub discount_value: i64,
+    #[arg(long)]
+    pub min_order_amount: Option<i64>,
+    #[arg(long)]
+    pub max_discount_amount: Option<i64>,
+    #[arg(long)]
+    pub total_quantity: i64,
+    #[arg(long)]
+    pub per_user_limit: Option<i64>,
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true, default_value = "now")]
+    pub valid_from: DateTime<Utc>,
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+    pub valid_until: DateTime<Utc>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyUpdate {
+    pub id: Uuid,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+    #[arg(long)]
+    pub total_quantity: Option<i64>,
+    #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+    pub valid_until: Option<DateTime<Utc>>,
+    #[arg(long)]
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CouponCmd {
+    /// Issue a coupon of a policy (admins may pass --user)
+    Issue {
+        #[arg(long)]
+        policy: Uuid,
+        #[arg(long)]
+        user: Option<Uuid>,
+    },
+    /// Use a coupon on an order
+    Use {
+        id: Uuid,
+        #[arg(long)]
+        order_id: String,
+        #[arg(long)]
+        order_amount: i64,
+    },
+    /// Cancel the use of a coupon
+    Cancel {
+        id: Uuid,
+    },
+    Get {
+        id: Uuid,
+    },
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        /// Admin: another user's coupons
+        #[arg(long)]
+        user: Option<Uuid>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PointChange {
+    #[arg(long)]
+    pub amount: i64,
+    #[arg(long)]
+    pub reference: Option<String>,
+    #[arg(long)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PointCmd {
+    /// Give points to a user (admin)
+    Earn {
+        #[arg(long)]
+        user: Uuid,
+        #[command(flatten)]
+        change: PointChange,
+    },
+    /// Spend points (admins may pass --user)
+    Use {
+        #[arg(long)]
+        user: Option<Uuid>,
+        #[command(flatten)]
+        change: PointChange,
+    },
+    /// Cancel a point transaction
+    Cancel { transaction_id: Uuid },
+    Balance {
+        #[arg(long)]
+        user: Option<Uuid>,
+    },
+    History {
+        #[arg(long)]
+        user: Option<Uuid>,
+        /// EARN, USE or CANCEL
+        #[arg(long = "type")]
+        kind: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProductCmd {
+    /// Create a product (admin)
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[arg(long)]
+        price: i64,
+    },
+    List(PageArgs),
+    Get {
+        id: Uuid,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SaleCmd {
+    /// Create a time sale (admin)
+    Create {
+        #[arg(long)]
+        product: Uuid,
+        #[arg(long)]
+        total_quantity: i64,
+        #[arg(long)]
+        sale_price: i64,
+        #[arg(long)]
+        per_user_limit: Option<i64>,
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        start: DateTime<Utc>,
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        end: DateTime<Utc>,
+    },
+    List {
+        /// SCHEDULED, ACTIVE or ENDED
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    Get {
+        id: Uuid,
+    },
+    /// Move the end or cancel a sale (admin)
+    Update {
+        id: Uuid,
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        end: Option<DateTime<Utc>>,
+        #[arg(long)]
+        cancel: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrderCmd {
+    /// Order from a time sale
+    Create {
+        #[arg(long)]
+        sale: Uuid,
+        #[arg(long)]
+        quantity: i64,
+    },
+    Cancel {
+        id: Uuid,
+    },
+    Get {
+        id: Uuid,
+    },
+    List(PageArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads PostgreSQL and Redis directly. No flag checks everything. Exit 0 when every
+invariant holds, 1 on a violation, 3 when a store is unreachable.
+PostgreSQL and Redis are read one after the other, so on a busy system requests in
+flight can show as a Redis difference: rerun (or check a quiet system) to confirm.
+
+Examples:
+  promoctl check
+  promoctl check --coupon --timesale -o json
+  promoctl check --events --max-backlog-age 5m")]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub coupon: bool,
+    #[arg(long)]
+    pub point: bool,
+    #[arg(long)]
+    pub timesale: bool,
+    #[arg(long)]
+    pub events: bool,
+    #[command(flatten)]
+    pub stores: Stores,
+    /// Unpublished events older than this fail the check (e.g. 5m)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_backlog_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Stores {
+    #[arg(long, env = "PROMOCTL_COUPON_DATABASE_URL")]
+    pub coupon_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_POINT_DATABASE_URL")]
+    pub point_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_TIMESALE_DATABASE_URL")]
+    pub timesale_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCmd {
+    /// Print events as they arrive
+    #[command(after_help = "\
+Uses a random consumer group and never commits offsets, so other consumers are not
+disturbed. Without --follow it stops at the end of the topics.")]
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Source {
+    #[default]
+    Kafka,
+    Outbox,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Topics [default: every event topic]
+    #[arg(long = "topic")]
+    pub topics: Vec<String>,
+    #[arg(long)]
+    pub from_beginning: bool,
+    #[arg(long)]
+    pub follow: bool,
+    /// Only these event types
+    #[arg(long = "type")]
+    pub types: Vec<String>,
+    #[arg(long)]
+    pub user: Option<Uuid>,
+    /// Raw JSON lines
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value_t = Source::Kafka)]
+    pub source: Source,
+    #[arg(long, env = "PROMOCTL_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    #[command(flatten)]
+    pub stores: Stores,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn bad_usage_exits_2() {
+        let e = Cli::try_parse_from(["promoctl", "policy", "get", "not-a-uuid"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e =
+            Cli::try_parse_from(["promoctl", "sale", "create", "--start", "soonish"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn relative_times_parse_on_the_command_line() {
+        let p = uuid::Uuid::nil().to_string();
+        let cli = Cli::try_parse_from([
+            "promoctl",
+            "sale",
+            "create",
+            "--product",
+            &p,
+            "--total-quantity",
+            "5",
+            "--sale-price",
+            "100",
+            "--start",
+            "+5m",
+            "--end",
+            "2h",
+        ])
+        .unwrap();
+        let Command::Sale(SaleCmd::Create { start, end, .. }) = cli.command else {
+            panic!("parsed as another command");
+        };
+        assert!(end - start > chrono::Duration::minutes(100));
+    }
+}

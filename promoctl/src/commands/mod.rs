@@ -1,0 +1,169 @@
+//! Management commands: each one is a call (or two) to the gateway REST API.
+
+mod auth;
+mod coupon;
+mod point;
+mod timesale;
+
+use crate::cli::{Cli, Command, Global, PageArgs};
+use crate::client::{Client, Session};
+use crate::config::{config_dir, pick, FileConfig, DEFAULT_GATEWAY};
+use crate::error::{CtlError, CtlResult};
+use crate::output::{render, Format};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+/// What every command needs: the resolved config and a way to get a client.
+pub struct Ctx {
+    pub global: Global,
+    pub file: FileConfig,
+    pub dir: PathBuf,
+    pub gateway_url: String,
+}
+
+impl Ctx {
+    pub fn new(global: Global) -> CtlResult<Ctx> {
+        let dir = config_dir()?;
+        let file = FileConfig::load(&dir)?;
+        let gateway_url = pick(
+            global.gateway_url.as_deref(),
+            file.gateway_url.as_deref(),
+            DEFAULT_GATEWAY,
+        )
+        .trim_end_matches('/')
+        .to_owned();
+        Ok(Ctx {
+            global,
+            file,
+            dir,
+            gateway_url,
+        })
+    }
+
+    pub fn format(&self) -> Format {
+        self.global.output
+    }
+
+    pub fn client(&self) -> CtlResult<Client> {
+        Client::new(&self.gateway_url, self.global.idempotency_key.clone())
+    }
+
+    pub fn session(&self) -> Session {
+        Session {
+            dir: self.dir.clone(),
+            gateway_url: self.gateway_url.clone(),
+            email: self
+                .global
+                .as_email
+                .clone()
+                .or_else(|| self.file.email.clone()),
+            password: self
+                .global
+                .as_password
+                .clone()
+                .or_else(|| self.file.password.clone()),
+        }
+    }
+
+    pub async fn authed(&self) -> CtlResult<Client> {
+        self.session().authed(self.client()?).await
+    }
+
+    pub fn print(&self, value: &Value, columns: &[&str]) {
+        println!("{}", render(value, columns, self.format()));
+    }
+}
+
+pub async fn run(cli: Cli) -> CtlResult<()> {
+    match cli.command {
+        Command::Check(args) => crate::check::run_cli(args, cli.global.output).await,
+        Command::Events(crate::cli::EventsCmd::Tail(args)) => crate::events::tail(args).await,
+        Command::Load(args) => {
+            let gateway = cli
+                .global
+                .gateway_url
+                .clone()
+                .unwrap_or_else(|| DEFAULT_GATEWAY.into());
+            match crate::load::run(args, &gateway).await {
+                Ok(0) => Ok(()),
+                // The report already printed the broken thresholds.
+                Ok(n) => Err(CtlError::CheckFailed(n as usize)),
+                Err(e) if format!("{e:#}").contains("cannot reach") => {
+                    Err(CtlError::Unreachable(format!("{e:#}")))
+                }
+                Err(e) => Err(CtlError::Other(e)),
+            }
+        }
+        command => {
+            let ctx = Ctx::new(cli.global)?;
+            match command {
+                Command::Login(a) => auth::login(&ctx, a).await,
+                Command::Logout => auth::logout(&ctx).await,
+                Command::User(c) => auth::user(&ctx, c).await,
+                Command::Policy(c) => coupon::policy(&ctx, c).await,
+                Command::Coupon(c) => coupon::coupon(&ctx, c).await,
+                Command::Point(c) => point::point(&ctx, c).await,
+                Command::Product(c) => timesale::product(&ctx, c).await,
+                Command::Sale(c) => timesale::sale(&ctx, c).await,
+                Command::Order(c) => timesale::order(&ctx, c).await,
+                Command::Check(_) | Command::Events(_) | Command::Load(_) => Ok(()),
+            }
+        }
+    }
+}
+
+pub(crate) fn page_query(p: &PageArgs) -> Vec<(&'static str, String)> {
+    vec![("page", p.page.to_string()), ("size", p.size.to_string())]
+}
+
+/// A JSON object of the fields that are set: optional flags are left out so
+/// that the server applies its own defaults.
+#[derive(Default)]
+pub(crate) struct Body(Map<String, Value>);
+
+impl Body {
+    pub fn new() -> Body {
+        Body::default()
+    }
+
+    pub fn set(mut self, k: &str, v: impl Into<Value>) -> Body {
+        self.0.insert(k.to_owned(), v.into());
+        self
+    }
+
+    pub fn opt<T: Into<Value>>(mut self, k: &str, v: Option<T>) -> Body {
+        if let Some(v) = v {
+            self.0.insert(k.to_owned(), v.into());
+        }
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
+    }
+}
+
+pub(crate) fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_options_are_left_out_of_bodies() {
+        let b = Body::new()
+            .set("name", "x")
+            .opt::<i64>("per_user_limit", None)
+            .opt("total_quantity", Some(5));
+        assert_eq!(
+            b.into_value(),
+            serde_json::json!({"name": "x", "total_quantity": 5})
+        );
+    }
+}

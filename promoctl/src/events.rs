@@ -1,0 +1,391 @@
+//! `promoctl events tail`: events from Kafka (a throwaway consumer group that
+//! never commits, so no other group is disturbed) or straight from the outbox
+//! tables.
+
+use crate::cli::{Source, TailArgs};
+use crate::config::{config_dir, pick, FileConfig};
+use crate::error::{CtlError, CtlResult};
+use owo_colors::OwoColorize;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The topics `scripts/services.sh` creates.
+pub const TOPICS: &[&str] = &[
+    "coupon.issued",
+    "coupon.used",
+    "coupon.use_cancelled",
+    "coupon.policy_created",
+    "coupon.policy_updated",
+    "point.earned",
+    "point.used",
+    "point.cancelled",
+    "order.created",
+    "order.cancelled",
+    "timesale.sale_created",
+    "timesale.sale_updated",
+];
+
+pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
+
+/// Which events to show and how.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub types: HashSet<String>,
+    pub user: Option<Uuid>,
+    pub json: bool,
+    /// Colours only on a terminal, and never with `NO_COLOR`.
+    pub color: bool,
+}
+
+/// Whether stdout wants colours.
+pub fn color_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+impl Filter {
+    /// The line to print for one event, or `None` when it is filtered out.
+    pub fn line(&self, topic: &str, payload: &str) -> Option<String> {
+        let v: Option<Value> = serde_json::from_str(payload).ok();
+        let field = |k: &str| {
+            v.as_ref()
+                .and_then(|v| v.get(k))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let kind = field("type").unwrap_or_else(|| topic.to_owned());
+        if !self.types.is_empty() && !self.types.contains(&kind) {
+            return None;
+        }
+        if let Some(u) = self.user {
+            if field("user_id").and_then(|s| Uuid::parse_str(&s).ok()) != Some(u) {
+                return None;
+            }
+        }
+        if self.json {
+            return Some(payload.trim().to_owned());
+        }
+        let dash = || "-".to_owned();
+        let data = v
+            .as_ref()
+            .and_then(|v| v.get("data"))
+            .map(Value::to_string)
+            .unwrap_or_else(|| payload.trim().to_owned());
+        let color = self.color;
+        let dim = |s: &str| {
+            if color {
+                s.dimmed().to_string()
+            } else {
+                s.to_owned()
+            }
+        };
+        let head = format!("{kind:<22}");
+        let head = if !color {
+            head
+        } else {
+            match kind.split('.').next().unwrap_or("") {
+                "coupon" => head.green().to_string(),
+                "point" => head.yellow().to_string(),
+                "order" | "timesale" => head.cyan().to_string(),
+                _ => head.magenta().to_string(),
+            }
+        };
+        Some(format!(
+            "{} {head} {}={} {}={} {}={} {data}",
+            dim(&field("occurred_at").unwrap_or_else(dash)),
+            dim("aggregate"),
+            field("aggregate_id").unwrap_or_else(dash),
+            dim("user"),
+            field("user_id").unwrap_or_else(dash),
+            dim("id"),
+            field("id").unwrap_or_else(dash),
+        ))
+    }
+}
+
+pub async fn tail(args: TailArgs) -> CtlResult<()> {
+    let topics: Vec<String> = if args.topics.is_empty() {
+        TOPICS.iter().map(|t| t.to_string()).collect()
+    } else {
+        args.topics.clone()
+    };
+    let filter = Filter {
+        types: args.types.iter().cloned().collect(),
+        user: args.user,
+        json: args.json,
+        color: color_wanted(),
+    };
+    let run = async {
+        match args.source {
+            Source::Kafka => kafka(&args, &topics, &filter).await,
+            Source::Outbox => outbox(&args, &topics, &filter).await,
+        }
+    };
+    tokio::select! {
+        res = run => res,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Prints one line; `false` when stdout is closed (`| head`), which ends the
+/// tail quietly.
+fn emit(line: &str) -> CtlResult<bool> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{line}").and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(CtlError::Other(anyhow::anyhow!("cannot write: {e}"))),
+        Ok(()) => Ok(true),
+    }
+}
+
+async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult<()> {
+    let file = FileConfig::load(&config_dir()?)?;
+    let brokers = pick(
+        args.brokers.as_deref(),
+        file.kafka_brokers.as_deref(),
+        DEFAULT_BROKERS,
+    );
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", format!("promoctl-tail-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| CtlError::usage(format!("cannot create a kafka consumer: {e}")))?;
+    let timeout = Duration::from_secs(5);
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| CtlError::Unreachable(format!("kafka at {brokers}: {e}").to_lowercase()))?;
+    let wanted: HashSet<&str> = topics.iter().map(String::as_str).collect();
+    let mut tpl = TopicPartitionList::new();
+    // The end of each partition when we started: without --follow we stop there.
+    let mut pending: HashMap<(String, i32), i64> = HashMap::new();
+    let mut found = HashSet::new();
+    for t in md.topics().iter().filter(|t| wanted.contains(t.name())) {
+        found.insert(t.name().to_owned());
+        for p in t.partitions() {
+            let (lo, hi) = consumer
+                .fetch_watermarks(t.name(), p.id(), timeout)
+                .map_err(|e| CtlError::Unreachable(format!("kafka at {brokers}: {e}")))?;
+            let offset = if args.from_beginning {
+                Offset::Beginning
+            } else {
+                Offset::End
+            };
+            tpl.add_partition_offset(t.name(), p.id(), offset)
+                .map_err(|e| CtlError::Other(anyhow::anyhow!("kafka: {e}")))?;
+            if args.from_beginning && hi > lo {
+                pending.insert((t.name().to_owned(), p.id()), hi);
+            }
+        }
+    }
+    for t in topics.iter().filter(|t| !found.contains(*t)) {
+        eprintln!("promoctl: topic {t} does not exist, skipped");
+    }
+    if tpl.count() == 0 {
+        return Err(CtlError::usage("none of the topics exist"));
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| CtlError::Other(anyhow::anyhow!("kafka: {e}")))?;
+    if !args.follow && pending.is_empty() {
+        return Ok(());
+    }
+    loop {
+        let msg = if args.follow {
+            consumer.recv().await
+        } else {
+            match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    eprintln!("promoctl: no event for 10s before the end of the topics, stopping");
+                    return Ok(());
+                }
+            }
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(KafkaError::PartitionEOF(_)) => continue,
+            Err(e) => return Err(CtlError::Unreachable(format!("kafka: {e}").to_lowercase())),
+        };
+        let payload = msg
+            .payload()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        if let Some(line) = filter.line(msg.topic(), &payload) {
+            if !emit(&line)? {
+                return Ok(());
+            }
+        }
+        if !args.follow {
+            let key = (msg.topic().to_owned(), msg.partition());
+            if pending
+                .get(&key)
+                .is_some_and(|end| msg.offset() + 1 >= *end)
+            {
+                pending.remove(&key);
+            }
+            if pending.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// One row of an outbox table.
+#[derive(Debug, sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    topic: String,
+    payload: Value,
+    created_at: chrono::DateTime<chrono::Utc>,
+}
+
+async fn outbox(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult<()> {
+    let urls = crate::check::store_urls(&args.stores)?;
+    let mut dbs: Vec<(PgPool, i64)> = Vec::new();
+    for url in [&urls.coupon, &urls.point, &urls.timesale] {
+        let pool = crate::check::connect_pg(url).await?;
+        let start: i64 = if args.from_beginning {
+            0
+        } else {
+            sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM outbox")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| CtlError::Other(anyhow::anyhow!("outbox: {e}")))?
+        };
+        dbs.push((pool, start));
+    }
+    loop {
+        match drain_outbox(&mut dbs, topics, filter).await? {
+            Drain::More => {}
+            Drain::Closed => return Ok(()),
+            Drain::Done if !args.follow => return Ok(()),
+            Drain::Done => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+enum Drain {
+    More,
+    Done,
+    Closed,
+}
+
+/// Prints the next rows of every database, merged by creation time.
+async fn drain_outbox(
+    dbs: &mut [(PgPool, i64)],
+    topics: &[String],
+    filter: &Filter,
+) -> CtlResult<Drain> {
+    const BATCH: i64 = 1000;
+    let mut rows = Vec::new();
+    let mut drained = true;
+    for (pool, after) in dbs.iter_mut() {
+        let batch: Vec<Row> = sqlx::query_as(
+            "SELECT seq, topic, payload, created_at FROM outbox
+             WHERE seq > $1 AND topic = ANY($2) ORDER BY seq LIMIT $3",
+        )
+        .bind(*after)
+        .bind(topics)
+        .bind(BATCH)
+        .fetch_all(&*pool)
+        .await
+        .map_err(|e| CtlError::Unreachable(format!("outbox: {e}").to_lowercase()))?;
+        if batch.len() as i64 == BATCH {
+            drained = false;
+        }
+        if let Some(last) = batch.last() {
+            *after = last.seq;
+        }
+        rows.extend(batch);
+    }
+    rows.sort_by_key(|r| r.created_at);
+    for r in rows {
+        if let Some(line) = filter.line(&r.topic, &r.payload.to_string()) {
+            if !emit(&line)? {
+                return Ok(Drain::Closed);
+            }
+        }
+    }
+    Ok(if drained { Drain::Done } else { Drain::More })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str, user: Uuid) -> String {
+        serde_json::json!({
+            "id": Uuid::nil(), "type": kind, "version": 1, "aggregate_id": "agg-1",
+            "user_id": user, "occurred_at": "2026-01-01T00:00:00Z", "data": {"n": 1}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn filters_by_type_and_user() {
+        let u = Uuid::new_v4();
+        let f = Filter {
+            types: ["coupon.issued".to_owned()].into(),
+            user: Some(u),
+            json: true,
+            color: false,
+        };
+        let e = event("coupon.issued", u);
+        assert_eq!(f.line("coupon.issued", &e).as_deref(), Some(e.as_str()));
+        assert!(f.line("coupon.used", &event("coupon.used", u)).is_none());
+        assert!(f
+            .line("coupon.issued", &event("coupon.issued", Uuid::new_v4()))
+            .is_none());
+    }
+
+    #[test]
+    fn human_lines_name_the_event() {
+        let f = Filter {
+            types: HashSet::new(),
+            user: None,
+            json: false,
+            color: false,
+        };
+        let line = f
+            .line("point.earned", &event("point.earned", Uuid::nil()))
+            .unwrap();
+        assert!(
+            line.contains("point.earned") && line.contains("agg-1"),
+            "{line}"
+        );
+        assert!(line.contains("{\"n\":1}"), "{line}");
+        assert!(
+            !line.contains('\u{1b}'),
+            "no colours off a terminal: {line}"
+        );
+        let raw = f.line("x", "not json").unwrap();
+        assert!(raw.contains("not json"));
+    }
+
+    #[test]
+    fn default_topics_match_the_api() {
+        for t in [
+            "coupon.issued",
+            "coupon.used",
+            "coupon.use_cancelled",
+            "point.earned",
+            "point.used",
+            "point.cancelled",
+            "order.created",
+            "order.cancelled",
+        ] {
+            assert!(TOPICS.contains(&t), "{t}");
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! promoctl: the ops CLI of promo. The binary is a thin wrapper over this
+//! library so that tests reach the checks and helpers directly.
+
+pub mod check;
+pub mod cli;
+pub mod client;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod load;
+pub mod output;
+pub mod time;

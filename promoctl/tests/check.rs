@@ -1,0 +1,770 @@
+//! Each invariant of `promoctl check`: clean data passes, then a deliberate
+//! corruption of PostgreSQL or Redis fails the check and names the culprit.
+//! Every test has fresh databases (`t_ctl_<uuid>`) and Redis keys named by
+//! random ids, so tests run in parallel.
+
+use promoctl::check::{self, coupon, events, point, timesale, CheckResult, Redis};
+use promod::keys;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+mod common;
+
+use common::{fresh, fresh_with_url, redis_url, Schema};
+
+async fn redis() -> Redis {
+    check::connect_redis(&redis_url())
+        .await
+        .expect("redis for tests")
+}
+
+async fn exec(pool: &PgPool, sql: &str) {
+    sqlx::query(sql).execute(pool).await.expect(sql);
+}
+
+fn find<'a>(results: &'a [CheckResult], name: &str) -> &'a CheckResult {
+    results
+        .iter()
+        .find(|r| r.check == name)
+        .unwrap_or_else(|| panic!("no check {name} in {results:#?}"))
+}
+
+fn assert_clean(results: &[CheckResult]) {
+    for r in results {
+        assert!(!r.failed(), "clean data fails {}: {r:#?}", r.check);
+    }
+}
+
+/// The check failed, and its sample names `culprit` (with `detail`).
+fn assert_names(results: &[CheckResult], name: &str, culprit: &str, detail: &str) {
+    let r = find(results, name);
+    assert!(r.violations > 0, "{name} missed the corruption: {r:#?}");
+    assert!(
+        r.sample
+            .iter()
+            .any(|s| s.contains(culprit) && s.contains(detail)),
+        "{name} does not name {culprit} ({detail}): {r:#?}"
+    );
+}
+
+async fn redis_set(r: &mut Redis, key: &str, v: impl redis::ToRedisArgs) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(v)
+        .query_async(r)
+        .await
+        .unwrap();
+}
+
+async fn redis_hset(r: &mut Redis, key: &str, field: &str, v: i64) {
+    let _: i64 = redis::cmd("HSET")
+        .arg(key)
+        .arg(field)
+        .arg(v)
+        .query_async(r)
+        .await
+        .unwrap();
+}
+
+async fn redis_del(r: &mut Redis, keys: &[String]) {
+    let _: i64 = redis::cmd("DEL").arg(keys).query_async(r).await.unwrap();
+}
+
+// ---------------------------------------------------------------- coupons
+
+/// A policy (total 5, per user 2) with two coupons of `user`, one used.
+async fn coupon_world(pool: &PgPool) -> (Uuid, Uuid) {
+    let policy = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO coupon_policies (id, name, discount_type, discount_value, total_quantity,
+             issued_quantity, per_user_limit, valid_from, valid_until)
+         VALUES ($1, 'p', 'FIXED', 100, 5, 2, 2, now() - interval '1 day', now() + interval '1 day')",
+    )
+    .bind(policy)
+    .execute(pool)
+    .await
+    .unwrap();
+    for seq in 1..=2 {
+        sqlx::query(
+            "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status,
+                 order_id, discount_amount, used_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, 2, $6, $7, $8, $9, now() + interval '1 day')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(format!("CODE-{}-{seq}", policy.simple()))
+        .bind(policy)
+        .bind(user)
+        .bind(seq)
+        .bind(if seq == 1 { "USED" } else { "AVAILABLE" })
+        .bind((seq == 1).then_some("order-1"))
+        .bind((seq == 1).then_some(100i64))
+        .bind((seq == 1).then(chrono::Utc::now))
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    (policy, user)
+}
+
+#[tokio::test]
+async fn coupon_issued_quantity_must_match_the_coupons() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, _) = coupon_world(&pool).await;
+    let before = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, coupon::ISSUED).examined, 1);
+
+    exec(&pool, "UPDATE coupon_policies SET issued_quantity = 3").await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::ISSUED,
+        &policy.to_string(),
+        "issued 3, coupons 2",
+    );
+}
+
+#[tokio::test]
+async fn coupon_users_must_stay_within_the_limit() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, user) = coupon_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+
+    // The limit shrinks under a user who already holds two.
+    exec(&pool, "UPDATE coupon_policies SET per_user_limit = 1").await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::PER_USER,
+        &format!("{policy}/{user}"),
+        "2 > limit 1",
+    );
+}
+
+#[tokio::test]
+async fn coupon_redis_counters_must_match_postgres() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, user) = coupon_world(&pool).await;
+    let (remaining, users) = (keys::coupon_remaining(policy), keys::coupon_users(policy));
+
+    // Not loaded: reported, not a violation.
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(
+        find(&res, coupon::REDIS).note.as_deref(),
+        Some("1 of 1 not loaded")
+    );
+
+    redis_set(&mut r, &remaining, 3).await;
+    redis_hset(&mut r, &users, &user.to_string(), 2).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, coupon::REDIS).note, None);
+
+    redis_set(&mut r, &remaining, 4).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &policy.to_string(),
+        "remaining 4 in redis",
+    );
+
+    redis_set(&mut r, &remaining, 3).await;
+    redis_hset(&mut r, &users, &user.to_string(), 1).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &format!("{policy}/{user}"),
+        "1 in redis, 2 in postgres",
+    );
+
+    // A user Redis knows but PostgreSQL does not.
+    redis_hset(&mut r, &users, &user.to_string(), 2).await;
+    let ghost = Uuid::new_v4();
+    redis_hset(&mut r, &users, &ghost.to_string(), 1).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &ghost.to_string(),
+        "1 in redis, 0 in postgres",
+    );
+    redis_del(&mut r, &[remaining, users]).await;
+}
+
+/// Same users, same total, counts swapped between two users: only the
+/// checksum of the digest can tell, and the detailed comparison names both.
+#[tokio::test]
+async fn coupon_redis_counts_swapped_between_users_are_caught() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, a) = coupon_world(&pool).await;
+    let b = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status, expires_at)
+         VALUES ($1, $2, $3, $4, 1, 2, 'AVAILABLE', now() + interval '1 day')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(format!("B-{}", b.simple()))
+    .bind(policy)
+    .bind(b)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(&pool, "UPDATE coupon_policies SET issued_quantity = 3").await;
+    let (remaining, users) = (keys::coupon_remaining(policy), keys::coupon_users(policy));
+    redis_set(&mut r, &remaining, 2).await;
+    redis_hset(&mut r, &users, &a.to_string(), 2).await;
+    redis_hset(&mut r, &users, &b.to_string(), 1).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, coupon::REDIS).note, None, "digests agree");
+
+    redis_hset(&mut r, &users, &a.to_string(), 1).await;
+    redis_hset(&mut r, &users, &b.to_string(), 2).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &format!("{policy}/{a}"),
+        "1 in redis, 2 in postgres",
+    );
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &format!("{policy}/{b}"),
+        "2 in redis, 1 in postgres",
+    );
+    assert_eq!(
+        find(&res, coupon::REDIS).note.as_deref(),
+        Some("1 compared user by user")
+    );
+    redis_del(&mut r, &[remaining, users]).await;
+}
+
+#[tokio::test]
+async fn coupon_used_needs_an_order() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    coupon_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+
+    // An empty order id slips past the table's CHECK; the check catches it.
+    let (id,): (Uuid,) =
+        sqlx::query_as("UPDATE coupons SET order_id = '' WHERE status = 'USED' RETURNING id")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::USED, &id.to_string(), "");
+}
+
+#[tokio::test]
+async fn coupon_codes_are_unique() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, _) = coupon_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+
+    exec(
+        &pool,
+        "ALTER TABLE coupons DROP CONSTRAINT coupons_code_key",
+    )
+    .await;
+    let code = format!("CODE-{}-1", policy.simple());
+    sqlx::query("UPDATE coupons SET code = $1")
+        .bind(&code)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::CODES, &code, "(2 coupons)");
+}
+
+// ---------------------------------------------------------------- points
+
+/// id, type, amount, delta, balance_after, cancelled transaction.
+type LedgerRow = (Uuid, &'static str, i64, i64, i64, Option<Uuid>);
+
+/// `user` earned 100, used 30, and the use was cancelled: balance 100.
+async fn point_world(pool: &PgPool) -> (Uuid, Uuid) {
+    let user = Uuid::new_v4();
+    let (earn, used, cancel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let rows: [LedgerRow; 3] = [
+        (earn, "EARN", 100, 100, 100, None),
+        (used, "USE", 30, -30, 70, None),
+        (cancel, "CANCEL", 30, 30, 100, Some(used)),
+    ];
+    for (i, (id, kind, amount, delta, after, cancelled)) in rows.into_iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
+                 cancelled_transaction_id, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, now() - make_interval(secs => $8))",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(kind)
+        .bind(amount)
+        .bind(delta)
+        .bind(after)
+        .bind(cancelled)
+        .bind(10.0 - i as f64)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO point_balances (user_id, balance, version) VALUES ($1, 100, 3)")
+        .bind(user)
+        .execute(pool)
+        .await
+        .unwrap();
+    (user, used)
+}
+
+#[tokio::test]
+async fn point_balance_is_the_sum_of_the_ledger() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::LEDGER).examined, 1);
+
+    exec(&pool, "UPDATE point_balances SET balance = balance + 10").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::LEDGER,
+        &user.to_string(),
+        "balance 110, ledger 100",
+    );
+
+    // A ledger without a balance row is also a mismatch.
+    exec(&pool, "DELETE FROM point_balances").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, point::LEDGER, &user.to_string(), "balance missing");
+}
+
+#[tokio::test]
+async fn point_ledger_never_goes_negative() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    assert_clean(&point::check(&pool, &mut r).await.unwrap());
+
+    sqlx::query(
+        "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after)
+         VALUES ($1, $2, 'USE', 150, -150, 0)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(&pool, "UPDATE point_balances SET balance = 0").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::NON_NEGATIVE,
+        &user.to_string(),
+        "ledger sum -50",
+    );
+}
+
+#[tokio::test]
+async fn point_cache_in_redis_matches_postgres() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    let key = keys::point_balance(user);
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, point::REDIS).examined, 0);
+
+    redis_set(&mut r, &key, "100:3").await;
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, point::REDIS).examined, 1);
+    // An older version with the same balance is harmless.
+    redis_set(&mut r, &key, "100:2").await;
+    assert_clean(&point::check(&pool, &mut r).await.unwrap());
+
+    redis_set(&mut r, &key, "100:4").await;
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        point::REDIS,
+        &user.to_string(),
+        "cached 100:4, postgres 100:3",
+    );
+
+    redis_set(&mut r, &key, "90:3").await;
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        point::REDIS,
+        &user.to_string(),
+        "cached 90:3, postgres 100:3",
+    );
+
+    redis_set(&mut r, &key, "garbage").await;
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&res, point::REDIS, &user.to_string(), "unreadable");
+    redis_del(&mut r, &[key]).await;
+}
+
+#[tokio::test]
+async fn point_transactions_are_cancelled_at_most_once() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, used) = point_world(&pool).await;
+    assert_clean(&point::check(&pool, &mut r).await.unwrap());
+
+    exec(
+        &pool,
+        "ALTER TABLE point_transactions DROP CONSTRAINT cancelled_once",
+    )
+    .await;
+    // A second cancel of the same use, with its balance effect, so only this
+    // invariant breaks.
+    sqlx::query(
+        "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
+             cancelled_transaction_id)
+         VALUES ($1, $2, 'CANCEL', 30, 30, 130, $3)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(used)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(
+        &pool,
+        "UPDATE point_balances SET balance = 130, version = 4",
+    )
+    .await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert!(!find(&after, point::LEDGER).failed());
+    assert_names(
+        &after,
+        point::CANCELLED_ONCE,
+        &used.to_string(),
+        "cancelled 2 times",
+    );
+}
+
+// ---------------------------------------------------------------- time sales
+
+/// A sale of 10 (limit 3 per user) with `user` holding 2 confirmed units and
+/// 1 cancelled; remaining_quantity as last synced: 8.
+async fn sale_world(pool: &PgPool) -> (Uuid, Uuid) {
+    let product = Uuid::new_v4();
+    let sale = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    sqlx::query("INSERT INTO products (id, name, price) VALUES ($1, 'p', 1000)")
+        .bind(product)
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO time_sales (id, product_id, total_quantity, sold_quantity, remaining_quantity,
+             sale_price, per_user_limit, start_at, end_at, status)
+         VALUES ($1, $2, 10, 2, 8, 500, 3, now() - interval '1 hour', now() + interval '1 hour', 'ACTIVE')",
+    )
+    .bind(sale)
+    .bind(product)
+    .execute(pool)
+    .await
+    .unwrap();
+    for (q, status) in [(2i64, "CONFIRMED"), (1, "CANCELLED")] {
+        sqlx::query(
+            "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price,
+                 total_price, status, cancelled_at)
+             VALUES ($1, $2, $3, $4, 500, $4 * 500, $5, CASE WHEN $5 = 'CANCELLED' THEN now() END)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(sale)
+        .bind(user)
+        .bind(q)
+        .bind(status)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query(
+        "INSERT INTO time_sale_user_totals (time_sale_id, user_id, quantity, per_user_limit)
+         VALUES ($1, $2, 2, 3)",
+    )
+    .bind(sale)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    (sale, user)
+}
+
+#[tokio::test]
+async fn timesale_sold_quantity_matches_confirmed_orders() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, _) = sale_world(&pool).await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    exec(&pool, "UPDATE time_sales SET sold_quantity = 3").await;
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::SOLD,
+        &sale.to_string(),
+        "sold 3, confirmed 2",
+    );
+}
+
+#[tokio::test]
+async fn timesale_users_stay_within_the_limit() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, user) = sale_world(&pool).await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    // Two more units for the user: 4 > 3, written past the user totals table.
+    sqlx::query(
+        "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price,
+             total_price, status)
+         VALUES ($1, $2, $3, 2, 500, 1000, 'CONFIRMED')",
+    )
+    .bind(Uuid::new_v4())
+    .bind(sale)
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(
+        &pool,
+        "UPDATE time_sales SET sold_quantity = 4, remaining_quantity = 6",
+    )
+    .await;
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert!(!find(&after, timesale::SOLD).failed());
+    assert_names(
+        &after,
+        timesale::PER_USER,
+        &format!("{sale}/{user}"),
+        "4 > limit 3",
+    );
+}
+
+#[tokio::test]
+async fn timesale_user_totals_follow_the_orders() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, user) = sale_world(&pool).await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    exec(&pool, "UPDATE time_sale_user_totals SET quantity = 1").await;
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::USER_TOTALS,
+        &format!("{sale}/{user}"),
+        "totals 1, orders 2",
+    );
+}
+
+#[tokio::test]
+async fn timesale_remaining_is_never_ahead_of_the_truth() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, _) = sale_world(&pool).await;
+    // Behind the truth is fine: the copy is periodic.
+    exec(&pool, "UPDATE time_sales SET remaining_quantity = 5").await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    exec(&pool, "UPDATE time_sales SET remaining_quantity = 9").await;
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::REMAINING,
+        &sale.to_string(),
+        "remaining 9 > total - confirmed 8",
+    );
+}
+
+#[tokio::test]
+async fn timesale_redis_stock_plus_confirmed_is_the_total() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, user) = sale_world(&pool).await;
+    let (stock, users) = (keys::timesale_inventory(sale), keys::timesale_users(sale));
+    let res = timesale::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(
+        find(&res, timesale::REDIS).note.as_deref(),
+        Some("1 of 1 not loaded")
+    );
+
+    redis_set(&mut r, &stock, 8).await;
+    redis_hset(&mut r, &users, &user.to_string(), 2).await;
+    let res = timesale::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, timesale::REDIS).note, None, "digests agree");
+
+    redis_set(&mut r, &stock, 9).await;
+    let res = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        timesale::REDIS,
+        &sale.to_string(),
+        "stock 9 in redis + confirmed 2 != total 10",
+    );
+
+    redis_set(&mut r, &stock, 8).await;
+    redis_hset(&mut r, &users, &user.to_string(), 3).await;
+    let res = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        timesale::REDIS,
+        &format!("{sale}/{user}"),
+        "3 in redis, 2 in postgres",
+    );
+    redis_del(&mut r, &[stock, users]).await;
+}
+
+// ---------------------------------------------------------------- events
+
+async fn outbox_row(pool: &PgPool, id: Uuid, published: bool, age_secs: f64) {
+    sqlx::query(
+        "INSERT INTO outbox (id, topic, aggregate_id, payload, created_at, published_at)
+         VALUES ($1, 'coupon.issued', 'agg', '{}'::jsonb, now() - make_interval(secs => $2),
+                 CASE WHEN $3 THEN now() END)",
+    )
+    .bind(id)
+    .bind(age_secs)
+    .bind(published)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn events_backlog_warns_and_fails_only_past_the_age_limit() {
+    let pool = fresh(Schema::Coupon).await;
+    outbox_row(&pool, Uuid::new_v4(), true, 5.0).await;
+    let r = events::backlog("coupon", &pool, None).await.unwrap();
+    assert!(!r.failed() && !r.warning, "{r:#?}");
+    assert_eq!(r.examined, 1);
+
+    let stale = Uuid::new_v4();
+    outbox_row(&pool, stale, false, 3600.0).await;
+    let r = events::backlog("coupon", &pool, None).await.unwrap();
+    assert!(!r.failed() && r.warning, "{r:#?}");
+    assert!(
+        r.note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("backlog 1, oldest 1h")),
+        "{r:#?}"
+    );
+    let within = events::backlog("coupon", &pool, Some(std::time::Duration::from_secs(7200)))
+        .await
+        .unwrap();
+    assert!(!within.failed(), "{within:#?}");
+
+    let r = events::backlog("coupon", &pool, Some(std::time::Duration::from_secs(60)))
+        .await
+        .unwrap();
+    assert_names(
+        &[r],
+        &events::backlog_name("coupon"),
+        &stale.to_string(),
+        "",
+    );
+}
+
+#[tokio::test]
+async fn events_ids_are_unique_across_databases() {
+    let coupon_db = fresh(Schema::Coupon).await;
+    let point_db = fresh(Schema::Point).await;
+    let timesale_db = fresh(Schema::Timesale).await;
+    let shared = Uuid::new_v4();
+    outbox_row(&coupon_db, shared, true, 1.0).await;
+    outbox_row(&point_db, Uuid::new_v4(), true, 1.0).await;
+    let dbs = [
+        ("coupon", &coupon_db),
+        ("point", &point_db),
+        ("timesale", &timesale_db),
+    ];
+    let res = events::check(&dbs, None).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, events::UNIQUE).examined, 2);
+
+    outbox_row(&timesale_db, shared, true, 1.0).await;
+    let res = events::check(&dbs, None).await.unwrap();
+    assert_names(
+        &res,
+        events::UNIQUE,
+        &shared.to_string(),
+        "in coupon and timesale",
+    );
+}
+
+#[tokio::test]
+async fn a_dead_postgres_is_unreachable_not_a_violation() {
+    let e = check::connect_pg("postgres://postgres@127.0.0.1:1/nothing")
+        .await
+        .unwrap_err();
+    assert_eq!(e.exit_code(), 3);
+    let Err(e) = check::connect_redis("redis://127.0.0.1:1").await else {
+        panic!("redis on port 1 answered");
+    };
+    assert_eq!(e.exit_code(), 3);
+}
+
+#[tokio::test]
+async fn the_binary_exits_0_when_clean_and_1_on_a_violation() {
+    let (pool, url) = fresh_with_url(Schema::Coupon).await;
+    let (policy, _) = coupon_world(&pool).await;
+    let run = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_promoctl"))
+            .args([
+                "check",
+                "--coupon",
+                "--coupon-db",
+                &url,
+                "--redis-url",
+                &redis_url(),
+                "-o",
+                "json",
+            ])
+            .env(
+                "PROMOCTL_CONFIG_DIR",
+                std::env::temp_dir().join(format!("promoctl-chk-{}", Uuid::new_v4())),
+            )
+            .output()
+    };
+    let out = run().await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+
+    exec(&pool, "UPDATE coupon_policies SET issued_quantity = 1").await;
+    let out = run().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 1);
+    let text = report.to_string();
+    assert!(
+        text.contains(&policy.to_string()) && text.contains(coupon::ISSUED),
+        "{text}"
+    );
+}
