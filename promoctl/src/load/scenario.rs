@@ -275,20 +275,27 @@ impl Scenario {
                     route: "coupons/use",
                 }
             }
-            Scenario::Point if i.is_multiple_of(2) => Req {
-                method: Method::POST,
-                path: "/api/v1/points/earn".into(),
-                token: f.admin.clone(),
-                body: Some(json!({"user_id": user.0, "amount": 100})),
-                route: "points/earn",
-            },
-            Scenario::Point => Req {
-                method: Method::POST,
-                path: "/api/v1/points/use".into(),
-                token: user.1.clone(),
-                body: Some(json!({"amount": 60})),
-                route: "points/use",
-            },
+            // Pairs: earn for a user, then that user spends most of it.
+            Scenario::Point => {
+                let (id, token) = &f.users[(i / 2) as usize % f.users.len()];
+                if i.is_multiple_of(2) {
+                    Req {
+                        method: Method::POST,
+                        path: "/api/v1/points/earn".into(),
+                        token: f.admin.clone(),
+                        body: Some(json!({"user_id": id, "amount": 100})),
+                        route: "points/earn",
+                    }
+                } else {
+                    Req {
+                        method: Method::POST,
+                        path: "/api/v1/points/use".into(),
+                        token: token.clone(),
+                        body: Some(json!({"amount": 60})),
+                        route: "points/use",
+                    }
+                }
+            }
             Scenario::TimesaleOrder => Req {
                 method: Method::POST,
                 path: format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
