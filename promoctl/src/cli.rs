@@ -136,6 +136,41 @@ Examples:
     Events(EventsCmd),
     /// Load the gateway (open or closed loop) and report HDR percentiles
     Load(crate::load::LoadArgs),
+    /// Redis counters: seed them from PostgreSQL, or show them next to it
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl inventory seed SALE_OR_POLICY_ID
+  promoctl inventory seed --all
+  promoctl inventory seed SALE_ID --force   # overwrite a live counter
+  promoctl inventory show"
+    )]
+    Inventory(InventoryCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCmd {
+    /// Load stock and admission counters from PostgreSQL; a live counter is
+    /// kept unless --force
+    Seed {
+        /// A time-sale or coupon-policy id
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<Uuid>,
+        /// Every sale and policy
+        #[arg(long)]
+        all: bool,
+        /// Overwrite live counters (only on a quiet system)
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        stores: Stores,
+    },
+    /// Live Redis counters next to PostgreSQL's numbers
+    Show {
+        #[command(flatten)]
+        stores: Stores,
+    },
 }
 
 #[derive(Debug, Args)]

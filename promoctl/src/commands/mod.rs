@@ -2,6 +2,7 @@
 
 mod auth;
 mod coupon;
+mod inventory;
 mod point;
 mod timesale;
 
@@ -78,6 +79,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
     match cli.command {
         Command::Check(args) => crate::check::run_cli(args, cli.global.output).await,
         Command::Events(crate::cli::EventsCmd::Tail(args)) => crate::events::tail(args).await,
+        Command::Inventory(cmd) => inventory::inventory(cmd, cli.global.output).await,
         Command::Load(args) => {
             let gateway = cli
                 .global
@@ -106,7 +108,10 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 Command::Product(c) => timesale::product(&ctx, c).await,
                 Command::Sale(c) => timesale::sale(&ctx, c).await,
                 Command::Order(c) => timesale::order(&ctx, c).await,
-                Command::Check(_) | Command::Events(_) | Command::Load(_) => Ok(()),
+                Command::Check(_)
+                | Command::Events(_)
+                | Command::Load(_)
+                | Command::Inventory(_) => Ok(()),
             }
         }
     }
