@@ -887,6 +887,22 @@ async fn a_fatal_producer_error_recreates_the_producer_and_loses_nothing() {
         relay.producer().is_none(),
         "a fatally failed producer is dropped: {err}"
     );
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("promo_outbox_producer_recreated_total")
+                && l.contains("reason=\"fatal\"")),
+        "the producer was replaced for its fatal error, not for a mere failure"
+    );
     assert_eq!(pending(&pool).await, 3, "nothing unacknowledged is marked");
 
     assert_eq!(
