@@ -99,6 +99,16 @@ pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
         .map_err(|e| anyhow::anyhow!("cannot create kafka producer for {brokers}: {e}"))
 }
 
+/// A batch the broker did not acknowledge in full; its unacknowledged rows
+/// stay pending.
+#[derive(Debug, thiserror::Error)]
+#[error("{unacknowledged} of {total} events not acknowledged (first error: {first_error})")]
+pub struct Unacknowledged {
+    pub unacknowledged: usize,
+    pub total: usize,
+    pub first_error: String,
+}
+
 #[derive(sqlx::FromRow)]
 struct Pending {
     seq: i64,
@@ -111,10 +121,16 @@ struct Pending {
 /// transaction-scoped advisory lock), which keeps per-key order and avoids
 /// double publishing in normal operation; `SKIP LOCKED` keeps a stuck peer
 /// from blocking.
+///
+/// The transaction stays open while the broker acknowledges the batch (at most
+/// `message.timeout.ms`, 10 s): it is what makes the lock and the marking one
+/// unit. It locks only the batch's rows, which writers never touch (they only
+/// insert), so a slow broker delays events, never requests.
 pub async fn publish_batch(
     pool: &PgPool,
     producer: &FutureProducer,
     batch_size: i64,
+    service: &'static str,
 ) -> anyhow::Result<usize> {
     let mut tx = pool.begin().await?;
     let (leader,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock(7250001)")
@@ -150,22 +166,30 @@ pub async fn publish_batch(
         .take_while(|(_, r)| r.is_ok())
         .map(|(row, _)| row.seq)
         .collect();
-    if let Some(Err((e, _))) = results.iter().find(|r| r.is_err()) {
-        metrics::counter!("promo_outbox_publish_failures_total").increment(1);
-        tracing::warn!(error = %e, "outbox publish failed");
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let first_error = results
+        .iter()
+        .find_map(|r| r.as_ref().err().map(|(e, _)| e.to_string().to_lowercase()));
+    if failed > 0 {
+        metrics::counter!("promo_outbox_publish_failures_total", "service" => service)
+            .increment(failed as u64);
     }
-    sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
-        .bind(&acked)
-        .execute(&mut *tx)
-        .await?;
+    if !acked.is_empty() {
+        sqlx::query("UPDATE outbox SET published_at = now() WHERE seq = ANY($1)")
+            .bind(&acked)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
-    metrics::counter!("promo_outbox_published_total").increment(acked.len() as u64);
+    metrics::counter!("promo_outbox_published_total", "service" => service)
+        .increment(acked.len() as u64);
     if acked.len() < rows.len() {
-        anyhow::bail!(
-            "broker refused {} of {} events",
-            rows.len() - acked.len(),
-            rows.len()
-        );
+        return Err(Unacknowledged {
+            unacknowledged: rows.len() - acked.len(),
+            total: rows.len(),
+            first_error: first_error.unwrap_or_default(),
+        }
+        .into());
     }
     Ok(acked.len())
 }
@@ -184,44 +208,116 @@ pub async fn observe_backlog(pool: &PgPool, service: &'static str) -> sqlx::Resu
     Ok((count, age))
 }
 
+/// One service's publisher: the pool, the config and a producer that is made
+/// on demand and replaced when it can no longer be trusted to deliver.
+pub struct Relay {
+    pool: PgPool,
+    cfg: RelayConfig,
+    producer: Option<FutureProducer>,
+}
+
+impl Relay {
+    pub fn new(pool: PgPool, cfg: RelayConfig) -> Self {
+        Relay {
+            pool,
+            cfg,
+            producer: None,
+        }
+    }
+
+    /// The current producer; `None` until the first publish and after one
+    /// was dropped.
+    pub fn producer(&self) -> Option<&FutureProducer> {
+        self.producer.as_ref()
+    }
+
+    /// Publishes one batch, then drops the producer if it failed fatally or
+    /// left part of the batch unacknowledged; the next call makes a fresh one.
+    ///
+    /// Why not keep it: an idempotent producer with a fatal error (e.g. a
+    /// sequence desynchronisation) refuses every later send. And a broker
+    /// that lost its producer state (restarted with memory storage, or a new
+    /// cluster on the same address) answers UNKNOWN_PRODUCER_ID for ever:
+    /// librdkafka bumps the epoch locally and retries without asking for a
+    /// new producer id, so every message times out and no fatal error is
+    /// ever raised. A new producer asks the broker for a new id. The rows
+    /// stay pending with their ids, so the cost is a reconnect and, at
+    /// worst, a duplicate of a message whose ack was lost.
+    pub async fn publish_once(&mut self) -> anyhow::Result<usize> {
+        if self.producer.is_none() {
+            self.producer = Some(producer(&self.cfg.brokers)?);
+        }
+        let p = self.producer.as_ref().expect("just made");
+        let res = publish_batch(&self.pool, p, self.cfg.batch_size, self.cfg.service).await;
+        let service = self.cfg.service;
+        let fatal = p.client().fatal_error();
+        let reason = if let Some((code, reason)) = &fatal {
+            let reason = reason.to_lowercase();
+            tracing::error!(service, code = ?code, reason = %reason, "kafka producer failed fatally, recreating it");
+            "fatal"
+        } else if res
+            .as_ref()
+            .is_err_and(|e| e.downcast_ref::<Unacknowledged>().is_some())
+        {
+            tracing::info!(
+                service,
+                "recreating the kafka producer after an unacknowledged batch"
+            );
+            "unacknowledged"
+        } else {
+            return res;
+        };
+        metrics::counter!("promo_outbox_producer_recreated_total", "service" => service, "reason" => reason)
+            .increment(1);
+        if let Some(old) = self.producer.take() {
+            // Dropping purges and joins the producer's thread: keep that off the runtime.
+            let _ = tokio::task::spawn_blocking(move || drop(old)).await;
+        }
+        match (res, fatal) {
+            (Ok(_), Some((_, reason))) => Err(anyhow::anyhow!(
+                "kafka producer failed fatally: {}",
+                reason.to_lowercase()
+            )),
+            (res, _) => res,
+        }
+    }
+}
+
 /// The relay loop of one service. Without brokers it only observes the backlog.
 pub async fn run_relay(pool: PgPool, cfg: RelayConfig, shutdown: CancellationToken) {
-    let producer = if cfg.brokers.is_empty() {
+    let publishing = !cfg.brokers.is_empty();
+    if !publishing {
         tracing::info!(
             service = cfg.service,
             "kafka not configured, events stay in the outbox"
         );
-        None
-    } else {
-        match producer(&cfg.brokers) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(service = cfg.service, error = %e, "outbox relay disabled");
-                None
-            }
-        }
-    };
-    let mut backoff = cfg.poll_interval;
+    }
+    let service = cfg.service;
+    let poll_interval = cfg.poll_interval;
+    let retention_secs = cfg.retention_secs;
+    let batch_size = cfg.batch_size;
+    let mut relay = Relay::new(pool.clone(), cfg);
+    let mut backoff = poll_interval;
     let mut last_observe = Instant::now() - Duration::from_secs(10);
     let mut last_prune = Instant::now();
     loop {
         if last_observe.elapsed() >= Duration::from_secs(1) {
             last_observe = Instant::now();
-            if let Err(e) = observe_backlog(&pool, cfg.service).await {
-                tracing::debug!(error = %e, "outbox backlog query failed");
+            if let Err(e) = observe_backlog(&pool, service).await {
+                tracing::debug!(service, error = %e, "outbox backlog query failed");
             }
         }
         if last_prune.elapsed() >= Duration::from_secs(60) {
             last_prune = Instant::now();
-            prune(&pool, cfg.retention_secs).await;
+            prune(&pool, retention_secs).await;
         }
-        let mut sleep = cfg.poll_interval;
-        if let Some(p) = &producer {
-            match publish_batch(&pool, p, cfg.batch_size).await {
-                Ok(n) if n as i64 >= cfg.batch_size => sleep = Duration::ZERO,
-                Ok(_) => backoff = cfg.poll_interval,
+        let mut sleep = poll_interval;
+        if publishing {
+            match relay.publish_once().await {
+                Ok(n) if n as i64 >= batch_size => sleep = Duration::ZERO,
+                Ok(_) => backoff = poll_interval,
                 Err(e) => {
-                    tracing::warn!(service = cfg.service, error = %e, backoff_ms = backoff.as_millis() as u64, "outbox relay retrying");
+                    tracing::warn!(service, error = %e, backoff_ms = backoff.as_millis() as u64, "outbox relay retrying");
                     sleep = backoff;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -232,10 +328,12 @@ pub async fn run_relay(pool: PgPool, cfg: RelayConfig, shutdown: CancellationTok
             _ = tokio::time::sleep(sleep) => {}
         }
     }
-    if let Some(p) = producer {
-        // Drain what is queued so nothing acknowledged-but-unmarked lingers.
-        let _ = publish_batch(&pool, &p, cfg.batch_size).await;
-        let _ = p.flush(Duration::from_secs(5));
+    if publishing {
+        // One last pass so rows committed just before shutdown go out now
+        // rather than at the next start; it waits for its own acks.
+        if let Err(e) = relay.publish_once().await {
+            tracing::debug!(service, error = %e, "outbox final publish failed");
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 mod admission_contract;
 mod auth;
 mod coupon;
+mod events;
 mod helpers;
 mod point;
 mod rate_limit;
