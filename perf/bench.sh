@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# The performance benchmark (issue 10): brings up the stack, starts a release
+# promod on fresh databases, runs every scenario open-loop through the gateway
+# with authentication, checks the invariants after each, measures the
+# baselines in the same run, and writes perf/results/<date>-<machine>.md.
+#
+#   perf/bench.sh                      # 30 s per scenario
+#   DURATION=10s RATE=3000 perf/bench.sh
+#
+# Loopback only. Numbers are for this machine and this run: compare ratios.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+DURATION=${DURATION:-30s}
+WARMUP=${WARMUP:-3s}
+RATE=${RATE:-2000}           # open-loop arrivals per second per scenario
+SOLDOUT_RATE=${SOLDOUT_RATE:-4000}
+CONC=${CONC:-64}             # closed-loop workers for the capacity runs
+OUT=perf/results/$(date -u +%Y-%m-%d)-$(hostname -s).md
+WORK=$(mktemp -d)
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+scripts/services.sh up >&2
+eval "$(scripts/services.sh env)"
+PG=$PROMO_TEST_DATABASE_URL
+cargo build --release -q -p promod -p promoctl
+BIN=target/release
+RUN="perf_$(date +%s)"
+DBS=(gateway coupon point timesale)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  for db in "${DBS[@]}"; do
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${RUN}_$db WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+  psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${RUN}_pgbench WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+for db in "${DBS[@]}" pgbench; do psql -q "$PG/postgres" -c "CREATE DATABASE ${RUN}_$db" >/dev/null; done
+
+export PROMO_JWT_SECRET="perf-secret-perf-secret-perf-secret-perf"
+export PROMO_LOG__LEVEL=warn
+export PROMO_KAFKA_BROKERS=$PROMO_TEST_KAFKA
+export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false
+export PROMO_GATEWAY__HTTP_ADDR=127.0.0.1:14000
+export PROMO_COUPON__HTTP_ADDR=127.0.0.1:13001 PROMO_COUPON__GRPC_ADDR=127.0.0.1:15051
+export PROMO_POINT__HTTP_ADDR=127.0.0.1:13002 PROMO_POINT__GRPC_ADDR=127.0.0.1:15052
+export PROMO_TIMESALE__HTTP_ADDR=127.0.0.1:13003 PROMO_TIMESALE__GRPC_ADDR=127.0.0.1:15053
+export PROMO_GATEWAY__COUPON_GRPC=http://127.0.0.1:15051
+for r in gateway coupon point timesale; do
+  up=$(echo $r | tr a-z A-Z); export "PROMO_${up}__DATABASE_URL=$PG/${RUN}_$r"
+done
+export PROMOCTL_COUPON_DATABASE_URL=$PG/${RUN}_coupon
+export PROMOCTL_POINT_DATABASE_URL=$PG/${RUN}_point
+export PROMOCTL_TIMESALE_DATABASE_URL=$PG/${RUN}_timesale
+GW=http://127.0.0.1:14000
+
+wait_ready() {
+  for _ in $(seq 1 150); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.2; done
+  echo "bench: $1 did not become ready" >&2; return 1
+}
+start_promod() { # roles, extra env...
+  local roles=$1; shift
+  env "$@" "$BIN/promod" --roles "$roles" &
+  PIDS+=($!); echo $!
+}
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+hwm_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
+tick=$(getconf CLK_TCK)
+
+ROWS=()
+# load <label> <pid> <base> <promoctl load args...>
+load() {
+  local label=$1 pid=$2 base=$3; shift 3
+  local report="$WORK/$(echo "$label" | tr -c 'a-z0-9' '_').json"
+  "$BIN/promoctl" --gateway-url "$base" load "$@" --duration "$WARMUP" --quiet >/dev/null 2>&1 || true
+  local c0 t0; c0=$(cpu_ticks "$pid"); t0=$(date +%s.%N)
+  "$BIN/promoctl" --gateway-url "$base" load "$@" --duration "$DURATION" --quiet --report "$report" >&2 || true
+  local c1 t1; c1=$(cpu_ticks "$pid"); t1=$(date +%s.%N)
+  local cpu; cpu=$(echo "($c1 - $c0) / $tick / ($t1 - $t0) * 100" | bc -l)
+  sleep 2
+  local check=green
+  "$BIN/promoctl" check >"$WORK/check.txt" 2>&1 || { check=RED; cat "$WORK/check.txt" >&2; }
+  ROWS+=("$(python3 - "$report" "$label" "$cpu" "$(rss_mb "$pid")" "$check" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["summary"]
+ok_rps = s["succeeded"] / max(s["elapsed_secs"], 1e-9)
+ref_rps = s["refused"] / max(s["elapsed_secs"], 1e-9)
+print(f"| {sys.argv[2]} | {r['mode']} | {s['rps']:.0f} | {ok_rps:.0f} | {ref_rps:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['p999_ms']:.1f} | {s['failed']}+{s['missed']} | {float(sys.argv[3]):.0f}% | {sys.argv[4]} | {sys.argv[5]} |")
+PY
+)")
+}
+
+step "promod, all roles in one process"
+PID=$(start_promod gateway,coupon,point,timesale)
+wait_ready $GW
+IDLE_RSS=$(rss_mb "$PID")
+AUTH=(--jwt-secret "$PROMO_JWT_SECRET")
+
+step "coupon issue"
+load "coupon issue, hot policy of 1,000,000" "$PID" $GW coupon-issue --rate "$RATE" --users 100000 --stock 1000000 "${AUTH[@]}"
+load "coupon issue, capacity" "$PID" $GW coupon-issue --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
+step "point"
+load "point earn+use, 100,000 users" "$PID" $GW point --rate "$RATE" --users 100000 "${AUTH[@]}"
+load "point, capacity" "$PID" $GW point --concurrency "$CONC" --users 100000 "${AUTH[@]}"
+step "time-sale order"
+load "time-sale order, hot sale" "$PID" $GW timesale-order --rate "$RATE" --users 100000 --stock 1000000 "${AUTH[@]}"
+load "time-sale sold out" "$PID" $GW timesale-order --rate "$SOLDOUT_RATE" --users 100000 --stock 1 "${AUTH[@]}"
+load "time-sale sold out, capacity" "$PID" $GW timesale-order --concurrency "$CONC" --users 100000 --stock 1 "${AUTH[@]}"
+step "mixed"
+load "mixed" "$PID" $GW mixed --rate "$RATE" --users 100000 --stock 1000000 "${AUTH[@]}"
+load "mixed, capacity" "$PID" $GW mixed --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
+LOAD_HWM=$(hwm_mb "$PID")
+
+step "baseline: direct coupon REST vs through the gateway"
+load "coupon issue, direct to the coupon role" "$PID" http://127.0.0.1:13001 coupon-issue --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
+kill "$PID"; wait "$PID" 2>/dev/null || true
+
+step "baseline: split processes over gRPC"
+CPID=$(start_promod coupon)
+wait_ready http://127.0.0.1:13001
+GPID=$(start_promod gateway PROMO_IN_PROCESS=false)
+wait_ready $GW
+load "coupon issue, gateway -> grpc -> coupon (gateway cpu)" "$GPID" $GW coupon-issue --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
+kill "$GPID" "$CPID"; wait 2>/dev/null || true
+
+step "baseline: pgbench hot-row conditional update + insert"
+psql -q "$PG/${RUN}_pgbench" <<'SQL' >/dev/null
+CREATE TABLE hot (id int PRIMARY KEY, remaining bigint NOT NULL);
+INSERT INTO hot VALUES (1, 1000000000);
+CREATE TABLE taken (id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT now());
+SQL
+cat >"$WORK/hot.sql" <<'SQL'
+BEGIN;
+UPDATE hot SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0;
+INSERT INTO taken DEFAULT VALUES;
+COMMIT;
+SQL
+secs=$(echo "$DURATION" | tr -dc 0-9)
+PGB=$(pgbench -n -c "$CONC" -j 2 -T "${secs:-30}" -f "$WORK/hot.sql" "$PG/${RUN}_pgbench" 2>&1 | awk '/^tps/ {printf "%.0f", $3}')
+
+step "writing $OUT"
+{
+  echo "# promo benchmark, $(date -u +'%Y-%m-%d %H:%M UTC') on $(hostname -s)"
+  echo
+  echo "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); promoctl, promod (release), PostgreSQL, Redis, etcd and Tansu share the machine."
+  echo "Each row: $WARMUP warm-up, then $DURATION; open loop at the stated rate or closed loop with $CONC workers."
+  echo "Latency from the intended send time (no coordinated omission). ok/s and refused/s split the answers; errors = failed + missed arrivals."
+  echo
+  echo "| scenario | mode | req/s | ok/s | refused/s | p50 ms | p99 ms | p99.9 ms | errors | promod cpu | promod rss MB | check |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "- promod RSS idle: ${IDLE_RSS} MB; peak under load: ${LOAD_HWM} MB."
+  echo "- pgbench baseline (hot-row conditional UPDATE + INSERT, one transaction each, $CONC clients): ${PGB} tps."
+  echo "- promod cpu is of one process; 100% = one core."
+} >"$OUT"
+cat "$OUT"
