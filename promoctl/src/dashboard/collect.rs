@@ -221,7 +221,12 @@ fn short_route(route: &str) -> String {
 /// Per-route rows of one role, and its (req/s, 5xx/s) totals.
 fn route_views(role: Role, v: &View) -> (Vec<RouteView>, Option<(f64, f64)>) {
     // Roles of one process share one registry: keep only this role's series.
-    let mine = |s: &prom::Series| s.label("role") == Some(role.name());
+    // Probes and scrapes (this dashboard's own among them) would drown the
+    // traffic that matters, so the ops routes are left out.
+    let mine = |s: &prom::Series| {
+        s.label("role") == Some(role.name())
+            && !matches!(s.label("route"), Some("/healthz" | "/readyz" | "/metrics"))
+    };
     let key = |s: &prom::Series| {
         (
             s.label("method").unwrap_or("").to_owned(),
@@ -322,7 +327,7 @@ fn points_view(v: &View) -> PointsView {
     let rps = v.delta.as_ref().map(|(d, secs)| {
         d.metric("promo_point_ops_total")
             .map(|(_, n)| n)
-            .sum::<f64>()
+            .fold(0.0, |a, n| a + n)
             / secs
     });
     PointsView { ops, rps }
@@ -350,20 +355,20 @@ fn outbox_view(views: &[&View]) -> OutboxView {
             .cur
             .metric("promo_outbox_published_total")
             .map(|(_, n)| n)
-            .sum::<f64>();
+            .fold(0.0, |a, n| a + n);
         let rate = v.delta.as_ref().map(|(d, secs)| {
             d.metric("promo_outbox_published_total")
                 .map(|(_, n)| n)
-                .sum::<f64>()
+                .fold(0.0, |a, n| a + n)
                 / secs
         });
         processes.entry(services).or_insert((total, rate));
     }
-    let published_total = processes.values().map(|p| p.0).sum();
+    let published_total = processes.values().fold(0.0, |a, p| a + p.0);
     let rates: Vec<f64> = processes.values().filter_map(|p| p.1).collect();
     OutboxView {
         backlog: backlog.into_iter().map(|(k, (b, a))| (k, b, a)).collect(),
-        published_rps: (!rates.is_empty()).then(|| rates.iter().sum()),
+        published_rps: (!rates.is_empty()).then(|| rates.iter().fold(0.0, |a, r| a + r)),
         published_total,
     }
 }

@@ -241,6 +241,7 @@ weird{msg="a \"quoted\" \\ value, with {braces}"} +Inf
         // b restarted: everything it has now is new.
         assert_eq!(by("b"), 5.0);
         assert_eq!(by("c"), 3.0);
+        assert!(Scrape::default().delta(&a).values.is_empty());
         let per_sec: f64 = d.metric("c").map(|(_, v)| v).sum::<f64>() / 2.0;
         assert_eq!(per_sec, 19.0);
     }
