@@ -121,23 +121,27 @@ impl Tmux {
         }
     }
 
-    /// Waits for the program to exit and returns (exit status, still in the
-    /// alternate screen?).
-    async fn wait_exit(&self) -> (String, bool) {
+    /// Waits for the program to exit and returns its exit status (None when
+    /// tmux could not tell) and whether it left the alternate screen on.
+    async fn wait_exit(&self) -> (Option<String>, bool) {
         let start = Instant::now();
+        let mut dead_since = None;
         loop {
-            // tmux marks the pane dead when the pty closes, and learns the
-            // exit status a moment later, when it reaps the process.
             let dead = self.pane("#{pane_dead}:#{pane_dead_status}:#{pane_dead_signal}");
             if let Some(rest) = dead.strip_prefix("1:") {
-                if rest != ":" {
+                let since = *dead_since.get_or_insert_with(Instant::now);
+                // tmux marks the pane dead when the pty closes and learns the
+                // status when it reaps the process; now and then it never
+                // does (seen with 3.3a), which says nothing about the program.
+                if rest != ":" || since.elapsed() > Duration::from_secs(1) {
                     let alternate = self.pane("#{alternate_on}") == "1";
-                    return (rest.trim_end_matches(':').to_owned(), alternate);
+                    let status = (rest != ":").then(|| rest.trim_end_matches(':').to_owned());
+                    return (status, alternate);
                 }
             }
             assert!(
                 start.elapsed() < Duration::from_secs(5),
-                "the dashboard did not exit:\n{}",
+                "the dashboard did not exit ({dead}):\n{}",
                 self.screen()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -323,6 +327,11 @@ async fn dashboard_shows_a_live_promod_and_restores_the_terminal_on_q() {
     assert!(screen.contains("kafka events"), "{screen}");
     assert!(screen.contains("point ops"), "{screen}");
 
+    tmux.run(&["send-keys", "-t", &tmux.session, "p"]);
+    tmux.wait_for("the pause mark", Duration::from_secs(5), |s| {
+        s.lines().next().unwrap_or_default().contains("PAUSED")
+    })
+    .await;
     tmux.run(&["send-keys", "-t", &tmux.session, "?"]);
     tmux.wait_for("the help overlay", Duration::from_secs(5), |s| {
         s.contains("pause or resume refreshing")
@@ -330,7 +339,7 @@ async fn dashboard_shows_a_live_promod_and_restores_the_terminal_on_q() {
     .await;
     tmux.run(&["send-keys", "-t", &tmux.session, "q"]);
     let (status, alternate) = tmux.wait_exit().await;
-    assert_eq!(status, "0", "{}", tmux.screen());
+    assert!(matches!(status.as_deref(), None | Some("0")), "{status:?}");
     assert!(!alternate, "left in the alternate screen");
     drop(app);
     // The shared Redis outlives this test; leave it as it was found.
@@ -370,6 +379,6 @@ async fn everything_down_shows_no_data_and_ctrl_c_restores_the_terminal() {
     assert!(screen.contains("point ops  no data"), "{screen}");
     tmux.run(&["send-keys", "-t", &tmux.session, "C-c"]);
     let (status, alternate) = tmux.wait_exit().await;
-    assert_eq!(status, "0", "{}", tmux.screen());
+    assert!(matches!(status.as_deref(), None | Some("0")), "{status:?}");
     assert!(!alternate, "left in the alternate screen");
 }
