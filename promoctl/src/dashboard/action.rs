@@ -10,6 +10,8 @@ pub enum Action {
     NextPane,
     TogglePause,
     ToggleHelp,
+    /// Scrolls the focused pane's list by this many rows.
+    Scroll(i32),
     Data(Box<Snapshot>),
 }
 
@@ -30,6 +32,10 @@ impl Action {
             KeyCode::Tab => Some(Action::NextPane),
             KeyCode::Char('p') => Some(Action::TogglePause),
             KeyCode::Char('?') => Some(Action::ToggleHelp),
+            KeyCode::Down | KeyCode::Char('j') => Some(Action::Scroll(1)),
+            KeyCode::Up | KeyCode::Char('k') => Some(Action::Scroll(-1)),
+            KeyCode::PageDown => Some(Action::Scroll(10)),
+            KeyCode::PageUp => Some(Action::Scroll(-10)),
             _ => None,
         }
     }
@@ -52,6 +58,7 @@ mod tests {
             Action::from_key(k(KeyCode::Char('?'))),
             Some(Action::ToggleHelp)
         );
+        assert_eq!(Action::from_key(k(KeyCode::Down)), Some(Action::Scroll(1)));
         assert_eq!(Action::from_key(k(KeyCode::Char('x'))), None);
         assert_eq!(
             Action::from_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),

@@ -141,7 +141,7 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Pane {
     Roles,
     Gateway,
@@ -171,6 +171,9 @@ pub struct App {
     /// Recent remaining quantities per stock, oldest first.
     pub history: BTreeMap<(StockKind, String), VecDeque<u64>>,
     pub focus: Pane,
+    /// Rows scrolled past in each pane's list; renderers clamp it to what
+    /// they have, so it never needs to know the list lengths.
+    pub scroll: BTreeMap<Pane, usize>,
     pub paused: bool,
     pub help: bool,
     pub quit: bool,
@@ -183,6 +186,7 @@ impl Default for App {
             snapshot: None,
             history: BTreeMap::new(),
             focus: Pane::Roles,
+            scroll: BTreeMap::new(),
             paused: false,
             help: false,
             quit: false,
@@ -199,6 +203,10 @@ impl App {
             Action::NextPane => self.focus = self.focus.next(),
             Action::TogglePause => self.paused = !self.paused,
             Action::ToggleHelp => self.help = !self.help,
+            Action::Scroll(by) => {
+                let s = self.scroll.entry(self.focus).or_insert(0);
+                *s = s.saturating_add_signed(by as isize);
+            }
             // A paused view is frozen on purpose: the user is reading it.
             Action::Data(_) if self.paused => {}
             Action::Data(s) => self.take(*s),
@@ -219,6 +227,10 @@ impl App {
             }
         }
         self.snapshot = Some(s);
+    }
+
+    pub fn scroll_of(&self, pane: Pane) -> usize {
+        self.scroll.get(&pane).copied().unwrap_or(0)
     }
 
     pub fn history_of(&self, st: &Stock) -> Option<&VecDeque<u64>> {
@@ -294,6 +306,20 @@ pub mod tests {
         let mut distinct = seen[..5].to_vec();
         distinct.dedup();
         assert_eq!(distinct.len(), 5);
+    }
+
+    #[test]
+    fn scrolling_moves_only_the_focused_pane_and_stops_at_the_top() {
+        let mut app = App::default();
+        app.apply(Action::NextPane);
+        app.apply(Action::NextPane);
+        assert_eq!(app.focus, Pane::Routes);
+        app.apply(Action::Scroll(3));
+        app.apply(Action::Scroll(-1));
+        assert_eq!(app.scroll_of(Pane::Routes), 2);
+        assert_eq!(app.scroll_of(Pane::Inventory), 0);
+        app.apply(Action::Scroll(-10));
+        assert_eq!(app.scroll_of(Pane::Routes), 0);
     }
 
     #[test]

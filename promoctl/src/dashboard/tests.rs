@@ -234,3 +234,19 @@ fn tiny_terminal_does_not_panic() {
         draw(&app, w, h);
     }
 }
+
+#[test]
+fn many_policies_scrolled_80x24() {
+    let mut s = all_up();
+    s.inventory = Some(
+        (0..20)
+            .map(|i| stock(StockKind::Coupon, &format!("policy-{i:02}"), 100 - i))
+            .collect(),
+    );
+    let mut app = app_with(s);
+    while app.focus != Pane::Inventory {
+        app.apply(Action::NextPane);
+    }
+    app.apply(Action::Scroll(3));
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}

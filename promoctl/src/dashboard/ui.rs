@@ -71,6 +71,7 @@ fn help(frame: &mut Frame) {
         Line::from("q, ctrl-c  quit"),
         Line::from("tab        focus the next pane"),
         Line::from("p          pause or resume refreshing"),
+        Line::from("↑↓ j k     scroll routes or stock (focused)"),
         Line::from("?          show or hide this help"),
         Line::from(""),
         Line::from("rates are per second between the last two"),

@@ -26,13 +26,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let id_width = if wide { 36 } else { 8 };
     // kind, id, remaining and the spaces between; the sparkline takes the rest.
     let spark_width = (inner.width as usize).saturating_sub(18 + id_width).max(1);
-    let shown = if stocks.len() > rows {
+    // The last row says how many more there are when they do not all fit.
+    let skip = app
+        .scroll_of(Pane::Inventory)
+        .min(stocks.len().saturating_sub(rows.saturating_sub(1)));
+    let rest = stocks.len() - skip;
+    let shown = if rest > rows {
         rows.saturating_sub(1)
     } else {
-        stocks.len()
+        rest
     };
     let mut lines: Vec<Line> = stocks
         .iter()
+        .skip(skip)
         .take(shown)
         .map(|st| {
             let kind = match st.kind {
@@ -64,9 +70,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             ])
         })
         .collect();
-    if shown < stocks.len() {
+    if shown < rest {
         lines.push(Line::styled(
-            format!("… and {} more", stocks.len() - shown),
+            format!("… and {} more (tab here, ↓ to scroll)", rest - shown),
             Style::default().fg(Color::DarkGray),
         ));
     }

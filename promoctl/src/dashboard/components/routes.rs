@@ -43,8 +43,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             Cell::from(pct(r.err_pct)).style(err),
         ])
     }));
+    // Keeps at least a screenful in view however far it was scrolled.
+    let visible = area.height.saturating_sub(3) as usize;
+    let skip = app
+        .scroll_of(Pane::Routes)
+        .min(rows.len().saturating_sub(visible));
     let table = Table::new(
-        rows,
+        rows.into_iter().skip(skip),
         [
             Constraint::Length(8),
             Constraint::Fill(1),
