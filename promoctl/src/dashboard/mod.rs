@@ -186,9 +186,36 @@ impl Drop for RestoreOnDrop {
 /// Restores the terminal before the panic message prints, or the message
 /// would land in the alternate screen, mangled by raw mode, and vanish.
 fn install_panic_hook() {
+    chain_panic_hook(restore);
+}
+
+fn chain_panic_hook(first: impl Fn() + Send + Sync + 'static) {
     let previous = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        restore();
+        first();
         previous(info);
     }));
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_panic_restores_before_the_previous_hook_reports() {
+        let order = Arc::new(AtomicUsize::new(0));
+        let (restored, reported) = (order.clone(), order.clone());
+        // Stands for the default hook that prints the message.
+        std::panic::set_hook(Box::new(move |_| {
+            let _ = reported.compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst);
+        }));
+        super::chain_panic_hook(move || {
+            let _ = restored.compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst);
+        });
+        let caught = std::panic::catch_unwind(|| panic!("boom"));
+        let _ = std::panic::take_hook();
+        assert!(caught.is_err());
+        assert_eq!(order.load(Ordering::SeqCst), 2, "restore, then report");
+    }
 }
