@@ -40,10 +40,13 @@ pub struct DashboardArgs {
         default_value = "http://127.0.0.1:4000"
     )]
     pub gateway: String,
+    /// The coupon role's REST base URL (health and metrics).
     #[arg(long, env = "PROMOCTL_COUPON", default_value = "http://127.0.0.1:3001")]
     pub coupon: String,
+    /// The point role's REST base URL.
     #[arg(long, env = "PROMOCTL_POINT", default_value = "http://127.0.0.1:3002")]
     pub point: String,
+    /// The timesale role's REST base URL.
     #[arg(
         long,
         env = "PROMOCTL_TIMESALE",
@@ -56,6 +59,7 @@ pub struct DashboardArgs {
     /// etcd, for the registered instances of each role; empty to leave it out.
     #[arg(long, env = "PROMOCTL_ETCD", default_value = "http://127.0.0.1:2379")]
     pub etcd: String,
+    /// The prefix promod registers under (its `etcd_prefix`).
     #[arg(long, env = "PROMOCTL_ETCD_PREFIX", default_value = "/promo/services")]
     pub etcd_prefix: String,
     /// How often to collect.

@@ -12,7 +12,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         return super::waiting(frame, area, b);
     };
     let Some(stocks) = &s.inventory else {
-        return super::no_data(frame, area, b, "no data (redis unreachable)");
+        return super::no_data(frame, area, b, "no data (redis unreachable or off)");
     };
     if stocks.is_empty() {
         return frame.render_widget(
