@@ -178,6 +178,12 @@ cmd_deps() {
   [[ -e /usr/include/curl/curl.h || -e /usr/include/x86_64-linux-gnu/curl/curl.h ]] || need+=(libcurl4-openssl-dev)
   [[ -e /usr/include/zlib.h ]] || need+=(zlib1g-dev)
   [[ -e /usr/include/openssl/ssl.h ]] || need+=(libssl-dev)
+  # The tests: tmux drives the dashboard, bc serves perf/bench.sh (pgbench
+  # comes with the PostgreSQL server package),
+  # curl waits for readiness in scripts/consistency.sh.
+  command -v tmux >/dev/null || need+=(tmux)
+  command -v curl >/dev/null || need+=(curl)
+  command -v bc >/dev/null || need+=(bc)
   [[ ${#need[@]} -eq 0 ]] || apt_install "${need[@]}"
 }
 

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod load;

@@ -13,11 +13,14 @@ fn ctl(coupon: &str, timesale: &str, args: &[&str]) -> (i32, String) {
         .args(args)
         .args(["--coupon-db", coupon, "--timesale-db", timesale])
         .args(["--redis-url", &redis_url()])
-        .env("PROMOCTL_CONFIG_DIR", std::env::temp_dir().join(Uuid::new_v4().to_string()))
+        .env(
+            "PROMOCTL_CONFIG_DIR",
+            std::env::temp_dir().join(Uuid::new_v4().to_string()),
+        )
         .output()
         .expect("run promoctl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -73,7 +76,11 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("not loaded"), "{out}");
 
-    let (code, out) = ctl(&coupon_url, &ts_url, &["inventory", "seed", &sale.to_string()]);
+    let (code, out) = ctl(
+        &coupon_url,
+        &ts_url,
+        &["inventory", "seed", &sale.to_string()],
+    );
     assert_eq!(code, 0, "{out}");
     let mut r = redis().await;
     let stock: i64 = redis::cmd("GET")
@@ -90,12 +97,20 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
         .query_async(&mut r)
         .await
         .unwrap();
-    let (code, out) = ctl(&coupon_url, &ts_url, &["inventory", "seed", &sale.to_string()]);
+    let (code, out) = ctl(
+        &coupon_url,
+        &ts_url,
+        &["inventory", "seed", &sale.to_string()],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("live counter was kept"), "{out}");
     let (_, out) = ctl(&coupon_url, &ts_url, &["inventory", "show", "-o", "json"]);
     assert!(out.contains("\"behind\""), "{out}");
-    let (code, _) = ctl(&coupon_url, &ts_url, &["inventory", "seed", "--all", "--force"]);
+    let (code, _) = ctl(
+        &coupon_url,
+        &ts_url,
+        &["inventory", "seed", "--all", "--force"],
+    );
     assert_eq!(code, 0);
     let stock: i64 = redis::cmd("GET")
         .arg(promod::keys::timesale_inventory(sale))
@@ -104,7 +119,11 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
         .unwrap();
     assert_eq!(stock, 7);
 
-    let (code, out) = ctl(&coupon_url, &ts_url, &["inventory", "seed", &Uuid::new_v4().to_string()]);
+    let (code, out) = ctl(
+        &coupon_url,
+        &ts_url,
+        &["inventory", "seed", &Uuid::new_v4().to_string()],
+    );
     assert_eq!(code, 1, "unknown id: {out}");
     coupon.close().await;
     ts.close().await;

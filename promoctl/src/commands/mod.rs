@@ -80,6 +80,11 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
         Command::Check(args) => crate::check::run_cli(args, cli.global.output).await,
         Command::Events(crate::cli::EventsCmd::Tail(args)) => crate::events::tail(args).await,
         Command::Inventory(cmd) => inventory::inventory(cmd, cli.global.output).await,
+        Command::Dashboard(args) => match crate::dashboard::run(args).await {
+            Ok(0) => Ok(()),
+            Ok(n) => Err(CtlError::CheckFailed(n as usize)),
+            Err(e) => Err(CtlError::Other(e)),
+        },
         Command::Load(args) => {
             let gateway = cli
                 .global
@@ -111,7 +116,8 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 Command::Check(_)
                 | Command::Events(_)
                 | Command::Load(_)
-                | Command::Inventory(_) => Ok(()),
+                | Command::Inventory(_)
+                | Command::Dashboard(_) => Ok(()),
             }
         }
     }
