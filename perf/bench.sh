@@ -62,10 +62,11 @@ wait_ready() {
   for _ in $(seq 1 150); do curl -sf "$1/readyz" >/dev/null && return 0; sleep 0.2; done
   echo "bench: $1 did not become ready" >&2; return 1
 }
-start_promod() { # roles, extra env...
+start_promod() { # roles, extra env... ; sets PID_STARTED
   local roles=$1; shift
-  env "$@" "$BIN/promod" --roles "$roles" &
-  PIDS+=($!); echo $!
+  env "$@" "$BIN/promod" --roles "$roles" >>"$WORK/promod.log" 2>&1 &
+  PID_STARTED=$!
+  PIDS+=("$PID_STARTED")
 }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$1/status"; }
@@ -96,7 +97,7 @@ PY
 }
 
 step "promod, all roles in one process"
-PID=$(start_promod gateway,coupon,point,timesale)
+start_promod gateway,coupon,point,timesale; PID=$PID_STARTED
 wait_ready $GW
 IDLE_RSS=$(rss_mb "$PID")
 AUTH=(--jwt-secret "$PROMO_JWT_SECRET")
@@ -121,9 +122,9 @@ load "coupon issue, direct to the coupon role" "$PID" http://127.0.0.1:13001 cou
 kill "$PID"; wait "$PID" 2>/dev/null || true
 
 step "baseline: split processes over gRPC"
-CPID=$(start_promod coupon)
+start_promod coupon; CPID=$PID_STARTED
 wait_ready http://127.0.0.1:13001
-GPID=$(start_promod gateway PROMO_IN_PROCESS=false)
+start_promod gateway PROMO_IN_PROCESS=false; GPID=$PID_STARTED
 wait_ready $GW
 load "coupon issue, gateway -> grpc -> coupon (gateway cpu)" "$GPID" $GW coupon-issue --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
 kill "$GPID" "$CPID"; wait 2>/dev/null || true

@@ -12,6 +12,8 @@ scripts/services.sh up
 # with whichever PostgreSQL superuser (postgres or root) can log in here.
 eval "$(scripts/services.sh env)"
 env | grep '^PROMO_TEST_' | sort >&2
+# Every test makes fresh databases; drop the ones earlier runs left behind.
+scripts/drop-test-dbs.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -238,6 +238,40 @@ impl Drop for ForgetPolicy {
     }
 }
 
+/// The row of `role` in the roles pane, or "" when it has none. Only the
+/// roles pane's own lines count, and only from the screen's left edge: the
+/// breakers pane beside it lists services by the same names (with no
+/// timesale role in process, the gateway keeps a "timesale" breaker, on the
+/// line of the roles header), and the routes pane below starts its rows
+/// with role names too.
+fn roles_row(screen: &str, role: &str) -> String {
+    let start = format!("│{role} ");
+    screen
+        .lines()
+        .skip_while(|l| !l.starts_with("┌ roles "))
+        .take_while(|l| !l.starts_with('└'))
+        .find(|l| l.starts_with(&start))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_role_row_comes_from_the_roles_pane_only() {
+    let screen = "\
+┌ roles ──────────────┐┌ breakers · rate limit ┐
+│role     status  etc ││timesale  closed       │
+│gateway  up      -   ││rate limited  none     │
+│timesale down    0   ││                       │
+└─────────────────────┘└───────────────────────┘
+┌ routes ──────────────────────────────────────┐
+│coupon   GET /coupon-policies  1.0            │
+└──────────────────────────────────────────────┘
+";
+    assert!(roles_row(screen, "timesale").contains(" down "));
+    assert!(roles_row(screen, "gateway").contains(" up "));
+    assert_eq!(roles_row(screen, "coupon"), "");
+}
+
 async fn post(http: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
     let resp = http
         .post(url)
@@ -319,26 +353,27 @@ async fn dashboard_shows_a_live_promod_and_restores_the_terminal_on_q() {
         })
     };
     let tail: String = policy.to_string().chars().skip(28).collect();
-    let row = |s: &str, role: &str| {
-        s.lines()
-            .find(|l| l.contains(&format!("│{role} ")))
-            .unwrap_or_default()
-            .to_owned()
-    };
     let screen = tmux
         .wait_for("live numbers", Duration::from_secs(15), |s| {
-            let routes_live = s
-                .lines()
-                .any(|l| l.contains("GET /coupon-policies") && !l.contains(" -  "));
-            row(s, "gateway").contains(" up ")
-                && row(s, "timesale").contains(" down ")
+            // The gateway's row of the traffic below, with a rate above zero
+            // and latencies: two scrapes of the gateway with requests between.
+            let routes_live = s.lines().any(|l| {
+                l.starts_with("│gateway  GET /coupon-policies ")
+                    && !l.contains(" -  ")
+                    && l.split_whitespace()
+                        .nth(3)
+                        .and_then(|r| r.parse::<f64>().ok())
+                        .is_some_and(|r| r > 0.0)
+            });
+            roles_row(s, "gateway").contains(" up ")
+                && roles_row(s, "timesale").contains(" down ")
                 && s.lines().any(|l| l.contains(&tail) && l.contains(" 776 "))
                 && routes_live
         })
         .await;
     traffic.abort();
     // Registered in etcd under the test's prefix: one instance each.
-    let coupon = row(&screen, "coupon");
+    let coupon = roles_row(&screen, "coupon");
     assert!(
         coupon.contains(" up ") && coupon.split_whitespace().nth(2) == Some("1"),
         "{screen}"

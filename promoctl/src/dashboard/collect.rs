@@ -555,6 +555,68 @@ promo_http_requests_total{role="coupon",method="GET",route="/api/v1/y",status="2
         assert_eq!(totals, Some((10.0, 1.0)));
     }
 
+    fn scraped(role: Role, at: Instant, gateway_gets: u32) -> RoleProbe {
+        let text = format!(
+            "promo_http_requests_total{{role=\"gateway\",method=\"GET\",route=\"/api/v1/x\",status=\"200\"}} {gateway_gets}\n\
+             promo_outbox_published_total 0\n"
+        );
+        RoleProbe {
+            role,
+            url: format!("http://127.0.0.1:{}", 4000 + role as u16),
+            health: Health::Up,
+            scrape: Some((at, Scrape::parse(&text).unwrap())),
+            problem: None,
+        }
+    }
+
+    /// All roles of one process share one registry, so every role's scrape
+    /// holds the gateway's series; the gateway's rate must still come from
+    /// two scrapes of the gateway, whatever the other roles saw in between.
+    #[test]
+    fn a_role_rate_comes_from_two_scrapes_of_that_role() {
+        let mut c = Collector::new(Sources {
+            urls: Vec::new(),
+            redis: None,
+            etcd: None,
+            etcd_prefix: String::new(),
+        })
+        .unwrap();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let first = c.build(
+            vec![
+                scraped(Role::Gateway, at(0), 10),
+                scraped(Role::Coupon, at(5), 10),
+                scraped(Role::Point, at(10), 11),
+            ],
+            None,
+            None,
+            Vec::new(),
+        );
+        assert_eq!(first.routes[0].rps, None, "one scrape is no rate");
+        let second = c.build(
+            vec![
+                scraped(Role::Gateway, at(2000), 30),
+                scraped(Role::Coupon, at(2005), 30),
+                scraped(Role::Point, at(2010), 31),
+            ],
+            None,
+            None,
+            Vec::new(),
+        );
+        let gw: Vec<_> = second
+            .routes
+            .iter()
+            .filter(|r| r.role == Role::Gateway)
+            .collect();
+        assert_eq!(gw.len(), 1);
+        assert_eq!(gw[0].route, "/x");
+        assert_eq!(gw[0].rps, Some(10.0));
+        assert_eq!(second.role(Role::Gateway).unwrap().rps, Some(10.0));
+        // The other roles serve none of the gateway's routes.
+        assert_eq!(second.role(Role::Coupon).unwrap().rps, Some(0.0));
+    }
+
     #[test]
     fn one_process_publishing_counts_once() {
         let text = r#"promo_outbox_backlog{service="coupon"} 3

@@ -186,3 +186,129 @@ async fn bad_starts_are_one_clear_line_and_a_nonzero_exit() {
         "{err}"
     );
 }
+
+/// One service role process dies: its breaker opens (503 CIRCUIT_OPEN, and
+/// the state gauge says open) while the other service keeps answering; when
+/// the role comes back on its address, the half-open probe closes the breaker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_role_opens_its_breaker_only_and_recovery_closes_it() {
+    let (coupon_grpc, point_grpc, gw_port) = (free_port(), free_port(), free_port());
+    let coupon_env = vec![
+        ("PROMO_ROLES", "coupon".to_string()),
+        (
+            "PROMO_COUPON__HTTP_ADDR",
+            format!("127.0.0.1:{}", free_port()),
+        ),
+        (
+            "PROMO_COUPON__GRPC_ADDR",
+            format!("127.0.0.1:{coupon_grpc}"),
+        ),
+        ("PROMO_COUPON__DATABASE_URL", fresh_db("brk_coupon").await),
+    ];
+    let point_http = free_port();
+    let _point = spawn(&[
+        ("PROMO_ROLES", "point".to_string()),
+        ("PROMO_POINT__HTTP_ADDR", format!("127.0.0.1:{point_http}")),
+        ("PROMO_POINT__GRPC_ADDR", format!("127.0.0.1:{point_grpc}")),
+        ("PROMO_POINT__DATABASE_URL", fresh_db("brk_point").await),
+    ]);
+    let coupon = spawn(&coupon_env);
+    let _gw = spawn(&[
+        ("PROMO_ROLES", "gateway".to_string()),
+        ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
+        ("PROMO_GATEWAY__DATABASE_URL", fresh_db("brk_gateway").await),
+        (
+            "PROMO_GATEWAY__COUPON_GRPC",
+            format!("http://127.0.0.1:{coupon_grpc}"),
+        ),
+        (
+            "PROMO_GATEWAY__POINT_GRPC",
+            format!("http://127.0.0.1:{point_grpc}"),
+        ),
+        ("PROMO_GATEWAY__RATE_LIMIT__ENABLED", "false".to_string()),
+        ("PROMO_GATEWAY__BREAKER__MIN_REQUESTS", "3".to_string()),
+        (
+            "PROMO_GATEWAY__BREAKER__RESET_TIMEOUT_SECS",
+            "1".to_string(),
+        ),
+    ]);
+    let base = format!("http://127.0.0.1:{gw_port}");
+    wait_http(&format!("{base}/healthz")).await;
+    wait_http(&format!("http://127.0.0.1:{point_http}/readyz")).await;
+    let keys = promod::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
+    let client = reqwest::Client::new();
+    let get = |path: &'static str| {
+        let req = client
+            .get(format!("{base}/api/v1{path}"))
+            .bearer_auth(&admin);
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let until = |path: &'static str, want: (u16, &'static str)| {
+        let get = &get;
+        async move {
+            let start = Instant::now();
+            loop {
+                let got = get(path).await;
+                if got.0 == want.0 && got.1 == want.1 {
+                    return;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "never saw {want:?} on {path}, last {got:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let balance = "/points/balance?user_id=00000000-0000-0000-0000-000000000001";
+    until("/coupon-policies", (200, "")).await;
+    until(balance, (200, "")).await;
+
+    drop(coupon);
+    until("/coupon-policies", (503, "CIRCUIT_OPEN")).await;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("promo_circuit_state{service=\"coupon\"} 1")),
+        "coupon breaker open in the metrics:\n{metrics}"
+    );
+    assert_eq!(
+        get(balance).await,
+        (200, String::new()),
+        "point still answers"
+    );
+
+    let _coupon_again = spawn(&coupon_env);
+    until("/coupon-policies", (200, "")).await;
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("promo_circuit_state{service=\"coupon\"} 0")),
+        "coupon breaker closed again:\n{metrics}"
+    );
+}
