@@ -22,6 +22,8 @@ WORK=$(mktemp -d)
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 scripts/services.sh up >&2
+# The generator is compared with wrk on the same endpoint.
+command -v wrk >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk >&2
 eval "$(scripts/services.sh env)"
 PG=$PROMO_TEST_DATABASE_URL
 cargo build --release -q -p promod -p promoctl
@@ -110,12 +112,18 @@ load "point earn+use, 100,000 users" "$PID" $GW point --rate "$RATE" --users 100
 load "point, capacity" "$PID" $GW point --concurrency "$CONC" --users 100000 "${AUTH[@]}"
 step "time-sale order"
 load "time-sale order, hot sale" "$PID" $GW timesale-order --rate "$RATE" --users 100000 --stock 1000000 "${AUTH[@]}"
+load "time-sale order, capacity" "$PID" $GW timesale-order --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
 load "time-sale sold out" "$PID" $GW timesale-order --rate "$SOLDOUT_RATE" --users 100000 --stock 1 "${AUTH[@]}"
 load "time-sale sold out, capacity" "$PID" $GW timesale-order --concurrency "$CONC" --users 100000 --stock 1 "${AUTH[@]}"
 step "mixed"
 load "mixed" "$PID" $GW mixed --rate "$RATE" --users 100000 --stock 1000000 "${AUTH[@]}"
 load "mixed, capacity" "$PID" $GW mixed --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
 LOAD_HWM=$(hwm_mb "$PID")
+
+step "baseline: the load generator against wrk on the same endpoint"
+secs=$(echo "$DURATION" | tr -dc 0-9)
+WRK=$(wrk -t2 -c"$CONC" -d"${secs:-30}s" "$GW/healthz" 2>/dev/null | awk '/Requests\/sec/ {printf "%.0f", $2}')
+load "GET /healthz (promoctl, compare wrk)" "$PID" $GW health --concurrency "$CONC" --users 10 "${AUTH[@]}"
 
 step "baseline: direct coupon REST vs through the gateway"
 load "coupon issue, direct to the coupon role" "$PID" http://127.0.0.1:13001 coupon-issue --concurrency "$CONC" --users 100000 --stock 1000000 "${AUTH[@]}"
@@ -141,7 +149,6 @@ UPDATE hot SET remaining = remaining - 1 WHERE id = 1 AND remaining > 0;
 INSERT INTO taken DEFAULT VALUES;
 COMMIT;
 SQL
-secs=$(echo "$DURATION" | tr -dc 0-9)
 PGB=$(pgbench -n -c "$CONC" -j 2 -T "${secs:-30}" -f "$WORK/hot.sql" "$PG/${RUN}_pgbench" 2>&1 | awk '/^tps/ {printf "%.0f", $3}')
 
 step "writing $OUT"
@@ -157,6 +164,7 @@ step "writing $OUT"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "- promod RSS idle: ${IDLE_RSS} MB; peak under load: ${LOAD_HWM} MB."
+  echo "- wrk baseline (GET /healthz, 2 threads, $CONC connections): ${WRK} req/s; compare the promoctl row on the same endpoint."
   echo "- pgbench baseline (hot-row conditional UPDATE + INSERT, one transaction each, $CONC clients): ${PGB} tps."
   echo "- promod cpu is of one process; 100% = one core."
 } >"$OUT"

@@ -25,6 +25,8 @@ pub enum Scenario {
     TimesaleOrder,
     /// All of the above, weighted 3:1:4:2 (issue:use:point:order).
     Mixed,
+    /// GET /healthz: the generator's own ceiling, to compare with wrk.
+    Health,
 }
 
 /// One request of the run.
@@ -165,6 +167,7 @@ impl Scenario {
             Scenario::Point => (false, false, false),
             Scenario::TimesaleOrder => (false, true, false),
             Scenario::Mixed => (true, true, true),
+            Scenario::Health => (false, false, false),
         }
     }
 
@@ -302,6 +305,13 @@ impl Scenario {
                 token: user.1.clone(),
                 body: Some(json!({"quantity": 1})),
                 route: "time-sales/orders",
+            },
+            Scenario::Health => Req {
+                method: Method::GET,
+                path: "/healthz".into(),
+                token: user.1.clone(),
+                body: None,
+                route: "healthz",
             },
             Scenario::Mixed => {
                 // 3:1:4:2 over a cycle of ten.

@@ -348,3 +348,60 @@ async fn the_validity_window_follows_the_injected_clock() {
     let (s, b) = app.post("/coupons/issue", &late, body).await;
     assert_eq!((s, &b["error"]["code"]), (422, &json!("NOT_ACTIVE")));
 }
+
+/// Two coupon-role processes (two promods on one coupon database and one
+/// Redis) issuing against the same policy: the shared admission script and
+/// the database constraints hold across them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_coupon_processes_never_oversell_one_policy() {
+    let a = Arc::new(spawn_app().await);
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&a.coupon_db)
+        .await
+        .unwrap();
+    let url = format!("{}/{db}", super::helpers::pg_base());
+    let b = Arc::new(super::helpers::spawn_app_with(|c| c.coupon.database_url = url).await);
+    let policy = a.create_policy(100, 2).await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let (_, token) = a.user_token();
+        tasks.push(tokio::spawn(async move {
+            app.post("/coupons/issue", &token, json!({"policy_id": policy}))
+                .await
+        }));
+    }
+    // One user on both processes at once: at most per_user_limit in all.
+    let (_, greedy) = a.user_token();
+    let greedy = Arc::new(greedy);
+    for i in 0..20 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let token = greedy.clone();
+        tasks.push(tokio::spawn(async move {
+            app.post("/coupons/issue", &token, json!({"policy_id": policy}))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => ok += 1,
+            409 => assert!(
+                ["SOLD_OUT", "LIMIT_EXCEEDED"].contains(&b["error"]["code"].as_str().unwrap()),
+                "{b}"
+            ),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(ok, 100, "exactly the total, across both processes");
+    assert_eq!(db_count(&a, policy).await, (100, 100));
+    let (most,): (i64,) = sqlx::query_as(
+        "SELECT coalesce(max(n), 0) FROM (SELECT count(*) AS n FROM coupons WHERE policy_id = $1 GROUP BY user_id) t",
+    )
+    .bind(policy)
+    .fetch_one(&a.coupon_db)
+    .await
+    .unwrap();
+    assert!(most <= 2, "a user holds {most} coupons");
+}
