@@ -200,13 +200,44 @@ async fn ops_routes_and_openapi() {
         .await
         .unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    for p in [
-        "/api/v1/auth/login",
-        "/api/v1/coupons/issue",
-        "/api/v1/coupon-policies/{id}",
-        "/api/v1/coupons/{id}/use",
+    // Every route of API.md, with its method.
+    for (method, p) in [
+        ("post", "/auth/register"),
+        ("post", "/auth/login"),
+        ("post", "/auth/refresh"),
+        ("post", "/auth/logout"),
+        ("get", "/auth/profile"),
+        ("post", "/coupon-policies"),
+        ("get", "/coupon-policies"),
+        ("get", "/coupon-policies/{id}"),
+        ("patch", "/coupon-policies/{id}"),
+        ("post", "/coupons/issue"),
+        ("post", "/coupons/{id}/use"),
+        ("post", "/coupons/{id}/cancel"),
+        ("get", "/coupons"),
+        ("get", "/coupons/{id}"),
+        ("post", "/points/earn"),
+        ("post", "/points/use"),
+        ("post", "/points/transactions/{id}/cancel"),
+        ("get", "/points/balance"),
+        ("get", "/points/history"),
+        ("post", "/products"),
+        ("get", "/products"),
+        ("get", "/products/{id}"),
+        ("post", "/time-sales"),
+        ("get", "/time-sales"),
+        ("get", "/time-sales/{id}"),
+        ("patch", "/time-sales/{id}"),
+        ("post", "/time-sales/{id}/orders"),
+        ("get", "/orders"),
+        ("get", "/orders/{id}"),
+        ("post", "/orders/{id}/cancel"),
     ] {
-        assert!(paths.contains_key(p), "{p} missing from openapi");
+        let path = format!("/api/v1{p}");
+        assert!(
+            paths.get(&path).and_then(|o| o.get(method)).is_some(),
+            "{method} {path} missing from openapi"
+        );
     }
     let ui = app
         .client

@@ -3,6 +3,7 @@
 
 mod admission_contract;
 mod auth;
+mod authz;
 mod coupon;
 mod events;
 mod helpers;
