@@ -28,13 +28,6 @@ pub struct LoadArgs {
     /// What to load.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// The gateway's base URL.
-    #[arg(
-        long,
-        env = "PROMOCTL_GATEWAY",
-        default_value = "http://127.0.0.1:4000"
-    )]
-    pub gateway: String,
     /// Open loop: arrivals per second.
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
