@@ -4,6 +4,7 @@
 //! (Redis keys, rebuild paths, REST views).
 
 pub mod auth;
+pub mod batcher;
 pub mod cache;
 pub mod config;
 pub mod coupon;

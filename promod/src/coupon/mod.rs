@@ -5,17 +5,16 @@
 //! defence. See ARCHITECTURE.md, "Coupons never oversell".
 
 pub mod admission;
-pub mod batcher;
 pub mod grpc;
 pub mod http;
 pub mod store;
 
+use crate::batcher::Batcher;
 use crate::error::from_sqlx;
 use crate::http::Ctx;
 use crate::outbox::{self, Event};
 use admission::{Admission, AdmissionPort, Release};
 use async_trait::async_trait;
-use batcher::Batcher;
 use promo_domain::clock::SharedClock;
 use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
@@ -61,7 +60,7 @@ const POLICY_CACHE_TTL: Duration = Duration::from_secs(1);
 pub struct CouponService {
     pool: PgPool,
     admission: Arc<dyn AdmissionPort>,
-    batcher: Batcher,
+    batcher: Batcher<store::Coupons>,
     clock: SharedClock,
     policy_cache: Mutex<HashMap<Uuid, (Instant, Policy)>>,
     policy_loading: tokio::sync::Mutex<()>,

@@ -1,6 +1,8 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
+use crate::batcher::BatchStore;
+pub use crate::batcher::InsertOutcome;
 use crate::error::from_sqlx;
 use crate::outbox::{self, Event};
 use chrono::{DateTime, Utc};
@@ -212,15 +214,6 @@ pub struct PendingCoupon {
     pub idem: Option<crate::idempotency::IdemKey>,
     /// Who the idempotency key belongs to (the caller, maybe an admin).
     pub actor: Uuid,
-}
-
-/// Why one coupon of a batch was not stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InsertOutcome {
-    Stored,
-    /// Another request with the same idempotency key was stored first.
-    Duplicate,
-    Refused(DomainError),
 }
 
 /// Stores a batch in one transaction: coupons, the policies' issued counters,
@@ -448,4 +441,23 @@ pub async fn policy_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
         .await
         .map_err(from_sqlx)?;
     Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// The group commit of coupons (`crate::batcher`).
+pub struct Coupons;
+
+impl BatchStore for Coupons {
+    type Item = PendingCoupon;
+    const NAME: &'static str = "coupon";
+
+    fn insert_batch(
+        pool: &PgPool,
+        batch: &[PendingCoupon],
+    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send {
+        insert_batch(pool, batch)
+    }
+
+    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+        refusal_of(e)
+    }
 }

@@ -4,17 +4,16 @@
 //! commit to PostgreSQL ([`batcher`]) whose constraints are the last line of
 //! defence. See ARCHITECTURE.md, "Time sales never oversell".
 
-pub mod batcher;
 pub mod grpc;
 pub mod http;
 pub mod inventory;
 pub mod store;
 
+use crate::batcher::Batcher;
 use crate::error::from_sqlx;
 use crate::http::Ctx;
 use crate::outbox::{self, Event};
 use async_trait::async_trait;
-use batcher::Batcher;
 use inventory::{Ask, InventoryPort, Release, Reservation};
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
@@ -76,7 +75,7 @@ const SYNC_AFTER_END: chrono::Duration = chrono::Duration::days(1);
 pub struct TimesaleService {
     pool: PgPool,
     inventory: Arc<dyn InventoryPort>,
-    batcher: Batcher,
+    batcher: Batcher<store::Orders>,
     clock: SharedClock,
     sale_cache: Mutex<HashMap<Uuid, (Instant, Sale)>>,
     /// One refill at a time: a burst of orders on a cold cache makes one

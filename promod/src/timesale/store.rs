@@ -2,6 +2,8 @@
 //! and idempotency record in the same transaction.
 
 use super::inventory::InventorySeed;
+use crate::batcher::BatchStore;
+pub use crate::batcher::InsertOutcome;
 use crate::error::from_sqlx;
 use crate::outbox::{self, Event};
 use chrono::{DateTime, Utc};
@@ -295,15 +297,6 @@ pub struct PendingOrder {
     pub actor: Uuid,
 }
 
-/// Why one order of a batch was not stored.
-#[derive(Debug, Clone, PartialEq)]
-pub enum InsertOutcome {
-    Stored,
-    /// Another request with the same idempotency key was stored first.
-    Duplicate,
-    Refused(DomainError),
-}
-
 /// Stores a batch in one transaction: orders, the sales' sold counters, the
 /// users' totals, idempotency records and events. A constraint violation fails
 /// the whole transaction, so the caller retries the members one by one.
@@ -582,4 +575,23 @@ pub async fn store_remaining(
     .await
     .map_err(from_sqlx)?;
     Ok(())
+}
+
+/// The group commit of orders (`crate::batcher`).
+pub struct Orders;
+
+impl BatchStore for Orders {
+    type Item = PendingOrder;
+    const NAME: &'static str = "order";
+
+    fn insert_batch(
+        pool: &PgPool,
+        batch: &[PendingOrder],
+    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send {
+        insert_batch(pool, batch)
+    }
+
+    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+        refusal_of(e)
+    }
 }

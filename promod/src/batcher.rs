@@ -1,0 +1,121 @@
+//! Group commit, shared by the roles that store admitted requests (coupon
+//! issues, time-sale orders): requests admitted by Redis queue here and are
+//! stored many per transaction. Each caller waits for its own commit, so a
+//! response is never sent before the data is durable.
+
+use promo_domain::DomainError;
+use sqlx::PgPool;
+use std::future::Future;
+use std::marker::PhantomData;
+use tokio::sync::{mpsc, oneshot};
+
+pub const MAX_BATCH: usize = 256;
+
+/// Why one member of a batch was or was not stored.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InsertOutcome {
+    Stored,
+    /// Another request with the same idempotency key was stored first.
+    Duplicate,
+    Refused(DomainError),
+}
+
+/// How one kind of row is stored in batches.
+pub trait BatchStore: Send + Sync + 'static {
+    type Item: Send + 'static;
+    /// Names the batch-size metric and the "writer stopped" error.
+    const NAME: &'static str;
+    /// Stores a batch in one transaction. A constraint violation fails the
+    /// whole statement; the batcher then retries the members one by one.
+    fn insert_batch(
+        pool: &PgPool,
+        batch: &[Self::Item],
+    ) -> impl Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send;
+    /// The refusal a constraint violation means, if it is one.
+    fn refusal_of(e: &sqlx::Error) -> Option<DomainError>;
+}
+
+type Job<T> = (T, oneshot::Sender<Result<InsertOutcome, DomainError>>);
+
+pub struct Batcher<S: BatchStore> {
+    tx: mpsc::Sender<Job<S::Item>>,
+    _store: PhantomData<S>,
+}
+
+impl<S: BatchStore> Clone for Batcher<S> {
+    fn clone(&self) -> Self {
+        Batcher {
+            tx: self.tx.clone(),
+            _store: PhantomData,
+        }
+    }
+}
+
+impl<S: BatchStore> Batcher<S> {
+    /// Starts `workers` committers; more than one overlaps a commit's fsync with
+    /// the next batch's statements.
+    pub fn start(pool: PgPool, workers: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Job<S::Item>>(MAX_BATCH * 16);
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..workers.max(1) {
+            let rx = rx.clone();
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut jobs = Vec::with_capacity(MAX_BATCH);
+                    {
+                        let mut rx = rx.lock().await;
+                        if rx.recv_many(&mut jobs, MAX_BATCH).await == 0 {
+                            return;
+                        }
+                    }
+                    commit::<S>(&pool, jobs).await;
+                }
+            });
+        }
+        Batcher {
+            tx,
+            _store: PhantomData,
+        }
+    }
+
+    pub async fn submit(&self, item: S::Item) -> Result<InsertOutcome, DomainError> {
+        let stopped = || DomainError::Unavailable(format!("{} writer stopped", S::NAME));
+        let (tx, rx) = oneshot::channel();
+        self.tx.send((item, tx)).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+async fn commit<S: BatchStore>(pool: &PgPool, jobs: Vec<Job<S::Item>>) {
+    let (pending, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+    metrics::histogram!("promo_batch_size", "kind" => S::NAME).record(pending.len() as f64);
+    match S::insert_batch(pool, &pending).await {
+        Ok(outcomes) => {
+            for (reply, o) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(o));
+            }
+        }
+        Err(e) if pending.len() > 1 && S::refusal_of(&e).is_some() => {
+            // One member broke a constraint; find it by storing them one by one.
+            for (p, reply) in pending.into_iter().zip(replies) {
+                let _ = reply.send(single::<S>(pool, p).await);
+            }
+        }
+        Err(e) => {
+            let err = S::refusal_of(&e).unwrap_or_else(|| crate::error::from_sqlx(e));
+            for reply in replies {
+                let _ = reply.send(Ok(InsertOutcome::Refused(err.clone())));
+            }
+        }
+    }
+}
+
+async fn single<S: BatchStore>(pool: &PgPool, p: S::Item) -> Result<InsertOutcome, DomainError> {
+    match S::insert_batch(pool, std::slice::from_ref(&p)).await {
+        Ok(mut o) => Ok(o.pop().unwrap_or(InsertOutcome::Stored)),
+        Err(e) => Ok(InsertOutcome::Refused(
+            S::refusal_of(&e).unwrap_or_else(|| crate::error::from_sqlx(e)),
+        )),
+    }
+}
