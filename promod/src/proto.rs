@@ -137,3 +137,39 @@ pub fn request<T>(msg: T, timeout: std::time::Duration) -> tonic::Request<T> {
     }
     req
 }
+
+/// What every gRPC client of a service role shares: the call timeout and the
+/// service's circuit breaker, which sees transport faults but not refusals.
+#[derive(Clone)]
+pub struct Remote {
+    timeout: std::time::Duration,
+    breaker: std::sync::Arc<crate::gateway::breaker::Breaker>,
+}
+
+impl Remote {
+    pub fn new(
+        timeout: std::time::Duration,
+        breaker: std::sync::Arc<crate::gateway::breaker::Breaker>,
+    ) -> Self {
+        Remote { timeout, breaker }
+    }
+
+    /// Runs one call through the breaker and maps its status back to the domain.
+    pub async fn call<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> DomainResult<T> {
+        self.breaker
+            .call(async {
+                call.await
+                    .map(tonic::Response::into_inner)
+                    .map_err(crate::error::from_status)
+            })
+            .await
+    }
+
+    /// A request with the timeout and the request id.
+    pub fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        request(msg, self.timeout)
+    }
+}

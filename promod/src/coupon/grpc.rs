@@ -2,7 +2,7 @@
 //! for a gateway in another process.
 
 use super::CouponApi;
-use crate::error::{from_status, to_status};
+use crate::error::to_status;
 use crate::gateway::breaker::Breaker;
 use crate::http::Ctx;
 use crate::proto::coupon as pb;
@@ -259,30 +259,15 @@ pub fn server(api: Arc<dyn CouponApi>) -> pb::coupon_service_server::CouponServi
 #[derive(Clone)]
 pub struct Client {
     inner: CouponServiceClient<Channel>,
-    timeout: Duration,
-    breaker: Arc<Breaker>,
+    remote: proto::Remote,
 }
 
 impl Client {
     pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
         Client {
             inner: CouponServiceClient::new(channel),
-            timeout,
-            breaker,
+            remote: proto::Remote::new(timeout, breaker),
         }
-    }
-
-    async fn run<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
-    ) -> DomainResult<T> {
-        self.breaker
-            .call(async { call.await.map(Response::into_inner).map_err(from_status) })
-            .await
-    }
-
-    fn req<T>(&self, msg: T) -> Request<T> {
-        proto::request(msg, self.timeout)
     }
 }
 
@@ -303,7 +288,8 @@ impl CouponApi for Client {
             valid_until: ts(p.valid_until),
         };
         let r = self
-            .run(self.inner.clone().create_policy(self.req(msg)))
+            .remote
+            .call(self.inner.clone().create_policy(self.remote.req(msg)))
             .await?;
         policy_dom(r)
     }
@@ -314,7 +300,8 @@ impl CouponApi for Client {
             id: id.to_string(),
         };
         let r = self
-            .run(self.inner.clone().get_policy(self.req(msg)))
+            .remote
+            .call(self.inner.clone().get_policy(self.remote.req(msg)))
             .await?;
         policy_dom(r)
     }
@@ -325,7 +312,8 @@ impl CouponApi for Client {
             page: Some(proto::page_req(page)),
         };
         let r = self
-            .run(self.inner.clone().list_policies(self.req(msg)))
+            .remote
+            .call(self.inner.clone().list_policies(self.remote.req(msg)))
             .await?;
         let items = r
             .items
@@ -346,7 +334,8 @@ impl CouponApi for Client {
             active: patch.active,
         };
         let r = self
-            .run(self.inner.clone().update_policy(self.req(msg)))
+            .remote
+            .call(self.inner.clone().update_policy(self.remote.req(msg)))
             .await?;
         policy_dom(r)
     }
@@ -358,7 +347,8 @@ impl CouponApi for Client {
             user_id: user_id.to_string(),
         };
         let r = self
-            .run(self.inner.clone().issue_coupon(self.req(msg)))
+            .remote
+            .call(self.inner.clone().issue_coupon(self.remote.req(msg)))
             .await?;
         coupon_dom(r)
     }
@@ -377,7 +367,8 @@ impl CouponApi for Client {
             order_amount,
         };
         let r = self
-            .run(self.inner.clone().use_coupon(self.req(msg)))
+            .remote
+            .call(self.inner.clone().use_coupon(self.remote.req(msg)))
             .await?;
         let c = r
             .coupon
@@ -391,7 +382,8 @@ impl CouponApi for Client {
             coupon_id: id.to_string(),
         };
         let r = self
-            .run(self.inner.clone().cancel_coupon_use(self.req(msg)))
+            .remote
+            .call(self.inner.clone().cancel_coupon_use(self.remote.req(msg)))
             .await?;
         coupon_dom(r)
     }
@@ -402,7 +394,8 @@ impl CouponApi for Client {
             id: id.to_string(),
         };
         let r = self
-            .run(self.inner.clone().get_coupon(self.req(msg)))
+            .remote
+            .call(self.inner.clone().get_coupon(self.remote.req(msg)))
             .await?;
         coupon_dom(r)
     }
@@ -421,7 +414,8 @@ impl CouponApi for Client {
             page: Some(proto::page_req(page)),
         };
         let r = self
-            .run(self.inner.clone().list_coupons(self.req(msg)))
+            .remote
+            .call(self.inner.clone().list_coupons(self.remote.req(msg)))
             .await?;
         let items = r
             .items

@@ -20,9 +20,8 @@ use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, Policy
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use store::{InsertOutcome, PendingCoupon};
 use uuid::Uuid;
 
@@ -62,8 +61,7 @@ pub struct CouponService {
     admission: Arc<dyn AdmissionPort>,
     batcher: Batcher<store::Coupons>,
     clock: SharedClock,
-    policy_cache: Mutex<HashMap<Uuid, (Instant, Policy)>>,
-    policy_loading: tokio::sync::Mutex<()>,
+    policies: moka::future::Cache<Uuid, Policy>,
 }
 
 impl CouponService {
@@ -74,8 +72,10 @@ impl CouponService {
             admission,
             batcher,
             clock,
-            policy_cache: Mutex::new(HashMap::new()),
-            policy_loading: tokio::sync::Mutex::new(()),
+            policies: moka::future::Cache::builder()
+                .time_to_live(POLICY_CACHE_TTL)
+                .max_capacity(100_000)
+                .build(),
         }
     }
 
@@ -83,29 +83,13 @@ impl CouponService {
         &self.pool
     }
 
-    fn fresh_policy(&self, id: Uuid) -> Option<Policy> {
-        match self.policy_cache.lock().expect("cache").get(&id) {
-            Some((at, p)) if at.elapsed() < POLICY_CACHE_TTL => Some(p.clone()),
-            _ => None,
-        }
-    }
-
+    /// Concurrent misses of one id share one load: a thousand requests on a
+    /// cold cache make one query, not a queue for the pool.
     async fn cached_policy(&self, id: Uuid) -> DomainResult<Policy> {
-        if let Some(p) = self.fresh_policy(id) {
-            return Ok(p);
-        }
-        // One load per miss: a thousand requests arriving on a cold cache
-        // must not all queue for the pool.
-        let _loading = self.policy_loading.lock().await;
-        if let Some(p) = self.fresh_policy(id) {
-            return Ok(p);
-        }
-        let p = store::get_policy(&self.pool, id).await?;
-        self.policy_cache
-            .lock()
-            .expect("cache")
-            .insert(id, (Instant::now(), p.clone()));
-        Ok(p)
+        self.policies
+            .try_get_with(id, store::get_policy(&self.pool, id))
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// Rebuilds a policy's admission counters from PostgreSQL. Without `force`
@@ -236,7 +220,7 @@ impl CouponApi for CouponService {
         );
         outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
         tx.commit().await.map_err(from_sqlx)?;
-        self.policy_cache.lock().expect("cache").remove(&id);
+        self.policies.invalidate(&id).await;
         let delta = after.total_quantity - before.total_quantity;
         if delta != 0 {
             if let Err(e) = self.admission.adjust_remaining(id, delta).await {

@@ -2,7 +2,7 @@
 //! for a gateway in another process.
 
 use super::PointApi;
-use crate::error::{from_status, to_status};
+use crate::error::to_status;
 use crate::gateway::breaker::Breaker;
 use crate::http::Ctx;
 use crate::proto::point as pb;
@@ -156,30 +156,15 @@ pub fn server(api: Arc<dyn PointApi>) -> pb::point_service_server::PointServiceS
 #[derive(Clone)]
 pub struct Client {
     inner: PointServiceClient<Channel>,
-    timeout: Duration,
-    breaker: Arc<Breaker>,
+    remote: proto::Remote,
 }
 
 impl Client {
     pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
         Client {
             inner: PointServiceClient::new(channel),
-            timeout,
-            breaker,
+            remote: proto::Remote::new(timeout, breaker),
         }
-    }
-
-    async fn run<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
-    ) -> DomainResult<T> {
-        self.breaker
-            .call(async { call.await.map(Response::into_inner).map_err(from_status) })
-            .await
-    }
-
-    fn req<T>(&self, msg: T) -> Request<T> {
-        proto::request(msg, self.timeout)
     }
 }
 
@@ -193,7 +178,11 @@ impl PointApi for Client {
             reference: c.reference,
             description: c.description,
         };
-        tx_dom(self.run(self.inner.clone().earn(self.req(msg))).await?)
+        tx_dom(
+            self.remote
+                .call(self.inner.clone().earn(self.remote.req(msg)))
+                .await?,
+        )
     }
 
     async fn use_points(&self, ctx: &Ctx, c: PointChange) -> DomainResult<Transaction> {
@@ -204,7 +193,11 @@ impl PointApi for Client {
             reference: c.reference,
             description: c.description,
         };
-        tx_dom(self.run(self.inner.clone().r#use(self.req(msg))).await?)
+        tx_dom(
+            self.remote
+                .call(self.inner.clone().r#use(self.remote.req(msg)))
+                .await?,
+        )
     }
 
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
@@ -212,7 +205,11 @@ impl PointApi for Client {
             meta: Some(proto::meta(ctx)),
             transaction_id: transaction_id.to_string(),
         };
-        tx_dom(self.run(self.inner.clone().cancel(self.req(msg))).await?)
+        tx_dom(
+            self.remote
+                .call(self.inner.clone().cancel(self.remote.req(msg)))
+                .await?,
+        )
     }
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
@@ -221,7 +218,8 @@ impl PointApi for Client {
             user_id: user_id.to_string(),
         };
         let b = self
-            .run(self.inner.clone().get_balance(self.req(msg)))
+            .remote
+            .call(self.inner.clone().get_balance(self.remote.req(msg)))
             .await?;
         Ok(Balance {
             user_id: uuid("user_id", &b.user_id)?,
@@ -242,7 +240,10 @@ impl PointApi for Client {
             r#type: kind.map(|k| k.as_str().to_owned()),
             page: Some(proto::page_req(page)),
         };
-        let r = self.run(self.inner.clone().history(self.req(msg))).await?;
+        let r = self
+            .remote
+            .call(self.inner.clone().history(self.remote.req(msg)))
+            .await?;
         let items = r
             .items
             .into_iter()

@@ -2,7 +2,7 @@
 //! [`TimesaleApi`] for a gateway in another process.
 
 use super::TimesaleApi;
-use crate::error::{from_status, to_status};
+use crate::error::to_status;
 use crate::gateway::breaker::Breaker;
 use crate::http::Ctx;
 use crate::proto::timesale as pb;
@@ -295,30 +295,15 @@ pub fn server(
 #[derive(Clone)]
 pub struct Client {
     inner: TimeSaleServiceClient<Channel>,
-    timeout: Duration,
-    breaker: Arc<Breaker>,
+    remote: proto::Remote,
 }
 
 impl Client {
     pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
         Client {
             inner: TimeSaleServiceClient::new(channel),
-            timeout,
-            breaker,
+            remote: proto::Remote::new(timeout, breaker),
         }
-    }
-
-    async fn run<T>(
-        &self,
-        call: impl std::future::Future<Output = Result<Response<T>, Status>>,
-    ) -> DomainResult<T> {
-        self.breaker
-            .call(async { call.await.map(Response::into_inner).map_err(from_status) })
-            .await
-    }
-
-    fn req<T>(&self, msg: T) -> Request<T> {
-        proto::request(msg, self.timeout)
     }
 
     fn by_id(ctx: &Ctx, id: Uuid) -> pb::GetByIdRequest {
@@ -339,7 +324,8 @@ impl TimesaleApi for Client {
             price: p.price,
         };
         let r = self
-            .run(self.inner.clone().create_product(self.req(msg)))
+            .remote
+            .call(self.inner.clone().create_product(self.remote.req(msg)))
             .await?;
         product_dom(r)
     }
@@ -347,7 +333,8 @@ impl TimesaleApi for Client {
     async fn get_product(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Product> {
         let msg = Self::by_id(ctx, id);
         let r = self
-            .run(self.inner.clone().get_product(self.req(msg)))
+            .remote
+            .call(self.inner.clone().get_product(self.remote.req(msg)))
             .await?;
         product_dom(r)
     }
@@ -358,7 +345,8 @@ impl TimesaleApi for Client {
             page: Some(proto::page_req(page)),
         };
         let r = self
-            .run(self.inner.clone().list_products(self.req(msg)))
+            .remote
+            .call(self.inner.clone().list_products(self.remote.req(msg)))
             .await?;
         let items = r
             .items
@@ -379,14 +367,18 @@ impl TimesaleApi for Client {
             end_at: ts(s.end_at),
         };
         let r = self
-            .run(self.inner.clone().create_sale(self.req(msg)))
+            .remote
+            .call(self.inner.clone().create_sale(self.remote.req(msg)))
             .await?;
         sale_dom(r)
     }
 
     async fn get_sale(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Sale> {
         let msg = Self::by_id(ctx, id);
-        let r = self.run(self.inner.clone().get_sale(self.req(msg))).await?;
+        let r = self
+            .remote
+            .call(self.inner.clone().get_sale(self.remote.req(msg)))
+            .await?;
         sale_dom(r)
     }
 
@@ -402,7 +394,8 @@ impl TimesaleApi for Client {
             page: Some(proto::page_req(page)),
         };
         let r = self
-            .run(self.inner.clone().list_sales(self.req(msg)))
+            .remote
+            .call(self.inner.clone().list_sales(self.remote.req(msg)))
             .await?;
         let items = r
             .items
@@ -420,7 +413,8 @@ impl TimesaleApi for Client {
             status: patch.status.map(|s| s.as_str().to_owned()),
         };
         let r = self
-            .run(self.inner.clone().update_sale(self.req(msg)))
+            .remote
+            .call(self.inner.clone().update_sale(self.remote.req(msg)))
             .await?;
         sale_dom(r)
     }
@@ -439,7 +433,8 @@ impl TimesaleApi for Client {
             quantity,
         };
         let r = self
-            .run(self.inner.clone().create_order(self.req(msg)))
+            .remote
+            .call(self.inner.clone().create_order(self.remote.req(msg)))
             .await?;
         order_dom(r)
     }
@@ -447,7 +442,8 @@ impl TimesaleApi for Client {
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         let msg = Self::by_id(ctx, id);
         let r = self
-            .run(self.inner.clone().get_order(self.req(msg)))
+            .remote
+            .call(self.inner.clone().get_order(self.remote.req(msg)))
             .await?;
         order_dom(r)
     }
@@ -464,7 +460,8 @@ impl TimesaleApi for Client {
             page: Some(proto::page_req(page)),
         };
         let r = self
-            .run(self.inner.clone().list_orders(self.req(msg)))
+            .remote
+            .call(self.inner.clone().list_orders(self.remote.req(msg)))
             .await?;
         let items = r
             .items
@@ -480,7 +477,8 @@ impl TimesaleApi for Client {
             order_id: id.to_string(),
         };
         let r = self
-            .run(self.inner.clone().cancel_order(self.req(msg)))
+            .remote
+            .call(self.inner.clone().cancel_order(self.remote.req(msg)))
             .await?;
         order_dom(r)
     }

@@ -23,9 +23,8 @@ use promo_domain::timesale::{
 };
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 use store::{InsertOutcome, PendingOrder};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,10 +76,9 @@ pub struct TimesaleService {
     inventory: Arc<dyn InventoryPort>,
     batcher: Batcher<store::Orders>,
     clock: SharedClock,
-    sale_cache: Mutex<HashMap<Uuid, (Instant, Sale)>>,
-    /// One refill at a time: a burst of orders on a cold cache makes one
-    /// query, not one per request (which would exhaust the pool).
-    sale_fill: tokio::sync::Mutex<()>,
+    /// Concurrent misses of one id share one load: a burst of orders on a
+    /// cold cache makes one query, not one per request.
+    sales: moka::future::Cache<Uuid, Sale>,
 }
 
 impl TimesaleService {
@@ -91,8 +89,10 @@ impl TimesaleService {
             inventory,
             batcher,
             clock,
-            sale_cache: Mutex::new(HashMap::new()),
-            sale_fill: tokio::sync::Mutex::new(()),
+            sales: moka::future::Cache::builder()
+                .time_to_live(SALE_CACHE_TTL)
+                .max_capacity(100_000)
+                .build(),
         }
     }
 
@@ -100,27 +100,11 @@ impl TimesaleService {
         &self.pool
     }
 
-    fn cache_hit(&self, id: Uuid) -> Option<Sale> {
-        match self.sale_cache.lock().expect("cache").get(&id) {
-            Some((at, s)) if at.elapsed() < SALE_CACHE_TTL => Some(s.clone()),
-            _ => None,
-        }
-    }
-
     async fn cached_sale(&self, id: Uuid) -> DomainResult<Sale> {
-        if let Some(s) = self.cache_hit(id) {
-            return Ok(s);
-        }
-        let _fill = self.sale_fill.lock().await;
-        if let Some(s) = self.cache_hit(id) {
-            return Ok(s);
-        }
-        let s = store::get_sale(&self.pool, id, self.clock.now()).await?;
-        self.sale_cache
-            .lock()
-            .expect("cache")
-            .insert(id, (Instant::now(), s.clone()));
-        Ok(s)
+        self.sales
+            .try_get_with(id, store::get_sale(&self.pool, id, self.clock.now()))
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// Rebuilds a sale's stock and per-user totals from PostgreSQL (total minus
@@ -361,7 +345,7 @@ impl TimesaleApi for TimesaleService {
         );
         outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
         tx.commit().await.map_err(from_sqlx)?;
-        self.sale_cache.lock().expect("cache").remove(&id);
+        self.sales.invalidate(&id).await;
         Ok(after)
     }
 
