@@ -1,6 +1,10 @@
 //! The real `promoctl` binary against a promod started in process (gateway
 //! and coupon roles, fresh databases, port 0), and against a closed port.
 
+mod common;
+
+use common::fresh_db;
+
 use promod::config::Config;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -12,24 +16,6 @@ use uuid::Uuid;
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 const ADMIN_EMAIL: &str = "admin@ctl.test";
 const ADMIN_PASSWORD: &str = "admin-password";
-
-fn pg_base() -> String {
-    std::env::var("PROMO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
-
-async fn fresh_db(tag: &str) -> String {
-    let name = format!("t_ctl_{tag}_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", pg_base()))
-        .await
-        .expect("postgres for tests");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    format!("{}/{name}", pg_base())
-}
 
 struct App {
     base: String,

@@ -3,6 +3,10 @@
 //! Each tmux server runs on its own socket, so nothing here touches another
 //! user's sessions.
 
+mod common;
+
+use common::fresh_db;
+
 use promo_domain::principal::Role;
 use promod::auth::JwtKeys;
 use promod::config::Config;
@@ -18,11 +22,6 @@ const SECRET: &str = "test-secret-test-secret-test-secret!";
 /// A Redis database of its own, so the stock of other test runs sharing this
 /// Redis does not crowd out the policy made here.
 const REDIS_DB: u8 = 13;
-
-fn pg_base() -> String {
-    std::env::var("PROMO_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
-}
 
 fn redis_url() -> String {
     let base =
@@ -155,19 +154,6 @@ impl Drop for Tmux {
             .args(["-L", &self.socket, "kill-server"])
             .output();
     }
-}
-
-async fn fresh_db(tag: &str) -> String {
-    let name = format!("t_{tag}_{}", Uuid::new_v4().simple());
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", pg_base()))
-        .await
-        .expect("postgres for tests");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&admin)
-        .await
-        .expect("create test database");
-    admin.close().await;
-    format!("{}/{name}", pg_base())
 }
 
 struct Promod {

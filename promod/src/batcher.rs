@@ -35,6 +35,34 @@ pub trait BatchStore: Send + Sync + 'static {
     fn refusal_of(e: &sqlx::Error) -> Option<DomainError>;
 }
 
+/// Claims a batch's idempotency keys inside its transaction. A member whose key
+/// another request already took is `Duplicate` and must not be stored; returns
+/// every member's outcome so far and the members to store.
+pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &'a [T],
+    key: impl Fn(&'a T) -> (uuid::Uuid, Option<&'a crate::idempotency::IdemKey>, &'a R),
+) -> Result<(Vec<InsertOutcome>, Vec<&'a T>), sqlx::Error> {
+    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
+    for (i, member) in batch.iter().enumerate() {
+        if let (actor, Some(k), answer) = key(member) {
+            let fresh = crate::idempotency::record(tx, actor, k, answer)
+                .await
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            if !fresh {
+                outcomes[i] = InsertOutcome::Duplicate;
+            }
+        }
+    }
+    let stored = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == InsertOutcome::Stored)
+        .map(|(m, _)| m)
+        .collect();
+    Ok((outcomes, stored))
+}
+
 type Job<T> = (T, oneshot::Sender<Result<InsertOutcome, DomainError>>);
 
 pub struct Batcher<S: BatchStore> {

@@ -1,6 +1,7 @@
 //! Idempotency keys, stored by each service in the same transaction as the
 //! effect, so that a replay after any crash returns the first answer.
 
+use crate::http::Ctx;
 use promo_domain::{DomainError, DomainResult};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -84,6 +85,32 @@ pub async fn record<T: Serialize>(
     .await
     .map_err(crate::error::from_sqlx)?;
     Ok(res.rows_affected() == 1)
+}
+
+/// The stored answer of this request's key, if it carries one.
+pub async fn replay<T: DeserializeOwned>(pool: &PgPool, ctx: &Ctx) -> DomainResult<Option<T>> {
+    match &ctx.idem {
+        Some(k) => lookup(pool, ctx.principal.user_id, k).await,
+        None => Ok(None),
+    }
+}
+
+/// Records this request's answer in the effect's transaction. A concurrent
+/// request with the same key that got there first makes this one a conflict,
+/// and the caller's transaction rolls back.
+pub async fn record_answer<T: Serialize>(
+    tx: &mut Transaction<'_, Postgres>,
+    ctx: &Ctx,
+    response: &T,
+) -> DomainResult<()> {
+    if let Some(k) = &ctx.idem {
+        if !record(tx, ctx.principal.user_id, k, response).await? {
+            return Err(DomainError::Conflict(
+                "a request with this idempotency key is in flight".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Keys are kept at least 24 h (API.md); older ones are pruned.

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod batcher;
 pub mod cache;
 pub mod config;
+pub mod counters;
 pub mod coupon;
 pub mod db;
 pub mod discovery;

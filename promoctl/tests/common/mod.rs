@@ -21,15 +21,9 @@ pub enum Schema {
     Timesale,
 }
 
-/// A fresh database with the common and the service migrations, as promod
-/// runs them (two migrators sharing one history table).
-pub async fn fresh(schema: Schema) -> PgPool {
-    fresh_with_url(schema).await.0
-}
-
-/// `fresh`, with the database url for the binary.
-pub async fn fresh_with_url(schema: Schema) -> (PgPool, String) {
-    let name = format!("t_ctl_{}", Uuid::new_v4().simple());
+/// An empty fresh database (promod migrates it itself); returns its url.
+pub async fn fresh_db(tag: &str) -> String {
+    let name = format!("t_ctl_{tag}_{}", Uuid::new_v4().simple());
     let admin = PgPool::connect(&format!("{}/postgres", pg_base()))
         .await
         .expect("postgres for tests");
@@ -38,7 +32,18 @@ pub async fn fresh_with_url(schema: Schema) -> (PgPool, String) {
         .await
         .expect("create test database");
     admin.close().await;
-    let url = format!("{}/{name}", pg_base());
+    format!("{}/{name}", pg_base())
+}
+
+/// A fresh database with the common and the service migrations, as promod
+/// runs them (two migrators sharing one history table).
+pub async fn fresh(schema: Schema) -> PgPool {
+    fresh_with_url(schema).await.0
+}
+
+/// `fresh`, with the database url for the binary.
+pub async fn fresh_with_url(schema: Schema) -> (PgPool, String) {
+    let url = fresh_db("m").await;
     let pool = PgPool::connect(&url).await.expect("connect test database");
     let mut common = sqlx::migrate!("../migrations/common");
     common.set_ignore_missing(true);

@@ -37,12 +37,7 @@ pub enum Admission {
     Uninitialized,
 }
 
-/// Counters as PostgreSQL knows them, to (re)build the admission state.
-#[derive(Debug, Clone, Default)]
-pub struct CounterSeed {
-    pub remaining: i64,
-    pub users: Vec<(Uuid, i64)>,
-}
+pub use crate::counters::CounterSeed;
 
 #[async_trait]
 pub trait AdmissionPort: Send + Sync + 'static {
@@ -92,26 +87,6 @@ return 1
     )
 });
 
-/// Swaps a staged users hash in together with the remaining counter, unless a
-/// live counter exists and the seed is not forced.
-static INSTALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('RENAME', KEYS[3], KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"#,
-    )
-});
-
 static ADJUST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -132,10 +107,6 @@ impl RedisAdmission {
     }
 }
 
-fn rerr(e: redis::RedisError) -> promo_domain::DomainError {
-    crate::error::from_redis(e)
-}
-
 #[async_trait]
 impl AdmissionPort for RedisAdmission {
     async fn try_reserve(
@@ -152,7 +123,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(per_user_limit)
             .invoke_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         Ok(match n {
             -1 => Admission::SoldOut,
             -2 => Admission::LimitExceeded,
@@ -171,36 +142,17 @@ impl AdmissionPort for RedisAdmission {
             .arg(if slot.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         Ok(())
     }
 
     async fn seed(&self, policy: Uuid, seed: &CounterSeed, force: bool) -> DomainResult<bool> {
-        let mut conn = self.conn.clone();
-        let staging = keys::coupon_users_staging(policy);
-        let _: () = redis::cmd("DEL")
-            .arg(&staging)
-            .query_async(&mut conn)
-            .await
-            .map_err(rerr)?;
-        for chunk in seed.users.chunks(5000) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(&staging);
-            for (u, n) in chunk {
-                cmd.arg(u.to_string()).arg(*n);
-            }
-            let _: i64 = cmd.query_async(&mut conn).await.map_err(rerr)?;
-        }
-        let installed: i64 = INSTALL
-            .key(keys::coupon_remaining(policy))
-            .key(keys::coupon_users(policy))
-            .key(staging)
-            .arg(seed.remaining)
-            .arg(if force { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await
-            .map_err(rerr)?;
-        Ok(installed == 1)
+        let keys = crate::counters::CounterKeys {
+            remaining: keys::coupon_remaining(policy),
+            users: keys::coupon_users(policy),
+            staging: keys::coupon_users_staging(policy),
+        };
+        crate::counters::install(&self.conn, keys, seed, force).await
     }
 
     async fn adjust_remaining(&self, policy: Uuid, delta: i64) -> DomainResult<()> {
@@ -210,7 +162,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(delta)
             .invoke_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         Ok(())
     }
 
@@ -220,7 +172,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(keys::coupon_remaining(policy))
             .query_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         let Some(remaining) = remaining else {
             return Ok(None);
         };
@@ -228,7 +180,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(keys::coupon_users(policy))
             .query_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         let users = raw
             .into_iter()
             .filter_map(|(k, v)| Uuid::parse_str(&k).ok().map(|u| (u, v)))

@@ -133,29 +133,6 @@ impl CouponService {
             "admission counters unavailable".into(),
         ))
     }
-
-    async fn replay<T: serde::de::DeserializeOwned>(&self, ctx: &Ctx) -> DomainResult<Option<T>> {
-        match &ctx.idem {
-            Some(k) => crate::idempotency::lookup(&self.pool, ctx.principal.user_id, k).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn record<T: serde::Serialize>(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        ctx: &Ctx,
-        response: &T,
-    ) -> DomainResult<()> {
-        if let Some(k) = &ctx.idem {
-            if !crate::idempotency::record(tx, ctx.principal.user_id, k, response).await? {
-                return Err(DomainError::Conflict(
-                    "a request with this idempotency key is in flight".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
 }
 
 fn outcome_metric(outcome: &'static str) {
@@ -167,13 +144,13 @@ impl CouponApi for CouponService {
     async fn create_policy(&self, ctx: &Ctx, p: NewPolicy) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
         p.validate()?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let policy = store::insert_policy(&mut tx, Uuid::now_v7(), &p, now).await?;
-        self.record(&mut tx, ctx, &policy).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &policy).await?;
         let ev = Event::new(
             "coupon.policy_created",
             policy.id,
@@ -204,13 +181,13 @@ impl CouponApi for CouponService {
 
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let (before, after) = store::update_policy(&mut tx, id, &patch, now).await?;
-        self.record(&mut tx, ctx, &after).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &after).await?;
         let ev = Event::new(
             "coupon.policy_updated",
             id,
@@ -234,7 +211,7 @@ impl CouponApi for CouponService {
 
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
-        if let Some(done) = self.replay::<Coupon>(ctx).await? {
+        if let Some(done) = crate::idempotency::replay::<Coupon>(&self.pool, ctx).await? {
             return Ok(done);
         }
         let policy = self.cached_policy(policy_id).await?;
@@ -278,7 +255,7 @@ impl CouponApi for CouponService {
             }
             Ok(InsertOutcome::Duplicate) => {
                 self.compensate(policy_id, user_id, Release::BOTH).await;
-                self.replay(ctx)
+                crate::idempotency::replay(&self.pool, ctx)
                     .await?
                     .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
             }
@@ -310,7 +287,7 @@ impl CouponApi for CouponService {
         order_amount: i64,
     ) -> DomainResult<(Coupon, i64)> {
         coupon::validate_order_id(&order_id)?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
@@ -327,7 +304,7 @@ impl CouponApi for CouponService {
             return Err(DomainError::AlreadyUsed);
         };
         let result = (used.clone(), discount);
-        self.record(&mut tx, ctx, &result).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &result).await?;
         let ev = Event::new(
             "coupon.used",
             id,
@@ -342,7 +319,7 @@ impl CouponApi for CouponService {
     }
 
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
@@ -353,7 +330,7 @@ impl CouponApi for CouponService {
         let Some((coupon, order_id)) = store::mark_unused(&mut tx, id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
-        self.record(&mut tx, ctx, &coupon).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &coupon).await?;
         let ev = Event::new(
             "coupon.use_cancelled",
             id,

@@ -224,23 +224,9 @@ pub async fn insert_batch(
     batch: &[PendingCoupon],
 ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
-    for (i, p) in batch.iter().enumerate() {
-        if let Some(key) = &p.idem {
-            let fresh = crate::idempotency::record(&mut tx, p.actor, key, &p.coupon)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            if !fresh {
-                outcomes[i] = InsertOutcome::Duplicate;
-            }
-        }
-    }
-    let stored: Vec<&PendingCoupon> = batch
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == InsertOutcome::Stored)
-        .map(|(p, _)| p)
-        .collect();
+    let (outcomes, stored) =
+        crate::batcher::claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.coupon))
+            .await?;
     if !stored.is_empty() {
         let ids: Vec<Uuid> = stored.iter().map(|p| p.coupon.id).collect();
         let codes: Vec<&str> = stored.iter().map(|p| p.coupon.code.as_str()).collect();

@@ -81,13 +81,6 @@ impl PointService {
         }
     }
 
-    async fn replay(&self, ctx: &Ctx) -> DomainResult<Option<Transaction>> {
-        match &ctx.idem {
-            Some(k) => crate::idempotency::lookup(&self.pool, ctx.principal.user_id, k).await,
-            None => Ok(None),
-        }
-    }
-
     /// Writes one ledger row with its balance change, event and idempotency
     /// record, then refreshes the cache.
     async fn write(&self, ctx: &Ctx, mut tx: Transaction) -> DomainResult<Transaction> {
@@ -120,8 +113,7 @@ impl PointService {
                 outcome_metric(kind, "ok");
                 Ok(tx)
             }
-            Ok(Some(Applied::DuplicateKey)) => self
-                .replay(ctx)
+            Ok(Some(Applied::DuplicateKey)) => crate::idempotency::replay(&self.pool, ctx)
                 .await?
                 .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into())),
             Ok(None) => {
@@ -163,7 +155,7 @@ impl PointApi for PointService {
     async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
         ctx.principal.require_admin()?;
         change.validate(self.limits.max_amount)?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         self.write(ctx, self.new_tx(TxType::Earn, change)).await
@@ -172,14 +164,14 @@ impl PointApi for PointService {
     async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
         ctx.principal.acting_for(Some(change.user_id))?;
         change.validate(self.limits.max_amount)?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         self.write(ctx, self.new_tx(TxType::Use, change)).await
     }
 
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let original = store::get_transaction(&self.pool, transaction_id).await?;

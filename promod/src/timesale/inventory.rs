@@ -54,12 +54,7 @@ pub struct Ask {
     pub now: DateTime<Utc>,
 }
 
-/// Stock and per-user totals as PostgreSQL knows them, to (re)build the state.
-#[derive(Debug, Clone, Default)]
-pub struct InventorySeed {
-    pub remaining: i64,
-    pub users: Vec<(Uuid, i64)>,
-}
+pub use crate::counters::CounterSeed;
 
 #[async_trait]
 pub trait InventoryPort: Send + Sync + 'static {
@@ -76,7 +71,7 @@ pub trait InventoryPort: Send + Sync + 'static {
     ) -> DomainResult<()>;
     /// Installs counters. Without `force` a live counter is never overwritten.
     /// Returns whether the seed was installed.
-    async fn seed(&self, sale: Uuid, seed: &InventorySeed, force: bool) -> DomainResult<bool>;
+    async fn seed(&self, sale: Uuid, seed: &CounterSeed, force: bool) -> DomainResult<bool>;
     /// The live stock, if there is a counter.
     async fn remaining(&self, sale: Uuid) -> DomainResult<Option<i64>>;
     /// The live stock and per-user totals.
@@ -120,26 +115,6 @@ return 1
     )
 });
 
-/// Swaps a staged users hash in together with the stock counter, unless a live
-/// counter exists and the seed is not forced.
-static INSTALL: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('DEL', KEYS[3])
-  return 0
-end
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('RENAME', KEYS[3], KEYS[2])
-else
-  redis.call('DEL', KEYS[2])
-end
-redis.call('SET', KEYS[1], ARGV[1])
-return 1
-"#,
-    )
-});
-
 #[derive(Clone)]
 pub struct RedisInventory {
     conn: crate::cache::Redis,
@@ -149,10 +124,6 @@ impl RedisInventory {
     pub fn new(conn: crate::cache::Redis) -> Self {
         RedisInventory { conn }
     }
-}
-
-fn rerr(e: redis::RedisError) -> promo_domain::DomainError {
-    crate::error::from_redis(e)
 }
 
 #[async_trait]
@@ -170,7 +141,7 @@ impl InventoryPort for RedisInventory {
             .arg(ask.end_at.timestamp_millis())
             .invoke_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         Ok(match n {
             -1 => Reservation::SoldOut,
             -2 => Reservation::LimitExceeded,
@@ -197,36 +168,17 @@ impl InventoryPort for RedisInventory {
             .arg(if what.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         Ok(())
     }
 
-    async fn seed(&self, sale: Uuid, seed: &InventorySeed, force: bool) -> DomainResult<bool> {
-        let mut conn = self.conn.clone();
-        let staging = keys::timesale_users_staging(sale);
-        let _: () = redis::cmd("DEL")
-            .arg(&staging)
-            .query_async(&mut conn)
-            .await
-            .map_err(rerr)?;
-        for chunk in seed.users.chunks(5000) {
-            let mut cmd = redis::cmd("HSET");
-            cmd.arg(&staging);
-            for (u, n) in chunk {
-                cmd.arg(u.to_string()).arg(*n);
-            }
-            let _: i64 = cmd.query_async(&mut conn).await.map_err(rerr)?;
-        }
-        let installed: i64 = INSTALL
-            .key(keys::timesale_inventory(sale))
-            .key(keys::timesale_users(sale))
-            .key(staging)
-            .arg(seed.remaining)
-            .arg(if force { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await
-            .map_err(rerr)?;
-        Ok(installed == 1)
+    async fn seed(&self, sale: Uuid, seed: &CounterSeed, force: bool) -> DomainResult<bool> {
+        let keys = crate::counters::CounterKeys {
+            remaining: keys::timesale_inventory(sale),
+            users: keys::timesale_users(sale),
+            staging: keys::timesale_users_staging(sale),
+        };
+        crate::counters::install(&self.conn, keys, seed, force).await
     }
 
     async fn remaining(&self, sale: Uuid) -> DomainResult<Option<i64>> {
@@ -235,7 +187,7 @@ impl InventoryPort for RedisInventory {
             .arg(keys::timesale_inventory(sale))
             .query_async(&mut conn)
             .await
-            .map_err(rerr)
+            .map_err(crate::error::from_redis)
     }
 
     async fn snapshot(&self, sale: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>> {
@@ -247,7 +199,7 @@ impl InventoryPort for RedisInventory {
             .arg(keys::timesale_users(sale))
             .query_async(&mut conn)
             .await
-            .map_err(rerr)?;
+            .map_err(crate::error::from_redis)?;
         let users = raw
             .into_iter()
             .filter_map(|(k, v)| Uuid::parse_str(&k).ok().map(|u| (u, v)))
@@ -318,7 +270,7 @@ impl InventoryPort for MemoryInventory {
         Ok(())
     }
 
-    async fn seed(&self, sale: Uuid, seed: &InventorySeed, force: bool) -> DomainResult<bool> {
+    async fn seed(&self, sale: Uuid, seed: &CounterSeed, force: bool) -> DomainResult<bool> {
         let mut state = self.state.lock().expect("inventory mutex");
         if !force && state.contains_key(&sale) {
             return Ok(false);
@@ -355,6 +307,6 @@ pub async fn forget(conn: &crate::cache::Redis, sale: Uuid) -> DomainResult<()> 
         .arg(keys::timesale_users_staging(sale))
         .query_async(&mut conn)
         .await
-        .map_err(rerr)?;
+        .map_err(crate::error::from_redis)?;
     Ok(())
 }

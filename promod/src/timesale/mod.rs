@@ -203,29 +203,6 @@ impl TimesaleService {
         Err(DomainError::Unavailable("inventory unavailable".into()))
     }
 
-    async fn replay<T: serde::de::DeserializeOwned>(&self, ctx: &Ctx) -> DomainResult<Option<T>> {
-        match &ctx.idem {
-            Some(k) => crate::idempotency::lookup(&self.pool, ctx.principal.user_id, k).await,
-            None => Ok(None),
-        }
-    }
-
-    async fn record<T: serde::Serialize>(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-        ctx: &Ctx,
-        response: &T,
-    ) -> DomainResult<()> {
-        if let Some(k) = &ctx.idem {
-            if !crate::idempotency::record(tx, ctx.principal.user_id, k, response).await? {
-                return Err(DomainError::Conflict(
-                    "a request with this idempotency key is in flight".into(),
-                ));
-            }
-        }
-        Ok(())
-    }
-
     async fn give_back(&self, sale: Uuid, user: Uuid, quantity: i64, what: Release) {
         if let Err(e) = self.inventory.release(sale, user, quantity, what).await {
             // A lost release under-sells (never oversells) until the next rebuild.
@@ -243,13 +220,13 @@ impl TimesaleApi for TimesaleService {
     async fn create_product(&self, ctx: &Ctx, p: NewProduct) -> DomainResult<Product> {
         ctx.principal.require_admin()?;
         p.validate()?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let product = store::insert_product(&mut tx, Uuid::now_v7(), &p, now).await?;
-        self.record(&mut tx, ctx, &product).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &product).await?;
         let ev = Event::new(
             "timesale.product_created",
             product.id,
@@ -274,7 +251,7 @@ impl TimesaleApi for TimesaleService {
 
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let product = store::get_product(&self.pool, s.product_id)
@@ -284,7 +261,7 @@ impl TimesaleApi for TimesaleService {
         s.validate(product.price, now)?;
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let sale = store::insert_sale(&mut tx, Uuid::now_v7(), &s, now).await?;
-        self.record(&mut tx, ctx, &sale).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &sale).await?;
         let ev = Event::new(
             "timesale.sale_created",
             sale.id,
@@ -294,7 +271,7 @@ impl TimesaleApi for TimesaleService {
         );
         outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
         tx.commit().await.map_err(from_sqlx)?;
-        let seed = inventory::InventorySeed {
+        let seed = inventory::CounterSeed {
             remaining: sale.total_quantity,
             users: Vec::new(),
         };
@@ -328,14 +305,14 @@ impl TimesaleApi for TimesaleService {
 
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let now = self.clock.now();
         let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let after = store::update_sale(&mut tx, id, &patch, now).await?;
         let after = self.live(after).await;
-        self.record(&mut tx, ctx, &after).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &after).await?;
         let ev = Event::new(
             "timesale.sale_updated",
             id,
@@ -363,7 +340,7 @@ impl TimesaleApi for TimesaleService {
                 "quantity must be greater than 0",
             ));
         }
-        if let Some(done) = self.replay::<Order>(ctx).await? {
+        if let Some(done) = crate::idempotency::replay::<Order>(&self.pool, ctx).await? {
             return Ok(done);
         }
         let sale = self.cached_sale(sale_id).await?;
@@ -405,7 +382,7 @@ impl TimesaleApi for TimesaleService {
             Ok(InsertOutcome::Duplicate) => {
                 self.give_back(sale_id, user_id, quantity, Release::BOTH)
                     .await;
-                self.replay(ctx)
+                crate::idempotency::replay(&self.pool, ctx)
                     .await?
                     .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
             }
@@ -455,7 +432,7 @@ impl TimesaleApi for TimesaleService {
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        if let Some(done) = self.replay(ctx).await? {
+        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
         let current = store::get_order(&self.pool, id).await?;
@@ -466,7 +443,7 @@ impl TimesaleApi for TimesaleService {
         let Some(order) = store::cancel_order(&mut tx, id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
-        self.record(&mut tx, ctx, &order).await?;
+        crate::idempotency::record_answer(&mut tx, ctx, &order).await?;
         let ev = Event::new(
             "order.cancelled",
             id,

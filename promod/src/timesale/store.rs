@@ -1,7 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use super::inventory::InventorySeed;
+use super::inventory::CounterSeed;
 use crate::batcher::BatchStore;
 pub use crate::batcher::InsertOutcome;
 use crate::error::from_sqlx;
@@ -305,23 +305,9 @@ pub async fn insert_batch(
     batch: &[PendingOrder],
 ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
-    for (i, p) in batch.iter().enumerate() {
-        if let Some(key) = &p.idem {
-            let fresh = crate::idempotency::record(&mut tx, p.actor, key, &p.order)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            if !fresh {
-                outcomes[i] = InsertOutcome::Duplicate;
-            }
-        }
-    }
-    let stored: Vec<&PendingOrder> = batch
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == InsertOutcome::Stored)
-        .map(|(p, _)| p)
-        .collect();
+    let (outcomes, stored) =
+        crate::batcher::claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.order))
+            .await?;
     if !stored.is_empty() {
         let ids: Vec<Uuid> = stored.iter().map(|p| p.order.id).collect();
         let sales: Vec<Uuid> = stored.iter().map(|p| p.order.time_sale_id).collect();
@@ -502,7 +488,7 @@ pub async fn cancel_order(
 /// What PostgreSQL says about a sale's stock: total minus the confirmed orders,
 /// and each user's confirmed units (both from the same order rows, so they
 /// agree with each other; the total never changes after creation).
-pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<InventorySeed> {
+pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<CounterSeed> {
     let (total,): (i64,) = sqlx::query_as("SELECT total_quantity FROM time_sales WHERE id = $1")
         .bind(sale)
         .fetch_optional(pool)
@@ -518,7 +504,7 @@ pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<Inventory
     .await
     .map_err(from_sqlx)?;
     let confirmed: i64 = users.iter().map(|(_, n)| n).sum();
-    Ok(InventorySeed {
+    Ok(CounterSeed {
         remaining: (total - confirmed).max(0),
         users,
     })

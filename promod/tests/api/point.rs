@@ -229,14 +229,16 @@ async fn cached_balance_follows_every_write_even_over_a_stale_entry() {
     let (s, b) = app.post(&cancel_earn, &app.admin, json!({})).await;
     assert_eq!(s, 201, "{b}");
     assert_eq!(app.balance_of(&token).await, 0);
-    // An unreadable entry is a miss, never an answer.
+    // An unreadable entry is a miss, never an answer: with a non-zero balance
+    // in PostgreSQL, a read that trusted it (or read it as 0) would show.
+    app.earn(user, 5).await;
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("garbage")
         .query_async(&mut redis)
         .await
         .unwrap();
-    assert_eq!(app.balance_of(&token).await, 0);
+    assert_eq!(app.balance_of(&token).await, 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

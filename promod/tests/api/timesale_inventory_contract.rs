@@ -3,7 +3,7 @@
 
 use chrono::{Duration, Utc};
 use promod::timesale::inventory::{
-    Ask, InventoryPort, InventorySeed, MemoryInventory, RedisInventory, Release, Reservation,
+    Ask, CounterSeed, InventoryPort, MemoryInventory, RedisInventory, Release, Reservation,
 };
 use std::sync::Arc;
 use uuid::Uuid;
@@ -32,8 +32,8 @@ fn ask(sale: Uuid, user: Uuid, quantity: i64, limit: i64) -> Ask {
     }
 }
 
-fn stock(n: i64) -> InventorySeed {
-    InventorySeed {
+fn stock(n: i64) -> CounterSeed {
+    CounterSeed {
         remaining: n,
         users: vec![],
     }
@@ -172,7 +172,7 @@ async fn window_release_and_seed_rules(port: Arc<dyn InventoryPort>) {
     // A live counter is never overwritten without force.
     assert!(!port.seed(sale, &stock(99), false).await.unwrap());
     assert_eq!(port.remaining(sale).await.unwrap(), Some(4));
-    let seed = InventorySeed {
+    let seed = CounterSeed {
         remaining: 2,
         users: vec![(user, 5)],
     };

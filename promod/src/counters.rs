@@ -1,0 +1,77 @@
+//! Rebuilding a role's Redis counters from PostgreSQL, shared by coupon
+//! admission and time-sale inventory: a remaining counter and a per-user hash,
+//! swapped in by one script that keeps a live counter unless forced.
+
+use crate::cache::Redis;
+use crate::error::from_redis;
+use promo_domain::DomainResult;
+use redis::Script;
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+/// Counters as PostgreSQL knows them.
+#[derive(Debug, Clone, Default)]
+pub struct CounterSeed {
+    pub remaining: i64,
+    pub users: Vec<(Uuid, i64)>,
+}
+
+/// KEYS = remaining, users, staging users; ARGV = remaining, force.
+/// The staging hash is filled first, so the swap is atomic however many users.
+static INSTALL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[3])
+  return 0
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('RENAME', KEYS[3], KEYS[2])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"#,
+    )
+});
+
+/// The three keys one counter set lives under; they share a hash tag.
+pub struct CounterKeys {
+    pub remaining: String,
+    pub users: String,
+    pub staging: String,
+}
+
+/// Installs `seed`; returns false when a live counter was kept (no `force`).
+pub async fn install(
+    conn: &Redis,
+    keys: CounterKeys,
+    seed: &CounterSeed,
+    force: bool,
+) -> DomainResult<bool> {
+    let mut conn = conn.clone();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys.staging)
+        .query_async(&mut conn)
+        .await
+        .map_err(from_redis)?;
+    for chunk in seed.users.chunks(5000) {
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(&keys.staging);
+        for (u, n) in chunk {
+            cmd.arg(u.to_string()).arg(*n);
+        }
+        let _: i64 = cmd.query_async(&mut conn).await.map_err(from_redis)?;
+    }
+    let installed: i64 = INSTALL
+        .key(keys.remaining)
+        .key(keys.users)
+        .key(keys.staging)
+        .arg(seed.remaining)
+        .arg(if force { "1" } else { "0" })
+        .invoke_async(&mut conn)
+        .await
+        .map_err(from_redis)?;
+    Ok(installed == 1)
+}
