@@ -4,6 +4,8 @@
 #
 #   scripts/services.sh up      reuse what already answers, install/start the rest
 #   scripts/services.sh down    stop only what this script started (pid files)
+#   scripts/services.sh stop S  stop one of them (postgres|redis|etcd|kafka);
+#                               `up` starts it again (fault injection)
 #   scripts/services.sh status  one line per service; exit 1 if any is down
 #   scripts/services.sh deps    build tools the Rust workspace needs (protoc, cmake)
 #   scripts/services.sh env     print `export PROMO_TEST_...=` lines for the tests
@@ -505,6 +507,17 @@ cmd_down() {
   log "down: stopped what this script had started (pre-existing services left running)"
 }
 
+cmd_stop() {
+  lock_services
+  case "${1:-}" in
+    postgres) stop_postgres ;;
+    redis) stop_redis ;;
+    etcd) stop_etcd ;;
+    kafka) stop_kafka ;;
+    *) die "stop: expected postgres|redis|etcd|kafka, got '${1:-}'" ;;
+  esac
+}
+
 cmd_status() {
   local rc=0 name port check expect pid state owner
   while read -r name port check expect; do
@@ -538,8 +551,9 @@ EOF
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  stop) cmd_stop "${2:-}" ;;
   status) cmd_status ;;
   deps) cmd_deps ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up|down|status|deps|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|stop SERVICE|status|deps|env" >&2; exit 2 ;;
 esac

@@ -460,6 +460,11 @@ pub struct CheckArgs {
     /// Unpublished events older than this fail the check (e.g. 5m)
     #[arg(long, value_parser = humantime::parse_duration)]
     pub max_backlog_age: Option<std::time::Duration>,
+    /// Also compare a load run's acknowledgement log (`promoctl load --acks`)
+    /// with the databases: nothing acknowledged is missing, nothing
+    /// unacknowledged is present
+    #[arg(long)]
+    pub acks: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args, Clone)]

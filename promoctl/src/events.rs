@@ -201,11 +201,16 @@ async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult
         return Ok(());
     }
     loop {
+        // Past the watermarks taken at the start, keep reading until the
+        // topics go quiet for a second: some brokers (Tansu) report a high
+        // watermark short of what a fetch then returns.
+        let idle = if pending.is_empty() { 1 } else { 10 };
         let msg = if args.follow {
             consumer.recv().await
         } else {
-            match tokio::time::timeout(Duration::from_secs(10), consumer.recv()).await {
+            match tokio::time::timeout(Duration::from_secs(idle), consumer.recv()).await {
                 Ok(m) => m,
+                Err(_) if pending.is_empty() => return Ok(()),
                 Err(_) => {
                     eprintln!("promoctl: no event for 10s before the end of the topics, stopping");
                     return Ok(());
@@ -233,9 +238,6 @@ async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult
                 .is_some_and(|end| msg.offset() + 1 >= *end)
             {
                 pending.remove(&key);
-            }
-            if pending.is_empty() {
-                return Ok(());
             }
         }
     }

@@ -578,6 +578,24 @@ async fn timesale_user_totals_follow_the_orders() {
 }
 
 #[tokio::test]
+async fn timesale_orders_fall_inside_their_window() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    sale_world(&pool).await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    let order: Uuid = sqlx::query_scalar(
+        "UPDATE time_sale_orders SET created_at = now() - interval '2 hours'
+         WHERE status = 'CONFIRMED' RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, timesale::WINDOW, &order.to_string(), "window");
+}
+
+#[tokio::test]
 async fn timesale_remaining_is_never_ahead_of_the_truth() {
     let pool = fresh(Schema::Timesale).await;
     let mut r = redis().await;

@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod coupon;
 pub mod db;
+pub mod detach;
 pub mod discovery;
 pub mod error;
 pub mod gateway;

@@ -148,6 +148,7 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
     };
     router
         .fallback(h::not_found)
+        .layer(crate::detach::DetachLayer)
         .layer(from_fn_with_state(role, crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(cfg.gateway.body_limit_bytes))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -195,6 +196,7 @@ fn serve_grpc<S>(
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .layer(request_id::GrpcLayer)
+            .layer(crate::detach::DetachLayer)
             .add_service(svc)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),

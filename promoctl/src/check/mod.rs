@@ -6,6 +6,7 @@
 //! The functions take a pool and a Redis connection and return results, so
 //! tests call them without the CLI.
 
+pub mod acks;
 pub mod coupon;
 pub mod events;
 pub mod point;
@@ -268,6 +269,13 @@ pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
 
 pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
     let all = !(args.coupon || args.point || args.timesale || args.events);
+    let acks = match &args.acks {
+        Some(path) => Some(crate::load::acks::read(path).map_err(|e| {
+            CtlError::Usage(format!("cannot read the ack log {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    let a = acks.is_some();
     let (c, p, t, e) = (
         all || args.coupon,
         all || args.point,
@@ -281,17 +289,17 @@ pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
     } else {
         None
     };
-    let coupon_pool = if c || e {
+    let coupon_pool = if c || e || a {
         Some(connect_pg(&urls.coupon).await?)
     } else {
         None
     };
-    let point_pool = if p || e {
+    let point_pool = if p || e || a {
         Some(connect_pg(&urls.point).await?)
     } else {
         None
     };
-    let timesale_pool = if t || e {
+    let timesale_pool = if t || e || a {
         Some(connect_pg(&urls.timesale).await?)
     } else {
         None
@@ -310,6 +318,13 @@ pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
         report
             .results
             .extend(events::check(&dbs, args.max_backlog_age).await?);
+    }
+    if let (Some((fixtures, acks)), Some(cp), Some(pp), Some(tp)) =
+        (&acks, &coupon_pool, &point_pool, &timesale_pool)
+    {
+        report
+            .results
+            .extend(acks::check(fixtures, acks, cp, pp, tp).await?);
     }
     println!("{}", report.render(format));
     match report.failed() {

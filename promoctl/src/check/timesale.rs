@@ -1,6 +1,7 @@
 //! Time-sale invariants: sold equals confirmed orders within the total, users
 //! within their limit, the reported remaining never ahead of the truth, and
-//! the Redis stock plus confirmed units equal to the total.
+//! the Redis stock plus confirmed units equal to the total, and every order
+//! placed (by the service's clock) inside its sale's window.
 
 use super::{redis_err, settle, sql_check, CheckResult, Redis};
 use crate::error::CtlResult;
@@ -13,6 +14,7 @@ pub const PER_USER: &str = "timesale.per_user_limit";
 pub const REMAINING: &str = "timesale.remaining_not_ahead";
 pub const REDIS: &str = "timesale.redis_stock";
 pub const USER_TOTALS: &str = "timesale.user_totals_match_orders";
+pub const WINDOW: &str = "timesale.orders_within_window";
 
 const CONFIRMED: &str = "c AS (SELECT time_sale_id, sum(quantity) AS q FROM time_sale_orders
                                WHERE status = 'CONFIRMED' GROUP BY time_sale_id)";
@@ -77,6 +79,19 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
              v AS (SELECT sale::text || '/' || user_id || ' (totals ' || total || ', orders '
                           || q || ')' AS what FROM j WHERE total <> q)
              SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
+        )
+        .await?,
+        // Orders carry the service's (injectable) clock, so a clock stepped
+        // across a window shows here.
+        sql_check(
+            pool,
+            WINDOW,
+            "WITH v AS (SELECT o.id::text || ' (at ' || o.created_at || ', window ' || s.start_at
+                              || ' .. ' || s.end_at || ')' AS what
+                        FROM time_sale_orders o JOIN time_sales s ON s.id = o.time_sale_id
+                        WHERE o.created_at < s.start_at OR o.created_at >= s.end_at)
+             SELECT (SELECT count(*) FROM time_sale_orders), (SELECT count(*) FROM v),
                     ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
         )
         .await?,

@@ -2,10 +2,12 @@
 //! closed-loop (fixed concurrency) load against the gateway, with HDR
 //! percentiles, live progress, a JSON report and k6-like thresholds.
 
+pub mod acks;
 pub mod pacing;
 pub mod scenario;
 pub mod stats;
 
+use acks::{Ack, AckLog, RunFixtures};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Client;
@@ -81,6 +83,20 @@ pub struct LoadArgs {
     /// No progress bar (CI logs).
     #[arg(long)]
     pub quiet: bool,
+    /// Send every write with its own `Idempotency-Key`, so that a retry
+    /// cannot apply it twice.
+    #[arg(long)]
+    pub idempotency_keys: bool,
+    /// Resend a write whose outcome is unknown (no answer, 5xx, 429) with the
+    /// same key until this long after its first try (needs --idempotency-keys).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "idempotency_keys")]
+    pub retry_for: Option<Duration>,
+    /// Give up on one try after this long.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// Write every write's final answer here (JSON lines) for `promoctl check --acks`.
+    #[arg(long)]
+    pub acks: Option<PathBuf>,
 }
 
 #[derive(Debug, Serialize)]
@@ -92,6 +108,8 @@ pub struct Report {
     pub routes: BTreeMap<&'static str, Summary>,
     pub thresholds: Thresholds,
     pub violations: Vec<String>,
+    /// Tries resent because the outcome was unknown (--retry-for).
+    pub retries: u64,
 }
 
 struct Shared {
@@ -100,32 +118,95 @@ struct Shared {
     stats: Mutex<Stats>,
     routes: Mutex<BTreeMap<&'static str, Stats>>,
     in_flight: AtomicU64,
+    retries: AtomicU64,
+    /// Idempotency keys are `{run}-{i}`.
+    run: Option<String>,
+    retry_for: Duration,
+    acks: Option<AckLog>,
+}
+
+/// What one try got back.
+struct Answer {
+    status: Option<u16>,
+    code: Option<String>,
+    id: Option<uuid::Uuid>,
 }
 
 impl Shared {
-    async fn send(&self, r: Req, intended: Instant) {
-        let route = r.route;
+    async fn attempt(&self, r: &Req, key: Option<&str>) -> Answer {
         let mut rb = self
             .client
-            .request(r.method, format!("{}{}", self.base, r.path))
+            .request(r.method.clone(), format!("{}{}", self.base, r.path))
             .bearer_auth(&*r.token);
+        if let Some(k) = key {
+            rb = rb.header("Idempotency-Key", k);
+        }
         if let Some(b) = &r.body {
             rb = rb.json(b);
         }
-        let outcome = match rb.send().await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
-                if status < 300 {
-                    // Drain the body so the connection is reused.
-                    let _ = resp.bytes().await;
-                    Outcome::Ok
-                } else {
-                    let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                    classify(status, v["error"]["code"].as_str())
-                }
-            }
-            Err(_) => Outcome::Failed,
+        let Ok(resp) = rb.send().await else {
+            return Answer {
+                status: None,
+                code: None,
+                id: None,
+            };
         };
+        let status = resp.status().as_u16();
+        if status < 300 && self.acks.is_none() {
+            // Drain the body so the connection is reused.
+            let _ = resp.bytes().await;
+            return Answer {
+                status: Some(status),
+                code: None,
+                id: None,
+            };
+        }
+        let v: serde_json::Value = resp.json().await.unwrap_or_default();
+        Answer {
+            status: Some(status),
+            code: v["error"]["code"].as_str().map(str::to_owned),
+            id: acks::id_in(&v),
+        }
+    }
+
+    async fn send(&self, r: Req, i: u64, intended: Instant) {
+        let route = r.route;
+        let write = r.method != reqwest::Method::GET;
+        let key = self
+            .run
+            .as_ref()
+            .filter(|_| write)
+            .map(|run| format!("{run}-{i}"));
+        let give_up = Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        let mut retries = 0u32;
+        let answer = loop {
+            let a = self.attempt(&r, key.as_deref()).await;
+            if !acks::retryable(a.status) || key.is_none() || Instant::now() + backoff > give_up {
+                break a;
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            retries += 1;
+        };
+        let outcome = match answer.status {
+            Some(s) => classify(s, answer.code.as_deref()),
+            None => Outcome::Failed,
+        };
+        if let (Some(log), true) = (&self.acks, write) {
+            let ack = Ack {
+                route: route.to_owned(),
+                key,
+                status: answer.status.unwrap_or(0),
+                code: answer.code,
+                id: answer.id,
+                retries,
+            };
+            if let Err(e) = log.record(ack) {
+                eprintln!("cannot write the ack log: {e}");
+            }
+        }
         let latency = intended.elapsed();
         self.stats.lock().expect("stats").record(outcome, latency);
         self.routes
@@ -154,7 +235,7 @@ fn progress(args: &LoadArgs) -> ProgressBar {
 pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
     let client = Client::builder()
         .pool_max_idle_per_host(4096)
-        .timeout(Duration::from_secs(30))
+        .timeout(args.request_timeout)
         .build()?;
     let auth = match &args.jwt_secret {
         Some(s) => Auth::Secret(Box::new(promod::auth::JwtKeys::new(
@@ -190,12 +271,25 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         )
         .await
         .context("fixtures")?;
+    let acks = match &args.acks {
+        Some(path) => Some(
+            AckLog::create(path, run_fixtures(&fixtures))
+                .with_context(|| format!("cannot write the ack log {}", path.display()))?,
+        ),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         client,
         base,
         stats: Mutex::new(Stats::default()),
         routes: Mutex::new(BTreeMap::new()),
         in_flight: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        run: args
+            .idempotency_keys
+            .then(|| format!("load-{}", uuid::Uuid::now_v7().simple())),
+        retry_for: args.retry_for.unwrap_or_default(),
+        acks,
     });
     let fixtures = Arc::new(fixtures);
     let pb = progress(&args);
@@ -242,6 +336,9 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
     }
     let elapsed = start.elapsed();
     ticker.abort();
+    if let Some(log) = &shared.acks {
+        log.finish().context("cannot write the ack log")?;
+    }
     pb.finish_and_clear();
     let summary = shared.stats.lock().expect("stats").summary(elapsed);
     let thresholds = Thresholds {
@@ -266,6 +363,7 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         routes,
         thresholds,
         violations,
+        retries: shared.retries.load(Ordering::Relaxed),
     };
     print_report(&report);
     if let Some(path) = &args.report {
@@ -286,6 +384,15 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+fn run_fixtures(f: &Fixtures) -> RunFixtures {
+    RunFixtures {
+        policy: f.policy,
+        sale: f.sale,
+        users: f.users.iter().map(|(id, _)| *id).collect(),
+        coupons: f.coupons.iter().map(|(id, _)| *id).collect(),
+    }
+}
+
 async fn open_loop(
     shared: &Arc<Shared>,
     f: &Arc<Fixtures>,
@@ -304,9 +411,9 @@ async fn open_loop(
                 shared.stats.lock().expect("stats").missed += 1;
             } else {
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
-                let (shared, req) = (shared.clone(), scenario.request(f, sent));
+                let (shared, req, i) = (shared.clone(), scenario.request(f, sent), sent);
                 tokio::spawn(async move {
-                    shared.send(req, intended).await;
+                    shared.send(req, i, intended).await;
                     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
                 });
             }
@@ -331,7 +438,9 @@ async fn closed_loop(
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    shared.send(scenario.request(&f, i), Instant::now()).await;
+                    shared
+                        .send(scenario.request(&f, i), i, Instant::now())
+                        .await;
                 }
             })
         })
@@ -357,6 +466,12 @@ fn print_report(r: &Report) {
         s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
     );
     println!("error rate {:.4}", s.error_rate);
+    if r.retries > 0 {
+        println!(
+            "retries    {} (unknown outcomes resent with the same key)",
+            r.retries
+        );
+    }
     if r.routes.len() > 1 {
         for (route, s) in &r.routes {
             println!(

@@ -1,0 +1,89 @@
+//! Runs each request in a task of its own, so that nothing above it can
+//! cancel a write half-way.
+//!
+//! hyper drops a request's future when its client goes away, and so does a
+//! timeout layer or a gRPC caller's deadline. A write that has taken a Redis
+//! slot and is waiting for its batch would then never reach the step that
+//! gives the slot back, and the sale would under-sell until a rebuild (seen
+//! under `scripts/chaos.sh redis`). In its own task the write runs to its end;
+//! the caller just stops waiting for the answer, and a retry with the same
+//! idempotency key gets it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Innermost in a stack, below any timeout.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DetachLayer;
+
+impl<S> tower::Layer<S> for DetachLayer {
+    type Service = Detach<S>;
+
+    fn layer(&self, inner: S) -> Detach<S> {
+        Detach(inner)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Detach<S>(S);
+
+impl<S, R> tower::Service<R> for Detach<S>
+where
+    S: tower::Service<R>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        let task = tokio::spawn(self.0.call(req));
+        Box::pin(async move {
+            match task.await {
+                Ok(answer) => answer,
+                // The handler panicked: fail this request as it would have
+                // failed without the task.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                // Only a runtime shutting down cancels the task.
+                Err(_) => std::future::pending().await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tower::{Layer, Service, ServiceExt};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_caller_does_not_cancel_the_work() {
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        let mut svc = DetachLayer.layer(tower::service_fn(move |(): ()| {
+            let flag = flag.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                flag.store(true, Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(())
+            }
+        }));
+        let call = svc.ready().await.unwrap().call(());
+        // The caller gives up after 1 s, as a timeout layer would.
+        assert!(tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .is_err());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(done.load(Ordering::SeqCst), "the work was cancelled");
+    }
+}
