@@ -3,7 +3,7 @@
 use crate::output::Format;
 use crate::time::parse_time;
 use chrono::{DateTime, Utc};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use uuid::Uuid;
 
 const EXAMPLES: &str = "\
@@ -27,6 +27,31 @@ pub struct Cli {
     pub global: Global,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the command line and merges `load --file` under it: only
+    /// clap's matches know which flags were typed, since a flag at its
+    /// default value looks the same as one typed at that value.
+    pub fn try_parse_with_file<I, T>(argv: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Cli::command();
+        let matches = cmd.try_get_matches_from_mut(argv)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Load(args), Some(("load", sub))) = (&mut cli.command, matches.subcommand())
+        {
+            if let Err(e) = crate::load::file::apply(args, sub) {
+                let load = cmd
+                    .find_subcommand_mut("load")
+                    .expect("load is a subcommand");
+                return Err(load.error(clap::error::ErrorKind::ValueValidation, format!("{e:#}")));
+            }
+        }
+        Ok(cli)
+    }
 }
 
 #[derive(Debug, Args)]

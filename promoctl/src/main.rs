@@ -1,10 +1,10 @@
-use clap::Parser;
 use promoctl::error::CtlError;
 use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = promoctl::cli::Cli::parse();
+    let cli =
+        promoctl::cli::Cli::try_parse_with_file(std::env::args_os()).unwrap_or_else(|e| e.exit());
     match promoctl::commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -347,6 +347,50 @@ async fn login_then_manage_policies_and_coupons() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A scenario file drives the run, a flag overrides it, and the warm-up's
+/// requests are sent but left out of the numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_from_a_file_measures_after_the_warmup() {
+    let app = spawn_promod().await;
+    let dir = config_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("scenario.toml");
+    std::fs::write(
+        &file,
+        "scenario = \"coupon-issue\"\nrate = 100.0\nduration = \"1s\"\nwarmup = \"1s\"\n\
+         users = 5\n\n[thresholds]\nerror_rate_max = 0.0\n",
+    )
+    .unwrap();
+    let report = dir.join("report.json");
+    let out = promoctl(
+        &dir,
+        &app.base,
+        &[
+            "load",
+            "--file",
+            file.to_str().unwrap(),
+            "--rate",
+            "40",
+            "--jwt-secret",
+            SECRET,
+            "--report",
+            report.to_str().unwrap(),
+            "--quiet",
+        ],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["scenario"], "coupon-issue");
+    assert_eq!(r["mode"], "open loop, 40 req/s");
+    assert_eq!(r["users"], 5);
+    // 1 s at 40/s measured; the warm-up's 40 were sent but not counted.
+    assert_eq!(r["summary"]["attempted"], 40, "{r}");
+    assert_eq!(r["summary"]["succeeded"], 40, "{r}");
+    assert_eq!(r["thresholds"]["error_rate_max"], 0.0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_closed_port_exits_3() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

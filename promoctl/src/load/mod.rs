@@ -3,6 +3,7 @@
 //! percentiles, live progress, a JSON report and k6-like thresholds.
 
 pub mod acks;
+pub mod file;
 pub mod pacing;
 pub mod scenario;
 pub mod stats;
@@ -25,11 +26,18 @@ use std::time::{Duration, Instant};
 #[command(after_help = "Examples:
   promoctl load coupon-issue --rate 2000 --duration 30s
   promoctl load timesale-order --concurrency 64 --duration 10s --stock 1000
-  promoctl load mixed --rate 300 --duration 5s --p95-max 200ms --error-rate-max 0.01 --check")]
+  promoctl load mixed --rate 300 --duration 5s --p95-max 200ms --error-rate-max 0.01 --check
+  promoctl load --file perf/scenarios/target-coupon.toml --rate 2000
+
+A --file (perf/scenarios/*.toml) fills what the command line leaves unset;
+flags given explicitly win.")]
 pub struct LoadArgs {
-    /// What to load.
-    #[arg(value_enum)]
-    pub scenario: Scenario,
+    /// What to load (may come from --file instead).
+    #[arg(value_enum, required_unless_present = "file")]
+    pub scenario: Option<Scenario>,
+    /// A scenario file (TOML, perf/scenarios/); explicit flags override it.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
     /// Open loop: arrivals per second.
     #[arg(long, conflicts_with = "concurrency")]
     pub rate: Option<f64>,
@@ -39,6 +47,9 @@ pub struct LoadArgs {
     /// How long to send.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Send at the same pacing for this long first, without recording it.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// Open loop: arrivals beyond this many requests in flight are counted as missed.
     #[arg(long, default_value_t = 2048)]
     pub max_in_flight: u64,
@@ -118,6 +129,8 @@ struct Shared {
     stats: Mutex<Stats>,
     routes: Mutex<BTreeMap<&'static str, Stats>>,
     in_flight: AtomicU64,
+    /// The end of the warm-up: requests meant to be sent earlier are not recorded.
+    measured_from: Instant,
     retries: AtomicU64,
     /// Idempotency keys are `{run}-{i}`.
     run: Option<String>,
@@ -207,6 +220,9 @@ impl Shared {
                 eprintln!("cannot write the ack log: {e}");
             }
         }
+        if intended < self.measured_from {
+            return;
+        }
         let latency = intended.elapsed();
         self.stats.lock().expect("stats").record(outcome, latency);
         self.routes
@@ -222,7 +238,7 @@ fn progress(args: &LoadArgs) -> ProgressBar {
     if args.quiet {
         return ProgressBar::hidden();
     }
-    let pb = ProgressBar::new(args.duration.as_secs().max(1));
+    let pb = ProgressBar::new((args.warmup + args.duration).as_secs().max(1));
     pb.set_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len}s {msg}")
             .expect("template"),
@@ -233,6 +249,9 @@ fn progress(args: &LoadArgs) -> ProgressBar {
 /// Runs the load and returns the process exit code: 0 when every threshold
 /// (and `--check`) holds, 1 otherwise.
 pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
+    let scenario = args
+        .scenario
+        .context("no scenario: name one or set `scenario` in the --file")?;
     let client = Client::builder()
         .pool_max_idle_per_host(4096)
         .timeout(args.request_timeout)
@@ -247,18 +266,16 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
             password: args.admin_password.clone(),
         },
     };
+    // The warm-up's requests need fixtures too.
+    let sending = args.warmup + args.duration;
     let planned = match args.rate {
-        Some(rate) => pacing::planned(rate, args.duration),
+        Some(rate) => pacing::planned(rate, sending),
         // Closed loop: enough distinct work for a fast server.
-        None => (args.duration.as_secs_f64() * 5000.0) as u64,
+        None => (sending.as_secs_f64() * 5000.0) as u64,
     };
     let base = gateway.trim_end_matches('/').to_owned();
-    eprintln!(
-        "setting up {:?} fixtures ({} users)",
-        args.scenario, args.users
-    );
-    let fixtures = args
-        .scenario
+    eprintln!("setting up {scenario:?} fixtures ({} users)", args.users);
+    let fixtures = scenario
         .setup(
             &Api {
                 client: &client,
@@ -278,6 +295,7 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         ),
         None => None,
     };
+    let start = Instant::now();
     let shared = Arc::new(Shared {
         client,
         base,
@@ -290,10 +308,10 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
             .then(|| format!("load-{}", uuid::Uuid::now_v7().simple())),
         retry_for: args.retry_for.unwrap_or_default(),
         acks,
+        measured_from: start + args.warmup,
     });
     let fixtures = Arc::new(fixtures);
     let pb = progress(&args);
-    let start = Instant::now();
     let ticker = {
         let (shared, pb) = (shared.clone(), pb.clone());
         tokio::spawn(async move {
@@ -311,6 +329,10 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
                 let rps = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), done);
                 pb.set_position(start.elapsed().as_secs());
+                if Instant::now() < shared.measured_from {
+                    pb.set_message("warming up");
+                    continue;
+                }
                 pb.set_message(format!(
                     "{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"
                 ));
@@ -319,22 +341,22 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
     };
     let mode = match (args.rate, args.concurrency) {
         (Some(rate), _) => {
-            open_loop(&shared, &fixtures, args.scenario, rate, &args).await;
+            open_loop(&shared, &fixtures, scenario, rate, start, &args).await;
             format!("open loop, {rate} req/s")
         }
         (None, c) => {
             let c = c.unwrap_or(64);
-            closed_loop(&shared, &fixtures, args.scenario, c, args.duration).await;
+            closed_loop(&shared, &fixtures, scenario, c, start + sending).await;
             format!("closed loop, {c} workers")
         }
     };
     // Wait for stragglers, then stop the clock.
     while shared.in_flight.load(Ordering::Acquire) > 0
-        && start.elapsed() < args.duration + Duration::from_secs(30)
+        && start.elapsed() < sending + Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let elapsed = start.elapsed();
+    let elapsed = shared.measured_from.elapsed();
     ticker.abort();
     if let Some(log) = &shared.acks {
         log.finish().context("cannot write the ack log")?;
@@ -356,7 +378,7 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         .map(|(r, s)| (*r, s.summary(elapsed)))
         .collect();
     let report = Report {
-        scenario: args.scenario,
+        scenario,
         mode,
         users: args.users,
         summary,
@@ -398,17 +420,19 @@ async fn open_loop(
     f: &Arc<Fixtures>,
     scenario: Scenario,
     rate: f64,
+    start: Instant,
     args: &LoadArgs,
 ) {
-    let total = pacing::planned(rate, args.duration);
-    let start = Instant::now();
+    let total = pacing::planned(rate, args.warmup + args.duration);
     let mut sent = 0u64;
     while sent < total {
         let due = pacing::due(start.elapsed(), rate).min(total);
         while sent < due {
             let intended = start + pacing::intended(sent, rate);
             if shared.in_flight.load(Ordering::Acquire) >= args.max_in_flight {
-                shared.stats.lock().expect("stats").missed += 1;
+                if intended >= shared.measured_from {
+                    shared.stats.lock().expect("stats").missed += 1;
+                }
             } else {
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
                 let (shared, req, i) = (shared.clone(), scenario.request(f, sent), sent);
@@ -428,10 +452,9 @@ async fn closed_loop(
     f: &Arc<Fixtures>,
     scenario: Scenario,
     workers: usize,
-    duration: Duration,
+    deadline: Instant,
 ) {
     let next = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
             let (shared, f, next) = (shared.clone(), f.clone(), next.clone());

@@ -3,7 +3,7 @@
 //! it is tested without a server.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// How one request ended.
@@ -122,10 +122,13 @@ pub struct Summary {
     pub max_ms: f64,
 }
 
-/// k6-like pass/fail limits.
-#[derive(Debug, Clone, Default, Serialize)]
+/// k6-like pass/fail limits; also the `[thresholds]` table of a scenario file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Thresholds {
+    #[serde(default, deserialize_with = "super::file::duration")]
     pub p95_max: Option<Duration>,
+    #[serde(default, deserialize_with = "super::file::duration")]
     pub p99_max: Option<Duration>,
     pub error_rate_max: Option<f64>,
     pub min_rps: Option<f64>,
