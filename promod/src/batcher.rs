@@ -1,5 +1,5 @@
-//! Group commit, shared by the roles that store admitted requests (coupon
-//! issues, time-sale orders): requests admitted by Redis queue here and are
+//! Group commit, shared by the roles that store many small writes (coupon
+//! issues, time-sale orders, point changes): requests queue here and are
 //! stored many per transaction. Each caller waits for its own commit, so a
 //! response is never sent before the data is durable.
 
@@ -11,10 +11,12 @@ use tokio::sync::{mpsc, oneshot};
 
 pub const MAX_BATCH: usize = 256;
 
-/// Why one member of a batch was or was not stored.
+/// Why one member of a batch was or was not stored. `S` is what a stored
+/// member learns from the database (nothing for coupons and orders, the
+/// balance for point changes).
 #[derive(Debug, Clone, PartialEq)]
-pub enum InsertOutcome {
-    Stored,
+pub enum InsertOutcome<S = ()> {
+    Stored(S),
     /// Another request with the same idempotency key was stored first.
     Duplicate,
     Refused(DomainError),
@@ -22,15 +24,19 @@ pub enum InsertOutcome {
 
 /// How one kind of row is stored in batches.
 pub trait BatchStore: Send + Sync + 'static {
-    type Item: Send + 'static;
+    type Item: Send + Sync + 'static;
+    /// What a stored member answers with.
+    type Stored: Send + 'static;
     /// Names the batch-size metric and the "writer stopped" error.
     const NAME: &'static str;
     /// Stores a batch in one transaction. A constraint violation fails the
-    /// whole statement; the batcher then retries the members one by one.
+    /// whole statement; the batcher then retries the members one by one. A
+    /// deadlock or serialization failure rolled everything back, so the
+    /// batcher runs the whole batch again.
     fn insert_batch(
         pool: &PgPool,
         batch: &[Self::Item],
-    ) -> impl Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<InsertOutcome<Self::Stored>>, sqlx::Error>> + Send;
     /// The refusal a constraint violation means, if it is one.
     fn refusal_of(e: &sqlx::Error) -> Option<DomainError>;
 }
@@ -43,7 +49,7 @@ pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
     batch: &'a [T],
     key: impl Fn(&'a T) -> (uuid::Uuid, Option<&'a crate::idempotency::IdemKey>, &'a R),
 ) -> Result<(Vec<InsertOutcome>, Vec<&'a T>), sqlx::Error> {
-    let mut outcomes = vec![InsertOutcome::Stored; batch.len()];
+    let mut outcomes = vec![InsertOutcome::Stored(()); batch.len()];
     for (i, member) in batch.iter().enumerate() {
         if let (actor, Some(k), answer) = key(member) {
             let fresh = crate::idempotency::record(tx, actor, k, answer)
@@ -57,16 +63,16 @@ pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
     let stored = batch
         .iter()
         .zip(&outcomes)
-        .filter(|(_, o)| **o == InsertOutcome::Stored)
+        .filter(|(_, o)| **o == InsertOutcome::Stored(()))
         .map(|(m, _)| m)
         .collect();
     Ok((outcomes, stored))
 }
 
-type Job<T> = (T, oneshot::Sender<Result<InsertOutcome, DomainError>>);
+type Job<T, S> = (T, oneshot::Sender<Result<InsertOutcome<S>, DomainError>>);
 
 pub struct Batcher<S: BatchStore> {
-    tx: mpsc::Sender<Job<S::Item>>,
+    tx: mpsc::Sender<Job<S::Item, S::Stored>>,
     _store: PhantomData<S>,
 }
 
@@ -83,7 +89,7 @@ impl<S: BatchStore> Batcher<S> {
     /// Starts `workers` committers; more than one overlaps a commit's fsync with
     /// the next batch's statements.
     pub fn start(pool: PgPool, workers: usize) -> Self {
-        let (tx, rx) = mpsc::channel::<Job<S::Item>>(MAX_BATCH * 16);
+        let (tx, rx) = mpsc::channel::<Job<S::Item, S::Stored>>(MAX_BATCH * 16);
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
         for _ in 0..workers.max(1) {
             let rx = rx.clone();
@@ -107,7 +113,7 @@ impl<S: BatchStore> Batcher<S> {
         }
     }
 
-    pub async fn submit(&self, item: S::Item) -> Result<InsertOutcome, DomainError> {
+    pub async fn submit(&self, item: S::Item) -> Result<InsertOutcome<S::Stored>, DomainError> {
         let stopped = || DomainError::Unavailable(format!("{} writer stopped", S::NAME));
         let (tx, rx) = oneshot::channel();
         self.tx.send((item, tx)).await.map_err(|_| stopped())?;
@@ -115,10 +121,41 @@ impl<S: BatchStore> Batcher<S> {
     }
 }
 
-async fn commit<S: BatchStore>(pool: &PgPool, jobs: Vec<Job<S::Item>>) {
+/// How many times a batch that lost a deadlock or a serialization check is
+/// run again before its callers get the error.
+const RETRIES: usize = 3;
+
+/// A failure that rolled the whole transaction back and may pass on a rerun.
+fn transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d)
+        if matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
+}
+
+/// Runs a batch, again after a transient failure: nothing of a rolled-back
+/// attempt is visible, so a rerun cannot apply anything twice.
+async fn insert_retrying<S: BatchStore>(
+    pool: &PgPool,
+    batch: &[S::Item],
+) -> Result<Vec<InsertOutcome<S::Stored>>, sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        match S::insert_batch(pool, batch).await {
+            Err(e) if transient(&e) && attempt < RETRIES => {
+                attempt += 1;
+                metrics::counter!("promo_batch_retries_total", "kind" => S::NAME).increment(1);
+                // PostgreSQL aborted only this side of a deadlock; the rerun
+                // queues behind the winner's locks instead of meeting it again.
+                tracing::debug!(kind = S::NAME, attempt, error = %e, "batch rolled back, running it again");
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn commit<S: BatchStore>(pool: &PgPool, jobs: Vec<Job<S::Item, S::Stored>>) {
     let (pending, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
     metrics::histogram!("promo_batch_size", "kind" => S::NAME).record(pending.len() as f64);
-    match S::insert_batch(pool, &pending).await {
+    match insert_retrying::<S>(pool, &pending).await {
         Ok(outcomes) => {
             for (reply, o) in replies.into_iter().zip(outcomes) {
                 let _ = reply.send(Ok(o));
@@ -139,9 +176,14 @@ async fn commit<S: BatchStore>(pool: &PgPool, jobs: Vec<Job<S::Item>>) {
     }
 }
 
-async fn single<S: BatchStore>(pool: &PgPool, p: S::Item) -> Result<InsertOutcome, DomainError> {
-    match S::insert_batch(pool, std::slice::from_ref(&p)).await {
-        Ok(mut o) => Ok(o.pop().unwrap_or(InsertOutcome::Stored)),
+async fn single<S: BatchStore>(
+    pool: &PgPool,
+    p: S::Item,
+) -> Result<InsertOutcome<S::Stored>, DomainError> {
+    match insert_retrying::<S>(pool, std::slice::from_ref(&p)).await {
+        Ok(mut o) => o.pop().ok_or_else(|| {
+            DomainError::Internal(format!("{} batch of one answered nothing", S::NAME))
+        }),
         Err(e) => Ok(InsertOutcome::Refused(
             S::refusal_of(&e).unwrap_or_else(|| crate::error::from_sqlx(e)),
         )),

@@ -249,7 +249,7 @@ impl CouponApi for CouponService {
         };
         let outcome = self.batcher.submit(pending).await;
         match outcome {
-            Ok(InsertOutcome::Stored) => {
+            Ok(InsertOutcome::Stored(())) => {
                 outcome_metric("issued");
                 Ok(coupon)
             }

@@ -434,6 +434,7 @@ pub struct Coupons;
 
 impl BatchStore for Coupons {
     type Item = PendingCoupon;
+    type Stored = ();
     const NAME: &'static str = "coupon";
 
     fn insert_batch(

@@ -1,6 +1,7 @@
 //! The point role: a loyalty ledger that never goes negative and never loses
-//! a transaction. Every change is one conditional statement in PostgreSQL
-//! ([`store::apply`]); Redis only caches balances for reads.
+//! a transaction. Changes are group-committed ([`store::Points`]): decided in
+//! order under the balance rows' locks in PostgreSQL, many per commit; Redis
+//! only caches balances for reads.
 //! See ARCHITECTURE.md, "Points never go negative".
 
 pub mod balance_cache;
@@ -8,8 +9,8 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
+use crate::batcher::{Batcher, InsertOutcome};
 use crate::http::Ctx;
-use crate::outbox::Event;
 use async_trait::async_trait;
 use balance_cache::BalanceCache;
 use promo_domain::clock::SharedClock;
@@ -17,7 +18,7 @@ use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::{self, Balance, PointChange, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
-use store::{Applied, Change};
+use store::{Applied, PendingChange};
 use uuid::Uuid;
 
 /// What the gateway (in process or over gRPC) and the REST routes call.
@@ -48,17 +49,10 @@ pub struct Limits {
 
 pub struct PointService {
     pool: PgPool,
+    batcher: Batcher<store::Points>,
     cache: BalanceCache,
     clock: SharedClock,
     limits: Limits,
-}
-
-fn event_type(kind: TxType) -> &'static str {
-    match kind {
-        TxType::Earn => "point.earned",
-        TxType::Use => "point.used",
-        TxType::Cancel => "point.cancelled",
-    }
 }
 
 fn outcome_metric(kind: TxType, outcome: &'static str) {
@@ -74,6 +68,7 @@ impl PointService {
         limits: Limits,
     ) -> Self {
         PointService {
+            batcher: Batcher::start(pool.clone(), 2),
             pool,
             cache: BalanceCache::new(redis, limits.cache_ttl_secs),
             clock,
@@ -81,54 +76,32 @@ impl PointService {
         }
     }
 
-    /// Writes one ledger row with its balance change, event and idempotency
-    /// record, then refreshes the cache.
+    /// Queues one ledger row for the group commit, which writes it with its
+    /// balance change, event and idempotency record; answers after the commit
+    /// and refreshes the cache.
     async fn write(&self, ctx: &Ctx, mut tx: Transaction) -> DomainResult<Transaction> {
         let kind = tx.tx_type;
-        let event = Event::new(
-            event_type(kind),
-            tx.user_id,
-            Some(tx.user_id),
-            tx.created_at,
-            serde_json::json!({
-                "transaction_id": tx.id,
-                "user_id": tx.user_id,
-                "type": kind.as_str(),
-                "amount": tx.amount,
-                "delta": tx.delta,
-                "balance_after": null,
-                "reference": tx.reference,
-                "cancelled_transaction_id": tx.cancelled_transaction_id,
-            }),
-        );
-        let change = Change {
+        let change = PendingChange {
             tx: tx.clone(),
-            event,
-            idem: ctx.idem.as_ref().map(|k| (k, ctx.principal.user_id)),
+            idem: ctx.idem.clone().map(|k| (k, ctx.principal.user_id)),
         };
-        match store::apply(&self.pool, &change).await {
-            Ok(Some(Applied::Done { balance, version })) => {
+        match self.batcher.submit(change).await {
+            Ok(InsertOutcome::Stored(Applied { balance, version })) => {
                 tx.balance_after = balance;
                 self.cache.put(tx.user_id, balance, version).await;
                 outcome_metric(kind, "ok");
                 Ok(tx)
             }
-            Ok(Some(Applied::DuplicateKey)) => crate::idempotency::replay(&self.pool, ctx)
+            Ok(InsertOutcome::Duplicate) => crate::idempotency::replay(&self.pool, ctx)
                 .await?
                 .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into())),
-            Ok(None) => {
-                outcome_metric(kind, "insufficient_balance");
-                Err(DomainError::InsufficientBalance)
-            }
-            Err(e) => {
-                outcome_metric(
-                    kind,
-                    if e.is_business_refusal() {
-                        "refused"
-                    } else {
-                        "error"
-                    },
-                );
+            Ok(InsertOutcome::Refused(e)) | Err(e) => {
+                let outcome = match &e {
+                    DomainError::InsufficientBalance => "insufficient_balance",
+                    e if e.is_business_refusal() => "refused",
+                    _ => "error",
+                };
+                outcome_metric(kind, outcome);
                 Err(e)
             }
         }

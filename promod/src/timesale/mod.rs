@@ -375,7 +375,7 @@ impl TimesaleApi for TimesaleService {
             actor: ctx.principal.user_id,
         };
         match self.batcher.submit(pending).await {
-            Ok(InsertOutcome::Stored) => {
+            Ok(InsertOutcome::Stored(())) => {
                 outcome_metric("confirmed");
                 Ok(order)
             }

@@ -568,6 +568,7 @@ pub struct Orders;
 
 impl BatchStore for Orders {
     type Item = PendingOrder;
+    type Stored = ();
     const NAME: &'static str = "order";
 
     fn insert_batch(

@@ -497,3 +497,228 @@ async fn random_concurrent_operations_keep_the_ledger_invariant() {
         }
     }
 }
+
+/// A change as the service queues it, for driving the group commit directly.
+fn pending(
+    user: Uuid,
+    // For a cancel, the kind of the transaction it cancels.
+    kind: promo_domain::point::TxType,
+    amount: i64,
+    cancels: Option<Uuid>,
+    key: Option<&str>,
+) -> promod::point::store::PendingChange {
+    use promo_domain::point::{Transaction, TxType};
+    let delta = match kind {
+        TxType::Earn => amount,
+        TxType::Use => -amount,
+        TxType::Cancel => panic!("a cancel is given the kind it cancels"),
+    };
+    let (tx_type, delta) = match cancels {
+        Some(_) => (TxType::Cancel, -delta),
+        None => (kind, delta),
+    };
+    promod::point::store::PendingChange {
+        tx: Transaction {
+            id: Uuid::now_v7(),
+            user_id: user,
+            tx_type,
+            amount,
+            delta,
+            balance_after: 0,
+            reference: None,
+            description: None,
+            cancelled_transaction_id: cancels,
+            created_at: chrono::Utc::now(),
+        },
+        idem: key.map(|k| {
+            (
+                promod::idempotency::IdemKey::parse(k, format!("hash-{k}")).unwrap(),
+                user,
+            )
+        }),
+    }
+}
+
+/// In one batch, one user's changes apply in order on the running balance,
+/// and refusals (balance, a second cancel, a key used twice) neither stop
+/// the members after them nor claim anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_applies_one_users_changes_in_order() {
+    use promo_domain::point::TxType::{Earn, Use};
+    use promo_domain::DomainError;
+    use promod::batcher::InsertOutcome::{Duplicate, Refused, Stored};
+    use promod::point::store::{insert_batch, Applied};
+    let app = spawn_app().await;
+    let (u, v) = (Uuid::new_v4(), Uuid::new_v4());
+    let first = pending(u, Earn, 30, None, None);
+    let earned = first.tx.id;
+    let out = insert_batch(&app.point_db, &[first]).await.unwrap();
+    assert_eq!(
+        out,
+        [Stored(Applied {
+            balance: 30,
+            version: 1
+        })]
+    );
+
+    let batch = [
+        pending(u, Use, 40, None, None),          // 30 - 40 < 0: refused
+        pending(u, Earn, 100, None, None),        // 130
+        pending(v, Use, 1, None, None),           // no row: refused
+        pending(u, Use, 60, None, Some("k1")),    // 70
+        pending(u, Use, 60, None, Some("k1")),    // same key: duplicate
+        pending(u, Use, 500, None, Some("k2")),   // refused, k2 stays free
+        pending(u, Earn, 30, Some(earned), None), // cancel of the earn: 40
+        pending(u, Earn, 30, Some(earned), None), // second cancel: refused
+        pending(v, Earn, 5, None, None),          // creates v's row: 5
+        pending(u, Use, 40, None, Some("k2")),    // k2 now applies: 0
+        pending(v, Use, 5, None, None),           // 0
+    ];
+    let out = insert_batch(&app.point_db, &batch).await.unwrap();
+    let s = |balance, version| Stored(Applied { balance, version });
+    assert_eq!(
+        out,
+        [
+            Refused(DomainError::InsufficientBalance),
+            s(130, 2),
+            Refused(DomainError::InsufficientBalance),
+            s(70, 3),
+            Duplicate,
+            Refused(DomainError::InsufficientBalance),
+            s(40, 4),
+            Refused(DomainError::AlreadyCancelled),
+            s(5, 1),
+            s(0, 5),
+            s(0, 2),
+        ]
+    );
+    let ledger: std::collections::HashMap<Uuid, i64> =
+        sqlx::query_as("SELECT id, balance_after FROM point_transactions WHERE user_id = $1")
+            .bind(u)
+            .fetch_all(&app.point_db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let want: std::collections::HashMap<Uuid, i64> = [(earned, 30)]
+        .into_iter()
+        .chain([(1, 130), (3, 70), (6, 40), (9, 0)].map(|(i, b)| (batch[i].tx.id, b)))
+        .collect();
+    assert_eq!(ledger, want);
+    // The events carry the same running balances, in ledger order.
+    let events: Vec<i64> = sqlx::query_scalar(
+        "SELECT (payload->'data'->>'balance_after')::bigint FROM outbox
+         WHERE aggregate_id = $1 ORDER BY seq",
+    )
+    .bind(u.to_string())
+    .fetch_all(&app.point_db)
+    .await
+    .unwrap();
+    assert_eq!(events, [30, 130, 70, 40, 0]);
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1) ORDER BY balance, version",
+    )
+    .bind(vec![u, v])
+    .fetch_all(&app.point_db)
+    .await
+    .unwrap();
+    assert_eq!(rows, [(v, 0, 2), (u, 0, 5)]);
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys ORDER BY key")
+        .fetch_all(&app.point_db)
+        .await
+        .unwrap();
+    assert_eq!(keys, ["k1", "k2"]);
+    app.assert_ledger_invariant().await;
+}
+
+/// Two batches over the same users in opposite orders, run at the same time
+/// many times (straight to the store, without the batcher's rerun on a
+/// deadlock): every change commits, none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_over_the_same_users_in_opposite_orders_do_not_deadlock() {
+    use promo_domain::point::TxType::{Earn, Use};
+    use promod::batcher::InsertOutcome;
+    use promod::point::store::insert_batch;
+    let app = spawn_app().await;
+    let users: Vec<Uuid> = (0..40).map(|_| Uuid::new_v4()).collect();
+    let seed: Vec<_> = users
+        .iter()
+        .map(|u| pending(*u, Earn, 1000, None, None))
+        .collect();
+    insert_batch(&app.point_db, &seed).await.unwrap();
+    let pool = app.point_db.clone();
+    for _ in 0..25 {
+        let forward: Vec<_> = users
+            .iter()
+            .map(|u| pending(*u, Use, 1, None, None))
+            .collect();
+        let backward: Vec<_> = users
+            .iter()
+            .rev()
+            .map(|u| pending(*u, Use, 2, None, None))
+            .collect();
+        let (a, b) = tokio::join!(
+            insert_batch(&pool, &forward),
+            insert_batch(&pool, &backward)
+        );
+        for out in [a.expect("forward batch"), b.expect("backward batch")] {
+            assert!(out.iter().all(|o| matches!(o, InsertOutcome::Stored(_))));
+        }
+    }
+    let balances: Vec<i64> =
+        sqlx::query_scalar("SELECT balance FROM point_balances WHERE user_id = ANY($1)")
+            .bind(&users)
+            .fetch_all(&app.point_db)
+            .await
+            .unwrap();
+    assert_eq!(balances, vec![1000 - 25 * 3; 40]);
+    app.assert_ledger_invariant().await;
+}
+
+/// After concurrent changes of a few users through the API (so several land
+/// in one batch), each cached entry is the database's balance and version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_ends_at_the_databases_balance_and_version() {
+    let app = Arc::new(spawn_app().await);
+    let users: Vec<(Uuid, String)> = (0..4).map(|_| app.user_token()).collect();
+    for (u, _) in &users {
+        app.earn(*u, 1000).await;
+    }
+    let mut tasks = Vec::new();
+    for i in 0..120 {
+        let app = app.clone();
+        let (user, token) = users[i % users.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 3 == 0 {
+                app.earn(user, 7).await;
+            } else {
+                let (s, b) = app.post("/points/use", &token, json!({"amount": 11})).await;
+                assert_eq!(s, 201, "{b}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut redis = redis::Client::open(super::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for (u, _) in &users {
+        let (balance, version): (i64, i64) =
+            sqlx::query_as("SELECT balance, version FROM point_balances WHERE user_id = $1")
+                .bind(u)
+                .fetch_one(&app.point_db)
+                .await
+                .unwrap();
+        assert_eq!(balance, 1000 + 10 * 7 - 20 * 11);
+        let cached: String = redis::cmd("GET")
+            .arg(promod::keys::point_balance(*u))
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        assert_eq!(cached, format!("{balance}:{version}"));
+    }
+    app.assert_ledger_invariant().await;
+}
