@@ -5,13 +5,13 @@
 # response that does not match the documented schema, or if promod panicked.
 # Not part of CI: it installs schemathesis from PyPI into ~/.cache/promo/venv.
 #
-#   EXAMPLES=30 scripts/fuzz.sh        # examples per operation (default 25)
+#   EXAMPLES=30 scripts/fuzz.sh        # examples per operation (default 50)
 #   SEED=1 scripts/fuzz.sh             # reproduce a run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PROFILE=${PROFILE:-debug}
-EXAMPLES=${EXAMPLES:-25}
+EXAMPLES=${EXAMPLES:-50}
 VENV=${PROMO_FUZZ_VENV:-$HOME/.cache/promo/venv}
 ST="$VENV/bin/schemathesis"
 if [[ ! -x $ST ]]; then

@@ -718,39 +718,41 @@ async fn fuzzed_write_bodies_never_5xx_and_refusals_change_nothing() {
         // Refusing a rotated refresh token revokes its family on purpose.
         let with_refresh = route.path != "/auth/refresh";
         let result = tokio::task::block_in_place(|| {
-            runner(cases(route.weight)).run(&strategy, |case| {
-                handle.block_on(async {
-                    let id = match (&case.path_id, &route.id) {
-                        (Some(fake), _) => encode_segment(fake),
-                        (None, Some(real)) => real.clone(),
-                        (None, None) => String::new(),
-                    };
-                    let path = route.path.replace("{id}", &id);
-                    let before = digest.take(with_refresh).await;
-                    let (status, text) = send(
-                        &app,
-                        route.method.clone(),
-                        &path,
-                        route.token.as_deref(),
-                        Some(route.body(&case.body)),
-                        case.idem.as_deref(),
-                    )
-                    .await;
-                    let what = format!("{} {path}", route.method);
-                    if check_answer(&what, status, &text, &allowed)? {
-                        let after = digest.take(with_refresh).await;
-                        prop_assert_eq!(
-                            &before,
-                            &after,
-                            "{}: refused with {} ({}) but something changed",
-                            what,
-                            status,
-                            &text[..text.len().min(300)]
-                        );
-                    }
-                    Ok::<(), TestCaseError>(())
+            runner(cases(route.weight))
+                .run(&strategy, |case| {
+                    handle.block_on(async {
+                        let id = match (&case.path_id, &route.id) {
+                            (Some(fake), _) => encode_segment(fake),
+                            (None, Some(real)) => real.clone(),
+                            (None, None) => String::new(),
+                        };
+                        let path = route.path.replace("{id}", &id);
+                        let before = digest.take(with_refresh).await;
+                        let (status, text) = send(
+                            &app,
+                            route.method.clone(),
+                            &path,
+                            route.token.as_deref(),
+                            Some(route.body(&case.body)),
+                            case.idem.as_deref(),
+                        )
+                        .await;
+                        let what = format!("{} {path}", route.method);
+                        if check_answer(&what, status, &text, &allowed)? {
+                            let after = digest.take(with_refresh).await;
+                            prop_assert_eq!(
+                                &before,
+                                &after,
+                                "{}: refused with {} ({}) but something changed",
+                                what,
+                                status,
+                                &text[..text.len().min(300)]
+                            );
+                        }
+                        Ok::<(), TestCaseError>(())
+                    })
                 })
-            })
+                .map_err(|e| e.to_string())
         });
         if let Err(e) = result {
             panic!("{} {}: {e}", route.method, route.path);
@@ -820,33 +822,36 @@ async fn fuzzed_list_queries_never_5xx_and_name_the_parameter() {
     let handle = tokio::runtime::Handle::current();
     let allowed = ["page", "size", "status", "type", "user_id", "query"];
     let result = tokio::task::block_in_place(|| {
-        runner(cases(16)).run(&strategy, |(path, pairs, as_admin, junk)| {
-            handle.block_on(async {
-                let mut q: String = form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
-                    .finish();
-                if let Some(j) = junk {
-                    q.push('&');
-                    q.push_str(j);
-                }
-                let token = if as_admin { &app.admin } else { &w.user_token };
-                let url = format!("{path}?{q}");
-                let (status, text) = send(&app, Method::GET, &url, Some(token), None, None).await;
-                let what = format!("GET {url}");
-                if !check_answer(&what, status, &text, &allowed)? && path != "/points/balance" {
-                    let body: Value = serde_json::from_str(&text).unwrap();
-                    let size = body["size"].as_u64().unwrap_or(0);
-                    prop_assert!(
-                        (1..=100).contains(&size)
-                            && body["items"]
-                                .as_array()
-                                .is_some_and(|i| i.len() as u64 <= size),
-                        "{what}: not a page: {body}"
-                    );
-                }
-                Ok::<(), TestCaseError>(())
+        runner(cases(16))
+            .run(&strategy, |(path, pairs, as_admin, junk)| {
+                handle.block_on(async {
+                    let mut q: String = form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str())))
+                        .finish();
+                    if let Some(j) = junk {
+                        q.push('&');
+                        q.push_str(j);
+                    }
+                    let token = if as_admin { &app.admin } else { &w.user_token };
+                    let url = format!("{path}?{q}");
+                    let (status, text) =
+                        send(&app, Method::GET, &url, Some(token), None, None).await;
+                    let what = format!("GET {url}");
+                    if !check_answer(&what, status, &text, &allowed)? && path != "/points/balance" {
+                        let body: Value = serde_json::from_str(&text).unwrap();
+                        let size = body["size"].as_u64().unwrap_or(0);
+                        prop_assert!(
+                            (1..=100).contains(&size)
+                                && body["items"]
+                                    .as_array()
+                                    .is_some_and(|i| i.len() as u64 <= size),
+                            "{what}: not a page: {body}"
+                        );
+                    }
+                    Ok::<(), TestCaseError>(())
+                })
             })
-        })
+            .map_err(|e| e.to_string())
     });
     if let Err(e) = result {
         panic!("{e}");

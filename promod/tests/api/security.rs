@@ -639,6 +639,9 @@ async fn slow_and_idle_clients_are_cut_off_and_do_not_starve_others() {
     );
 }
 
+/// Fresh forwarding headers for each attempt.
+type HeaderMaker = Box<dyn Fn() -> Vec<(&'static str, String)>>;
+
 fn client_from(ip: IpAddr) -> reqwest::Client {
     reqwest::Client::builder()
         .local_address(ip)
@@ -680,7 +683,7 @@ async fn spoofed_forwarding_headers_do_not_evade_the_ip_limit() {
         format!("{}.{}.{}.{}", b[0] | 1, b[1], b[2], b[3])
     };
     let r = || rand::random::<u16>();
-    let attacks: Vec<(&str, IpAddr, Box<dyn Fn() -> Vec<(&'static str, String)>>)> = vec![
+    let attacks: Vec<(&str, IpAddr, HeaderMaker)> = vec![
         (
             "untrusted peer rotating every forwarding header",
             random_loopback(),
