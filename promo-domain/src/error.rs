@@ -9,6 +9,8 @@ pub type DomainResult<T> = Result<T, DomainError>;
 pub enum DomainError {
     #[error("{message}")]
     Validation { field: String, message: String },
+    #[error("request body is too large")]
+    TooLarge,
     #[error("authentication required")]
     Unauthorized,
     #[error("{0}")]
@@ -53,6 +55,7 @@ impl DomainError {
     pub fn code(&self) -> &'static str {
         match self {
             DomainError::Validation { .. } => "VALIDATION_ERROR",
+            DomainError::TooLarge => "PAYLOAD_TOO_LARGE",
             DomainError::Unauthorized => "UNAUTHORIZED",
             DomainError::Forbidden(_) => "FORBIDDEN",
             DomainError::NotFound(_) => "NOT_FOUND",
@@ -80,6 +83,7 @@ impl DomainError {
                 field: field.unwrap_or_default().to_string(),
                 message: m,
             },
+            "PAYLOAD_TOO_LARGE" => DomainError::TooLarge,
             "UNAUTHORIZED" => DomainError::Unauthorized,
             "FORBIDDEN" => DomainError::Forbidden(m),
             "NOT_FOUND" => DomainError::NotFound(m.trim_end_matches(" not found").to_string()),

@@ -94,6 +94,10 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    /// A connection that has not sent a complete request head within this
+    /// time is closed (idle keep-alive connections too), so slow or silent
+    /// clients cannot hold sockets for ever.
+    pub header_read_timeout_ms: u64,
     pub cors_origins: Vec<String>,
     /// Proxies whose `X-Forwarded-For` is trusted.
     pub trusted_proxies: Vec<String>,
@@ -225,6 +229,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
         }
@@ -343,6 +348,11 @@ impl Config {
                 "log.format must be `text` or `json`, not `{}`",
                 self.log.format
             )));
+        }
+        if self.gateway.header_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "gateway.header_read_timeout_ms must be greater than 0".into(),
+            ));
         }
         // Every role verifies tokens on its REST port, so every role needs the secret.
         let len = self.jwt_secret.expose_secret().len();

@@ -34,6 +34,7 @@ pub struct ErrorDetail {
 pub fn http_status(e: &DomainError) -> StatusCode {
     match e {
         DomainError::Validation { .. } => StatusCode::BAD_REQUEST,
+        DomainError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         DomainError::Unauthorized => StatusCode::UNAUTHORIZED,
         DomainError::Forbidden(_) => StatusCode::FORBIDDEN,
         DomainError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -91,7 +92,7 @@ const FIELD_KEY: &str = "x-promo-field";
 pub fn to_status(e: DomainError) -> tonic::Status {
     use tonic::Code;
     let code = match &e {
-        DomainError::Validation { .. } => Code::InvalidArgument,
+        DomainError::Validation { .. } | DomainError::TooLarge => Code::InvalidArgument,
         DomainError::Unauthorized => Code::Unauthenticated,
         DomainError::Forbidden(_) => Code::PermissionDenied,
         DomainError::NotFound(_) => Code::NotFound,

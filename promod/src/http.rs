@@ -82,16 +82,26 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
 fn json_error(e: serde_path_to_error::Error<serde_json::Error>) -> DomainError {
     let path = e.path().to_string();
     let inner = e.into_inner();
-    let field = if path == "." { String::new() } else { path };
     let msg = inner.to_string();
-    // serde names a missing field in its message, not in the path.
-    let field = if field.is_empty() {
+    // The path ends in `?` where the parser failed before it read a key.
+    let known = if path == "." {
+        ""
+    } else {
+        path.split('?')
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('.')
+    };
+    let field = if !known.is_empty() {
+        known.to_owned()
+    } else if inner.classify() == serde_json::error::Category::Data {
+        // serde names a missing field in its message, not in the path.
         msg.split('`')
             .nth(1)
             .map(str::to_owned)
             .unwrap_or_else(|| "body".into())
     } else {
-        field
+        "body".into()
     };
     DomainError::validation(field, format!("invalid json: {msg}"))
 }
@@ -102,8 +112,61 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DomainError> {
     } else {
         bytes
     };
+    // serde would also read a struct from an array of its fields in order;
+    // the contract knows only objects.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DomainError::validation(
+            "body",
+            "request body must be a json object",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(json_error)
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(json_error)?;
+    de.end()
+        .map_err(|e| DomainError::validation("body", format!("invalid json: {e}")))?;
+    if let Some(field) = nul_field(bytes) {
+        return Err(DomainError::validation(
+            field,
+            "text must not contain NUL characters",
+        ));
+    }
+    Ok(value)
+}
+
+/// The field holding a string with a NUL character, if any. PostgreSQL text
+/// cannot store NUL, so such a value would fail deep in a query; it is
+/// refused here, once for every route. JSON can only carry NUL escaped, so
+/// bodies without the escape skip the walk.
+fn nul_field(bytes: &[u8]) -> Option<String> {
+    if !bytes.windows(6).any(|w| w == br"\u0000") {
+        return None;
+    }
+    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
+        let at = |key: &str| {
+            if path.is_empty() {
+                key.to_owned()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match v {
+            serde_json::Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, x)| {
+                if k.contains('\0') {
+                    Some(at(k))
+                } else {
+                    walk(x, &at(k))
+                }
+            }),
+            _ => None,
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    walk(&v, "").map(|f| if f.is_empty() { "body".into() } else { f })
 }
 
 /// An authenticated write: the caller, the parsed body and the idempotency key
@@ -132,7 +195,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Write<T> {
             .await
             .map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    DomainError::validation("body", "request body is too large")
+                    DomainError::TooLarge
                 } else {
                     DomainError::validation("body", "cannot read request body")
                 }
@@ -222,6 +285,27 @@ pub fn ops_routes(ready: ReadyCheck) -> Router {
             }),
         )
         .route("/metrics", get(crate::metrics::render))
+}
+
+/// Responses made by layers rather than handlers (the body limit, the request
+/// timeout, axum's own extractor rejections) come as plain text or empty;
+/// this gives them the contract's error body.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let err = match resp.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => DomainError::TooLarge,
+        StatusCode::SERVICE_UNAVAILABLE => DomainError::Unavailable("request timed out".into()),
+        _ => return resp,
+    };
+    ApiError(err).into_response()
 }
 
 /// Fallback for unknown routes, in the contract's error format.

@@ -155,24 +155,74 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(cfg.gateway.request_timeout_ms),
         ))
+        .layer(from_fn(h::json_errors))
         .layer(cors)
         .layer(from_fn(request_id::layer))
 }
 
+/// Serves HTTP/1.1 with hyper directly rather than `axum::serve`, which sets
+/// no timer and so no header read timeout: a client that sends its request
+/// head byte by byte (or nothing at all) would hold its socket for ever.
 fn serve_http(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     listener: TcpListener,
     router: Router,
+    cfg: &Config,
     shutdown: CancellationToken,
 ) {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let header_timeout = Duration::from_millis(cfg.gateway.header_read_timeout_ms);
     tasks.spawn(async move {
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
-        .context("http server failed")
+        // Every connection holds a receiver; the sender sees them all gone.
+        let (conns_tx, conns_rx) = tokio::sync::watch::channel(());
+        loop {
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors, usually: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let svc = router.clone().map_request(
+                move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                },
+            );
+            let svc = hyper_util::service::TowerToHyperService::new(svc);
+            let shutdown = shutdown.clone();
+            let conn_guard = conns_rx.clone();
+            tokio::spawn(async move {
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                let res = tokio::select! {
+                    res = conn.as_mut() => res,
+                    _ = shutdown.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection closed with an error");
+                }
+                drop(conn_guard);
+            });
+        }
+        drop(listener);
+        drop(conns_rx);
+        conns_tx.closed().await;
+        Ok(())
     });
 }
 
@@ -296,6 +346,7 @@ impl Shared {
             tasks,
             ports.http,
             edge(router, name, &self.cfg),
+            &self.cfg,
             self.shutdown.clone(),
         );
         serve_grpc(tasks, ports.grpc, grpc, self.shutdown.clone());
@@ -488,6 +539,7 @@ async fn start_gateway(
         tasks,
         http_l,
         edge(router, "gateway", cfg),
+        cfg,
         sh.shutdown.clone(),
     );
     tracing::info!(http = %cfg.gateway.http_addr, "gateway role started");

@@ -104,22 +104,47 @@ pub fn parse_trusted(list: &[String]) -> anyhow::Result<Vec<IpNet>> {
 
 /// The client's address: the peer, or, when the peer is a trusted proxy, the
 /// right-most address in `X-Forwarded-For` that is not itself trusted.
+/// Hops are read from the right only while they are trusted proxies: a hop
+/// that is not an address ends the walk at the last proxy, because everything
+/// left of it may be the client's own invention.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
+        .flat_map(|v| v.to_str().unwrap_or("?").split(','))
         .collect();
-    hops.into_iter()
-        .rev()
-        .find(|ip| !is_trusted(ip))
-        .unwrap_or(peer)
+    let mut last_proxy = peer;
+    for hop in hops.into_iter().rev() {
+        match parse_hop(hop) {
+            Some(ip) if is_trusted(&ip) => last_proxy = ip,
+            Some(ip) => return ip,
+            None => return last_proxy,
+        }
+    }
+    last_proxy
+}
+
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    hop.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
+}
+
+/// The bucket of a client address. An IPv6 client usually owns a whole /64,
+/// so one bucket per address would let it rotate addresses for ever.
+pub fn ip_bucket(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => ipnet::Ipv6Net::new(v6, 64)
+            .map(|n| n.trunc().to_string())
+            .unwrap_or_else(|_| v6.to_string()),
+    }
 }
 
 impl RateLimiter {
@@ -219,7 +244,7 @@ pub async fn per_ip(State(rl): State<Arc<RateLimiter>>, req: Request, next: Next
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let ip = client_ip(peer, req.headers(), &rl.trusted);
-    rl.check(Group::Auth, &ip.to_string(), req, next).await
+    rl.check(Group::Auth, &ip_bucket(ip), req, next).await
 }
 
 /// Middleware for authenticated routes (after `require_auth`): one bucket per user.
@@ -252,5 +277,25 @@ mod tests {
         );
         assert_eq!(client_ip(proxy, &HeaderMap::new(), &trusted), proxy);
         assert!(parse_trusted(&["nope".into()]).is_err());
+        // A hop that is not an address stops the walk at the last proxy.
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, unknown, 10.1.1.1".parse().unwrap(),
+        );
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            "10.1.1.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_share_a_bucket_per_64() {
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_bucket(a), ip_bucket(b));
+        assert_ne!(ip_bucket(a), ip_bucket(c));
+        let mapped: IpAddr = "::ffff:1.2.3.4".parse().unwrap();
+        assert_eq!(ip_bucket(mapped), "1.2.3.4");
     }
 }

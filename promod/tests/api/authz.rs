@@ -2,18 +2,9 @@
 //! neither see nor touch what belongs to user A, users never reach admin
 //! routes, and nothing answers without a token.
 
-use super::helpers::{fresh_db, spawn_app_with, TestApp};
+use super::helpers::spawn_all_roles;
 use reqwest::Method;
 use serde_json::{json, Value};
-
-async fn all_roles() -> TestApp {
-    let ts = fresh_db("timesale").await;
-    spawn_app_with(move |c| {
-        c.roles = "gateway,coupon,point,timesale".parse().unwrap();
-        c.timesale.service.database_url = ts;
-    })
-    .await
-}
 
 fn id(v: &Value) -> String {
     v["id"]
@@ -24,7 +15,7 @@ fn id(v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_cannot_reach_each_others_things_nor_admin_routes() {
-    let app = all_roles().await;
+    let app = spawn_all_roles().await;
     let (a, a_token) = app.user_token();
     let (_, b_token) = app.user_token();
     let now = chrono::Utc::now();
@@ -102,6 +93,12 @@ async fn users_cannot_reach_each_others_things_nor_admin_routes() {
         (Method::GET, format!("/points/balance?user_id={a}"), None),
         (Method::GET, format!("/points/history?user_id={a}"), None),
         (Method::GET, format!("/orders/{o}"), None),
+        (Method::GET, format!("/orders?user_id={a}"), None),
+        (
+            Method::POST,
+            format!("/time-sales/{sl}/orders"),
+            Some(json!({"quantity": 1, "user_id": a})),
+        ),
         (Method::POST, format!("/orders/{o}/cancel"), Some(json!({}))),
     ];
     for (m, path, body) in &owner_scoped {
@@ -162,6 +159,10 @@ async fn users_cannot_reach_each_others_things_nor_admin_routes() {
     assert_eq!(cpn["status"], "AVAILABLE");
     let (_, ord) = app.get(&format!("/orders/{o}"), &a_token).await;
     assert_eq!(ord["status"], "CONFIRMED");
+    let (_, orders) = app.get("/orders", &a_token).await;
+    assert_eq!(orders["total"], 1, "no order was placed for A: {orders}");
+    let (_, coupons) = app.get("/coupons", &a_token).await;
+    assert_eq!(coupons["total"], 1, "no coupon was issued to A: {coupons}");
     let (_, bal) = app.get("/points/balance", &a_token).await;
     assert_eq!(bal["balance"], 90);
     let (_, pol) = app.get(&format!("/coupon-policies/{p}"), &a_token).await;

@@ -73,6 +73,9 @@ pub struct TestApp {
     pub keys: JwtKeys,
     pub coupon_db: sqlx::PgPool,
     pub point_db: sqlx::PgPool,
+    pub gateway_db: sqlx::PgPool,
+    /// Only when the tweak enabled the timesale role.
+    pub timesale_db: Option<sqlx::PgPool>,
     pub clock: std::sync::Arc<promo_domain::clock::OffsetClock>,
     pub shutdown: CancellationToken,
     pub admin: String,
@@ -98,6 +101,11 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let coupon_url = cfg.coupon.database_url.clone();
     let point_url = cfg.point.service.database_url.clone();
     tweak(&mut cfg);
+    let gateway_url = cfg.gateway.database_url.clone();
+    let timesale_url = cfg
+        .roles
+        .has(promod::roles::Role::Timesale)
+        .then(|| cfg.timesale.service.database_url.clone());
     let shutdown = CancellationToken::new();
     let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
         .await
@@ -115,10 +123,30 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         keys,
         coupon_db: sqlx::PgPool::connect(&coupon_url).await.unwrap(),
         point_db: sqlx::PgPool::connect(&point_url).await.unwrap(),
+        gateway_db: sqlx::PgPool::connect(&gateway_url).await.unwrap(),
+        timesale_db: match timesale_url {
+            Some(u) => Some(sqlx::PgPool::connect(&u).await.unwrap()),
+            None => None,
+        },
         clock: bound.clock.clone(),
         shutdown,
         admin,
     }
+}
+
+/// `spawn_app` with every role, the timesale one on a fresh database too.
+pub async fn spawn_all_roles_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    let ts = fresh_db("timesale").await;
+    spawn_app_with(move |c| {
+        c.roles = "gateway,coupon,point,timesale".parse().unwrap();
+        c.timesale.service.database_url = ts;
+        tweak(c);
+    })
+    .await
+}
+
+pub async fn spawn_all_roles() -> TestApp {
+    spawn_all_roles_with(|_| {}).await
 }
 
 impl TestApp {

@@ -7,7 +7,7 @@ use promo_domain::principal::Role;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -16,7 +16,7 @@ impl Drop for Proc {
     }
 }
 
-fn promod(envs: &[(&str, String)], args: &[&str]) -> Command {
+pub fn promod(envs: &[(&str, String)], args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_promod"));
     c.args(args)
         .env_clear()
@@ -41,7 +41,7 @@ fn spawn(envs: &[(&str, String)]) -> Proc {
     )
 }
 
-async fn wait_http(url: &str) {
+pub async fn wait_http(url: &str) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if reqwest::get(url)
