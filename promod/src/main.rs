@@ -5,6 +5,11 @@ use promod::config::{CliOverrides, Config, LogOverrides};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+// glibc malloc took a fifth of promod's CPU under load and let RSS grow
+// with fragmentation (perf/README.md, "Where the time goes").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "promod",

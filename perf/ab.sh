@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# A/B of two release promod binaries (issue 10): alternated on fresh
+# databases in one session, every role in one process, each run followed by
+# `promoctl check`. The machine is shared and noisy: compare ratios.
+#
+#   perf/ab.sh BASE_PROMOD NEW_PROMOD [SCENARIO_FILE] [ROUNDS]
+#   DURATION=10s CONC=128 RATE=3000 perf/ab.sh a/promod b/promod perf/scenarios/target-point.toml 3
+#
+# Each run: a closed loop of CONC workers (capacity), then an open loop at
+# RATE. The rss column is promod's peak (VmHWM) over both.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+A=$1 B=$2 FILE=${3:-perf/scenarios/target-point.toml} ROUNDS=${4:-2}
+DURATION=${DURATION:-10s} WARMUP=${WARMUP:-2s} CONC=${CONC:-128} RATE=${RATE:-3000}
+eval "$(scripts/services.sh env)"
+PG=$PROMO_TEST_DATABASE_URL
+CTL=target/release/promoctl
+WORK=$(mktemp -d)
+export PROMO_JWT_SECRET="perf-secret-perf-secret-perf-secret-perf"
+export PROMO_LOG__LEVEL=warn PROMO_KAFKA_BROKERS=$PROMO_TEST_KAFKA
+export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false PROMO_GATEWAY__HTTP_ADDR=127.0.0.1:14100
+export PROMO_COUPON__HTTP_ADDR=127.0.0.1:13101 PROMO_COUPON__GRPC_ADDR=127.0.0.1:15151
+export PROMO_POINT__HTTP_ADDR=127.0.0.1:13102 PROMO_POINT__GRPC_ADDR=127.0.0.1:15152
+export PROMO_TIMESALE__HTTP_ADDR=127.0.0.1:13103 PROMO_TIMESALE__GRPC_ADDR=127.0.0.1:15153
+GW=http://127.0.0.1:14100
+PID=
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+run() { # label binary
+  local label=$1 bin=$2 db r
+  db="ab_$(date +%s%N)"
+  for r in gateway coupon point timesale; do
+    psql -q "$PG/postgres" -c "CREATE DATABASE ${db}_$r" >/dev/null
+    export "PROMO_${r^^}__DATABASE_URL=$PG/${db}_$r"
+  done
+  export PROMOCTL_COUPON_DATABASE_URL=$PG/${db}_coupon PROMOCTL_POINT_DATABASE_URL=$PG/${db}_point
+  export PROMOCTL_TIMESALE_DATABASE_URL=$PG/${db}_timesale
+  "$bin" >>"$WORK/promod.log" 2>&1 & PID=$!
+  for _ in $(seq 1 150); do curl -sf "$GW/readyz" >/dev/null && break; sleep 0.2; done
+  local rows=() mode
+  for mode in "--concurrency $CONC" "--rate $RATE"; do
+    # shellcheck disable=SC2086
+    $CTL --gateway-url $GW load --file "$FILE" $mode --jwt-secret "$PROMO_JWT_SECRET" \
+      --duration "$DURATION" --warmup "$WARMUP" --quiet --report "$WORK/r.json" >/dev/null 2>&1 || true
+    sleep 1
+    local check=green
+    $CTL check >"$WORK/check.txt" 2>&1 || { check=RED; cat "$WORK/check.txt" >&2; }
+    rows+=("$(python3 - "$WORK/r.json" "$label" "$check" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); s = r["summary"]; e = max(s["elapsed_secs"], 1e-9)
+print(f"| {sys.argv[2]} | {r['mode']} | {s['rps']:.0f} | {s['succeeded']/e:.0f} | {s['refused']/e:.0f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['p999_ms']:.1f} | {s['failed']}+{s['missed']} | {sys.argv[3]} |")
+PY
+)")
+  done
+  local hwm
+  hwm=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$PID/status")
+  for r in "${rows[@]}"; do echo "$r $hwm |"; done
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
+  for r in gateway coupon point timesale; do
+    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${db}_$r WITH (FORCE)" >/dev/null 2>&1 || true
+  done
+}
+
+echo "Scenario: $FILE; $WARMUP warm-up, then $DURATION per row."
+echo
+echo "| build | mode | req/s | ok/s | refused/s | p50 ms | p99 ms | p99.9 ms | errors | check | peak rss MB |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
+for _ in $(seq 1 "$ROUNDS"); do
+  run before "$A"
+  run after "$B"
+done
