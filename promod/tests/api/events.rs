@@ -55,34 +55,35 @@ struct Received {
     body: Value,
 }
 
-/// Reads `topics` from the beginning and returns the messages whose envelope
-/// id is in `want`, in order of receipt (offset order within a partition).
-/// It stops a second after the last wanted id showed up (so duplicates are
-/// seen too), or after 30 s with what it found.
-async fn consume(brokers: &str, want: &HashSet<Uuid>) -> HashMap<Uuid, Vec<Received>> {
-    consume_topics(brokers, &TOPICS, want).await
-}
+/// Where each partition of the shared broker's topics ends, taken before a
+/// test writes: a long-lived dev broker can hold millions of records from
+/// earlier runs, more than a read from the beginning gets through in 30 s.
+/// (Tansu's high watermarks can lag the true end, which only makes the read
+/// start a little early.)
+type LogEnds = HashMap<(String, i32), i64>;
 
-async fn consume_topics(
-    brokers: &str,
-    topics: &[&'static str],
-    want: &HashSet<Uuid>,
-) -> HashMap<Uuid, Vec<Received>> {
+async fn log_ends(brokers: &str) -> LogEnds {
     let brokers = brokers.to_owned();
-    let topics = topics.to_vec();
-    let want = want.clone();
-    tokio::task::spawn_blocking(move || consume_blocking(&brokers, &topics, &want))
-        .await
-        .expect("consumer thread")
+    tokio::task::spawn_blocking(move || {
+        let consumer = test_consumer(&brokers);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut ends = LogEnds::new();
+        for topic in TOPICS {
+            for p in partitions(&consumer, topic, deadline) {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p, Duration::from_secs(5))
+                    .expect("watermarks");
+                ends.insert((topic.to_owned(), p), high);
+            }
+        }
+        ends
+    })
+    .await
+    .expect("watermark thread")
 }
 
-fn consume_blocking(
-    brokers: &str,
-    topics: &[&str],
-    want: &HashSet<Uuid>,
-) -> HashMap<Uuid, Vec<Received>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let consumer: BaseConsumer = ClientConfig::new()
+fn test_consumer(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("promo-test-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
@@ -90,36 +91,81 @@ fn consume_blocking(
         .set("socket.timeout.ms", "5000")
         .set("log_level", "3")
         .create()
-        .expect("kafka consumer");
+        .expect("kafka consumer")
+}
+
+/// A freshly created topic can take a moment to show its partitions.
+fn partitions(consumer: &BaseConsumer, topic: &str, deadline: Instant) -> Vec<i32> {
+    loop {
+        let found = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(3))
+            .ok()
+            .and_then(|m| {
+                m.topics()
+                    .iter()
+                    .find(|t| t.name() == topic && t.error().is_none())
+                    .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            })
+            .filter(|p| !p.is_empty());
+        if let Some(p) = found {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "no metadata for topic {topic}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads `topics` from `from` (the beginning where it has no entry) and
+/// returns the messages whose envelope id is in `want`, in order of receipt
+/// (offset order within a partition). It stops a second after the last
+/// wanted id showed up (so duplicates are seen too), or after 30 s with what
+/// it found.
+async fn consume(
+    brokers: &str,
+    from: &LogEnds,
+    want: &HashSet<Uuid>,
+) -> HashMap<Uuid, Vec<Received>> {
+    consume_topics(brokers, &TOPICS, from, want).await
+}
+
+async fn consume_topics(
+    brokers: &str,
+    topics: &[&'static str],
+    from: &LogEnds,
+    want: &HashSet<Uuid>,
+) -> HashMap<Uuid, Vec<Received>> {
+    let brokers = brokers.to_owned();
+    let topics = topics.to_vec();
+    let from = from.clone();
+    let want = want.clone();
+    tokio::task::spawn_blocking(move || consume_blocking(&brokers, &topics, &from, &want))
+        .await
+        .expect("consumer thread")
+}
+
+fn consume_blocking(
+    brokers: &str,
+    topics: &[&str],
+    from: &LogEnds,
+    want: &HashSet<Uuid>,
+) -> HashMap<Uuid, Vec<Received>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let consumer = test_consumer(brokers);
     let mut assignment = TopicPartitionList::new();
     for &topic in topics {
-        // A freshly created topic can take a moment to show its partitions.
-        let partitions: Vec<i32> = loop {
-            let found = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(3))
-                .ok()
-                .and_then(|m| {
-                    m.topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
-                })
-                .filter(|p| !p.is_empty());
-            if let Some(p) = found {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "no metadata for topic {topic}");
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        for p in partitions {
-            assignment
-                .add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
+        for p in partitions(&consumer, topic, deadline) {
+            let offset = from
+                .get(&(topic.to_owned(), p))
+                .map_or(Offset::Beginning, |&o| Offset::Offset(o));
+            assignment.add_partition_offset(topic, p, offset).unwrap();
         }
     }
     consumer.assign(&assignment).expect("assign partitions");
     let mut got: HashMap<Uuid, Vec<Received>> = HashMap::new();
     let mut pos = 0;
+    // A record delivered twice at one offset is the consumer re-reading (Tansu,
+    // fetching from mid-log), not a second event in the log.
+    let mut offsets = HashSet::new();
     let mut all_seen: Option<Instant> = None;
     while Instant::now() < deadline {
         if all_seen.is_none() && got.len() == want.len() {
@@ -136,6 +182,15 @@ fn consume_blocking(
             continue;
         };
         let msg = msg.expect("consume");
+        if !offsets.insert((msg.topic().to_owned(), msg.partition(), msg.offset())) {
+            eprintln!(
+                "re-delivered: {} [{}] @{}",
+                msg.topic(),
+                msg.partition(),
+                msg.offset()
+            );
+            continue;
+        }
         let Some(body) = msg
             .payload()
             .and_then(|p| serde_json::from_slice::<Value>(p).ok())
@@ -252,6 +307,7 @@ fn assert_envelope(row: &Row, got: &Received) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_committed_change_publishes_exactly_one_event() {
     let brokers = shared_broker();
+    let start = log_ends(&brokers).await;
     let app = spawn_app_with(|c| {
         c.kafka_brokers = brokers.clone();
         c.outbox.poll_interval_ms = 50;
@@ -351,7 +407,7 @@ async fn every_committed_change_publishes_exactly_one_event() {
     );
 
     let want: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
-    let got = consume(&brokers, &want).await;
+    let got = consume(&brokers, &start, &want).await;
     for row in &rows {
         let msgs = got.get(&row.id).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(
@@ -613,7 +669,7 @@ async fn broker_outage_delays_events_but_loses_none() {
         .collect();
     assert_eq!(during.len(), 9);
     let want: HashSet<Uuid> = during.iter().map(|r| r.id).collect();
-    let got = consume(&broker.brokers(), &want).await;
+    let got = consume(&broker.brokers(), &LogEnds::new(), &want).await;
     let metrics = app
         .client
         .get(format!("{}/metrics", app.base))
@@ -640,6 +696,7 @@ async fn broker_outage_delays_events_but_loses_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_committed_before_kill_9_are_published_after_restart() {
+    let start = log_ends(&shared_broker()).await;
     let point_db = fresh_db("events_point").await;
     let gateway_db = fresh_db("events_gateway").await;
     let spawn = |kafka: Option<String>| {
@@ -733,7 +790,7 @@ async fn events_committed_before_kill_9_are_published_after_restart() {
     up(base).await;
     drained(&[&pool], Duration::from_secs(30)).await;
     let want: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
-    let got = consume(&shared_broker(), &want).await;
+    let got = consume(&shared_broker(), &start, &want).await;
     for row in &rows {
         let msgs = got.get(&row.id).map(Vec::as_slice).unwrap_or_default();
         assert_eq!(
@@ -797,6 +854,7 @@ async fn append_earned(pool: &PgPool, key: Uuid, n: usize) -> Vec<Uuid> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_on_one_outbox_publish_each_event_once_in_key_order() {
+    let start = log_ends(&shared_broker()).await;
     // The app's own relay has no brokers: it only observes, so the two below
     // are the only publishers.
     let app = spawn_app().await;
@@ -843,7 +901,7 @@ async fn two_relays_on_one_outbox_publish_each_event_once_in_key_order() {
         "published counts add up to the events written"
     );
 
-    let got = consume(&shared_broker(), &want).await;
+    let got = consume(&shared_broker(), &start, &want).await;
     for id in &want {
         let n = got.get(id).map_or(0, Vec::len);
         assert_eq!(n, 1, "event {id} received {n} times");
@@ -912,7 +970,13 @@ async fn a_fatal_producer_error_recreates_the_producer_and_loses_nothing() {
     );
     assert_eq!(pending(&pool).await, 0);
     let want: HashSet<Uuid> = ids.iter().copied().collect();
-    let got = consume_topics(&mock.bootstrap_servers(), &["point.earned"], &want).await;
+    let got = consume_topics(
+        &mock.bootstrap_servers(),
+        &["point.earned"],
+        &LogEnds::new(),
+        &want,
+    )
+    .await;
     let mut received = ids.clone();
     received.retain(|id| got.contains_key(id));
     assert_eq!(received, ids, "every event arrives");
