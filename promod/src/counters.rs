@@ -27,6 +27,7 @@ if ARGV[2] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
 end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('RENAME', KEYS[3], KEYS[2])
+  redis.call('PERSIST', KEYS[2])
 else
   redis.call('DEL', KEYS[2])
 end
@@ -35,6 +36,8 @@ return 1
 "#,
     )
 });
+
+const STAGING_TTL_SECS: i64 = 60;
 
 /// The three keys one counter set lives under; they share a hash tag.
 pub struct CounterKeys {
@@ -51,23 +54,29 @@ pub async fn install(
     force: bool,
 ) -> DomainResult<bool> {
     let mut conn = conn.clone();
-    let _: () = redis::cmd("DEL")
-        .arg(&keys.staging)
-        .query_async(&mut conn)
-        .await
-        .map_err(from_redis)?;
+    // A staging hash of its own: rebuilds started by concurrent requests
+    // once shared one, and one's DEL emptied what another was about to swap
+    // in, leaving every user at 0 (found by the Redis fault of chaos.sh).
+    // The suffix keeps the hash tag; the TTL clears what a dead rebuild left.
+    let staging = format!("{}:{}", keys.staging, Uuid::new_v4().simple());
     for chunk in seed.users.chunks(5000) {
         let mut cmd = redis::cmd("HSET");
-        cmd.arg(&keys.staging);
+        cmd.arg(&staging);
         for (u, n) in chunk {
             cmd.arg(u.to_string()).arg(*n);
         }
         let _: i64 = cmd.query_async(&mut conn).await.map_err(from_redis)?;
+        let _: i64 = redis::cmd("EXPIRE")
+            .arg(&staging)
+            .arg(STAGING_TTL_SECS)
+            .query_async(&mut conn)
+            .await
+            .map_err(from_redis)?;
     }
     let installed: i64 = INSTALL
         .key(keys.remaining)
         .key(keys.users)
-        .key(keys.staging)
+        .key(&staging)
         .arg(seed.remaining)
         .arg(if force { "1" } else { "0" })
         .invoke_async(&mut conn)

@@ -33,6 +33,11 @@ pub fn timesale_users_staging(sale: Uuid) -> String {
     format!("{{timesale:inventory:{sale}}}:users:staging")
 }
 
+/// Held while a keyed write runs (`inflight.rs`); keys are per user.
+pub fn idempotency_claim(scope: &str, user: Uuid, key: &str) -> String {
+    format!("idem:claim:{scope}:{user}:{key}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

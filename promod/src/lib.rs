@@ -16,6 +16,7 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;
+pub mod inflight;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;

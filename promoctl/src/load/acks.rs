@@ -40,10 +40,10 @@ impl Ack {
         (200..300).contains(&self.status)
     }
 
-    /// The client cannot know whether it committed: no answer, or a 5xx
-    /// after the last retry.
+    /// The client cannot know whether it committed: no answer, a 5xx, or
+    /// its key still in flight (409 `CONFLICT`) after the last retry.
     pub fn unknown(&self) -> bool {
-        self.status == 0 || self.status >= 500
+        self.status == 0 || self.status >= 500 || in_flight(self.status, self.code.as_deref())
     }
 }
 
@@ -56,11 +56,17 @@ enum Line {
 
 /// Whether an answer leaves the outcome unknown, so the same request (same
 /// idempotency key) should be sent again.
-pub fn retryable(status: Option<u16>) -> bool {
+pub fn retryable(status: Option<u16>, code: Option<&str>) -> bool {
     match status {
         None => true,
-        Some(s) => s == 429 || s >= 500,
+        Some(s) => s == 429 || s >= 500 || in_flight(s, code),
     }
+}
+
+/// 409 `CONFLICT` to a keyed write: an earlier attempt with the same key is
+/// still running, so this one was not decided; ask again later.
+fn in_flight(status: u16, code: Option<&str>) -> bool {
+    status == 409 && code == Some("CONFLICT")
 }
 
 /// The id in a 2xx body: the created row, or the used coupon.
@@ -128,13 +134,14 @@ mod tests {
 
     #[test]
     fn only_unknown_outcomes_are_retried() {
-        assert!(retryable(None));
-        assert!(retryable(Some(503)));
-        assert!(retryable(Some(500)));
-        assert!(retryable(Some(429)));
-        assert!(!retryable(Some(201)));
-        assert!(!retryable(Some(409)));
-        assert!(!retryable(Some(400)));
+        assert!(retryable(None, None));
+        assert!(retryable(Some(503), Some("SERVICE_UNAVAILABLE")));
+        assert!(retryable(Some(500), None));
+        assert!(retryable(Some(429), None));
+        assert!(retryable(Some(409), Some("CONFLICT")));
+        assert!(!retryable(Some(201), None));
+        assert!(!retryable(Some(409), Some("SOLD_OUT")));
+        assert!(!retryable(Some(400), Some("VALIDATION_ERROR")));
     }
 
     #[test]

@@ -195,7 +195,10 @@ impl Shared {
         let mut retries = 0u32;
         let answer = loop {
             let a = self.attempt(&r, key.as_deref()).await;
-            if !acks::retryable(a.status) || key.is_none() || Instant::now() + backoff > give_up {
+            if !acks::retryable(a.status, a.code.as_deref())
+                || key.is_none()
+                || Instant::now() + backoff > give_up
+            {
                 break a;
             }
             self.retries.fetch_add(1, Ordering::Relaxed);

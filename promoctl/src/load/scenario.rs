@@ -327,13 +327,55 @@ impl Scenario {
                     4..=7 => Scenario::Point,
                     _ => Scenario::TimesaleOrder,
                 };
+                // The kind's own running index, so that each kind walks
+                // through every user (by `i` alone, orders would only ever
+                // come from the users whose index ends in 8 or 9).
                 let j = match pick {
+                    Scenario::CouponIssue => i / 10 * 3 + i % 10,
                     Scenario::CouponUse => i / 10,
                     Scenario::Point => i / 10 * 4 + (i % 10 - 4),
-                    _ => i,
+                    _ => i / 10 * 2 + (i % 10 - 8),
                 };
                 pick.request(f, j)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn every_kind_of_the_mix_reaches_every_user() {
+        let users: Vec<(Uuid, Arc<str>)> = (0..100)
+            .map(|n| (Uuid::new_v4(), Arc::from(format!("user-{n}"))))
+            .collect();
+        let f = Fixtures {
+            admin: Arc::from("admin"),
+            users: users.clone(),
+            policy: Some(Uuid::new_v4()),
+            sale: Some(Uuid::new_v4()),
+            coupons: users.clone(),
+        };
+        let mut seen: HashMap<&str, HashSet<Arc<str>>> = HashMap::new();
+        for i in 0..2_000 {
+            let r = Scenario::Mixed.request(&f, i);
+            seen.entry(r.route).or_default().insert(r.token);
+        }
+        for route in [
+            "coupons/issue",
+            "coupons/use",
+            "points/use",
+            "time-sales/orders",
+        ] {
+            assert_eq!(
+                seen[route].len(),
+                100,
+                "{route} reached {} users",
+                seen[route].len()
+            );
         }
     }
 }

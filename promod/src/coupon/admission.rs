@@ -57,6 +57,9 @@ pub trait AdmissionPort: Send + Sync + 'static {
     async fn adjust_remaining(&self, policy: Uuid, delta: i64) -> DomainResult<()>;
     /// The live remaining counter and per-user counts.
     async fn snapshot(&self, policy: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>>;
+    /// Claims on idempotency keys of requests in flight (`inflight.rs`),
+    /// kept where the admission state is.
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims;
 }
 
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
@@ -99,16 +102,24 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 #[derive(Clone)]
 pub struct RedisAdmission {
     conn: crate::cache::Redis,
+    claims: crate::inflight::RedisClaims,
 }
 
 impl RedisAdmission {
     pub fn new(conn: crate::cache::Redis) -> Self {
-        RedisAdmission { conn }
+        RedisAdmission {
+            claims: crate::inflight::RedisClaims(conn.clone()),
+            conn,
+        }
     }
 }
 
 #[async_trait]
 impl AdmissionPort for RedisAdmission {
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+        &self.claims
+    }
+
     async fn try_reserve(
         &self,
         policy: Uuid,
@@ -196,10 +207,15 @@ type Counters = (i64, HashMap<Uuid, i64>);
 #[derive(Clone, Default)]
 pub struct MemoryAdmission {
     state: Arc<Mutex<HashMap<Uuid, Counters>>>,
+    claims: Arc<crate::inflight::MemoryClaims>,
 }
 
 #[async_trait]
 impl AdmissionPort for MemoryAdmission {
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+        &*self.claims
+    }
+
     async fn try_reserve(
         &self,
         policy: Uuid,

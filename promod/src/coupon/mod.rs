@@ -211,72 +211,8 @@ impl CouponApi for CouponService {
 
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
-        if let Some(done) = crate::idempotency::replay::<Coupon>(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        let policy = self.cached_policy(policy_id).await?;
-        let now = self.clock.now();
-        policy.check_issuable(now)?;
-        let user_seq = match self.admit(&policy, user_id).await {
-            Ok(seq) => seq,
-            Err(e) => {
-                outcome_metric(match e {
-                    DomainError::SoldOut => "sold_out",
-                    DomainError::LimitExceeded => "limit_exceeded",
-                    _ => "error",
-                });
-                return Err(e);
-            }
-        };
-        let coupon = Coupon {
-            id: Uuid::now_v7(),
-            code: coupon::coupon_code(rand::random()),
-            policy_id,
-            user_id,
-            status: CouponStatus::Available,
-            order_id: None,
-            discount_amount: None,
-            used_at: None,
-            expires_at: policy.valid_until,
-            issued_at: now,
-        };
-        let pending = PendingCoupon {
-            coupon: coupon.clone(),
-            user_seq,
-            per_user_limit: policy.per_user_limit,
-            idem: ctx.idem.clone(),
-            actor: ctx.principal.user_id,
-        };
-        let outcome = self.batcher.submit(pending).await;
-        match outcome {
-            Ok(InsertOutcome::Stored(())) => {
-                outcome_metric("issued");
-                Ok(coupon)
-            }
-            Ok(InsertOutcome::Duplicate) => {
-                self.compensate(policy_id, user_id, Release::BOTH).await;
-                crate::idempotency::replay(&self.pool, ctx)
-                    .await?
-                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
-            }
-            Ok(InsertOutcome::Refused(e)) => {
-                // The database refused what Redis admitted, so Redis was behind
-                // the truth. Give back only the slot that was not really taken:
-                // a full policy keeps remaining, a user at the limit keeps theirs.
-                let slot = Release {
-                    remaining: e != DomainError::SoldOut,
-                    user: e != DomainError::LimitExceeded,
-                };
-                self.compensate(policy_id, user_id, slot).await;
-                outcome_metric("refused_by_db");
-                Err(e)
-            }
-            Err(e) => {
-                self.compensate(policy_id, user_id, Release::BOTH).await;
-                outcome_metric("error");
-                Err(e)
-            }
-        }
+        let work = self.issue_once(ctx, policy_id, user_id);
+        crate::inflight::exclusive(self.admission.claims(), &self.pool, "coupon", ctx, work).await
     }
 
     async fn use_coupon(
@@ -362,6 +298,73 @@ impl CouponApi for CouponService {
 }
 
 impl CouponService {
+    /// One decision of an issue: admission, then the group commit.
+    async fn issue_once(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
+        let policy = self.cached_policy(policy_id).await?;
+        let now = self.clock.now();
+        policy.check_issuable(now)?;
+        let user_seq = match self.admit(&policy, user_id).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                outcome_metric(match e {
+                    DomainError::SoldOut => "sold_out",
+                    DomainError::LimitExceeded => "limit_exceeded",
+                    _ => "error",
+                });
+                return Err(e);
+            }
+        };
+        let coupon = Coupon {
+            id: Uuid::now_v7(),
+            code: coupon::coupon_code(rand::random()),
+            policy_id,
+            user_id,
+            status: CouponStatus::Available,
+            order_id: None,
+            discount_amount: None,
+            used_at: None,
+            expires_at: policy.valid_until,
+            issued_at: now,
+        };
+        let pending = PendingCoupon {
+            coupon: coupon.clone(),
+            user_seq,
+            per_user_limit: policy.per_user_limit,
+            idem: ctx.idem.clone(),
+            actor: ctx.principal.user_id,
+        };
+        let outcome = self.batcher.submit(pending).await;
+        match outcome {
+            Ok(InsertOutcome::Stored(())) => {
+                outcome_metric("issued");
+                Ok(coupon)
+            }
+            Ok(InsertOutcome::Duplicate) => {
+                self.compensate(policy_id, user_id, Release::BOTH).await;
+                crate::idempotency::replay(&self.pool, ctx)
+                    .await?
+                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
+            }
+            Ok(InsertOutcome::Refused(e)) => {
+                // The database refused what Redis admitted, so Redis was behind
+                // the truth. Give back only the slot that was not really taken:
+                // a full policy keeps remaining, a user at the limit keeps theirs.
+                let slot = Release {
+                    remaining: e != DomainError::SoldOut,
+                    user: e != DomainError::LimitExceeded,
+                };
+                self.compensate(policy_id, user_id, slot).await;
+                outcome_metric("refused_by_db");
+                Err(e)
+            }
+            Err(e) => {
+                self.compensate(policy_id, user_id, Release::BOTH).await;
+                outcome_metric("error");
+                Err(e)
+            }
+        }
+    }
+
     async fn compensate(&self, policy: Uuid, user: Uuid, slot: Release) {
         if let Err(e) = self.admission.release(policy, user, slot).await {
             // A lost release under-issues (never oversells) until the next rebuild.

@@ -76,6 +76,9 @@ pub trait InventoryPort: Send + Sync + 'static {
     async fn remaining(&self, sale: Uuid) -> DomainResult<Option<i64>>;
     /// The live stock and per-user totals.
     async fn snapshot(&self, sale: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>>;
+    /// Claims on idempotency keys of requests in flight (`inflight.rs`),
+    /// kept where the admission state is.
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims;
 }
 
 /// Returns the stock left (>= 0) or a negative refusal code. It never
@@ -118,16 +121,24 @@ return 1
 #[derive(Clone)]
 pub struct RedisInventory {
     conn: crate::cache::Redis,
+    claims: crate::inflight::RedisClaims,
 }
 
 impl RedisInventory {
     pub fn new(conn: crate::cache::Redis) -> Self {
-        RedisInventory { conn }
+        RedisInventory {
+            claims: crate::inflight::RedisClaims(conn.clone()),
+            conn,
+        }
     }
 }
 
 #[async_trait]
 impl InventoryPort for RedisInventory {
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+        &self.claims
+    }
+
     async fn try_reserve(&self, ask: Ask) -> DomainResult<Reservation> {
         let mut conn = self.conn.clone();
         let n: i64 = RESERVE
@@ -215,10 +226,15 @@ type Counters = (i64, HashMap<Uuid, i64>);
 #[derive(Clone, Default)]
 pub struct MemoryInventory {
     state: Arc<Mutex<HashMap<Uuid, Counters>>>,
+    claims: Arc<crate::inflight::MemoryClaims>,
 }
 
 #[async_trait]
 impl InventoryPort for MemoryInventory {
+    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+        &*self.claims
+    }
+
     async fn try_reserve(&self, ask: Ask) -> DomainResult<Reservation> {
         if ask.now < ask.start_at || ask.now >= ask.end_at {
             return Ok(Reservation::NotActive);

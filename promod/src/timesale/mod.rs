@@ -82,6 +82,87 @@ pub struct TimesaleService {
 }
 
 impl TimesaleService {
+    /// One decision of an order: the stock and the user's share in Redis,
+    /// then the group commit.
+    async fn order_once(
+        &self,
+        ctx: &Ctx,
+        sale_id: Uuid,
+        user_id: Uuid,
+        quantity: i64,
+    ) -> DomainResult<Order> {
+        let sale = self.cached_sale(sale_id).await?;
+        validate_quantity(quantity, sale.per_user_limit)?;
+        let now = self.clock.now();
+        sale.check_orderable(now)?;
+        let total_price = sale.total_price(quantity)?;
+        if let Err(e) = self.reserve(&sale, user_id, quantity).await {
+            outcome_metric(match e {
+                DomainError::SoldOut => "sold_out",
+                DomainError::LimitExceeded => "limit_exceeded",
+                DomainError::NotActive(_) => "not_active",
+                _ => "error",
+            });
+            return Err(e);
+        }
+        let order = Order {
+            id: Uuid::now_v7(),
+            time_sale_id: sale_id,
+            user_id,
+            quantity,
+            unit_price: sale.sale_price,
+            total_price,
+            status: OrderStatus::Confirmed,
+            created_at: now,
+            cancelled_at: None,
+        };
+        let pending = PendingOrder {
+            order: order.clone(),
+            per_user_limit: sale.per_user_limit,
+            idem: ctx.idem.clone(),
+            actor: ctx.principal.user_id,
+        };
+        match self.batcher.submit(pending).await {
+            Ok(InsertOutcome::Stored(())) => {
+                outcome_metric("confirmed");
+                Ok(order)
+            }
+            Ok(InsertOutcome::Duplicate) => {
+                self.give_back(sale_id, user_id, quantity, Release::BOTH)
+                    .await;
+                crate::idempotency::replay(&self.pool, ctx)
+                    .await?
+                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
+            }
+            Ok(InsertOutcome::Refused(e)) => {
+                // The database refused what Redis admitted, so Redis was ahead
+                // of the truth. Give back only what was not really taken: a full
+                // sale keeps its stock at zero, a user at the limit keeps theirs.
+                let what = Release {
+                    stock: e != DomainError::SoldOut,
+                    user: e != DomainError::LimitExceeded,
+                };
+                self.give_back(sale_id, user_id, quantity, what).await;
+                outcome_metric("refused_by_db");
+                Err(match e {
+                    // Not a rule the order broke but a write that failed: the
+                    // client may retry, and nothing was kept.
+                    DomainError::Internal(detail) => {
+                        tracing::warn!(sale_id = %sale_id, error = %detail, "order not stored");
+                        DomainError::Unavailable("order not stored, retry".into())
+                    }
+                    other => other,
+                })
+            }
+            Err(e) => {
+                self.give_back(sale_id, user_id, quantity, Release::BOTH)
+                    .await;
+                outcome_metric("error");
+                Err(e)
+            }
+        }
+    }
+
     pub fn new(pool: PgPool, inventory: Arc<dyn InventoryPort>, clock: SharedClock) -> Self {
         let batcher = Batcher::start(pool.clone(), 2);
         TimesaleService {
@@ -340,79 +421,8 @@ impl TimesaleApi for TimesaleService {
                 "quantity must be greater than 0",
             ));
         }
-        if let Some(done) = crate::idempotency::replay::<Order>(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        let sale = self.cached_sale(sale_id).await?;
-        validate_quantity(quantity, sale.per_user_limit)?;
-        let now = self.clock.now();
-        sale.check_orderable(now)?;
-        let total_price = sale.total_price(quantity)?;
-        if let Err(e) = self.reserve(&sale, user_id, quantity).await {
-            outcome_metric(match e {
-                DomainError::SoldOut => "sold_out",
-                DomainError::LimitExceeded => "limit_exceeded",
-                DomainError::NotActive(_) => "not_active",
-                _ => "error",
-            });
-            return Err(e);
-        }
-        let order = Order {
-            id: Uuid::now_v7(),
-            time_sale_id: sale_id,
-            user_id,
-            quantity,
-            unit_price: sale.sale_price,
-            total_price,
-            status: OrderStatus::Confirmed,
-            created_at: now,
-            cancelled_at: None,
-        };
-        let pending = PendingOrder {
-            order: order.clone(),
-            per_user_limit: sale.per_user_limit,
-            idem: ctx.idem.clone(),
-            actor: ctx.principal.user_id,
-        };
-        match self.batcher.submit(pending).await {
-            Ok(InsertOutcome::Stored(())) => {
-                outcome_metric("confirmed");
-                Ok(order)
-            }
-            Ok(InsertOutcome::Duplicate) => {
-                self.give_back(sale_id, user_id, quantity, Release::BOTH)
-                    .await;
-                crate::idempotency::replay(&self.pool, ctx)
-                    .await?
-                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
-            }
-            Ok(InsertOutcome::Refused(e)) => {
-                // The database refused what Redis admitted, so Redis was ahead
-                // of the truth. Give back only what was not really taken: a full
-                // sale keeps its stock at zero, a user at the limit keeps theirs.
-                let what = Release {
-                    stock: e != DomainError::SoldOut,
-                    user: e != DomainError::LimitExceeded,
-                };
-                self.give_back(sale_id, user_id, quantity, what).await;
-                outcome_metric("refused_by_db");
-                Err(match e {
-                    // Not a rule the order broke but a write that failed: the
-                    // client may retry, and nothing was kept.
-                    DomainError::Internal(detail) => {
-                        tracing::warn!(sale_id = %sale_id, error = %detail, "order not stored");
-                        DomainError::Unavailable("order not stored, retry".into())
-                    }
-                    other => other,
-                })
-            }
-            Err(e) => {
-                self.give_back(sale_id, user_id, quantity, Release::BOTH)
-                    .await;
-                outcome_metric("error");
-                Err(e)
-            }
-        }
+        let work = self.order_once(ctx, sale_id, user_id, quantity);
+        crate::inflight::exclusive(self.inventory.claims(), &self.pool, "timesale", ctx, work).await
     }
 
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {

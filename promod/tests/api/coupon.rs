@@ -1,6 +1,6 @@
 //! Coupon behaviour through the gateway, against real PostgreSQL and Redis.
 
-use super::helpers::spawn_app;
+use super::helpers::{hold_claim, spawn_app};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -404,4 +404,118 @@ async fn two_coupon_processes_never_oversell_one_policy() {
     .await
     .unwrap();
     assert!(most <= 2, "a user holds {most} coupons");
+}
+
+#[tokio::test]
+async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
+    let app = spawn_app().await;
+    let policy = app.create_policy(1, 1).await;
+    let (_, other) = app.user_token();
+    assert_eq!(
+        app.post("/coupons/issue", &other, json!({"policy_id": policy}))
+            .await
+            .0,
+        201
+    );
+    // Sold out now; a's first attempt (key k) "holds" the last coupon.
+    let (a, token) = app.user_token();
+    let issue = |key: &'static str| {
+        app.call(
+            reqwest::Method::POST,
+            "/coupons/issue",
+            Some(&token),
+            Some(json!({"policy_id": policy})),
+            Some(key),
+        )
+    };
+    hold_claim("coupon", a, "k", true).await;
+    let (s, b) = issue("k").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{b}"
+    );
+    // Once it is done (here: without an answer), the retry is decided.
+    hold_claim("coupon", a, "k", false).await;
+    let (s, b) = issue("k").await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("SOLD_OUT")),
+        "{b}"
+    );
+    assert_eq!(db_count(&app, policy).await, (1, 1));
+
+    // A claim left behind by an attempt that did answer: the answer is replayed.
+    let roomy = app.create_policy(5, 1).await;
+    let (b_user, b_token) = app.user_token();
+    let post = || {
+        app.call(
+            reqwest::Method::POST,
+            "/coupons/issue",
+            Some(&b_token),
+            Some(json!({"policy_id": roomy})),
+            Some("k2"),
+        )
+    };
+    let first = post().await;
+    assert_eq!(first.0, 201);
+    hold_claim("coupon", b_user, "k2", true).await;
+    assert_eq!(post().await, first);
+    hold_claim("coupon", b_user, "k2", false).await;
+    assert_eq!(db_count(&app, roomy).await, (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_rebuilds_install_every_user_once() {
+    use promod::counters::{install, CounterKeys, CounterSeed};
+    let url = super::helpers::redis_url();
+    let mut conns = Vec::new();
+    for _ in 0..8 {
+        conns.push(promod::cache::connect(&url).await.unwrap());
+    }
+    let seed = Arc::new(CounterSeed {
+        remaining: 5,
+        users: (0..300).map(|_| (uuid::Uuid::new_v4(), 3)).collect(),
+    });
+    // As when many requests find the counter gone at once; the interleaving
+    // that lost users is timing-dependent, so try many times.
+    for _ in 0..30 {
+        let policy = uuid::Uuid::new_v4();
+        let keys = move || CounterKeys {
+            remaining: promod::keys::coupon_remaining(policy),
+            users: promod::keys::coupon_users(policy),
+            staging: promod::keys::coupon_users_staging(policy),
+        };
+        let tasks: Vec<_> = conns
+            .iter()
+            .map(|c| {
+                let (c, seed) = (c.clone(), seed.clone());
+                tokio::spawn(async move { install(&c, keys(), &seed, false).await.unwrap() })
+            })
+            .collect();
+        let mut installed = 0;
+        for t in tasks {
+            installed += t.await.unwrap() as usize;
+        }
+        assert_eq!(installed, 1);
+        let mut conn = conns[0].clone();
+        let users: i64 = redis::cmd("HLEN")
+            .arg(promod::keys::coupon_users(policy))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(users, 300, "every user's count is installed");
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(promod::keys::coupon_users(policy))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(ttl, -1, "the live hash does not expire");
+        let left: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}*", promod::keys::coupon_users_staging(policy)))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(left.is_empty(), "staging left behind: {left:?}");
+    }
 }

@@ -214,3 +214,23 @@ impl TestApp {
         b["id"].as_str().unwrap().parse().unwrap()
     }
 }
+
+/// Holds a key's claim as a first attempt still running would (`inflight.rs`).
+pub async fn hold_claim(scope: &str, user: uuid::Uuid, key: &str, held: bool) {
+    let mut redis = redis::Client::open(super::helpers::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let claim = promod::keys::idempotency_claim(scope, user, key);
+    let mut cmd = if held {
+        redis::cmd("SET")
+    } else {
+        redis::cmd("DEL")
+    };
+    cmd.arg(&claim);
+    if held {
+        cmd.arg(1).arg("PX").arg(60_000);
+    }
+    let _: () = cmd.query_async(&mut redis).await.unwrap();
+}

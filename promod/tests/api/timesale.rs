@@ -882,3 +882,38 @@ async fn order_throughput_probe() {
     assert_eq!(ok, 0);
     app.assert_invariant(sale).await;
 }
+
+#[tokio::test]
+async fn a_retried_order_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
+    let app = spawn_timesale_app().await;
+    let sale = app.create_sale(1, 1).await;
+    let (_, other) = app.user_token();
+    assert_eq!(app.order(sale, &other, 1).await.0, 201);
+    let (a, token) = app.user_token();
+    let path = format!("/time-sales/{sale}/orders");
+    let order = || {
+        app.call(
+            reqwest::Method::POST,
+            &path,
+            &token,
+            Some(json!({"quantity": 1})),
+            Some("k"),
+        )
+    };
+    super::helpers::hold_claim("timesale", a, "k", true).await;
+    let (s, b) = order().await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("CONFLICT")),
+        "{b}"
+    );
+    super::helpers::hold_claim("timesale", a, "k", false).await;
+    let (s, b) = order().await;
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("SOLD_OUT")),
+        "{b}"
+    );
+    assert_eq!(app.db_sold(sale).await.0, 1);
+    app.assert_invariant(sale).await;
+}
