@@ -60,18 +60,17 @@ pub async fn install(
     // The suffix keeps the hash tag; the TTL clears what a dead rebuild left.
     let staging = format!("{}:{}", keys.staging, Uuid::new_v4().simple());
     for chunk in seed.users.chunks(5000) {
-        let mut cmd = redis::cmd("HSET");
-        cmd.arg(&staging);
+        let mut pipe = redis::pipe();
+        let hset = pipe.cmd("HSET").arg(&staging);
         for (u, n) in chunk {
-            cmd.arg(u.to_string()).arg(*n);
+            hset.arg(u.to_string()).arg(*n);
         }
-        let _: i64 = cmd.query_async(&mut conn).await.map_err(from_redis)?;
-        let _: i64 = redis::cmd("EXPIRE")
+        hset.ignore();
+        pipe.cmd("EXPIRE")
             .arg(&staging)
             .arg(STAGING_TTL_SECS)
-            .query_async(&mut conn)
-            .await
-            .map_err(from_redis)?;
+            .ignore();
+        let _: () = pipe.query_async(&mut conn).await.map_err(from_redis)?;
     }
     let installed: i64 = INSTALL
         .key(keys.remaining)
