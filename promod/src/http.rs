@@ -2,8 +2,9 @@
 //! bad input into `VALIDATION_ERROR` naming the field, health and metrics routes.
 
 use crate::auth::JwtKeys;
+use crate::ctx::{Ctx, IdemKey};
 use crate::error::ApiError;
-use crate::idempotency::{hash_request, IdemKey};
+use crate::idempotency::hash_request;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -22,13 +23,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-
-/// Who acts, and the idempotency key of a write.
-#[derive(Debug, Clone)]
-pub struct Ctx {
-    pub principal: Principal,
-    pub idem: Option<IdemKey>,
-}
 
 /// Verifies the bearer token and stores the principal in the request.
 pub async fn require_auth(
@@ -311,14 +305,6 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
 /// Fallback for unknown routes, in the contract's error format.
 pub async fn not_found() -> ApiError {
     ApiError(DomainError::NotFound("route".into()))
-}
-
-/// The context of a read: the caller, no idempotency key.
-pub fn read_ctx(p: Principal) -> Ctx {
-    Ctx {
-        principal: p,
-        idem: None,
-    }
 }
 
 /// A body-less write (cancel routes); any JSON object is accepted and ignored.

@@ -1,34 +1,14 @@
 //! Idempotency keys, stored by each service in the same transaction as the
 //! effect, so that a replay after any crash returns the first answer.
 
-use crate::http::Ctx;
+// Re-exported so stores that persist keys need not know where `Ctx` lives.
+use crate::ctx::Ctx;
+pub use crate::ctx::IdemKey;
 use promo_domain::{DomainError, DomainResult};
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
-
-/// A client's key and the hash of the request it came with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdemKey {
-    pub key: String,
-    pub request_hash: String,
-}
-
-impl IdemKey {
-    pub fn parse(key: &str, request_hash: String) -> DomainResult<Self> {
-        if key.is_empty() || key.len() > 255 || key.chars().any(|c| c.is_control()) {
-            return Err(DomainError::validation(
-                "Idempotency-Key",
-                "Idempotency-Key must be 1 to 255 printable characters",
-            ));
-        }
-        Ok(IdemKey {
-            key: key.to_owned(),
-            request_hash,
-        })
-    }
-}
 
 pub fn hash_request(parts: &[&[u8]]) -> String {
     let mut h = Sha256::new();

@@ -6,7 +6,7 @@
 //! claims its key here; until it releases the claim, a retry gets the stored
 //! answer if there is one by then, or 409 `CONFLICT` (ask again).
 
-use crate::http::Ctx;
+use crate::ctx::Ctx;
 use crate::keys;
 use async_trait::async_trait;
 use promo_domain::{DomainError, DomainResult};

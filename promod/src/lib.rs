@@ -9,6 +9,7 @@ pub mod cache;
 pub mod config;
 pub mod counters;
 pub mod coupon;
+pub mod ctx;
 pub mod db;
 pub mod detach;
 pub mod discovery;

@@ -29,8 +29,8 @@ pub use promo::coupon::v1 as coupon;
 pub use promo::point::v1 as point;
 pub use promo::timesale::v1 as timesale;
 
-use crate::http::Ctx;
-use crate::idempotency::IdemKey;
+use crate::ctx::Ctx;
+use crate::ctx::IdemKey;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::principal::{Principal, Role};

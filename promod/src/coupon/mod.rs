@@ -10,8 +10,8 @@ pub mod http;
 pub mod store;
 
 use crate::batcher::Batcher;
+use crate::ctx::Ctx;
 use crate::error::from_sqlx;
-use crate::http::Ctx;
 use crate::outbox::{self, Event};
 use admission::{Admission, AdmissionPort, Release};
 use async_trait::async_trait;

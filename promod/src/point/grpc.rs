@@ -2,9 +2,9 @@
 //! for a gateway in another process.
 
 use super::PointApi;
+use crate::ctx::Ctx;
 use crate::error::to_status;
 use crate::gateway::breaker::Breaker;
-use crate::http::Ctx;
 use crate::proto::point as pb;
 use crate::proto::{self, parse_ts, ts, uuid};
 use async_trait::async_trait;

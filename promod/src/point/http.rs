@@ -2,8 +2,9 @@
 //! point role's own port over any [`PointApi`].
 
 use super::PointApi;
+use crate::ctx::read_ctx;
 use crate::error::{ApiError, ErrorBody};
-use crate::http::{read_ctx, Auth, EmptyBody, PageView, PathId, Query, Write};
+use crate::http::{Auth, EmptyBody, PageView, PathId, Query, Write};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};

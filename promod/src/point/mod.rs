@@ -10,7 +10,7 @@ pub mod http;
 pub mod store;
 
 use crate::batcher::{Batcher, InsertOutcome};
-use crate::http::Ctx;
+use crate::ctx::Ctx;
 use async_trait::async_trait;
 use balance_cache::BalanceCache;
 use promo_domain::clock::SharedClock;

@@ -2,8 +2,9 @@
 //! timesale role's own port over any [`TimesaleApi`].
 
 use super::TimesaleApi;
+use crate::ctx::read_ctx;
 use crate::error::{ApiError, ErrorBody};
-use crate::http::{read_ctx, Auth, EmptyBody, PageQuery, PageView, PathId, Query, Write};
+use crate::http::{Auth, EmptyBody, PageQuery, PageView, PathId, Query, Write};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};

@@ -10,8 +10,8 @@ pub mod inventory;
 pub mod store;
 
 use crate::batcher::Batcher;
+use crate::ctx::Ctx;
 use crate::error::from_sqlx;
-use crate::http::Ctx;
 use crate::outbox::{self, Event};
 use async_trait::async_trait;
 use inventory::{Ask, InventoryPort, Release, Reservation};

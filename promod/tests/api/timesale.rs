@@ -833,7 +833,7 @@ async fn a_killed_timesale_process_keeps_its_stock() {
 async fn order_throughput_probe() {
     use futures::StreamExt;
     use promo_domain::principal::{Principal, Role};
-    use promod::http::Ctx;
+    use promod::ctx::Ctx;
     use promod::timesale::TimesaleApi;
     let app = spawn_timesale_app().await;
     let stock = 10_000;
