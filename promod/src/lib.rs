@@ -25,6 +25,7 @@ pub mod point;
 pub mod proto;
 pub mod request_id;
 pub mod roles;
+pub mod rpc;
 pub mod server;
 pub mod telemetry;
 pub mod timesale;

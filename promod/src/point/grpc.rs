@@ -3,10 +3,10 @@
 
 use super::PointApi;
 use crate::ctx::Ctx;
-use crate::error::to_status;
-use crate::gateway::breaker::Breaker;
 use crate::proto::point as pb;
-use crate::proto::{self, parse_ts, ts, uuid};
+use crate::proto::{self, uuid};
+use crate::rpc::breaker::Breaker;
+use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::point_service_client::PointServiceClient;
 use pb::point_service_server::PointService as GrpcService;
@@ -19,132 +19,50 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-fn tx_pb(t: Transaction) -> pb::Transaction {
-    pb::Transaction {
-        id: t.id.to_string(),
-        user_id: t.user_id.to_string(),
-        r#type: t.tx_type.as_str().to_owned(),
-        amount: t.amount,
-        delta: t.delta,
-        balance_after: t.balance_after,
-        reference: t.reference,
-        description: t.description,
-        cancelled_transaction_id: t.cancelled_transaction_id.map(|u| u.to_string()),
-        created_at: ts(t.created_at),
-    }
-}
-
-fn tx_dom(t: pb::Transaction) -> DomainResult<Transaction> {
-    Ok(Transaction {
-        id: uuid("id", &t.id)?,
-        user_id: uuid("user_id", &t.user_id)?,
-        tx_type: TxType::parse(&t.r#type)?,
-        amount: t.amount,
-        delta: t.delta,
-        balance_after: t.balance_after,
-        reference: t.reference,
-        description: t.description,
-        cancelled_transaction_id: t
-            .cancelled_transaction_id
-            .as_deref()
-            .map(|s| uuid("cancelled_transaction_id", s))
-            .transpose()?,
-        created_at: parse_ts("created_at", &t.created_at)?,
-    })
-}
-
-fn change_dom(
-    user_id: &str,
-    amount: i64,
-    r: Option<String>,
-    d: Option<String>,
-) -> DomainResult<PointChange> {
-    Ok(PointChange {
-        user_id: uuid("user_id", user_id)?,
-        amount,
-        reference: r,
-        description: d,
-    })
-}
-
 /// Serves a [`PointApi`] over gRPC.
 pub struct Server(pub Arc<dyn PointApi>);
 
 type R<T> = Result<Response<T>, Status>;
 
-fn ok<T>(r: DomainResult<T>) -> R<T> {
-    r.map(Response::new).map_err(to_status)
-}
-
 #[async_trait]
 impl GrpcService for Server {
     async fn earn(&self, req: Request<pb::EarnRequest>) -> R<pb::Transaction> {
-        let r = req.into_inner();
-        ok(async {
-            let ctx = proto::write_ctx(r.meta)?;
-            let c = change_dom(&r.user_id, r.amount, r.reference, r.description)?;
-            self.0.earn(&ctx, c).await.map(tx_pb)
-        }
-        .await)
+        serve(req, |ctx, r| async move {
+            self.0.earn(&ctx, r.try_into()?).await
+        })
+        .await
     }
 
     async fn r#use(&self, req: Request<pb::UseRequest>) -> R<pb::Transaction> {
-        let r = req.into_inner();
-        ok(async {
-            let ctx = proto::write_ctx(r.meta)?;
-            let c = change_dom(&r.user_id, r.amount, r.reference, r.description)?;
-            self.0.use_points(&ctx, c).await.map(tx_pb)
-        }
-        .await)
+        serve(req, |ctx, r| async move {
+            self.0.use_points(&ctx, r.try_into()?).await
+        })
+        .await
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> R<pb::Transaction> {
-        let r = req.into_inner();
-        ok(async {
-            let ctx = proto::write_ctx(r.meta)?;
-            self.0
-                .cancel(&ctx, uuid("transaction_id", &r.transaction_id)?)
-                .await
-                .map(tx_pb)
-        }
-        .await)
+        serve(req, |ctx, r| async move {
+            let id = uuid("transaction_id", &r.transaction_id)?;
+            self.0.cancel(&ctx, id).await
+        })
+        .await
     }
 
     async fn get_balance(&self, req: Request<pb::BalanceRequest>) -> R<pb::Balance> {
-        let r = req.into_inner();
-        ok(async {
-            let ctx = proto::read_ctx(r.actor)?;
-            let b = self.0.balance(&ctx, uuid("user_id", &r.user_id)?).await?;
-            Ok(pb::Balance {
-                user_id: b.user_id.to_string(),
-                balance: b.balance,
-            })
-        }
-        .await)
+        serve(req, |ctx, r| async move {
+            self.0.balance(&ctx, uuid("user_id", &r.user_id)?).await
+        })
+        .await
     }
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> R<pb::TransactionPage> {
-        let r = req.into_inner();
-        ok(async {
-            let ctx = proto::read_ctx(r.actor)?;
+        serve(req, |ctx, r| async move {
             let kind = r.r#type.as_deref().map(TxType::parse).transpose()?;
-            let p = self
-                .0
-                .history(
-                    &ctx,
-                    uuid("user_id", &r.user_id)?,
-                    kind,
-                    proto::from_page_req(r.page)?,
-                )
-                .await?;
-            Ok(pb::TransactionPage {
-                page: p.page,
-                size: p.size,
-                total: p.total,
-                items: p.items.into_iter().map(tx_pb).collect(),
-            })
-        }
-        .await)
+            let user_id = uuid("user_id", &r.user_id)?;
+            let page = proto::from_page_req(r.page)?;
+            self.0.history(&ctx, user_id, kind, page).await
+        })
+        .await
     }
 }
 
@@ -156,14 +74,14 @@ pub fn server(api: Arc<dyn PointApi>) -> pb::point_service_server::PointServiceS
 #[derive(Clone)]
 pub struct Client {
     inner: PointServiceClient<Channel>,
-    remote: proto::Remote,
+    remote: Remote,
 }
 
 impl Client {
     pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
         Client {
             inner: PointServiceClient::new(channel),
-            remote: proto::Remote::new(timeout, breaker),
+            remote: Remote::new(timeout, breaker),
         }
     }
 }
@@ -172,59 +90,34 @@ impl Client {
 impl PointApi for Client {
     async fn earn(&self, ctx: &Ctx, c: PointChange) -> DomainResult<Transaction> {
         let msg = pb::EarnRequest {
-            meta: Some(proto::meta(ctx)),
-            user_id: c.user_id.to_string(),
-            amount: c.amount,
-            reference: c.reference,
-            description: c.description,
+            meta: proto::meta(ctx),
+            ..c.into()
         };
-        tx_dom(
-            self.remote
-                .call(self.inner.clone().earn(self.remote.req(msg)))
-                .await?,
-        )
+        call!(self, earn, msg)
     }
 
     async fn use_points(&self, ctx: &Ctx, c: PointChange) -> DomainResult<Transaction> {
         let msg = pb::UseRequest {
-            meta: Some(proto::meta(ctx)),
-            user_id: c.user_id.to_string(),
-            amount: c.amount,
-            reference: c.reference,
-            description: c.description,
+            meta: proto::meta(ctx),
+            ..c.into()
         };
-        tx_dom(
-            self.remote
-                .call(self.inner.clone().r#use(self.remote.req(msg)))
-                .await?,
-        )
+        call!(self, r#use, msg)
     }
 
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
         let msg = pb::CancelRequest {
-            meta: Some(proto::meta(ctx)),
+            meta: proto::meta(ctx),
             transaction_id: transaction_id.to_string(),
         };
-        tx_dom(
-            self.remote
-                .call(self.inner.clone().cancel(self.remote.req(msg)))
-                .await?,
-        )
+        call!(self, cancel, msg)
     }
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
         let msg = pb::BalanceRequest {
-            actor: Some(proto::actor(&ctx.principal)),
+            actor: proto::actor(ctx),
             user_id: user_id.to_string(),
         };
-        let b = self
-            .remote
-            .call(self.inner.clone().get_balance(self.remote.req(msg)))
-            .await?;
-        Ok(Balance {
-            user_id: uuid("user_id", &b.user_id)?,
-            balance: b.balance,
-        })
+        call!(self, get_balance, msg)
     }
 
     async fn history(
@@ -235,20 +128,11 @@ impl PointApi for Client {
         page: PageRequest,
     ) -> DomainResult<Page<Transaction>> {
         let msg = pb::HistoryRequest {
-            actor: Some(proto::actor(&ctx.principal)),
+            actor: proto::actor(ctx),
             user_id: user_id.to_string(),
             r#type: kind.map(|k| k.as_str().to_owned()),
-            page: Some(proto::page_req(page)),
+            page: proto::page_req(page),
         };
-        let r = self
-            .remote
-            .call(self.inner.clone().history(self.remote.req(msg)))
-            .await?;
-        let items = r
-            .items
-            .into_iter()
-            .map(tx_dom)
-            .collect::<DomainResult<_>>()?;
-        Ok(proto::page(items, r.page, r.size, r.total))
+        call!(self, history, msg)
     }
 }
