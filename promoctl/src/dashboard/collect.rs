@@ -448,7 +448,7 @@ async fn scan_stock(
         .collect())
 }
 
-/// The id inside a stock key, for the two layouts of `promod::keys`.
+/// The id inside a stock key, for the two layouts of `promo_store::keys`.
 fn stock_id(key: &str, kind: StockKind) -> Option<String> {
     let inner = match kind {
         StockKind::Coupon => key
@@ -519,15 +519,15 @@ mod tests {
     fn stock_ids_come_out_of_both_key_layouts() {
         let id = uuid::Uuid::new_v4();
         assert_eq!(
-            stock_id(&promod::keys::coupon_remaining(id), StockKind::Coupon),
+            stock_id(&promo_store::keys::coupon_remaining(id), StockKind::Coupon),
             Some(id.to_string())
         );
         assert_eq!(
-            stock_id(&promod::keys::timesale_inventory(id), StockKind::Sale),
+            stock_id(&promo_store::keys::timesale_inventory(id), StockKind::Sale),
             Some(id.to_string())
         );
         assert_eq!(
-            stock_id(&promod::keys::timesale_users(id), StockKind::Sale),
+            stock_id(&promo_store::keys::timesale_users(id), StockKind::Sale),
             None
         );
     }
