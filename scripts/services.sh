@@ -9,6 +9,7 @@
 #   scripts/services.sh status  one line per service; exit 1 if any is down
 #   scripts/services.sh deps    build tools the Rust workspace needs (protoc, cmake)
 #   scripts/services.sh env     print `export PROMO_TEST_...=` lines for the tests
+#   scripts/services.sh topics  print the Kafka topics `up` creates, one a line
 #
 # Everything the script starts keeps its data, logs and pid files under
 # .services/ at the repo root (git-ignored), so `down` never touches a service
@@ -36,11 +37,11 @@ TIMEOUT="${PROMO_SERVICES_TIMEOUT:-60}"
 # Seconds to wait for a tansu `cargo install` (ours or one already running).
 TANSU_BUILD_TIMEOUT="${PROMO_TANSU_BUILD_TIMEOUT:-3600}"
 
-# Tansu does not auto-create topics, so every topic the services publish to is
-# listed here; `up` creates the missing ones. Add new topics to this list.
-KAFKA_TOPICS="coupon.issued coupon.used coupon.use_cancelled coupon.policy_created coupon.policy_updated
-point.earned point.used point.cancelled order.created order.cancelled
-timesale.product_created timesale.sale_created timesale.sale_updated"
+# Tansu does not auto-create topics, so `up` creates the missing ones of every
+# topic the services publish to. The list is promo-store/topics.txt (one per
+# line), the same file the Rust code includes: add new topics there.
+TOPICS_FILE="${PROMO_TOPICS_FILE:-$ROOT/promo-store/topics.txt}"
+KAFKA_TOPICS=$(<"$TOPICS_FILE")
 KAFKA_PARTITIONS="${PROMO_KAFKA_PARTITIONS:-3}"
 DATABASES="coupon_db point_db timesale_db gateway_db"
 
@@ -555,5 +556,6 @@ case "${1:-}" in
   status) cmd_status ;;
   deps) cmd_deps ;;
   env) cmd_env ;;
-  *) echo "usage: $0 up|down|stop SERVICE|status|deps|env" >&2; exit 2 ;;
+  topics) printf '%s\n' $KAFKA_TOPICS ;;
+  *) echo "usage: $0 up|down|stop SERVICE|status|deps|env|topics" >&2; exit 2 ;;
 esac

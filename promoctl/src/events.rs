@@ -16,21 +16,8 @@ use std::io::Write;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// The topics `scripts/services.sh` creates.
-pub const TOPICS: &[&str] = &[
-    "coupon.issued",
-    "coupon.used",
-    "coupon.use_cancelled",
-    "coupon.policy_created",
-    "coupon.policy_updated",
-    "point.earned",
-    "point.used",
-    "point.cancelled",
-    "order.created",
-    "order.cancelled",
-    "timesale.sale_created",
-    "timesale.sale_updated",
-];
+/// Every topic the roles publish to (`promo-store/topics.txt`).
+pub const TOPICS: &[&str] = promo_store::topics::ALL;
 
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod dashboard;
 pub mod error;
+pub mod etcd;
 pub mod events;
 pub mod load;
 pub mod output;

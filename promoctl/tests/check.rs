@@ -3,8 +3,8 @@
 //! Every test has fresh databases (`t_ctl_<uuid>`) and Redis keys named by
 //! random ids, so tests run in parallel.
 
+use promo_store::keys;
 use promoctl::check::{self, coupon, events, point, timesale, CheckResult, Redis};
-use promod::keys;
 use sqlx::PgPool;
 use uuid::Uuid;
 

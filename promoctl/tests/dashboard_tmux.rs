@@ -8,7 +8,7 @@ mod common;
 use common::fresh_db;
 
 use promo_domain::principal::Role;
-use promod::auth::JwtKeys;
+use promo_store::auth::JwtKeys;
 use promod::config::Config;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -217,8 +217,8 @@ impl Drop for ForgetPolicy {
         };
         if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_secs(1)) {
             let _: Result<(), _> = redis::cmd("DEL")
-                .arg(promod::keys::coupon_remaining(self.0))
-                .arg(promod::keys::coupon_users(self.0))
+                .arg(promo_store::keys::coupon_remaining(self.0))
+                .arg(promo_store::keys::coupon_users(self.0))
                 .query(&mut c);
         }
     }

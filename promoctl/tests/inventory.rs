@@ -84,7 +84,7 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
     assert_eq!(code, 0, "{out}");
     let mut r = redis().await;
     let stock: i64 = redis::cmd("GET")
-        .arg(promod::keys::timesale_inventory(sale))
+        .arg(promo_store::keys::timesale_inventory(sale))
         .query_async(&mut r)
         .await
         .unwrap();
@@ -92,7 +92,7 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
 
     // A live counter is kept without --force, replaced with it.
     let _: () = redis::cmd("SET")
-        .arg(promod::keys::timesale_inventory(sale))
+        .arg(promo_store::keys::timesale_inventory(sale))
         .arg(5)
         .query_async(&mut r)
         .await
@@ -113,7 +113,7 @@ async fn seed_rebuilds_lost_stock_and_keeps_live_counters() {
     );
     assert_eq!(code, 0);
     let stock: i64 = redis::cmd("GET")
-        .arg(promod::keys::timesale_inventory(sale))
+        .arg(promo_store::keys::timesale_inventory(sale))
         .query_async(&mut r)
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 use crate::roles::RoleSet;
 use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
+use promo_store::urls;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -134,8 +135,6 @@ pub struct OutboxConfig {
     pub retention_secs: i64,
 }
 
-const PG: &str = "postgres://postgres@127.0.0.1:5432";
-
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("static default address")
 }
@@ -145,7 +144,7 @@ impl Default for Config {
         Config {
             roles: RoleSet::default(),
             log: LogConfig::default(),
-            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_url: urls::REDIS_URL.into(),
             kafka_brokers: String::new(),
             etcd_endpoints: Vec::new(),
             etcd_prefix: "/promo/services".into(),
@@ -161,7 +160,7 @@ impl Default for Config {
             coupon: ServiceConfig {
                 http_addr: addr("127.0.0.1:3001"),
                 grpc_addr: addr("127.0.0.1:50051"),
-                database_url: format!("{PG}/coupon_db"),
+                database_url: urls::COUPON_DATABASE_URL.into(),
             },
             point: PointConfig::default(),
             timesale: TimesaleConfig::default(),
@@ -193,7 +192,7 @@ impl Default for PointConfig {
             service: ServiceConfig {
                 http_addr: addr("127.0.0.1:3002"),
                 grpc_addr: addr("127.0.0.1:50052"),
-                database_url: format!("{PG}/point_db"),
+                database_url: urls::POINT_DATABASE_URL.into(),
             },
             max_earn_amount: 10_000_000,
             cache_ttl_secs: 300,
@@ -207,7 +206,7 @@ impl Default for TimesaleConfig {
             service: ServiceConfig {
                 http_addr: addr("127.0.0.1:3003"),
                 grpc_addr: addr("127.0.0.1:50053"),
-                database_url: format!("{PG}/timesale_db"),
+                database_url: urls::TIMESALE_DATABASE_URL.into(),
             },
             remaining_sync_interval_secs: 5,
         }
@@ -218,7 +217,7 @@ impl Default for GatewayConfig {
     fn default() -> Self {
         GatewayConfig {
             http_addr: addr("127.0.0.1:4000"),
-            database_url: format!("{PG}/gateway_db"),
+            database_url: urls::GATEWAY_DATABASE_URL.into(),
             access_ttl_secs: 900,
             refresh_ttl_secs: 14 * 24 * 3600,
             coupon_grpc: "http://127.0.0.1:50051".into(),

@@ -1,6 +1,7 @@
 //! PostgreSQL pools with a bounded acquire timeout, and per-service migrations.
 
 use anyhow::Context;
+use promo_store::urls::redact;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -46,34 +47,4 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> anyhow::Result<()> {
     own.run(pool)
         .await
         .with_context(|| format!("migrations of {schema:?} failed").to_lowercase())
-}
-
-/// The url without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match url::parse_userinfo(url) {
-        Some((before, after)) => format!("{before}***@{after}"),
-        None => url.to_owned(),
-    }
-}
-
-mod url {
-    /// Splits `scheme://user:pass@rest` into (`scheme://user:`, `rest`).
-    pub fn parse_userinfo(url: &str) -> Option<(&str, &str)> {
-        let scheme_end = url.find("://")? + 3;
-        let at = url[scheme_end..].find('@')? + scheme_end;
-        let colon = url[scheme_end..at].find(':')? + scheme_end;
-        Some((&url[..=colon], &url[at + 1..]))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(super::redact("postgres://u@h/db"), "postgres://u@h/db");
-    }
 }

@@ -5,6 +5,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use promo_domain::DomainError;
+use promo_store::StoreError;
 use serde::Serialize;
 use tonic::metadata::MetadataValue;
 
@@ -134,19 +135,14 @@ pub fn from_status(s: tonic::Status) -> DomainError {
     }
 }
 
-/// Storage failures: a dead or slow dependency is 503, never a 500 or a hang.
+/// Storage failures, through `StoreError`'s one mapping (a dead or slow
+/// dependency is 503, never a 500 or a hang); a shorthand for `map_err`.
 pub fn from_sqlx(e: sqlx::Error) -> DomainError {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-            DomainError::Unavailable("database unavailable".into())
-        }
-        sqlx::Error::RowNotFound => DomainError::NotFound("row".into()),
-        other => DomainError::Internal(format!("database: {other}")),
-    }
+    StoreError::from(e).into()
 }
 
 pub fn from_redis(e: redis::RedisError) -> DomainError {
-    DomainError::Unavailable(format!("redis unavailable: {e}").to_lowercase())
+    StoreError::from(e).into()
 }
 
 #[cfg(test)]

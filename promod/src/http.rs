@@ -1,7 +1,6 @@
 //! REST plumbing shared by every role: authentication, extractors that turn
 //! bad input into `VALIDATION_ERROR` naming the field, health and metrics routes.
 
-use crate::auth::JwtKeys;
 use crate::ctx::{Ctx, IdemKey};
 use crate::error::ApiError;
 use crate::idempotency::hash_request;
@@ -16,6 +15,7 @@ use axum::{Json, Router};
 use promo_domain::page::Page;
 use promo_domain::principal::Principal;
 use promo_domain::DomainError;
+use promo_store::auth::JwtKeys;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::future::Future;

@@ -1,13 +1,11 @@
 //! promod: one daemon, four roles (gateway, coupon, point, timesale), chosen at
 //! start. `server::run` starts what the config enables and stops on the
-//! shutdown token. promoctl links this library for the code it shares
-//! (Redis keys, rebuild paths, REST views).
+//! shutdown token. What promoctl shares with it (Redis keys and ports,
+//! rebuilds, token keys, topics) lives in `promo-store`, so the CLI does not
+//! link this crate.
 
-pub mod auth;
 pub mod batcher;
-pub mod cache;
 pub mod config;
-pub mod counters;
 pub mod coupon;
 pub mod ctx;
 pub mod db;
@@ -18,7 +16,6 @@ pub mod gateway;
 pub mod http;
 pub mod idempotency;
 pub mod inflight;
-pub mod keys;
 pub mod metrics;
 pub mod outbox;
 pub mod point;

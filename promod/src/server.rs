@@ -1,7 +1,6 @@
 //! Starts the enabled roles and runs them until the shutdown token fires, then
 //! drains: listeners stop accepting, in-flight requests finish, relays flush.
 
-use crate::auth::JwtKeys;
 use crate::config::{Config, ServiceConfig};
 use crate::coupon::{self, CouponApi, CouponService};
 use crate::db::{self, Schema};
@@ -13,11 +12,13 @@ use crate::point::{self, PointApi, PointService};
 use crate::roles::Role;
 use crate::rpc::breaker::Breaker;
 use crate::timesale::{self, TimesaleApi, TimesaleService};
-use crate::{cache, discovery, request_id};
+use crate::{discovery, request_id};
 use anyhow::Context;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::Router;
 use promo_domain::clock::{OffsetClock, SharedClock};
+use promo_store::auth::JwtKeys;
+use promo_store::cache;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -412,7 +413,9 @@ async fn start_coupon(
     let ports = sh.prepare(&sh.cfg.coupon, Schema::Coupon, "coupon").await?;
     bound.coupon_http = ports.http.local_addr().ok();
     bound.coupon_grpc = ports.grpc.local_addr().ok();
-    let admission = Arc::new(coupon::admission::RedisAdmission::new(sh.redis.clone()));
+    let admission = Arc::new(promo_store::admission::RedisAdmission::new(
+        sh.redis.clone(),
+    ));
     let svc = Arc::new(CouponService::new(
         ports.pool.clone(),
         admission,
@@ -621,7 +624,9 @@ async fn start_timesale(
         .await?;
     bound.timesale_http = ports.http.local_addr().ok();
     bound.timesale_grpc = ports.grpc.local_addr().ok();
-    let inventory = Arc::new(timesale::inventory::RedisInventory::new(sh.redis.clone()));
+    let inventory = Arc::new(promo_store::inventory::RedisInventory::new(
+        sh.redis.clone(),
+    ));
     let svc = Arc::new(TimesaleService::new(
         ports.pool.clone(),
         inventory,

@@ -3,7 +3,7 @@
 
 use super::{redis_err, settle, sql_check, CheckResult, Redis};
 use crate::error::CtlResult;
-use promod::keys;
+use promo_store::keys;
 use sqlx::PgPool;
 use uuid::Uuid;
 

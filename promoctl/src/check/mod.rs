@@ -18,13 +18,14 @@ use crate::config::{config_dir, pick, FileConfig};
 use crate::error::{CtlError, CtlResult};
 use crate::output::Format;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use promo_store::urls;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use promod::cache::Redis;
+pub use promo_store::cache::Redis;
 
 /// Offending ids shown per check.
 pub const SAMPLE: usize = 5;
@@ -215,7 +216,7 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
     let opts = PgConnectOptions::from_str(url).map_err(|e| {
         CtlError::usage(format!(
             "invalid database url {}: {e}",
-            promod::db::redact(url)
+            promo_store::urls::redact(url)
         ))
     })?;
     PgPoolOptions::new()
@@ -223,11 +224,16 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(opts)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("postgres at {}: {e}", promod::db::redact(url))))
+        .map_err(|e| {
+            CtlError::Unreachable(format!(
+                "postgres at {}: {e}",
+                promo_store::urls::redact(url)
+            ))
+        })
 }
 
 pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
-    promod::cache::connect(url)
+    promo_store::cache::connect(url)
         .await
         .map_err(|e| CtlError::Unreachable(format!("{e:#}")))
 }
@@ -242,27 +248,26 @@ pub struct StoreUrls {
 
 pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
     let file = FileConfig::load(&config_dir()?)?;
-    let d = promod::config::Config::default();
     Ok(StoreUrls {
         coupon: pick(
             s.coupon_db.as_deref(),
             file.coupon_database_url.as_deref(),
-            &d.coupon.database_url,
+            urls::COUPON_DATABASE_URL,
         ),
         point: pick(
             s.point_db.as_deref(),
             file.point_database_url.as_deref(),
-            &d.point.service.database_url,
+            urls::POINT_DATABASE_URL,
         ),
         timesale: pick(
             s.timesale_db.as_deref(),
             file.timesale_database_url.as_deref(),
-            &d.timesale.service.database_url,
+            urls::TIMESALE_DATABASE_URL,
         ),
         redis: pick(
             s.redis_url.as_deref(),
             file.redis_url.as_deref(),
-            &d.redis_url,
+            urls::REDIS_URL,
         ),
     })
 }

@@ -60,7 +60,7 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> CtlResult<()> {
         let url = crate::config::pick(
             a.database_url.as_deref(),
             ctx.file.gateway_database_url.as_deref(),
-            &promod::config::Config::default().gateway.database_url,
+            promo_store::urls::GATEWAY_DATABASE_URL,
         );
         Some((crate::check::connect_pg(&url).await?, url))
     } else {
@@ -97,7 +97,7 @@ async fn promote(pool: &sqlx::PgPool, url: &str, id: uuid::Uuid) -> CtlResult<()
     if done.rows_affected() != 1 {
         return Err(CtlError::Other(anyhow::anyhow!(
             "user {id} is not in the gateway_db at {}; is --database-url the gateway's?",
-            promod::db::redact(url)
+            promo_store::urls::redact(url)
         )));
     }
     Ok(())

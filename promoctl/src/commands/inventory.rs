@@ -1,44 +1,35 @@
 //! `promoctl inventory seed|show`: the rebuild path of the coupon and timesale
-//! roles (the same code promod runs at start-up), and the live counters next
-//! to what PostgreSQL says they should be.
+//! roles (`promo_store::rebuild`, the same code promod runs at start-up), and
+//! the live counters next to what PostgreSQL says they should be.
 
 use crate::check::{connect_pg, connect_redis, store_urls};
 use crate::cli::{InventoryCmd, Stores};
 use crate::error::{CtlError, CtlResult};
 use crate::output::{render, Format};
-use promo_domain::clock::{SharedClock, SystemClock};
 use promo_domain::DomainError;
-use promod::coupon::admission::RedisAdmission;
-use promod::coupon::CouponService;
-use promod::timesale::inventory::RedisInventory;
-use promod::timesale::TimesaleService;
+use promo_store::admission::RedisAdmission;
+use promo_store::inventory::RedisInventory;
+use promo_store::rebuild;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use sqlx::PgPool;
 use uuid::Uuid;
 
 struct Services {
-    coupon: CouponService,
-    timesale: TimesaleService,
-    redis: promod::cache::Redis,
+    coupon_db: PgPool,
+    timesale_db: PgPool,
+    admission: RedisAdmission,
+    inventory: RedisInventory,
+    redis: promo_store::cache::Redis,
 }
 
 async fn services(stores: &Stores) -> CtlResult<Services> {
     let urls = store_urls(stores)?;
     let redis = connect_redis(&urls.redis).await?;
-    let clock: SharedClock = Arc::new(SystemClock);
-    let coupon = CouponService::new(
-        connect_pg(&urls.coupon).await?,
-        Arc::new(RedisAdmission::new(redis.clone())),
-        clock.clone(),
-    );
-    let timesale = TimesaleService::new(
-        connect_pg(&urls.timesale).await?,
-        Arc::new(RedisInventory::new(redis.clone())),
-        clock,
-    );
     Ok(Services {
-        coupon,
-        timesale,
+        coupon_db: connect_pg(&urls.coupon).await?,
+        timesale_db: connect_pg(&urls.timesale).await?,
+        admission: RedisAdmission::new(redis.clone()),
+        inventory: RedisInventory::new(redis.clone()),
         redis,
     })
 }
@@ -62,8 +53,12 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
             let rows = match (id, all) {
                 (Some(id), false) => vec![seed_one(&s, id, force).await?],
                 (None, true) => {
-                    let sales = s.timesale.rebuild_all(force).await.map_err(domain)?;
-                    let policies = s.coupon.reconcile_all(force).await.map_err(domain)?;
+                    let sales = rebuild::sales(&s.timesale_db, &s.inventory, force)
+                        .await
+                        .map_err(domain)?;
+                    let policies = rebuild::coupon_policies(&s.coupon_db, &s.admission, force)
+                        .await
+                        .map_err(domain)?;
                     vec![
                         json!({"kind": "time sales", "id": "all", "installed": sales}),
                         json!({"kind": "coupon policies", "id": "all", "installed": policies}),
@@ -97,10 +92,12 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
 
 /// Seeds a sale, or else a coupon policy, with this id.
 async fn seed_one(s: &Services, id: Uuid, force: bool) -> CtlResult<Value> {
-    match s.timesale.rebuild_inventory(id, force).await {
+    match rebuild::sale(&s.timesale_db, &s.inventory, id, force).await {
         Ok(installed) => Ok(json!({"kind": "time sale", "id": id, "installed": installed})),
         Err(DomainError::NotFound(_)) => {
-            let installed = s.coupon.reconcile(id, force).await.map_err(domain)?;
+            let installed = rebuild::coupon_policy(&s.coupon_db, &s.admission, id, force)
+                .await
+                .map_err(domain)?;
             Ok(json!({"kind": "coupon policy", "id": id, "installed": installed}))
         }
         Err(e) => Err(domain(e)),
@@ -112,19 +109,23 @@ async fn show(s: &Services) -> CtlResult<Vec<Value>> {
     let policies: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT id, total_quantity, issued_quantity FROM coupon_policies ORDER BY created_at DESC",
     )
-    .fetch_all(s.coupon.pool())
+    .fetch_all(&s.coupon_db)
     .await
     .map_err(pg)?;
     let sales: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT id, total_quantity, sold_quantity FROM time_sales ORDER BY created_at DESC",
     )
-    .fetch_all(s.timesale.pool())
+    .fetch_all(&s.timesale_db)
     .await
     .map_err(pg)?;
     let keys: Vec<String> = policies
         .iter()
-        .map(|p| promod::keys::coupon_remaining(p.0))
-        .chain(sales.iter().map(|t| promod::keys::timesale_inventory(t.0)))
+        .map(|p| promo_store::keys::coupon_remaining(p.0))
+        .chain(
+            sales
+                .iter()
+                .map(|t| promo_store::keys::timesale_inventory(t.0)),
+        )
         .collect();
     let live: Vec<Option<i64>> = if keys.is_empty() {
         Vec::new()

@@ -36,7 +36,7 @@ pub struct Collector {
     sources: Sources,
     http: reqwest::Client,
     redis: Option<redis::aio::MultiplexedConnection>,
-    etcd: Option<etcd_client::Client>,
+    etcd: Option<crate::etcd::Client>,
     prev: HashMap<Role, (Instant, Scrape)>,
 }
 
@@ -448,7 +448,7 @@ async fn scan_stock(
         .collect())
 }
 
-/// The id inside a stock key, for the two layouts of `promod::keys`.
+/// The id inside a stock key, for the two layouts of `promo_store::keys`.
 fn stock_id(key: &str, kind: StockKind) -> Option<String> {
     let inner = match kind {
         StockKind::Coupon => key
@@ -463,7 +463,7 @@ fn stock_id(key: &str, kind: StockKind) -> Option<String> {
 
 /// Instances per role registered under `<prefix>/<role>/<instance>`.
 async fn registrations(
-    client: &mut Option<etcd_client::Client>,
+    client: &mut Option<crate::etcd::Client>,
     url: Option<String>,
     prefix: &str,
 ) -> anyhow::Result<Option<BTreeMap<String, usize>>> {
@@ -471,17 +471,17 @@ async fn registrations(
     let dir = format!("{}/", prefix.trim_end_matches('/'));
     let res = tokio::time::timeout(STORE_TIMEOUT, async {
         if client.is_none() {
-            let opts = etcd_client::ConnectOptions::new()
+            let opts = crate::etcd::ConnectOptions::new()
                 .with_connect_timeout(Duration::from_millis(500))
                 .with_timeout(STORE_TIMEOUT);
-            *client = Some(etcd_client::Client::connect([url.as_str()], Some(opts)).await?);
+            *client = Some(crate::etcd::Client::connect([url.as_str()], Some(opts)).await?);
         }
         let c = client.as_mut().expect("connected above");
         let resp = c
             .get(
                 dir.as_str(),
                 Some(
-                    etcd_client::GetOptions::new()
+                    crate::etcd::GetOptions::new()
                         .with_prefix()
                         .with_keys_only(),
                 ),
@@ -519,15 +519,15 @@ mod tests {
     fn stock_ids_come_out_of_both_key_layouts() {
         let id = uuid::Uuid::new_v4();
         assert_eq!(
-            stock_id(&promod::keys::coupon_remaining(id), StockKind::Coupon),
+            stock_id(&promo_store::keys::coupon_remaining(id), StockKind::Coupon),
             Some(id.to_string())
         );
         assert_eq!(
-            stock_id(&promod::keys::timesale_inventory(id), StockKind::Sale),
+            stock_id(&promo_store::keys::timesale_inventory(id), StockKind::Sale),
             Some(id.to_string())
         );
         assert_eq!(
-            stock_id(&promod::keys::timesale_users(id), StockKind::Sale),
+            stock_id(&promo_store::keys::timesale_users(id), StockKind::Sale),
             None
         );
     }

@@ -260,7 +260,7 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         .timeout(args.request_timeout)
         .build()?;
     let auth = match &args.jwt_secret {
-        Some(s) => Auth::Secret(Box::new(promod::auth::JwtKeys::new(
+        Some(s) => Auth::Secret(Box::new(promo_store::auth::JwtKeys::new(
             &SecretString::from(s.clone()),
             3600,
         ))),

@@ -7,7 +7,7 @@ use chrono::Utc;
 use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt};
 use promo_domain::principal::Role;
-use promod::auth::JwtKeys;
+use promo_store::auth::JwtKeys;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
 use std::sync::Arc;

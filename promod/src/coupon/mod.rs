@@ -4,7 +4,6 @@
 //! commit to PostgreSQL ([`batcher`]) whose constraints are the last line of
 //! defence. See ARCHITECTURE.md, "Coupons never oversell".
 
-pub mod admission;
 pub mod grpc;
 pub mod http;
 pub mod store;
@@ -19,6 +18,7 @@ use promo_domain::clock::SharedClock;
 use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::admission;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,23 +95,12 @@ impl CouponService {
     /// Rebuilds a policy's admission counters from PostgreSQL. Without `force`
     /// a live counter is kept.
     pub async fn reconcile(&self, policy: Uuid, force: bool) -> DomainResult<bool> {
-        let seed = store::counter_seed(&self.pool, policy).await?;
-        let installed = self.admission.seed(policy, &seed, force).await?;
-        if installed {
-            tracing::info!(policy_id = %policy, remaining = seed.remaining, users = seed.users.len(), force, "coupon counters rebuilt");
-        }
-        Ok(installed)
+        promo_store::rebuild::coupon_policy(&self.pool, &*self.admission, policy, force).await
     }
 
     /// Start-up reconciliation: counters that are missing are rebuilt.
     pub async fn reconcile_all(&self, force: bool) -> DomainResult<usize> {
-        let mut n = 0;
-        for id in store::policy_ids(&self.pool).await? {
-            if self.reconcile(id, force).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        promo_store::rebuild::coupon_policies(&self.pool, &*self.admission, force).await
     }
 
     async fn admit(&self, policy: &Policy, user: Uuid) -> DomainResult<i64> {

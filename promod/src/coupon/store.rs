@@ -402,33 +402,6 @@ pub async fn mark_unused(
     Ok(Some((row.into_domain(now), order_id)))
 }
 
-/// The counters PostgreSQL holds for a policy: the source of truth for rebuilds.
-pub async fn counter_seed(
-    pool: &PgPool,
-    policy: Uuid,
-) -> DomainResult<super::admission::CounterSeed> {
-    let p = get_policy(pool, policy).await?;
-    let users: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT user_id, count(*) FROM coupons WHERE policy_id = $1 GROUP BY user_id",
-    )
-    .bind(policy)
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    Ok(super::admission::CounterSeed {
-        remaining: p.total_quantity - p.issued_quantity,
-        users,
-    })
-}
-
-pub async fn policy_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM coupon_policies")
-        .fetch_all(pool)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
 /// The group commit of coupons (`crate::batcher`).
 pub struct Coupons;
 

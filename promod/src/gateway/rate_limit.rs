@@ -6,7 +6,6 @@
 //! governor was considered: it is in-process only, and buckets must be shared
 //! across gateway instances, hence the script.
 
-use crate::cache::Redis;
 use crate::config::RateLimitConfig;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, Request, State};
@@ -16,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
 use promo_domain::principal::Principal;
 use promo_domain::DomainError;
+use promo_store::cache::Redis;
 use redis::Script;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};

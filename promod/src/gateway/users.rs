@@ -2,7 +2,6 @@
 //! JWTs, and refresh tokens stored hashed that rotate on every use. Reusing a
 //! rotated refresh token revokes its whole family.
 
-use crate::auth::JwtKeys;
 use crate::error::from_sqlx;
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -12,6 +11,7 @@ use base64::Engine;
 use chrono::{Duration, Utc};
 use promo_domain::principal::Role;
 use promo_domain::{DomainError, DomainResult};
+use promo_store::auth::JwtKeys;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;

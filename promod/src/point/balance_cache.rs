@@ -4,8 +4,8 @@
 //! stale balance over a newer one. Decisions never read it: a use is decided
 //! by PostgreSQL. Redis errors are logged and ignored (reads fall back).
 
-use crate::cache::Redis;
-use crate::keys;
+use promo_store::cache::Redis;
+use promo_store::keys;
 use redis::Script;
 use std::sync::LazyLock;
 use uuid::Uuid;

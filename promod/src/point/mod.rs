@@ -63,7 +63,7 @@ fn outcome_metric(kind: TxType, outcome: &'static str) {
 impl PointService {
     pub fn new(
         pool: PgPool,
-        redis: Option<crate::cache::Redis>,
+        redis: Option<promo_store::cache::Redis>,
         clock: SharedClock,
         limits: Limits,
     ) -> Self {

@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::{self, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::topics;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -70,9 +71,9 @@ pub struct Applied {
 
 fn event_type(kind: TxType) -> &'static str {
     match kind {
-        TxType::Earn => "point.earned",
-        TxType::Use => "point.used",
-        TxType::Cancel => "point.cancelled",
+        TxType::Earn => topics::POINT_EARNED,
+        TxType::Use => topics::POINT_USED,
+        TxType::Cancel => topics::POINT_CANCELLED,
     }
 }
 

@@ -6,7 +6,6 @@
 
 pub mod grpc;
 pub mod http;
-pub mod inventory;
 pub mod store;
 
 use crate::batcher::Batcher;
@@ -22,6 +21,7 @@ use promo_domain::timesale::{
     SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
+use promo_store::inventory;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,24 +191,13 @@ impl TimesaleService {
     /// Rebuilds a sale's stock and per-user totals from PostgreSQL (total minus
     /// the confirmed orders). Without `force` a live counter is kept.
     pub async fn rebuild_inventory(&self, sale_id: Uuid, force: bool) -> DomainResult<bool> {
-        let seed = store::inventory_seed(&self.pool, sale_id).await?;
-        let installed = self.inventory.seed(sale_id, &seed, force).await?;
-        if installed {
-            tracing::info!(sale_id = %sale_id, remaining = seed.remaining, users = seed.users.len(), force, "timesale inventory rebuilt");
-        }
-        Ok(installed)
+        promo_store::rebuild::sale(&self.pool, &*self.inventory, sale_id, force).await
     }
 
     /// Start-up (and `promoctl inventory seed`): rebuilds every missing counter,
     /// or every counter with `force`. Returns how many were installed.
     pub async fn rebuild_all(&self, force: bool) -> DomainResult<usize> {
-        let mut n = 0;
-        for id in store::sale_ids(&self.pool).await? {
-            if self.rebuild_inventory(id, force).await? {
-                n += 1;
-            }
-        }
-        Ok(n)
+        promo_store::rebuild::sales(&self.pool, &*self.inventory, force).await
     }
 
     /// Copies the live stock of recent sales into `remaining_quantity` (reports

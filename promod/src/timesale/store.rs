@@ -1,7 +1,6 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use super::inventory::CounterSeed;
 use crate::batcher::BatchStore;
 pub use crate::batcher::InsertOutcome;
 use crate::error::from_sqlx;
@@ -483,39 +482,6 @@ pub async fn cancel_order(
         .await
         .map_err(from_sqlx)?;
     Ok(Some(order))
-}
-
-/// What PostgreSQL says about a sale's stock: total minus the confirmed orders,
-/// and each user's confirmed units (both from the same order rows, so they
-/// agree with each other; the total never changes after creation).
-pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<CounterSeed> {
-    let (total,): (i64,) = sqlx::query_as("SELECT total_quantity FROM time_sales WHERE id = $1")
-        .bind(sale)
-        .fetch_optional(pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
-    let users: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT user_id, sum(quantity)::bigint FROM time_sale_orders
-         WHERE time_sale_id = $1 AND status = 'CONFIRMED' GROUP BY user_id",
-    )
-    .bind(sale)
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let confirmed: i64 = users.iter().map(|(_, n)| n).sum();
-    Ok(CounterSeed {
-        remaining: (total - confirmed).max(0),
-        users,
-    })
-}
-
-pub async fn sale_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM time_sales")
-        .fetch_all(pool)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// Sales whose stock copy may still change: not ended before `since` (orders

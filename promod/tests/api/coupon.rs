@@ -218,12 +218,12 @@ async fn lost_counters_are_rebuilt_from_postgres() {
         );
     }
     // Redis loses the counters (a flush or a restart of Redis).
-    let mut r = promod::cache::connect(&super::helpers::redis_url())
+    let mut r = promo_store::cache::connect(&super::helpers::redis_url())
         .await
         .unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(promod::keys::coupon_remaining(policy))
-        .arg(promod::keys::coupon_users(policy))
+        .arg(promo_store::keys::coupon_remaining(policy))
+        .arg(promo_store::keys::coupon_users(policy))
         .query_async(&mut r)
         .await
         .unwrap();
@@ -467,11 +467,11 @@ async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rebuilds_install_every_user_once() {
-    use promod::counters::{install, CounterKeys, CounterSeed};
+    use promo_store::counters::{install, CounterKeys, CounterSeed};
     let url = super::helpers::redis_url();
     let mut conns = Vec::new();
     for _ in 0..8 {
-        conns.push(promod::cache::connect(&url).await.unwrap());
+        conns.push(promo_store::cache::connect(&url).await.unwrap());
     }
     let seed = Arc::new(CounterSeed {
         remaining: 5,
@@ -482,9 +482,9 @@ async fn concurrent_rebuilds_install_every_user_once() {
     for _ in 0..30 {
         let policy = uuid::Uuid::new_v4();
         let keys = move || CounterKeys {
-            remaining: promod::keys::coupon_remaining(policy),
-            users: promod::keys::coupon_users(policy),
-            staging: promod::keys::coupon_users_staging(policy),
+            remaining: promo_store::keys::coupon_remaining(policy),
+            users: promo_store::keys::coupon_users(policy),
+            staging: promo_store::keys::coupon_users_staging(policy),
         };
         let tasks: Vec<_> = conns
             .iter()
@@ -500,19 +500,22 @@ async fn concurrent_rebuilds_install_every_user_once() {
         assert_eq!(installed, 1);
         let mut conn = conns[0].clone();
         let users: i64 = redis::cmd("HLEN")
-            .arg(promod::keys::coupon_users(policy))
+            .arg(promo_store::keys::coupon_users(policy))
             .query_async(&mut conn)
             .await
             .unwrap();
         assert_eq!(users, 300, "every user's count is installed");
         let ttl: i64 = redis::cmd("TTL")
-            .arg(promod::keys::coupon_users(policy))
+            .arg(promo_store::keys::coupon_users(policy))
             .query_async(&mut conn)
             .await
             .unwrap();
         assert_eq!(ttl, -1, "the live hash does not expire");
         let left: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", promod::keys::coupon_users_staging(policy)))
+            .arg(format!(
+                "{}*",
+                promo_store::keys::coupon_users_staging(policy)
+            ))
             .query_async(&mut conn)
             .await
             .unwrap();

@@ -751,7 +751,8 @@ async fn events_committed_before_kill_9_are_published_after_restart() {
             }
         }
     };
-    let keys = promod::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys =
+        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
     let admin = keys.issue(Uuid::new_v4(), Role::Admin).unwrap();
     let user = Uuid::new_v4();
 

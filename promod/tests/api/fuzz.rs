@@ -302,7 +302,7 @@ impl Digest<'_> {
             &[&ts[..], &common[..]].concat(),
         )
         .await;
-        let mut redis = promod::cache::connect(&super::helpers::redis_url())
+        let mut redis = promo_store::cache::connect(&super::helpers::redis_url())
             .await
             .unwrap();
         for k in &self.redis_keys {
@@ -703,10 +703,10 @@ async fn fuzzed_write_bodies_never_5xx_and_refusals_change_nothing() {
             let p: Uuid = w.policy.parse().unwrap();
             let s: Uuid = w.sale.parse().unwrap();
             vec![
-                promod::keys::coupon_remaining(p),
-                promod::keys::coupon_users(p),
-                promod::keys::timesale_inventory(s),
-                promod::keys::timesale_users(s),
+                promo_store::keys::coupon_remaining(p),
+                promo_store::keys::coupon_users(p),
+                promo_store::keys::timesale_inventory(s),
+                promo_store::keys::timesale_users(s),
             ]
         },
     };

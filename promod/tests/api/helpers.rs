@@ -2,7 +2,7 @@
 //! databases named by UUID, and helpers to mint tokens and call the API.
 
 use promo_domain::principal::Role;
-use promod::auth::JwtKeys;
+use promo_store::auth::JwtKeys;
 use promod::config::Config;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -222,7 +222,7 @@ pub async fn hold_claim(scope: &str, user: uuid::Uuid, key: &str, held: bool) {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let claim = promod::keys::idempotency_claim(scope, user, key);
+    let claim = promo_store::keys::idempotency_claim(scope, user, key);
     let mut cmd = if held {
         redis::cmd("SET")
     } else {

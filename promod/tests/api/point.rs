@@ -194,7 +194,7 @@ async fn cached_balance_follows_every_write_even_over_a_stale_entry() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let key = promod::keys::point_balance(user);
+    let key = promo_store::keys::point_balance(user);
     // A read fills the cache; each kind of write must move it.
     assert_eq!(app.balance_of(&token).await, 0);
     let earned = app.earn(user, 70).await;
@@ -714,7 +714,7 @@ async fn the_cache_ends_at_the_databases_balance_and_version() {
                 .unwrap();
         assert_eq!(balance, 1000 + 10 * 7 - 20 * 11);
         let cached: String = redis::cmd("GET")
-            .arg(promod::keys::point_balance(*u))
+            .arg(promo_store::keys::point_balance(*u))
             .query_async(&mut redis)
             .await
             .unwrap();

@@ -94,7 +94,8 @@ async fn gateway_follows_coupon_instances_through_etcd() {
     let base = format!("http://127.0.0.1:{gw_port}");
     wait_http(&format!("{base}/healthz")).await;
 
-    let keys = promod::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys =
+        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
     let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
     let client = reqwest::Client::new();
     let list = || {
@@ -235,7 +236,8 @@ async fn a_dead_role_opens_its_breaker_only_and_recovery_closes_it() {
     let base = format!("http://127.0.0.1:{gw_port}");
     wait_http(&format!("{base}/healthz")).await;
     wait_http(&format!("http://127.0.0.1:{point_http}/readyz")).await;
-    let keys = promod::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys =
+        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
     let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
     let client = reqwest::Client::new();
     let get = |path: &'static str| {

@@ -2,7 +2,7 @@
 
 use super::timesale_helpers::{spawn_timesale_app, spawn_timesale_app_over_grpc, TimesaleApp};
 use promo_domain::clock::{Clock, SystemClock};
-use promod::timesale::inventory::{forget, RedisInventory};
+use promo_store::inventory::{forget, RedisInventory};
 use promod::timesale::TimesaleService;
 use serde_json::json;
 use std::sync::Arc;
@@ -189,7 +189,7 @@ async fn restarting_promod_never_resets_the_stock() {
     // resetting it to the total nor "correcting" it upwards while in use.
     let mut conn = app.redis.clone();
     let _: () = redis::cmd("SET")
-        .arg(promod::keys::timesale_inventory(sale))
+        .arg(promo_store::keys::timesale_inventory(sale))
         .arg(6)
         .query_async(&mut conn)
         .await
@@ -551,7 +551,7 @@ async fn the_database_refuses_what_a_wrong_redis_admits() {
     let mut conn = app.redis.clone();
     // Redis forgot that user A holds 2: the database still refuses a third.
     let _: () = redis::cmd("HDEL")
-        .arg(promod::keys::timesale_users(sale))
+        .arg(promo_store::keys::timesale_users(sale))
         .arg(owner.to_string())
         .query_async(&mut conn)
         .await
@@ -571,7 +571,7 @@ async fn the_database_refuses_what_a_wrong_redis_admits() {
         assert_eq!(app.order(sale, &t, 1).await.0, 201);
     }
     let _: () = redis::cmd("SET")
-        .arg(promod::keys::timesale_inventory(sale))
+        .arg(promo_store::keys::timesale_inventory(sale))
         .arg(2)
         .query_async(&mut conn)
         .await
@@ -731,7 +731,7 @@ async fn a_killed_timesale_process_keeps_its_stock() {
     let base = format!("http://127.0.0.1:{gw_port}/api/v1");
     wait_http(&format!("http://127.0.0.1:{gw_port}/healthz")).await;
 
-    let keys = promod::auth::JwtKeys::new(
+    let keys = promo_store::auth::JwtKeys::new(
         &secrecy::SecretString::from(super::helpers::SECRET.to_owned()),
         900,
     );
@@ -798,12 +798,12 @@ async fn a_killed_timesale_process_keeps_its_stock() {
         assert!(start.elapsed() < Duration::from_secs(30), "{s}: {b}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let redis = promod::cache::connect(&super::helpers::redis_url())
+    let redis = promo_store::cache::connect(&super::helpers::redis_url())
         .await
         .unwrap();
     let mut conn = redis.clone();
     let stock: i64 = redis::cmd("GET")
-        .arg(promod::keys::timesale_inventory(sale_id))
+        .arg(promo_store::keys::timesale_inventory(sale_id))
         .query_async(&mut conn)
         .await
         .unwrap();

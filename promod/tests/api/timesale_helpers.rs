@@ -5,7 +5,7 @@
 use super::helpers::{fresh_db, test_config, SECRET};
 use promo_domain::clock::{Clock, OffsetClock};
 use promo_domain::principal::Role;
-use promod::auth::JwtKeys;
+use promo_store::auth::JwtKeys;
 use promod::config::Config;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ pub struct TimesaleApp {
     pub client: reqwest::Client,
     pub keys: JwtKeys,
     pub db: sqlx::PgPool,
-    pub redis: promod::cache::Redis,
+    pub redis: promo_store::cache::Redis,
     pub clock: Arc<OffsetClock>,
     pub admin: String,
     cfg: Config,
@@ -93,7 +93,7 @@ async fn spawn(over_grpc: bool) -> TimesaleApp {
         db: sqlx::PgPool::connect(&cfg.timesale.service.database_url)
             .await
             .unwrap(),
-        redis: promod::cache::connect(&super::helpers::redis_url())
+        redis: promo_store::cache::connect(&super::helpers::redis_url())
             .await
             .unwrap(),
         clock: bound.clock.clone(),
@@ -247,7 +247,7 @@ impl TimesaleApp {
     pub async fn redis_stock(&self, sale: Uuid) -> Option<i64> {
         let mut conn = self.redis.clone();
         redis::cmd("GET")
-            .arg(promod::keys::timesale_inventory(sale))
+            .arg(promo_store::keys::timesale_inventory(sale))
             .query_async(&mut conn)
             .await
             .unwrap()
@@ -292,7 +292,7 @@ impl TimesaleApp {
         assert!(over.is_empty(), "users over the limit: {over:?}");
         let mut conn = self.redis.clone();
         let users: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
-            .arg(promod::keys::timesale_users(sale))
+            .arg(promo_store::keys::timesale_users(sale))
             .query_async(&mut conn)
             .await
             .unwrap();

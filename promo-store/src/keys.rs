@@ -33,7 +33,7 @@ pub fn timesale_users_staging(sale: Uuid) -> String {
     format!("{{timesale:inventory:{sale}}}:users:staging")
 }
 
-/// Held while a keyed write runs (`inflight.rs`); keys are per user.
+/// Held while a keyed write runs (`claims.rs`); keys are per user.
 pub fn idempotency_claim(scope: &str, user: Uuid, key: &str) -> String {
     format!("idem:claim:{scope}:{user}:{key}")
 }

@@ -1,13 +1,13 @@
 //! One contract suite for the admission port, run on every implementation.
 
-use promod::coupon::admission::{
+use promo_store::admission::{
     Admission, AdmissionPort, CounterSeed, MemoryAdmission, RedisAdmission, Release,
 };
 use std::sync::Arc;
 use uuid::Uuid;
 
 async fn redis() -> Arc<dyn AdmissionPort> {
-    let conn = promod::cache::connect(&super::helpers::redis_url())
+    let conn = promo_store::cache::connect(&super::redis_url())
         .await
         .unwrap();
     Arc::new(RedisAdmission::new(conn))

@@ -2,14 +2,14 @@
 //! implementation.
 
 use chrono::{Duration, Utc};
-use promod::timesale::inventory::{
+use promo_store::inventory::{
     Ask, CounterSeed, InventoryPort, MemoryInventory, RedisInventory, Release, Reservation,
 };
 use std::sync::Arc;
 use uuid::Uuid;
 
 async fn redis() -> Arc<dyn InventoryPort> {
-    let conn = promod::cache::connect(&super::helpers::redis_url())
+    let conn = promo_store::cache::connect(&super::redis_url())
         .await
         .unwrap();
     Arc::new(RedisInventory::new(conn))

@@ -1,10 +1,10 @@
 //! Rebuilding a role's Redis counters from PostgreSQL, shared by coupon
 //! admission and time-sale inventory: a remaining counter and a per-user hash,
-//! swapped in by one script that keeps a live counter unless forced.
+//! swapped in by one script that keeps a live counter unless forced. What to
+//! install comes from PostgreSQL (`rebuild`).
 
 use crate::cache::Redis;
-use crate::error::from_redis;
-use promo_domain::DomainResult;
+use crate::error::StoreResult;
 use redis::Script;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -52,7 +52,7 @@ pub async fn install(
     keys: CounterKeys,
     seed: &CounterSeed,
     force: bool,
-) -> DomainResult<bool> {
+) -> StoreResult<bool> {
     let mut conn = conn.clone();
     // A staging hash of its own: rebuilds started by concurrent requests
     // once shared one, and one's DEL emptied what another was about to swap
@@ -70,7 +70,7 @@ pub async fn install(
             .arg(&staging)
             .arg(STAGING_TTL_SECS)
             .ignore();
-        let _: () = pipe.query_async(&mut conn).await.map_err(from_redis)?;
+        let _: () = pipe.query_async(&mut conn).await?;
     }
     let installed: i64 = INSTALL
         .key(keys.remaining)
@@ -79,7 +79,6 @@ pub async fn install(
         .arg(seed.remaining)
         .arg(if force { "1" } else { "0" })
         .invoke_async(&mut conn)
-        .await
-        .map_err(from_redis)?;
+        .await?;
     Ok(installed == 1)
 }

@@ -2,8 +2,9 @@
 //! the policy and of the user together or not at all.
 //!
 //! Implementations: Redis (one Lua script per decision) and in-memory (a mutex).
-//! Both run the same contract suite (`tests/admission_contract.rs`).
+//! Both run the same contract suite (`tests/ports/admission.rs`).
 
+use crate::error::StoreError;
 use crate::keys;
 use async_trait::async_trait;
 use promo_domain::DomainResult;
@@ -57,9 +58,9 @@ pub trait AdmissionPort: Send + Sync + 'static {
     async fn adjust_remaining(&self, policy: Uuid, delta: i64) -> DomainResult<()>;
     /// The live remaining counter and per-user counts.
     async fn snapshot(&self, policy: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>>;
-    /// Claims on idempotency keys of requests in flight (`inflight.rs`),
+    /// Claims on idempotency keys of requests in flight (`claims.rs`),
     /// kept where the admission state is.
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims;
+    fn claims(&self) -> &dyn crate::claims::KeyClaims;
 }
 
 static RESERVE: LazyLock<Script> = LazyLock::new(|| {
@@ -102,13 +103,13 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 #[derive(Clone)]
 pub struct RedisAdmission {
     conn: crate::cache::Redis,
-    claims: crate::inflight::RedisClaims,
+    claims: crate::claims::RedisClaims,
 }
 
 impl RedisAdmission {
     pub fn new(conn: crate::cache::Redis) -> Self {
         RedisAdmission {
-            claims: crate::inflight::RedisClaims(conn.clone()),
+            claims: crate::claims::RedisClaims(conn.clone()),
             conn,
         }
     }
@@ -116,7 +117,7 @@ impl RedisAdmission {
 
 #[async_trait]
 impl AdmissionPort for RedisAdmission {
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+    fn claims(&self) -> &dyn crate::claims::KeyClaims {
         &self.claims
     }
 
@@ -134,7 +135,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(per_user_limit)
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         Ok(match n {
             -1 => Admission::SoldOut,
             -2 => Admission::LimitExceeded,
@@ -153,7 +154,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(if slot.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -163,7 +164,7 @@ impl AdmissionPort for RedisAdmission {
             users: keys::coupon_users(policy),
             staging: keys::coupon_users_staging(policy),
         };
-        crate::counters::install(&self.conn, keys, seed, force).await
+        Ok(crate::counters::install(&self.conn, keys, seed, force).await?)
     }
 
     async fn adjust_remaining(&self, policy: Uuid, delta: i64) -> DomainResult<()> {
@@ -173,7 +174,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(delta)
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -183,7 +184,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(keys::coupon_remaining(policy))
             .query_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         let Some(remaining) = remaining else {
             return Ok(None);
         };
@@ -191,7 +192,7 @@ impl AdmissionPort for RedisAdmission {
             .arg(keys::coupon_users(policy))
             .query_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         let users = raw
             .into_iter()
             .filter_map(|(k, v)| Uuid::parse_str(&k).ok().map(|u| (u, v)))
@@ -207,12 +208,12 @@ type Counters = (i64, HashMap<Uuid, i64>);
 #[derive(Clone, Default)]
 pub struct MemoryAdmission {
     state: Arc<Mutex<HashMap<Uuid, Counters>>>,
-    claims: Arc<crate::inflight::MemoryClaims>,
+    claims: Arc<crate::claims::MemoryClaims>,
 }
 
 #[async_trait]
 impl AdmissionPort for MemoryAdmission {
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+    fn claims(&self) -> &dyn crate::claims::KeyClaims {
         &*self.claims
     }
 

@@ -2,8 +2,9 @@
 //! of the sale's stock and of the user's allowance together or not at all.
 //!
 //! Implementations: Redis (one Lua script per decision) and in-memory (a mutex).
-//! Both run the same contract suite (`tests/api/timesale_inventory_contract.rs`).
+//! Both run the same contract suite (`tests/ports/inventory.rs`).
 
+use crate::error::StoreError;
 use crate::keys;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -76,9 +77,9 @@ pub trait InventoryPort: Send + Sync + 'static {
     async fn remaining(&self, sale: Uuid) -> DomainResult<Option<i64>>;
     /// The live stock and per-user totals.
     async fn snapshot(&self, sale: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>>;
-    /// Claims on idempotency keys of requests in flight (`inflight.rs`),
+    /// Claims on idempotency keys of requests in flight (`claims.rs`),
     /// kept where the admission state is.
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims;
+    fn claims(&self) -> &dyn crate::claims::KeyClaims;
 }
 
 /// Returns the stock left (>= 0) or a negative refusal code. It never
@@ -121,13 +122,13 @@ return 1
 #[derive(Clone)]
 pub struct RedisInventory {
     conn: crate::cache::Redis,
-    claims: crate::inflight::RedisClaims,
+    claims: crate::claims::RedisClaims,
 }
 
 impl RedisInventory {
     pub fn new(conn: crate::cache::Redis) -> Self {
         RedisInventory {
-            claims: crate::inflight::RedisClaims(conn.clone()),
+            claims: crate::claims::RedisClaims(conn.clone()),
             conn,
         }
     }
@@ -135,7 +136,7 @@ impl RedisInventory {
 
 #[async_trait]
 impl InventoryPort for RedisInventory {
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+    fn claims(&self) -> &dyn crate::claims::KeyClaims {
         &self.claims
     }
 
@@ -152,7 +153,7 @@ impl InventoryPort for RedisInventory {
             .arg(ask.end_at.timestamp_millis())
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         Ok(match n {
             -1 => Reservation::SoldOut,
             -2 => Reservation::LimitExceeded,
@@ -179,7 +180,7 @@ impl InventoryPort for RedisInventory {
             .arg(if what.user { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -189,16 +190,16 @@ impl InventoryPort for RedisInventory {
             users: keys::timesale_users(sale),
             staging: keys::timesale_users_staging(sale),
         };
-        crate::counters::install(&self.conn, keys, seed, force).await
+        Ok(crate::counters::install(&self.conn, keys, seed, force).await?)
     }
 
     async fn remaining(&self, sale: Uuid) -> DomainResult<Option<i64>> {
         let mut conn = self.conn.clone();
-        redis::cmd("GET")
+        Ok(redis::cmd("GET")
             .arg(keys::timesale_inventory(sale))
             .query_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)
+            .map_err(StoreError::from)?)
     }
 
     async fn snapshot(&self, sale: Uuid) -> DomainResult<Option<(i64, HashMap<Uuid, i64>)>> {
@@ -210,7 +211,7 @@ impl InventoryPort for RedisInventory {
             .arg(keys::timesale_users(sale))
             .query_async(&mut conn)
             .await
-            .map_err(crate::error::from_redis)?;
+            .map_err(StoreError::from)?;
         let users = raw
             .into_iter()
             .filter_map(|(k, v)| Uuid::parse_str(&k).ok().map(|u| (u, v)))
@@ -226,12 +227,12 @@ type Counters = (i64, HashMap<Uuid, i64>);
 #[derive(Clone, Default)]
 pub struct MemoryInventory {
     state: Arc<Mutex<HashMap<Uuid, Counters>>>,
-    claims: Arc<crate::inflight::MemoryClaims>,
+    claims: Arc<crate::claims::MemoryClaims>,
 }
 
 #[async_trait]
 impl InventoryPort for MemoryInventory {
-    fn claims(&self) -> &dyn crate::inflight::KeyClaims {
+    fn claims(&self) -> &dyn crate::claims::KeyClaims {
         &*self.claims
     }
 
@@ -323,6 +324,6 @@ pub async fn forget(conn: &crate::cache::Redis, sale: Uuid) -> DomainResult<()> 
         .arg(keys::timesale_users_staging(sale))
         .query_async(&mut conn)
         .await
-        .map_err(crate::error::from_redis)?;
+        .map_err(StoreError::from)?;
     Ok(())
 }
