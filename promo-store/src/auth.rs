@@ -1,5 +1,6 @@
 //! Access tokens: HS256 JWTs with `sub`, `role`, `exp`, `iat` and `jti`.
-//! Every role verifies them the same way; only the gateway issues them.
+//! Every role verifies them the same way; the gateway issues them, and so does
+//! `promoctl load` when given the secret (tokens for its generated users).
 
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
