@@ -160,7 +160,7 @@ Examples:
     #[command(subcommand)]
     Events(EventsCmd),
     /// Load the gateway (open or closed loop) and report HDR percentiles
-    Load(crate::load::LoadArgs),
+    Load(Box<crate::load::LoadArgs>),
     /// A live terminal view of roles, routes, stock, points and the outbox
     Dashboard(crate::dashboard::DashboardArgs),
     /// Redis counters: seed them from PostgreSQL, or show them next to it

@@ -15,7 +15,7 @@ mod users;
 
 use crate::cli::CheckArgs;
 use crate::config::{config_dir, pick, FileConfig};
-use crate::error::{CtlError, CtlResult};
+use crate::error::{pg_unreachable, CtlError, CtlResult};
 use crate::output::Format;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
@@ -133,17 +133,6 @@ impl Report {
     }
 }
 
-/// A query failure that means the store is gone, rather than a broken check.
-pub(crate) fn is_unreachable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
-}
-
 /// Runs one set-based SQL check. The query returns one row: rows examined
 /// (bigint), violations (bigint) and a sample (text[]).
 pub async fn sql_check(pool: &PgPool, check: &str, sql: &str) -> CtlResult<CheckResult> {
@@ -184,10 +173,8 @@ fn finish(
 
 /// A dead store aborts the run (exit 3); anything else fails only this check.
 pub(crate) fn settle(mut r: CheckResult, e: sqlx::Error) -> CtlResult<CheckResult> {
-    if is_unreachable(&e) {
-        return Err(CtlError::Unreachable(
-            format!("postgres: {e}").to_lowercase(),
-        ));
+    if pg_unreachable(&e) {
+        return Err(CtlError::unreachable("postgres", e));
     }
     r.error = Some(describe(&e));
     Ok(r)
@@ -204,11 +191,7 @@ pub(crate) fn describe(e: &sqlx::Error) -> String {
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> CtlError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        CtlError::Unreachable(format!("redis: {e}").to_lowercase())
-    } else {
-        CtlError::Other(anyhow::anyhow!("redis: {e}"))
-    }
+    CtlError::redis("redis", e)
 }
 
 pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
@@ -223,13 +206,15 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(opts)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("postgres at {}: {e}", promod::db::redact(url))))
+        .map_err(|e| CtlError::unreachable(format!("postgres at {}", promod::db::redact(url)), e))
 }
 
 pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
+    // A malformed url is the caller's mistake, not a dead server.
+    redis::Client::open(url).map_err(|e| CtlError::usage(format!("invalid redis url: {e}")))?;
     promod::cache::connect(url)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("{e:#}")))
+        .map_err(|e| CtlError::unreachable(format!("redis at {url}"), e))
 }
 
 /// The store urls: flags (or env) > config file > promod's defaults.
@@ -270,7 +255,7 @@ pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
 pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
     let all = !(args.coupon || args.point || args.timesale || args.events);
     let acks = match &args.acks {
-        Some(path) => Some(crate::load::acks::read(path).map_err(|e| {
+        Some(path) => Some(crate::acks::read(path).map_err(|e| {
             CtlError::Usage(format!("cannot read the ack log {}: {e}", path.display()))
         })?),
         None => None,

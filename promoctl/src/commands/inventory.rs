@@ -45,8 +45,8 @@ async fn services(stores: &Stores) -> CtlResult<Services> {
 
 fn domain(e: DomainError) -> CtlError {
     match e {
-        DomainError::Unavailable(m) => CtlError::Unreachable(m),
-        other => CtlError::Other(anyhow::anyhow!("{other}")),
+        DomainError::Unavailable(_) => CtlError::unreachable("the store", e),
+        other => CtlError::Other(other.into()),
     }
 }
 
@@ -108,7 +108,7 @@ async fn seed_one(s: &Services, id: Uuid, force: bool) -> CtlResult<Value> {
 }
 
 async fn show(s: &Services) -> CtlResult<Vec<Value>> {
-    let pg = |e: sqlx::Error| CtlError::Unreachable(format!("postgres: {e}"));
+    let pg = |e: sqlx::Error| CtlError::postgres("postgres", e);
     let policies: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT id, total_quantity, issued_quantity FROM coupon_policies ORDER BY created_at DESC",
     )
@@ -137,7 +137,7 @@ async fn show(s: &Services) -> CtlResult<Vec<Value>> {
                 .arg(k)
                 .query_async(&mut r)
                 .await
-                .map_err(|e| CtlError::Unreachable(format!("redis: {e}")))?;
+                .map_err(|e| CtlError::redis("redis", e))?;
             out.push(v);
         }
         out

@@ -11,6 +11,7 @@ pub mod ui;
 #[cfg(test)]
 mod tests;
 
+use crate::error::{CtlError, CtlResult};
 use action::Action;
 use anyhow::Context;
 use collect::{Collector, Sources};
@@ -84,9 +85,9 @@ impl DashboardArgs {
     }
 }
 
-pub async fn run(args: DashboardArgs) -> anyhow::Result<i32> {
+pub async fn run(args: DashboardArgs) -> CtlResult<()> {
     if args.refresh < Duration::from_millis(100) {
-        anyhow::bail!("--refresh must be at least 100ms");
+        return Err(CtlError::usage("--refresh must be at least 100ms"));
     }
     let collector = Collector::new(args.sources())?;
     install_panic_hook();
@@ -95,7 +96,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<i32> {
     let _restore = RestoreOnDrop;
     let res = event_loop(&mut terminal, collector, args.refresh).await;
     drop(terminal);
-    res.map(|()| 0)
+    Ok(res?)
 }
 
 async fn event_loop(
