@@ -7,16 +7,17 @@
 //! tests call them without the CLI.
 
 pub mod acks;
+mod counters;
 pub mod coupon;
 pub mod events;
 pub mod point;
 pub mod timesale;
 mod users;
 
-use crate::cli::CheckArgs;
 use crate::config::{config_dir, pick, FileConfig};
 use crate::error::{pg_unreachable, CtlError, CtlResult};
 use crate::output::Format;
+use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -25,6 +26,65 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use promod::cache::Redis;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads PostgreSQL and Redis directly. No flag checks everything. Exit 0 when every
+invariant holds, 1 on a violation, 3 when a store is unreachable.
+PostgreSQL and Redis are read one after the other, so on a busy system requests in
+flight can show as a Redis difference: rerun (or check a quiet system) to confirm.
+
+Examples:
+  promoctl check
+  promoctl check --coupon --timesale -o json
+  promoctl check --events --max-backlog-age 5m")]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub coupon: bool,
+    #[arg(long)]
+    pub point: bool,
+    #[arg(long)]
+    pub timesale: bool,
+    #[arg(long)]
+    pub events: bool,
+    #[command(flatten)]
+    pub stores: Stores,
+    /// Unpublished events older than this fail the check (e.g. 5m)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_backlog_age: Option<std::time::Duration>,
+    /// Also compare a load run's acknowledgement log (`promoctl load --acks`)
+    /// with the databases: nothing acknowledged is missing, nothing
+    /// unacknowledged is present
+    #[arg(long)]
+    pub acks: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Stores {
+    #[arg(long, env = "PROMOCTL_COUPON_DATABASE_URL")]
+    pub coupon_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_POINT_DATABASE_URL")]
+    pub point_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_TIMESALE_DATABASE_URL")]
+    pub timesale_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+impl CheckArgs {
+    /// Every check, on these stores.
+    pub fn all(stores: Stores) -> CheckArgs {
+        CheckArgs {
+            coupon: false,
+            point: false,
+            timesale: false,
+            events: false,
+            stores,
+            max_backlog_age: None,
+            acks: None,
+        }
+    }
+}
 
 /// Offending ids shown per check.
 pub const SAMPLE: usize = 5;
@@ -133,6 +193,35 @@ impl Report {
     }
 }
 
+/// An invariant as one query: `with` defines common table expressions that
+/// end in `v`, one row per violation with a `what` that names it; the rows
+/// examined are counted from `examined` (a table, or a CTE of `with`).
+pub struct Invariant {
+    pub check: &'static str,
+    pub examined: &'static str,
+    pub with: &'static str,
+}
+
+impl Invariant {
+    pub fn sql(&self) -> String {
+        format!(
+            "WITH {}
+             SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT {SAMPLE})",
+            self.with, self.examined
+        )
+    }
+}
+
+/// Runs the invariants one after the other, in their order.
+pub async fn invariants(pool: &PgPool, all: &[Invariant]) -> CtlResult<Vec<CheckResult>> {
+    let mut out = Vec::with_capacity(all.len());
+    for i in all {
+        out.push(sql_check(pool, i.check, &i.sql()).await?);
+    }
+    Ok(out)
+}
+
 /// Runs one set-based SQL check. The query returns one row: rows examined
 /// (bigint), violations (bigint) and a sample (text[]).
 pub async fn sql_check(pool: &PgPool, check: &str, sql: &str) -> CtlResult<CheckResult> {
@@ -225,7 +314,7 @@ pub struct StoreUrls {
     pub redis: String,
 }
 
-pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
+pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
     let file = FileConfig::load(&config_dir()?)?;
     let d = promod::config::Config::default();
     Ok(StoreUrls {

@@ -2,8 +2,9 @@
 //! roles (the same code promod runs at start-up), and the live counters next
 //! to what PostgreSQL says they should be.
 
+use crate::check::Stores;
 use crate::check::{connect_pg, connect_redis, store_urls};
-use crate::cli::{InventoryCmd, Stores};
+use crate::cli::InventoryCmd;
 use crate::error::{CtlError, CtlResult};
 use crate::output::{render, Format};
 use promo_domain::clock::{SharedClock, SystemClock};

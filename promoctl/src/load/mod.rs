@@ -8,7 +8,7 @@ pub mod scenario;
 pub mod stats;
 
 use crate::acks::{self, Ack, AckLog, RunFixtures};
-use crate::cli::{CheckArgs, Stores};
+use crate::check::{self, CheckArgs, Stores};
 use crate::error::{CtlError, CtlResult};
 use crate::output::Format;
 use anyhow::Context;
@@ -447,16 +447,7 @@ async fn drive(shared: &Arc<Shared>, args: &LoadArgs, start: Instant) -> String 
 /// `promoctl check` (every invariant, the stores as `check` finds them) in
 /// this process; false when it failed or could not run.
 async fn check_after(args: &LoadArgs) -> bool {
-    let check = CheckArgs {
-        coupon: false,
-        point: false,
-        timesale: false,
-        events: false,
-        stores: args.stores.clone(),
-        max_backlog_age: None,
-        acks: None,
-    };
-    match crate::check::run_cli(check, Format::Table).await {
+    match check::run_cli(CheckArgs::all(args.stores.clone()), Format::Table).await {
         Ok(()) => return true,
         // The report already said what failed.
         Err(CtlError::CheckFailed(_)) => {}
