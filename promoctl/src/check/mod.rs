@@ -342,42 +342,36 @@ pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
 }
 
 pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
-    let all = !(args.coupon || args.point || args.timesale || args.events);
+    let report = run(&args).await?;
+    println!("{}", report.render(format));
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(CtlError::CheckFailed(n)),
+    }
+}
+
+/// The checks `args` asks for (all of them when it names none).
+pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
     let acks = match &args.acks {
         Some(path) => Some(crate::acks::read(path).map_err(|e| {
             CtlError::Usage(format!("cannot read the ack log {}: {e}", path.display()))
         })?),
         None => None,
     };
-    let a = acks.is_some();
+    let all = !(args.coupon || args.point || args.timesale || args.events);
     let (c, p, t, e) = (
         all || args.coupon,
         all || args.point,
         all || args.timesale,
         all || args.events,
     );
+    let a = acks.is_some();
     let urls = store_urls(&args.stores)?;
+    let mut redis = connect_if(c || p || t, connect_redis(&urls.redis)).await?;
+    let coupon_pool = connect_if(c || e || a, connect_pg(&urls.coupon)).await?;
+    let point_pool = connect_if(p || e || a, connect_pg(&urls.point)).await?;
+    let timesale_pool = connect_if(t || e || a, connect_pg(&urls.timesale)).await?;
     let mut report = Report::default();
-    let mut redis = if c || p || t {
-        Some(connect_redis(&urls.redis).await?)
-    } else {
-        None
-    };
-    let coupon_pool = if c || e || a {
-        Some(connect_pg(&urls.coupon).await?)
-    } else {
-        None
-    };
-    let point_pool = if p || e || a {
-        Some(connect_pg(&urls.point).await?)
-    } else {
-        None
-    };
-    let timesale_pool = if t || e || a {
-        Some(connect_pg(&urls.timesale).await?)
-    } else {
-        None
-    };
     if let (true, Some(pool), Some(r)) = (c, &coupon_pool, redis.as_mut()) {
         report.results.extend(coupon::check(pool, r).await?);
     }
@@ -387,24 +381,32 @@ pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
     if let (true, Some(pool), Some(r)) = (t, &timesale_pool, redis.as_mut()) {
         report.results.extend(timesale::check(pool, r).await?);
     }
-    if let (true, Some(cp), Some(pp), Some(tp)) = (e, &coupon_pool, &point_pool, &timesale_pool) {
+    let (Some(cp), Some(pp), Some(tp)) = (&coupon_pool, &point_pool, &timesale_pool) else {
+        return Ok(report);
+    };
+    if e {
         let dbs = [("coupon", cp), ("point", pp), ("timesale", tp)];
         report
             .results
             .extend(events::check(&dbs, args.max_backlog_age).await?);
     }
-    if let (Some((fixtures, acks)), Some(cp), Some(pp), Some(tp)) =
-        (&acks, &coupon_pool, &point_pool, &timesale_pool)
-    {
+    if let Some((fixtures, acks)) = &acks {
         report
             .results
             .extend(acks::check(fixtures, acks, cp, pp, tp).await?);
     }
-    println!("{}", report.render(format));
-    match report.failed() {
-        0 => Ok(()),
-        n => Err(CtlError::CheckFailed(n)),
+    Ok(report)
+}
+
+/// Connects only to what the checks asked for will read.
+async fn connect_if<T>(
+    wanted: bool,
+    connect: impl std::future::Future<Output = CtlResult<T>>,
+) -> CtlResult<Option<T>> {
+    if !wanted {
+        return Ok(None);
     }
+    connect.await.map(Some)
 }
 
 #[cfg(test)]

@@ -94,38 +94,9 @@ pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
             .filter(|u| seen.insert(*u))
             .collect();
         if !users.is_empty() {
-            let mut pipe = redis::pipe();
-            for u in &users {
-                pipe.get(keys::point_balance(*u));
-            }
-            let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
-            let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
-                "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
-            )
-            .bind(&users)
-            .fetch_all(pool)
-            .await
-            {
-                Ok(rows) => rows,
-                Err(e) => return settle(r, e),
-            };
-            let pg: HashMap<Uuid, (i64, i64)> =
-                rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
-            for (user, v) in users.iter().zip(values) {
-                // Expired between SCAN and GET.
-                let Some(v) = v else { continue };
-                let Some((balance, version)) = pg.get(user).copied() else {
-                    unknown += 1;
-                    continue;
-                };
-                r.examined += 1;
-                match parse_cached(&v) {
-                    Some((b, ver)) if b == balance && ver <= version => {}
-                    Some(_) => {
-                        r.violation(format!("{user} cached {v}, postgres {balance}:{version}"))
-                    }
-                    None => r.violation(format!("{user} unreadable cache {v:?}")),
-                }
+            match judge(pool, redis, &users, &mut r).await? {
+                Some(n) => unknown += n,
+                None => return Ok(r),
             }
         }
         cursor = next;
@@ -137,6 +108,52 @@ pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
         r.note = Some(format!("{unknown} cached for users not in this database"));
     }
     Ok(r)
+}
+
+/// Judges the cached balances of `users` against PostgreSQL; how many of
+/// them this database does not know, or `None` when the query failed (the
+/// error is in `r`).
+async fn judge(
+    pool: &PgPool,
+    redis: &mut Redis,
+    users: &[Uuid],
+    r: &mut CheckResult,
+) -> CtlResult<Option<usize>> {
+    let mut pipe = redis::pipe();
+    for u in users {
+        pipe.get(keys::point_balance(*u));
+    }
+    let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
+    let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
+        "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
+    )
+    .bind(users)
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            *r = settle(std::mem::take(r), e)?;
+            return Ok(None);
+        }
+    };
+    let pg: HashMap<Uuid, (i64, i64)> = rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
+    let mut unknown = 0;
+    for (user, v) in users.iter().zip(values) {
+        // Expired between SCAN and GET.
+        let Some(v) = v else { continue };
+        let Some((balance, version)) = pg.get(user).copied() else {
+            unknown += 1;
+            continue;
+        };
+        r.examined += 1;
+        match parse_cached(&v) {
+            Some((b, ver)) if b == balance && ver <= version => {}
+            Some(_) => r.violation(format!("{user} cached {v}, postgres {balance}:{version}")),
+            None => r.violation(format!("{user} unreadable cache {v:?}")),
+        }
+    }
+    Ok(Some(unknown))
 }
 
 /// Escapes the glob characters of SCAN MATCH.
