@@ -155,12 +155,12 @@ Examples:
     )]
     Order(OrderCmd),
     /// Verify the invariants in PostgreSQL and Redis
-    Check(CheckArgs),
+    Check(crate::check::CheckArgs),
     /// Watch events
     #[command(subcommand)]
     Events(EventsCmd),
     /// Load the gateway (open or closed loop) and report HDR percentiles
-    Load(crate::load::LoadArgs),
+    Load(Box<crate::load::LoadArgs>),
     /// A live terminal view of roles, routes, stock, points and the outbox
     Dashboard(crate::dashboard::DashboardArgs),
     /// Redis counters: seed them from PostgreSQL, or show them next to it
@@ -191,12 +191,12 @@ pub enum InventoryCmd {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        stores: Stores,
+        stores: crate::check::Stores,
     },
     /// Live Redis counters next to PostgreSQL's numbers
     Show {
         #[command(flatten)]
-        stores: Stores,
+        stores: crate::check::Stores,
     },
 }
 
@@ -460,50 +460,6 @@ pub enum OrderCmd {
     List(PageArgs),
 }
 
-#[derive(Debug, Args)]
-#[command(after_help = "\
-Reads PostgreSQL and Redis directly. No flag checks everything. Exit 0 when every
-invariant holds, 1 on a violation, 3 when a store is unreachable.
-PostgreSQL and Redis are read one after the other, so on a busy system requests in
-flight can show as a Redis difference: rerun (or check a quiet system) to confirm.
-
-Examples:
-  promoctl check
-  promoctl check --coupon --timesale -o json
-  promoctl check --events --max-backlog-age 5m")]
-pub struct CheckArgs {
-    #[arg(long)]
-    pub coupon: bool,
-    #[arg(long)]
-    pub point: bool,
-    #[arg(long)]
-    pub timesale: bool,
-    #[arg(long)]
-    pub events: bool,
-    #[command(flatten)]
-    pub stores: Stores,
-    /// Unpublished events older than this fail the check (e.g. 5m)
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub max_backlog_age: Option<std::time::Duration>,
-    /// Also compare a load run's acknowledgement log (`promoctl load --acks`)
-    /// with the databases: nothing acknowledged is missing, nothing
-    /// unacknowledged is present
-    #[arg(long)]
-    pub acks: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Args, Clone)]
-pub struct Stores {
-    #[arg(long, env = "PROMOCTL_COUPON_DATABASE_URL")]
-    pub coupon_db: Option<String>,
-    #[arg(long, env = "PROMOCTL_POINT_DATABASE_URL")]
-    pub point_db: Option<String>,
-    #[arg(long, env = "PROMOCTL_TIMESALE_DATABASE_URL")]
-    pub timesale_db: Option<String>,
-    #[arg(long, env = "PROMOCTL_REDIS_URL")]
-    pub redis_url: Option<String>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum EventsCmd {
     /// Print events as they arrive
@@ -542,7 +498,7 @@ pub struct TailArgs {
     #[arg(long, env = "PROMOCTL_KAFKA_BROKERS")]
     pub brokers: Option<String>,
     #[command(flatten)]
-    pub stores: Stores,
+    pub stores: crate::check::Stores,
 }
 
 #[cfg(test)]

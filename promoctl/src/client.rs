@@ -28,7 +28,7 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| CtlError::Other(anyhow::anyhow!("cannot build the http client: {e}")))?;
+            .map_err(|e| CtlError::other("cannot build the http client", e))?;
         Ok(Client {
             http,
             base,
@@ -99,28 +99,22 @@ impl Client {
             if text.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            return serde_json::from_str(&text).map_err(|e| {
-                CtlError::Other(anyhow::anyhow!("the gateway answered invalid json: {e}"))
-            });
+            return serde_json::from_str(&text)
+                .map_err(|e| CtlError::other("the gateway answered invalid json", e));
         }
         Err(CtlError::Refused(parse_error(status.as_u16(), &text)))
     }
 }
 
-fn transport_error(base: &str, e: reqwest::Error) -> CtlError {
+/// A request that got no answer: the gateway is unreachable when the
+/// connection or the wait failed, anything else is a failure of its own.
+pub fn transport_error(base: &str, e: reqwest::Error) -> CtlError {
+    let what = format!("gateway at {base}");
     if e.is_connect() || e.is_timeout() || e.is_request() {
-        CtlError::Unreachable(format!("gateway at {base}: {}", root_cause(&e)))
+        CtlError::unreachable(what, e)
     } else {
-        CtlError::Other(anyhow::anyhow!("gateway at {base}: {}", root_cause(&e)))
+        CtlError::other(what, e)
     }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cur = e;
-    while let Some(next) = cur.source() {
-        cur = next;
-    }
-    cur.to_string().to_lowercase()
 }
 
 /// `{"error":{"code","message","field"}}`, or whatever the body was when a

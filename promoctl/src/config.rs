@@ -126,9 +126,7 @@ impl StoredToken {
         match std::fs::remove_file(Self::path(dir)) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(CtlError::Other(anyhow::anyhow!(
-                "cannot remove the token: {e}"
-            ))),
+            Err(e) => Err(CtlError::other("cannot remove the token", e)),
         }
     }
 

@@ -8,6 +8,7 @@ use crate::error::{CtlError, CtlResult};
 use owo_colors::OwoColorize;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -127,7 +128,7 @@ fn emit(line: &str) -> CtlResult<bool> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{line}").and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-        Err(e) => Err(CtlError::Other(anyhow::anyhow!("cannot write: {e}"))),
+        Err(e) => Err(CtlError::other("cannot write", e)),
         Ok(()) => Ok(true),
     }
 }
@@ -139,76 +140,12 @@ async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult
         file.kafka_brokers.as_deref(),
         DEFAULT_BROKERS,
     );
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", format!("promoctl-tail-{}", Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("socket.timeout.ms", "5000")
-        .set("log_level", "3")
-        .create()
-        .map_err(|e| CtlError::usage(format!("cannot create a kafka consumer: {e}")))?;
-    let timeout = Duration::from_secs(5);
-    let md = consumer
-        .fetch_metadata(None, timeout)
-        .map_err(|e| CtlError::Unreachable(format!("kafka at {brokers}: {e}").to_lowercase()))?;
-    let wanted: HashSet<&str> = topics.iter().map(String::as_str).collect();
-    let mut tpl = TopicPartitionList::new();
-    // The end of each partition when we started: without --follow we stop there.
-    let mut pending: HashMap<(String, i32), i64> = HashMap::new();
-    let mut found = HashSet::new();
-    for t in md.topics().iter().filter(|t| wanted.contains(t.name())) {
-        found.insert(t.name().to_owned());
-        for p in t.partitions() {
-            let (lo, hi) = consumer
-                .fetch_watermarks(t.name(), p.id(), timeout)
-                .map_err(|e| CtlError::Unreachable(format!("kafka at {brokers}: {e}")))?;
-            let offset = if args.from_beginning {
-                Offset::Beginning
-            } else {
-                Offset::End
-            };
-            tpl.add_partition_offset(t.name(), p.id(), offset)
-                .map_err(|e| CtlError::Other(anyhow::anyhow!("kafka: {e}")))?;
-            if args.from_beginning && hi > lo {
-                pending.insert((t.name().to_owned(), p.id()), hi);
-            }
-        }
-    }
-    for t in topics.iter().filter(|t| !found.contains(*t)) {
-        eprintln!("promoctl: topic {t} does not exist, skipped");
-    }
-    if tpl.count() == 0 {
-        return Err(CtlError::usage("none of the topics exist"));
-    }
-    consumer
-        .assign(&tpl)
-        .map_err(|e| CtlError::Other(anyhow::anyhow!("kafka: {e}")))?;
+    let consumer = consumer(&brokers)?;
+    let mut pending = assign(&consumer, &brokers, topics, args.from_beginning)?;
     if !args.follow && pending.is_empty() {
         return Ok(());
     }
-    loop {
-        // Past the watermarks taken at the start, keep reading until the
-        // topics go quiet for a second: some brokers (Tansu) report a high
-        // watermark short of what a fetch then returns.
-        let idle = if pending.is_empty() { 1 } else { 10 };
-        let msg = if args.follow {
-            consumer.recv().await
-        } else {
-            match tokio::time::timeout(Duration::from_secs(idle), consumer.recv()).await {
-                Ok(m) => m,
-                Err(_) if pending.is_empty() => return Ok(()),
-                Err(_) => {
-                    eprintln!("promoctl: no event for 10s before the end of the topics, stopping");
-                    return Ok(());
-                }
-            }
-        };
-        let msg = match msg {
-            Ok(m) => m,
-            Err(KafkaError::PartitionEOF(_)) => continue,
-            Err(e) => return Err(CtlError::Unreachable(format!("kafka: {e}").to_lowercase())),
-        };
+    while let Some(msg) = next_message(&consumer, args.follow, pending.is_empty()).await? {
         let payload = msg
             .payload()
             .map(String::from_utf8_lossy)
@@ -226,6 +163,102 @@ async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult
             {
                 pending.remove(&key);
             }
+        }
+    }
+    Ok(())
+}
+
+/// A consumer of a throwaway group that never commits.
+fn consumer(brokers: &str) -> CtlResult<StreamConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("promoctl-tail-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("socket.timeout.ms", "5000")
+        .set("log_level", "3")
+        .create()
+        .map_err(|e| CtlError::usage(format!("cannot create a kafka consumer: {e}")))
+}
+
+/// Where each partition ended when we started: without --follow the tail
+/// stops there.
+type Ends = HashMap<(String, i32), i64>;
+
+/// Assigns every partition of the topics that exist, at their start or end,
+/// and returns the ends of those that hold events to read.
+fn assign(
+    consumer: &StreamConsumer,
+    brokers: &str,
+    topics: &[String],
+    from_beginning: bool,
+) -> CtlResult<Ends> {
+    let timeout = Duration::from_secs(5);
+    let unreachable = |e| CtlError::unreachable(format!("kafka at {brokers}"), e);
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(unreachable)?;
+    let wanted: HashSet<&str> = topics.iter().map(String::as_str).collect();
+    let offset = if from_beginning {
+        Offset::Beginning
+    } else {
+        Offset::End
+    };
+    let mut tpl = TopicPartitionList::new();
+    let mut pending = Ends::new();
+    let mut found = HashSet::new();
+    for t in md.topics().iter().filter(|t| wanted.contains(t.name())) {
+        found.insert(t.name().to_owned());
+        for p in t.partitions() {
+            let (lo, hi) = consumer
+                .fetch_watermarks(t.name(), p.id(), timeout)
+                .map_err(unreachable)?;
+            tpl.add_partition_offset(t.name(), p.id(), offset)
+                .map_err(|e| CtlError::other("kafka", e))?;
+            if from_beginning && hi > lo {
+                pending.insert((t.name().to_owned(), p.id()), hi);
+            }
+        }
+    }
+    for t in topics.iter().filter(|t| !found.contains(*t)) {
+        eprintln!("promoctl: topic {t} does not exist, skipped");
+    }
+    if tpl.count() == 0 {
+        return Err(CtlError::usage("none of the topics exist"));
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| CtlError::other("kafka", e))?;
+    Ok(pending)
+}
+
+/// The next event, or `None` when a tail without --follow is done.
+async fn next_message(
+    consumer: &StreamConsumer,
+    follow: bool,
+    at_end: bool,
+) -> CtlResult<Option<BorrowedMessage<'_>>> {
+    loop {
+        let msg = if follow {
+            consumer.recv().await
+        } else {
+            // Past the watermarks taken at the start, keep reading until the
+            // topics go quiet for a second: some brokers (Tansu) report a
+            // high watermark short of what a fetch then returns.
+            let idle = if at_end { 1 } else { 10 };
+            match tokio::time::timeout(Duration::from_secs(idle), consumer.recv()).await {
+                Ok(m) => m,
+                Err(_) if at_end => return Ok(None),
+                Err(_) => {
+                    eprintln!("promoctl: no event for 10s before the end of the topics, stopping");
+                    return Ok(None);
+                }
+            }
+        };
+        match msg {
+            Ok(m) => return Ok(Some(m)),
+            Err(KafkaError::PartitionEOF(_)) => continue,
+            Err(e) => return Err(CtlError::unreachable("kafka", e)),
         }
     }
 }
@@ -250,7 +283,7 @@ async fn outbox(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResul
             sqlx::query_scalar("SELECT coalesce(max(seq), 0) FROM outbox")
                 .fetch_one(&pool)
                 .await
-                .map_err(|e| CtlError::Other(anyhow::anyhow!("outbox: {e}")))?
+                .map_err(|e| CtlError::postgres("outbox", e))?
         };
         dbs.push((pool, start));
     }
@@ -289,7 +322,7 @@ async fn drain_outbox(
         .bind(BATCH)
         .fetch_all(&*pool)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("outbox: {e}").to_lowercase()))?;
+        .map_err(|e| CtlError::postgres("outbox", e))?;
         if batch.len() as i64 == BATCH {
             drained = false;
         }

@@ -1,6 +1,7 @@
 //! promoctl: the ops CLI of promo. The binary is a thin wrapper over this
 //! library so that tests reach the checks and helpers directly.
 
+pub mod acks;
 pub mod check;
 pub mod cli;
 pub mod client;

@@ -1,7 +1,9 @@
 //! Human-friendly times for flags: `now`, `+5m`, `-1h`, `2h` (from now) or
-//! RFC 3339.
+//! RFC 3339; and durations in scenario files.
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer};
+use std::time::Duration;
 
 pub fn parse_time_at(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
     let s = s.trim();
@@ -34,6 +36,14 @@ pub fn parse_time_at(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
 /// The clap value parser.
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     parse_time_at(s, Utc::now())
+}
+
+/// A humantime string ("25ms", "30s") in a file, as on the command line.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
 }
 
 #[cfg(test)]

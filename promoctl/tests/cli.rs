@@ -94,51 +94,87 @@ async fn promoctl(dir: &Path, gateway: &str, args: &[&str]) -> Out {
     }
 }
 
+/// promoctl with one config dir against one gateway.
+struct Ctl<'a> {
+    dir: PathBuf,
+    base: &'a str,
+}
+
+impl Ctl<'_> {
+    fn new(base: &str) -> Ctl<'_> {
+        Ctl {
+            dir: config_dir(),
+            base,
+        }
+    }
+
+    async fn run(&self, args: &[&str]) -> Out {
+        promoctl(&self.dir, self.base, args).await
+    }
+
+    /// Exits 0; the answer as JSON (`-o json` is added).
+    async fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(&[args, &["-o", "json"]].concat()).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.json()
+    }
+
+    /// Exits 0; the table it printed.
+    async fn table(&self, args: &[&str]) -> String {
+        let out = self.run(args).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+    }
+
+    /// Exits with `code`, saying `said` on stderr.
+    async fn fails(&self, args: &[&str], code: i32, said: &str) {
+        let out = self.run(args).await;
+        assert_eq!(out.code, code, "{}", out.stderr);
+        assert!(out.stderr.contains(said), "{}", out.stderr);
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.join("token.json")
+    }
+}
+
+impl Drop for Ctl<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_manage_policies_and_coupons() {
     let app = spawn_promod().await;
-    let dir = config_dir();
-    let run = |args: &'static [&'static str]| promoctl(&dir, &app.base, args);
+    let ctl = Ctl::new(&app.base);
+    logs_in(&ctl).await;
+    let policy = manages_a_policy(&ctl).await;
+    issues_uses_and_cancels(&ctl, &policy).await;
+    // Not a uuid: refused before any request.
+    ctl.fails(&["policy", "get", "not-a-uuid"], 2, "").await;
+    refreshes_an_expired_token(&ctl, &policy).await;
+    creates_users_and_admins(&ctl, &app, &policy).await;
+}
 
-    let out = run(&["policy", "list"]).await;
-    assert_eq!(
-        out.code, 2,
-        "not logged in is a usage error: {}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("promoctl login"), "{}", out.stderr);
+async fn logs_in(ctl: &Ctl<'_>) {
+    // Not logged in is a usage error.
+    ctl.fails(&["policy", "list"], 2, "promoctl login").await;
+    let login = |password| ["login", "--email", ADMIN_EMAIL, "--password", password];
+    ctl.fails(&login("wrong-password"), 1, "UNAUTHORIZED").await;
+    ctl.table(&login(ADMIN_PASSWORD)).await;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(ctl.token_file())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
 
-    let out = run(&[
-        "login",
-        "--email",
-        ADMIN_EMAIL,
-        "--password",
-        "wrong-password",
-    ])
-    .await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("UNAUTHORIZED"), "{}", out.stderr);
-
-    let out = run(&[
-        "login",
-        "--email",
-        ADMIN_EMAIL,
-        "--password",
-        ADMIN_PASSWORD,
-    ])
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let token_file = dir.join("token.json");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(&token_file).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
-
-    let out = promoctl(
-        &dir,
-        &app.base,
-        &[
+/// Creates a policy of two coupons and lists it; returns its id.
+async fn manages_a_policy(ctl: &Ctl<'_>) -> String {
+    let policy = ctl
+        .json(&[
             "policy",
             "create",
             "--name",
@@ -153,198 +189,118 @@ async fn login_then_manage_policies_and_coupons() {
             "-1m",
             "--valid-until",
             "+1d",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let policy = out.json();
+        ])
+        .await;
     let id = policy["id"].as_str().expect("policy id").to_owned();
     assert_eq!(policy["total_quantity"], 2);
     assert_eq!(policy["discount_type"], "FIXED");
-
-    let out = run(&["policy", "list", "-o", "json"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let page = out.json();
+    let page = ctl.json(&["policy", "list"]).await;
     assert_eq!(page["total"], 1);
     assert_eq!(page["items"][0]["id"], id.as_str());
-
     // The default table output names the policy.
-    let out = run(&["policy", "list"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    let table = ctl.table(&["policy", "list"]).await;
     assert!(
-        out.stdout.contains(&id) && out.stdout.contains("ctl policy"),
-        "{}",
-        out.stdout
+        table.contains(&id) && table.contains("ctl policy"),
+        "{table}"
     );
+    id
+}
 
-    let out = promoctl(
-        &dir,
-        &app.base,
-        &["coupon", "issue", "--policy", &id, "-o", "json"],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let coupon = out.json();
+async fn issues_uses_and_cancels(ctl: &Ctl<'_>, policy: &str) {
+    let coupon = ctl.json(&["coupon", "issue", "--policy", policy]).await;
     assert_eq!(coupon["status"], "AVAILABLE");
-    assert_eq!(coupon["policy_id"], id.as_str());
-
+    assert_eq!(coupon["policy_id"], policy);
     // per_user_limit defaults to 1: the server refuses, exit 1 with its code.
-    let out = promoctl(&dir, &app.base, &["coupon", "issue", "--policy", &id]).await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("LIMIT_EXCEEDED"), "{}", out.stderr);
+    let again = ["coupon", "issue", "--policy", policy];
+    ctl.fails(&again, 1, "LIMIT_EXCEEDED").await;
 
     // The same idempotency key replays the first answer instead of refusing.
-    let key = Uuid::new_v4().to_string();
-    let args = [
+    let (user, key) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
+    let keyed = [
         "coupon",
         "issue",
         "--policy",
-        &id,
+        policy,
         "--user",
-        &Uuid::new_v4().to_string(),
+        &user,
         "--idempotency-key",
         &key,
-        "-o",
-        "json",
     ];
-    let first = promoctl(&dir, &app.base, &args).await;
-    assert_eq!(first.code, 0, "{}", first.stderr);
-    let again = promoctl(&dir, &app.base, &args).await;
-    assert_eq!(again.code, 0, "{}", again.stderr);
-    assert_eq!(first.json()["id"], again.json()["id"]);
+    let first = ctl.json(&keyed).await;
+    assert_eq!(first["id"], ctl.json(&keyed).await["id"]);
 
     // Use, cancel the use, and a second cancel refused.
-    let coupon_id = coupon["id"].as_str().expect("coupon id").to_owned();
-    let out = promoctl(
-        &dir,
-        &app.base,
-        &[
+    let id = coupon["id"].as_str().expect("coupon id");
+    let used = ctl
+        .json(&[
             "coupon",
             "use",
-            &coupon_id,
+            id,
             "--order-id",
             "order-1",
             "--order-amount",
             "10000",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let used = out.json();
+        ])
+        .await;
     assert_eq!(used["coupon"]["status"], "USED");
     assert_eq!(used["discount_amount"], 500);
-    let out = promoctl(
-        &dir,
-        &app.base,
-        &["coupon", "cancel", &coupon_id, "-o", "json"],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["status"], "AVAILABLE");
-    let out = promoctl(&dir, &app.base, &["coupon", "cancel", &coupon_id]).await;
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(out.stderr.contains("ALREADY_CANCELLED"), "{}", out.stderr);
-    let out = run(&["coupon", "list"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stdout.contains(&coupon_id) && out.stdout.contains("AVAILABLE"),
-        "{}",
-        out.stdout
-    );
+    let cancelled = ctl.json(&["coupon", "cancel", id]).await;
+    assert_eq!(cancelled["status"], "AVAILABLE");
+    ctl.fails(&["coupon", "cancel", id], 1, "ALREADY_CANCELLED")
+        .await;
+    let table = ctl.table(&["coupon", "list"]).await;
+    assert!(table.contains(id) && table.contains("AVAILABLE"), "{table}");
+}
 
-    let out = run(&["policy", "get", "not-a-uuid"]).await;
-    assert_eq!(out.code, 2, "{}", out.stderr);
-
-    // An expired access token is refreshed with the stored refresh token.
-    let mut stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(&token_file).unwrap()).unwrap();
+/// An expired access token is refreshed with the stored refresh token.
+async fn refreshes_an_expired_token(ctl: &Ctl<'_>, policy: &str) {
+    let read = || -> Value {
+        serde_json::from_str(&std::fs::read_to_string(ctl.token_file()).unwrap()).unwrap()
+    };
+    let mut stored = read();
     let old_access = stored["access_token"].clone();
     stored["expires_at"] = 0.into();
-    std::fs::write(&token_file, stored.to_string()).unwrap();
-    let out = promoctl(&dir, &app.base, &["policy", "get", &id, "-o", "json"]).await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["issued_quantity"], 2);
-    let stored: Value =
-        serde_json::from_str(&std::fs::read_to_string(&token_file).unwrap()).unwrap();
+    std::fs::write(ctl.token_file(), stored.to_string()).unwrap();
+    let got = ctl.json(&["policy", "get", policy]).await;
+    assert_eq!(got["issued_quantity"], 2);
+    let stored = read();
     assert_ne!(stored["access_token"], old_access);
     assert!(stored["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+}
 
-    let out = run(&[
-        "user",
-        "create",
-        "--email",
-        "someone@ctl.test",
-        "--password",
-        "long-enough",
-        "--name",
-        "Someone",
-        "-o",
-        "json",
-    ])
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["role"], "user");
-
-    // A second admin, promoted in gateway_db, can act as one.
-    let out = promoctl(
-        &dir,
-        &app.base,
-        &[
+async fn creates_users_and_admins(ctl: &Ctl<'_>, app: &App, policy: &str) {
+    let user = |email| {
+        [
             "user",
             "create",
             "--email",
-            "boss@ctl.test",
+            email,
             "--password",
             "long-enough",
             "--name",
-            "Boss",
-            "--admin",
-            "--database-url",
-            &app.gateway_db,
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["role"], "admin");
-    let boss = config_dir();
-    let out = promoctl(
-        &boss,
-        &app.base,
-        &[
-            "login",
-            "--email",
-            "boss@ctl.test",
-            "--password",
-            "long-enough",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let out = promoctl(
-        &boss,
-        &app.base,
-        &[
-            "policy",
-            "update",
-            &id,
-            "--total-quantity",
-            "3",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(out.json()["total_quantity"], 3);
-    let _ = std::fs::remove_dir_all(&boss);
-
-    let _ = std::fs::remove_dir_all(&dir);
+            "Someone",
+        ]
+    };
+    let created = ctl.json(&user("someone@ctl.test")).await;
+    assert_eq!(created["role"], "user");
+    // A second admin, promoted in gateway_db, can act as one.
+    let admin = [
+        &user("boss@ctl.test")[..],
+        &["--admin", "--database-url", &app.gateway_db],
+    ]
+    .concat();
+    assert_eq!(ctl.json(&admin).await["role"], "admin");
+    let boss = Ctl::new(ctl.base);
+    let login = [
+        "login",
+        "--email",
+        "boss@ctl.test",
+        "--password",
+        "long-enough",
+    ];
+    boss.table(&login).await;
+    let update = ["policy", "update", policy, "--total-quantity", "3"];
+    assert_eq!(boss.json(&update).await["total_quantity"], 3);
 }
 
 /// A scenario file drives the run, a flag overrides it, and the warm-up's
@@ -391,35 +347,54 @@ async fn load_from_a_file_measures_after_the_warmup() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn a_closed_port_exits_3() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A port nothing listens on.
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let dir = config_dir();
+        .port()
+}
+
+#[tokio::test]
+async fn a_closed_port_exits_3() {
+    let port = closed_port();
     let base = format!("http://127.0.0.1:{port}");
-    let out = promoctl(
-        &dir,
-        &base,
-        &["login", "--email", "a@b.c", "--password", "whatever1"],
+    let ctl = Ctl::new(&base);
+    let login = ["login", "--email", "a@b.c", "--password", "whatever1"];
+    ctl.fails(&login, 3, "unreachable").await;
+    let redis = format!("redis://127.0.0.1:{port}");
+    ctl.fails(
+        &["check", "--point", "--redis-url", &redis],
+        3,
+        "unreachable: redis",
     )
     .await;
-    assert_eq!(out.code, 3, "{}", out.stderr);
-    assert!(out.stderr.contains("unreachable"), "{}", out.stderr);
-    let out = promoctl(
-        &dir,
-        &base,
-        &[
-            "check",
-            "--point",
-            "--redis-url",
-            &format!("redis://127.0.0.1:{port}"),
-        ],
-    )
-    .await;
-    assert_eq!(out.code, 3, "{}", out.stderr);
+}
+
+/// `load --check` runs the checks in this process, on the stores given to
+/// the load: one it cannot reach fails the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_check_runs_the_checks_on_the_loads_stores() {
+    let app = spawn_promod().await;
+    let ctl = Ctl::new(&app.base);
+    let redis = format!("redis://127.0.0.1:{}", closed_port());
+    #[rustfmt::skip]
+    let load = [
+        "load", "health", "--rate", "10", "--duration", "1s", "--users", "1",
+        "--jwt-secret", SECRET, "--quiet",
+    ];
+    ctl.table(&load).await;
+    let checked = [&load[..], &["--check", "--redis-url", &redis]].concat();
+    let out = ctl.run(&checked).await;
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("unreachable: redis at {redis}"))
+            && out.stderr.contains("promoctl check failed after the load"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[tokio::test]

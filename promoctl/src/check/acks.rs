@@ -10,8 +10,8 @@
 //! probe during a fault) do not blur the comparison.
 
 use super::{settle, CheckResult};
+use crate::acks::{Ack, RunFixtures};
 use crate::error::CtlResult;
-use crate::load::acks::{Ack, RunFixtures};
 use sqlx::PgPool;
 use std::collections::HashSet;
 use uuid::Uuid;

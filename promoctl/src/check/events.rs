@@ -3,6 +3,7 @@
 //! across the service databases.
 
 use super::{settle, sql_check_with, CheckResult};
+use crate::error::pg_unreachable;
 use crate::error::{CtlError, CtlResult};
 use futures::TryStreamExt;
 use sqlx::PgPool;
@@ -83,8 +84,8 @@ pub async fn unique_ids(dbs: &[(&str, &PgPool)]) -> CtlResult<CheckResult> {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    if super::is_unreachable(&e) {
-                        return Err(CtlError::Unreachable(format!("postgres: {e}")));
+                    if pg_unreachable(&e) {
+                        return Err(CtlError::unreachable("postgres", e));
                     }
                     r.error = Some(format!("{name}: {}", super::describe(&e)));
                     return Ok(r);

@@ -7,16 +7,17 @@
 //! tests call them without the CLI.
 
 pub mod acks;
+mod counters;
 pub mod coupon;
 pub mod events;
 pub mod point;
 pub mod timesale;
 mod users;
 
-use crate::cli::CheckArgs;
 use crate::config::{config_dir, pick, FileConfig};
-use crate::error::{CtlError, CtlResult};
+use crate::error::{pg_unreachable, CtlError, CtlResult};
 use crate::output::Format;
+use clap::Args;
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use promo_store::urls;
 use serde::Serialize;
@@ -26,6 +27,65 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub use promo_store::cache::Redis;
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Reads PostgreSQL and Redis directly. No flag checks everything. Exit 0 when every
+invariant holds, 1 on a violation, 3 when a store is unreachable.
+PostgreSQL and Redis are read one after the other, so on a busy system requests in
+flight can show as a Redis difference: rerun (or check a quiet system) to confirm.
+
+Examples:
+  promoctl check
+  promoctl check --coupon --timesale -o json
+  promoctl check --events --max-backlog-age 5m")]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub coupon: bool,
+    #[arg(long)]
+    pub point: bool,
+    #[arg(long)]
+    pub timesale: bool,
+    #[arg(long)]
+    pub events: bool,
+    #[command(flatten)]
+    pub stores: Stores,
+    /// Unpublished events older than this fail the check (e.g. 5m)
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub max_backlog_age: Option<std::time::Duration>,
+    /// Also compare a load run's acknowledgement log (`promoctl load --acks`)
+    /// with the databases: nothing acknowledged is missing, nothing
+    /// unacknowledged is present
+    #[arg(long)]
+    pub acks: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Stores {
+    #[arg(long, env = "PROMOCTL_COUPON_DATABASE_URL")]
+    pub coupon_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_POINT_DATABASE_URL")]
+    pub point_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_TIMESALE_DATABASE_URL")]
+    pub timesale_db: Option<String>,
+    #[arg(long, env = "PROMOCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+}
+
+impl CheckArgs {
+    /// Every check, on these stores.
+    pub fn all(stores: Stores) -> CheckArgs {
+        CheckArgs {
+            coupon: false,
+            point: false,
+            timesale: false,
+            events: false,
+            stores,
+            max_backlog_age: None,
+            acks: None,
+        }
+    }
+}
 
 /// Offending ids shown per check.
 pub const SAMPLE: usize = 5;
@@ -134,15 +194,33 @@ impl Report {
     }
 }
 
-/// A query failure that means the store is gone, rather than a broken check.
-pub(crate) fn is_unreachable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
+/// An invariant as one query: `with` defines common table expressions that
+/// end in `v`, one row per violation with a `what` that names it; the rows
+/// examined are counted from `examined` (a table, or a CTE of `with`).
+pub struct Invariant {
+    pub check: &'static str,
+    pub examined: &'static str,
+    pub with: &'static str,
+}
+
+impl Invariant {
+    pub fn sql(&self) -> String {
+        format!(
+            "WITH {}
+             SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM v),
+                    ARRAY(SELECT what FROM v ORDER BY what LIMIT {SAMPLE})",
+            self.with, self.examined
+        )
+    }
+}
+
+/// Runs the invariants one after the other, in their order.
+pub async fn invariants(pool: &PgPool, all: &[Invariant]) -> CtlResult<Vec<CheckResult>> {
+    let mut out = Vec::with_capacity(all.len());
+    for i in all {
+        out.push(sql_check(pool, i.check, &i.sql()).await?);
+    }
+    Ok(out)
 }
 
 /// Runs one set-based SQL check. The query returns one row: rows examined
@@ -185,10 +263,8 @@ fn finish(
 
 /// A dead store aborts the run (exit 3); anything else fails only this check.
 pub(crate) fn settle(mut r: CheckResult, e: sqlx::Error) -> CtlResult<CheckResult> {
-    if is_unreachable(&e) {
-        return Err(CtlError::Unreachable(
-            format!("postgres: {e}").to_lowercase(),
-        ));
+    if pg_unreachable(&e) {
+        return Err(CtlError::unreachable("postgres", e));
     }
     r.error = Some(describe(&e));
     Ok(r)
@@ -205,11 +281,7 @@ pub(crate) fn describe(e: &sqlx::Error) -> String {
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> CtlError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        CtlError::Unreachable(format!("redis: {e}").to_lowercase())
-    } else {
-        CtlError::Other(anyhow::anyhow!("redis: {e}"))
-    }
+    CtlError::redis("redis", e)
 }
 
 pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
@@ -224,18 +296,15 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(opts)
         .await
-        .map_err(|e| {
-            CtlError::Unreachable(format!(
-                "postgres at {}: {e}",
-                promo_store::urls::redact(url)
-            ))
-        })
+        .map_err(|e| CtlError::unreachable(format!("postgres at {}", urls::redact(url)), e))
 }
 
 pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
+    // A malformed url is the caller's mistake, not a dead server.
+    redis::Client::open(url).map_err(|e| CtlError::usage(format!("invalid redis url: {e}")))?;
     promo_store::cache::connect(url)
         .await
-        .map_err(|e| CtlError::Unreachable(format!("{e:#}")))
+        .map_err(|e| CtlError::unreachable(format!("redis at {url}"), e))
 }
 
 /// The store urls: flags (or env) > config file > promod's defaults.
@@ -246,7 +315,7 @@ pub struct StoreUrls {
     pub redis: String,
 }
 
-pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
+pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
     let file = FileConfig::load(&config_dir()?)?;
     Ok(StoreUrls {
         coupon: pick(
@@ -273,42 +342,36 @@ pub fn store_urls(s: &crate::cli::Stores) -> CtlResult<StoreUrls> {
 }
 
 pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
-    let all = !(args.coupon || args.point || args.timesale || args.events);
+    let report = run(&args).await?;
+    println!("{}", report.render(format));
+    match report.failed() {
+        0 => Ok(()),
+        n => Err(CtlError::CheckFailed(n)),
+    }
+}
+
+/// The checks `args` asks for (all of them when it names none).
+pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
     let acks = match &args.acks {
-        Some(path) => Some(crate::load::acks::read(path).map_err(|e| {
+        Some(path) => Some(crate::acks::read(path).map_err(|e| {
             CtlError::Usage(format!("cannot read the ack log {}: {e}", path.display()))
         })?),
         None => None,
     };
-    let a = acks.is_some();
+    let all = !(args.coupon || args.point || args.timesale || args.events);
     let (c, p, t, e) = (
         all || args.coupon,
         all || args.point,
         all || args.timesale,
         all || args.events,
     );
+    let a = acks.is_some();
     let urls = store_urls(&args.stores)?;
+    let mut redis = connect_if(c || p || t, connect_redis(&urls.redis)).await?;
+    let coupon_pool = connect_if(c || e || a, connect_pg(&urls.coupon)).await?;
+    let point_pool = connect_if(p || e || a, connect_pg(&urls.point)).await?;
+    let timesale_pool = connect_if(t || e || a, connect_pg(&urls.timesale)).await?;
     let mut report = Report::default();
-    let mut redis = if c || p || t {
-        Some(connect_redis(&urls.redis).await?)
-    } else {
-        None
-    };
-    let coupon_pool = if c || e || a {
-        Some(connect_pg(&urls.coupon).await?)
-    } else {
-        None
-    };
-    let point_pool = if p || e || a {
-        Some(connect_pg(&urls.point).await?)
-    } else {
-        None
-    };
-    let timesale_pool = if t || e || a {
-        Some(connect_pg(&urls.timesale).await?)
-    } else {
-        None
-    };
     if let (true, Some(pool), Some(r)) = (c, &coupon_pool, redis.as_mut()) {
         report.results.extend(coupon::check(pool, r).await?);
     }
@@ -318,24 +381,32 @@ pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
     if let (true, Some(pool), Some(r)) = (t, &timesale_pool, redis.as_mut()) {
         report.results.extend(timesale::check(pool, r).await?);
     }
-    if let (true, Some(cp), Some(pp), Some(tp)) = (e, &coupon_pool, &point_pool, &timesale_pool) {
+    let (Some(cp), Some(pp), Some(tp)) = (&coupon_pool, &point_pool, &timesale_pool) else {
+        return Ok(report);
+    };
+    if e {
         let dbs = [("coupon", cp), ("point", pp), ("timesale", tp)];
         report
             .results
             .extend(events::check(&dbs, args.max_backlog_age).await?);
     }
-    if let (Some((fixtures, acks)), Some(cp), Some(pp), Some(tp)) =
-        (&acks, &coupon_pool, &point_pool, &timesale_pool)
-    {
+    if let Some((fixtures, acks)) = &acks {
         report
             .results
             .extend(acks::check(fixtures, acks, cp, pp, tp).await?);
     }
-    println!("{}", report.render(format));
-    match report.failed() {
-        0 => Ok(()),
-        n => Err(CtlError::CheckFailed(n)),
+    Ok(report)
+}
+
+/// Connects only to what the checks asked for will read.
+async fn connect_if<T>(
+    wanted: bool,
+    connect: impl std::future::Future<Output = CtlResult<T>>,
+) -> CtlResult<Option<T>> {
+    if !wanted {
+        return Ok(None);
     }
+    connect.await.map(Some)
 }
 
 #[cfg(test)]

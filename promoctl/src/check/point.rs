@@ -1,7 +1,7 @@
 //! Point invariants: the balance is the sum of the ledger and never negative,
 //! the Redis cache agrees, no transaction is cancelled twice.
 
-use super::{redis_err, settle, sql_check, CheckResult, Redis};
+use super::{invariants, redis_err, settle, CheckResult, Invariant, Redis};
 use crate::error::CtlResult;
 use promo_store::keys;
 use sqlx::PgPool;
@@ -14,46 +14,41 @@ pub const REDIS: &str = "point.redis_cache";
 pub const CANCELLED_ONCE: &str = "point.cancelled_once";
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
-    Ok(vec![
-        sql_check(
-            pool,
-            LEDGER,
-            "WITH l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
-             j AS (SELECT coalesce(b.user_id, l.user_id) AS user_id, b.balance, coalesce(l.s, 0) AS s
-                   FROM point_balances b FULL JOIN l ON l.user_id = b.user_id),
-             v AS (SELECT user_id::text || ' (balance ' || coalesce(balance::text, 'missing')
-                          || ', ledger ' || s || ')' AS what
-                   FROM j WHERE balance IS DISTINCT FROM s)
-             SELECT (SELECT count(*) FROM j), (SELECT count(*) FROM v),
-                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
-        )
-        .await?,
-        sql_check(
-            pool,
-            NON_NEGATIVE,
-            "WITH l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
-             v AS (SELECT user_id::text || ' (ledger sum ' || s || ')' AS what FROM l WHERE s < 0
-                   UNION ALL
-                   SELECT user_id::text || ' (balance ' || balance || ')' FROM point_balances
-                   WHERE balance < 0)
-             SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM v),
-                    ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
-        )
-        .await?,
-        redis_cache(pool, redis).await?,
-        sql_check(
-            pool,
-            CANCELLED_ONCE,
-            "WITH v AS (SELECT cancelled_transaction_id::text || ' (cancelled ' || count(*)
-                               || ' times)' AS what
-                        FROM point_transactions WHERE cancelled_transaction_id IS NOT NULL
-                        GROUP BY cancelled_transaction_id HAVING count(*) > 1)
-             SELECT (SELECT count(*) FROM point_transactions WHERE type = 'CANCEL'),
-                    (SELECT count(*) FROM v), ARRAY(SELECT what FROM v ORDER BY what LIMIT 5)",
-        )
-        .await?,
-    ])
+    let mut out = invariants(pool, &[LEDGER_SQL, NON_NEGATIVE_SQL]).await?;
+    out.push(redis_cache(pool, redis).await?);
+    out.extend(invariants(pool, &[CANCELLED_ONCE_SQL]).await?);
+    Ok(out)
 }
+
+const LEDGER_SQL: Invariant = Invariant {
+    check: LEDGER,
+    examined: "j",
+    with: "l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
+           j AS (SELECT coalesce(b.user_id, l.user_id) AS user_id, b.balance, coalesce(l.s, 0) AS s
+                 FROM point_balances b FULL JOIN l ON l.user_id = b.user_id),
+           v AS (SELECT user_id::text || ' (balance ' || coalesce(balance::text, 'missing')
+                        || ', ledger ' || s || ')' AS what
+                 FROM j WHERE balance IS DISTINCT FROM s)",
+};
+
+const NON_NEGATIVE_SQL: Invariant = Invariant {
+    check: NON_NEGATIVE,
+    examined: "l",
+    with: "l AS (SELECT user_id, sum(delta) AS s FROM point_transactions GROUP BY user_id),
+           v AS (SELECT user_id::text || ' (ledger sum ' || s || ')' AS what FROM l WHERE s < 0
+                 UNION ALL
+                 SELECT user_id::text || ' (balance ' || balance || ')' FROM point_balances
+                 WHERE balance < 0)",
+};
+
+const CANCELLED_ONCE_SQL: Invariant = Invariant {
+    check: CANCELLED_ONCE,
+    examined: "point_transactions WHERE type = 'CANCEL'",
+    with: "v AS (SELECT cancelled_transaction_id::text || ' (cancelled ' || count(*)
+                        || ' times)' AS what
+                 FROM point_transactions WHERE cancelled_transaction_id IS NOT NULL
+                 GROUP BY cancelled_transaction_id HAVING count(*) > 1)",
+};
 
 /// `"{balance}:{version}"`.
 pub fn parse_cached(s: &str) -> Option<(i64, i64)> {
@@ -99,38 +94,9 @@ pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
             .filter(|u| seen.insert(*u))
             .collect();
         if !users.is_empty() {
-            let mut pipe = redis::pipe();
-            for u in &users {
-                pipe.get(keys::point_balance(*u));
-            }
-            let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
-            let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
-                "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
-            )
-            .bind(&users)
-            .fetch_all(pool)
-            .await
-            {
-                Ok(rows) => rows,
-                Err(e) => return settle(r, e),
-            };
-            let pg: HashMap<Uuid, (i64, i64)> =
-                rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
-            for (user, v) in users.iter().zip(values) {
-                // Expired between SCAN and GET.
-                let Some(v) = v else { continue };
-                let Some((balance, version)) = pg.get(user).copied() else {
-                    unknown += 1;
-                    continue;
-                };
-                r.examined += 1;
-                match parse_cached(&v) {
-                    Some((b, ver)) if b == balance && ver <= version => {}
-                    Some(_) => {
-                        r.violation(format!("{user} cached {v}, postgres {balance}:{version}"))
-                    }
-                    None => r.violation(format!("{user} unreadable cache {v:?}")),
-                }
+            match judge(pool, redis, &users, &mut r).await? {
+                Some(n) => unknown += n,
+                None => return Ok(r),
             }
         }
         cursor = next;
@@ -142,6 +108,52 @@ pub async fn redis_cache(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
         r.note = Some(format!("{unknown} cached for users not in this database"));
     }
     Ok(r)
+}
+
+/// Judges the cached balances of `users` against PostgreSQL; how many of
+/// them this database does not know, or `None` when the query failed (the
+/// error is in `r`).
+async fn judge(
+    pool: &PgPool,
+    redis: &mut Redis,
+    users: &[Uuid],
+    r: &mut CheckResult,
+) -> CtlResult<Option<usize>> {
+    let mut pipe = redis::pipe();
+    for u in users {
+        pipe.get(keys::point_balance(*u));
+    }
+    let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
+    let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
+        "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
+    )
+    .bind(users)
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) => {
+            *r = settle(std::mem::take(r), e)?;
+            return Ok(None);
+        }
+    };
+    let pg: HashMap<Uuid, (i64, i64)> = rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
+    let mut unknown = 0;
+    for (user, v) in users.iter().zip(values) {
+        // Expired between SCAN and GET.
+        let Some(v) = v else { continue };
+        let Some((balance, version)) = pg.get(user).copied() else {
+            unknown += 1;
+            continue;
+        };
+        r.examined += 1;
+        match parse_cached(&v) {
+            Some((b, ver)) if b == balance && ver <= version => {}
+            Some(_) => r.violation(format!("{user} cached {v}, postgres {balance}:{version}")),
+            None => r.violation(format!("{user} unreadable cache {v:?}")),
+        }
+    }
+    Ok(Some(unknown))
 }
 
 /// Escapes the glob characters of SCAN MATCH.

@@ -59,21 +59,60 @@ pub async fn compare(
     if ids.is_empty() {
         return Ok(0);
     }
-    let rows: Vec<(Uuid, i64, i64, i64)> = match sqlx::query_as(&digest_sql(per_user))
+    let pg: HashMap<Uuid, (i64, i64, i64)> = match sqlx::query_as(&digest_sql(per_user))
         .bind(ids)
         .fetch_all(pool)
         .await
     {
-        Ok(rows) => rows,
+        Ok(rows) => rows
+            .into_iter()
+            .map(|(id, u, s, c): (Uuid, i64, i64, i64)| (id, (u, s, c)))
+            .collect(),
         Err(e) => {
             *r = settle(std::mem::take(r), e)?;
             return Ok(0);
         }
     };
-    let pg: HashMap<Uuid, (i64, i64, i64)> = rows
-        .into_iter()
-        .map(|(id, u, s, c)| (id, (u, s, c)))
-        .collect();
+    let differ = differing(redis, ids, key, &pg).await?;
+    if differ.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<(Uuid, Uuid, i64)> =
+        match sqlx::query_as(&format!("SELECT id, user_id, n FROM ({per_user}) u"))
+            .bind(&differ)
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                *r = settle(std::mem::take(r), e)?;
+                return Ok(differ.len());
+            }
+        };
+    let mut want: HashMap<Uuid, HashMap<Uuid, i64>> = HashMap::new();
+    for (id, user, n) in rows {
+        want.entry(id).or_default().insert(user, n);
+    }
+    let empty = HashMap::new();
+    for id in &differ {
+        let hash: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key(*id))
+            .query_async(redis)
+            .await
+            .map_err(redis_err)?;
+        diff(r, *id, &hash, want.get(id).unwrap_or(&empty));
+    }
+    Ok(differ.len())
+}
+
+/// The ids whose hash digest in Redis is not PostgreSQL's (`pg`; an id it
+/// lacks has no users), or that hold a value that is not a count.
+async fn differing(
+    redis: &mut Redis,
+    ids: &[Uuid],
+    key: fn(Uuid) -> String,
+    pg: &HashMap<Uuid, (i64, i64, i64)>,
+) -> CtlResult<Vec<Uuid>> {
     // Loaded once so that the pipelined EVALSHAs find it.
     let _: String = DIGEST.load_async(redis).await.map_err(redis_err)?;
     let mut differ = Vec::new();
@@ -99,36 +138,7 @@ pub async fn compare(
             }
         }
     }
-    if differ.is_empty() {
-        return Ok(0);
-    }
-    let rows: Vec<(Uuid, Uuid, i64)> =
-        match sqlx::query_as(&format!("SELECT id, user_id, n FROM ({per_user}) u"))
-            .bind(&differ)
-            .fetch_all(pool)
-            .await
-        {
-            Ok(rows) => rows,
-            Err(e) => {
-                *r = settle(std::mem::take(r), e)?;
-                return Ok(differ.len());
-            }
-        };
-    let mut want: HashMap<Uuid, HashMap<Uuid, i64>> = HashMap::new();
-    for (id, user, n) in rows {
-        want.entry(id).or_default().insert(user, n);
-    }
-    let empty = HashMap::new();
-    let n = differ.len();
-    for id in differ {
-        let hash: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key(id))
-            .query_async(redis)
-            .await
-            .map_err(redis_err)?;
-        diff(r, id, &hash, want.get(&id).unwrap_or(&empty));
-    }
-    Ok(n)
+    Ok(differ)
 }
 
 /// User by user; a missing field and 0 are the same.

@@ -2,8 +2,9 @@
 //! roles (`promo_store::rebuild`, the same code promod runs at start-up), and
 //! the live counters next to what PostgreSQL says they should be.
 
+use crate::check::Stores;
 use crate::check::{connect_pg, connect_redis, store_urls};
-use crate::cli::{InventoryCmd, Stores};
+use crate::cli::InventoryCmd;
 use crate::error::{CtlError, CtlResult};
 use crate::output::{render, Format};
 use promo_domain::DomainError;
@@ -36,8 +37,8 @@ async fn services(stores: &Stores) -> CtlResult<Services> {
 
 fn domain(e: DomainError) -> CtlError {
     match e {
-        DomainError::Unavailable(m) => CtlError::Unreachable(m),
-        other => CtlError::Other(anyhow::anyhow!("{other}")),
+        DomainError::Unavailable(_) => CtlError::unreachable("the store", e),
+        other => CtlError::Other(other.into()),
     }
 }
 
@@ -105,7 +106,7 @@ async fn seed_one(s: &Services, id: Uuid, force: bool) -> CtlResult<Value> {
 }
 
 async fn show(s: &Services) -> CtlResult<Vec<Value>> {
-    let pg = |e: sqlx::Error| CtlError::Unreachable(format!("postgres: {e}"));
+    let pg = |e: sqlx::Error| CtlError::postgres("postgres", e);
     let policies: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT id, total_quantity, issued_quantity FROM coupon_policies ORDER BY created_at DESC",
     )
@@ -138,7 +139,7 @@ async fn show(s: &Services) -> CtlResult<Vec<Value>> {
                 .arg(k)
                 .query_async(&mut r)
                 .await
-                .map_err(|e| CtlError::Unreachable(format!("redis: {e}")))?;
+                .map_err(|e| CtlError::redis("redis", e))?;
             out.push(v);
         }
         out

@@ -9,7 +9,7 @@ mod timesale;
 use crate::cli::{Cli, Command, Global, PageArgs};
 use crate::client::{Client, Session};
 use crate::config::{config_dir, pick, FileConfig, DEFAULT_GATEWAY};
-use crate::error::{CtlError, CtlResult};
+use crate::error::CtlResult;
 use crate::output::{render, Format};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -80,26 +80,10 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
         Command::Check(args) => crate::check::run_cli(args, cli.global.output).await,
         Command::Events(crate::cli::EventsCmd::Tail(args)) => crate::events::tail(args).await,
         Command::Inventory(cmd) => inventory::inventory(cmd, cli.global.output).await,
-        Command::Dashboard(args) => match crate::dashboard::run(args).await {
-            Ok(0) => Ok(()),
-            Ok(n) => Err(CtlError::CheckFailed(n as usize)),
-            Err(e) => Err(CtlError::Other(e)),
-        },
+        Command::Dashboard(args) => crate::dashboard::run(args).await,
         Command::Load(args) => {
-            let gateway = cli
-                .global
-                .gateway_url
-                .clone()
-                .unwrap_or_else(|| DEFAULT_GATEWAY.into());
-            match crate::load::run(args, &gateway).await {
-                Ok(0) => Ok(()),
-                // The report already printed the broken thresholds.
-                Ok(n) => Err(CtlError::CheckFailed(n as usize)),
-                Err(e) if format!("{e:#}").contains("cannot reach") => {
-                    Err(CtlError::Unreachable(format!("{e:#}")))
-                }
-                Err(e) => Err(CtlError::Other(e)),
-            }
+            let gateway = cli.global.gateway_url.as_deref().unwrap_or(DEFAULT_GATEWAY);
+            crate::load::run(*args, gateway).await
         }
         command => {
             let ctx = Ctx::new(cli.global)?;

@@ -11,6 +11,8 @@ pub mod ui;
 #[cfg(test)]
 mod tests;
 
+use crate::config::DEFAULT_GATEWAY;
+use crate::error::{CtlError, CtlResult};
 use action::Action;
 use anyhow::Context;
 use collect::{Collector, Sources};
@@ -26,6 +28,11 @@ use std::io::Stdout;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// The service roles' REST addresses in `scripts/services.sh`.
+const COUPON: &str = "http://127.0.0.1:3001";
+const POINT: &str = "http://127.0.0.1:3002";
+const TIMESALE: &str = "http://127.0.0.1:3003";
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Keys: q quit · tab next pane · p pause · ? help
 
@@ -34,24 +41,16 @@ Examples:
   promoctl dashboard --gateway http://10.0.0.5:4000 --etcd ''")]
 pub struct DashboardArgs {
     /// The gateway role's REST base URL.
-    #[arg(
-        long,
-        env = "PROMOCTL_GATEWAY",
-        default_value = "http://127.0.0.1:4000"
-    )]
+    #[arg(long, env = "PROMOCTL_GATEWAY", default_value = DEFAULT_GATEWAY)]
     pub gateway: String,
     /// The coupon role's REST base URL (health and metrics).
-    #[arg(long, env = "PROMOCTL_COUPON", default_value = "http://127.0.0.1:3001")]
+    #[arg(long, env = "PROMOCTL_COUPON", default_value = COUPON)]
     pub coupon: String,
     /// The point role's REST base URL.
-    #[arg(long, env = "PROMOCTL_POINT", default_value = "http://127.0.0.1:3002")]
+    #[arg(long, env = "PROMOCTL_POINT", default_value = POINT)]
     pub point: String,
     /// The timesale role's REST base URL.
-    #[arg(
-        long,
-        env = "PROMOCTL_TIMESALE",
-        default_value = "http://127.0.0.1:3003"
-    )]
+    #[arg(long, env = "PROMOCTL_TIMESALE", default_value = TIMESALE)]
     pub timesale: String,
     /// Where coupon and sale stock lives; empty to leave it out.
     #[arg(long, env = "PROMOCTL_REDIS", default_value = "redis://127.0.0.1:6379")]
@@ -84,9 +83,9 @@ impl DashboardArgs {
     }
 }
 
-pub async fn run(args: DashboardArgs) -> anyhow::Result<i32> {
+pub async fn run(args: DashboardArgs) -> CtlResult<()> {
     if args.refresh < Duration::from_millis(100) {
-        anyhow::bail!("--refresh must be at least 100ms");
+        return Err(CtlError::usage("--refresh must be at least 100ms"));
     }
     let collector = Collector::new(args.sources())?;
     install_panic_hook();
@@ -95,7 +94,7 @@ pub async fn run(args: DashboardArgs) -> anyhow::Result<i32> {
     let _restore = RestoreOnDrop;
     let res = event_loop(&mut terminal, collector, args.refresh).await;
     drop(terminal);
-    res.map(|()| 0)
+    Ok(res?)
 }
 
 async fn event_loop(

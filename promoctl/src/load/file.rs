@@ -9,7 +9,7 @@ use super::LoadArgs;
 use anyhow::{bail, Context};
 use clap::parser::ValueSource;
 use clap::ArgMatches;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use std::path::Path;
 use std::time::Duration;
 
@@ -21,23 +21,15 @@ pub struct ScenarioFile {
     pub scenario: Option<Scenario>,
     pub rate: Option<f64>,
     pub concurrency: Option<usize>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "crate::time::duration")]
     pub duration: Option<Duration>,
     pub max_in_flight: Option<u64>,
     pub users: Option<usize>,
     pub stock: Option<i64>,
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "crate::time::duration")]
     pub warmup: Option<Duration>,
     #[serde(default)]
     pub thresholds: Thresholds,
-}
-
-/// A humantime string ("25ms", "30s"), as on the command line.
-pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    let s = String::deserialize(d)?;
-    humantime::parse_duration(&s)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
 }
 
 impl ScenarioFile {
@@ -133,7 +125,7 @@ mod tests {
     fn load(argv: &[&str]) -> Result<LoadArgs, clap::Error> {
         let argv = ["promoctl", "load"].iter().chain(argv);
         match Cli::try_parse_with_file(argv)?.command {
-            Command::Load(a) => Ok(a),
+            Command::Load(a) => Ok(*a),
             c => panic!("not load: {c:?}"),
         }
     }

@@ -2,13 +2,15 @@
 //! closed-loop (fixed concurrency) load against the gateway, with HDR
 //! percentiles, live progress, a JSON report and k6-like thresholds.
 
-pub mod acks;
 pub mod file;
 pub mod pacing;
 pub mod scenario;
 pub mod stats;
 
-use acks::{Ack, AckLog, RunFixtures};
+use crate::acks::{self, Ack, AckLog, RunFixtures};
+use crate::check::{self, CheckArgs, Stores};
+use crate::error::{CtlError, CtlResult};
+use crate::output::Format;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Client;
@@ -91,6 +93,9 @@ pub struct LoadArgs {
     /// Run `promoctl check` after the run; its failure fails the run.
     #[arg(long)]
     pub check: bool,
+    /// The stores `--check` reads.
+    #[command(flatten)]
+    pub stores: Stores,
     /// No progress bar (CI logs).
     #[arg(long)]
     pub quiet: bool,
@@ -123,9 +128,12 @@ pub struct Report {
     pub retries: u64,
 }
 
+/// What every sender shares: the client, the fixtures and the counters.
 struct Shared {
     client: Client,
     base: String,
+    scenario: Scenario,
+    fixtures: Fixtures,
     stats: Mutex<Stats>,
     routes: Mutex<BTreeMap<&'static str, Stats>>,
     in_flight: AtomicU64,
@@ -146,6 +154,10 @@ struct Answer {
 }
 
 impl Shared {
+    fn request(&self, i: u64) -> Req {
+        self.scenario.request(&self.fixtures, i)
+    }
+
     async fn attempt(&self, r: &Req, key: Option<&str>) -> Answer {
         let mut rb = self
             .client
@@ -182,6 +194,27 @@ impl Shared {
         }
     }
 
+    /// Tries until the outcome is known or `--retry-for` runs out; the
+    /// retries resend the same key, so they cannot apply a write twice.
+    async fn answer(&self, r: &Req, key: Option<&str>) -> (Answer, u32) {
+        let give_up = Instant::now() + self.retry_for;
+        let mut backoff = Duration::from_millis(50);
+        let mut retries = 0u32;
+        loop {
+            let a = self.attempt(r, key).await;
+            if !acks::retryable(a.status, a.code.as_deref())
+                || key.is_none()
+                || Instant::now() + backoff > give_up
+            {
+                return (a, retries);
+            }
+            self.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            retries += 1;
+        }
+    }
+
     async fn send(&self, r: Req, i: u64, intended: Instant) {
         let route = r.route;
         let write = r.method != reqwest::Method::GET;
@@ -190,22 +223,7 @@ impl Shared {
             .as_ref()
             .filter(|_| write)
             .map(|run| format!("{run}-{i}"));
-        let give_up = Instant::now() + self.retry_for;
-        let mut backoff = Duration::from_millis(50);
-        let mut retries = 0u32;
-        let answer = loop {
-            let a = self.attempt(&r, key.as_deref()).await;
-            if !acks::retryable(a.status, a.code.as_deref())
-                || key.is_none()
-                || Instant::now() + backoff > give_up
-            {
-                break a;
-            }
-            self.retries.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            retries += 1;
-        };
+        let (answer, retries) = self.answer(&r, key.as_deref()).await;
         let outcome = match answer.status {
             Some(s) => classify(s, answer.code.as_deref()),
             None => Outcome::Failed,
@@ -235,6 +253,44 @@ impl Shared {
             .or_default()
             .record(outcome, latency);
     }
+
+    /// (completed, p99 in ms, failed + missed) so far.
+    fn progress(&self) -> (u64, f64, u64) {
+        let s = self.stats.lock().expect("stats");
+        (
+            s.completed(),
+            s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+            s.failed + s.missed,
+        )
+    }
+
+    fn report(&self, args: &LoadArgs, mode: String, elapsed: Duration) -> Report {
+        let summary = self.stats.lock().expect("stats").summary(elapsed);
+        let thresholds = Thresholds {
+            p95_max: args.p95_max,
+            p99_max: args.p99_max,
+            error_rate_max: args.error_rate_max,
+            min_rps: args.min_rps,
+        };
+        let violations = thresholds.violations(&summary);
+        let routes = self
+            .routes
+            .lock()
+            .expect("stats")
+            .iter()
+            .map(|(r, s)| (*r, s.summary(elapsed)))
+            .collect();
+        Report {
+            scenario: self.scenario,
+            mode,
+            users: args.users,
+            summary,
+            routes,
+            thresholds,
+            violations,
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
 }
 
 fn progress(args: &LoadArgs) -> ProgressBar {
@@ -249,16 +305,88 @@ fn progress(args: &LoadArgs) -> ProgressBar {
     pb
 }
 
-/// Runs the load and returns the process exit code: 0 when every threshold
-/// (and `--check`) holds, 1 otherwise.
-pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
+/// Updates the progress bar twice a second until aborted.
+fn ticker(shared: Arc<Shared>, pb: ProgressBar, start: Instant) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = (Instant::now(), 0u64);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let (done, p99, errors) = shared.progress();
+            let rps = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            last = (Instant::now(), done);
+            pb.set_position(start.elapsed().as_secs());
+            if Instant::now() < shared.measured_from {
+                pb.set_message("warming up");
+                continue;
+            }
+            pb.set_message(format!(
+                "{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"
+            ));
+        }
+    })
+}
+
+/// Runs the load. Broken thresholds (or a failed `--check`) are
+/// `CheckFailed`: the report already printed them.
+pub async fn run(args: LoadArgs, gateway: &str) -> CtlResult<()> {
     let scenario = args
         .scenario
-        .context("no scenario: name one or set `scenario` in the --file")?;
+        .ok_or_else(|| CtlError::usage("no scenario: name one or set `scenario` in the --file"))?;
     let client = Client::builder()
         .pool_max_idle_per_host(4096)
         .timeout(args.request_timeout)
-        .build()?;
+        .build()
+        .map_err(|e| CtlError::other("cannot build the http client", e))?;
+    let base = gateway.trim_end_matches('/').to_owned();
+    let fixtures = fixtures(&args, scenario, &client, &base).await?;
+    let acks = ack_log(&args, &fixtures)?;
+    let start = Instant::now();
+    let shared = Arc::new(Shared {
+        client,
+        base,
+        scenario,
+        fixtures,
+        stats: Mutex::new(Stats::default()),
+        routes: Mutex::new(BTreeMap::new()),
+        in_flight: AtomicU64::new(0),
+        retries: AtomicU64::new(0),
+        run: args
+            .idempotency_keys
+            .then(|| format!("load-{}", uuid::Uuid::now_v7().simple())),
+        retry_for: args.retry_for.unwrap_or_default(),
+        acks,
+        measured_from: start + args.warmup,
+    });
+    let pb = progress(&args);
+    let ticker = ticker(shared.clone(), pb.clone(), start);
+    let mode = drive(&shared, &args, start).await;
+    let elapsed = shared.measured_from.elapsed();
+    ticker.abort();
+    if let Some(log) = &shared.acks {
+        log.finish().context("cannot write the ack log")?;
+    }
+    pb.finish_and_clear();
+    let report = shared.report(&args, mode, elapsed);
+    print_report(&report);
+    if let Some(path) = &args.report {
+        let json = serde_json::to_vec_pretty(&report).context("cannot encode the report")?;
+        std::fs::write(path, json)
+            .with_context(|| format!("cannot write report {}", path.display()))?;
+    }
+    let failed = report.violations.len() + usize::from(args.check && !check_after(&args).await);
+    match failed {
+        0 => Ok(()),
+        n => Err(CtlError::CheckFailed(n)),
+    }
+}
+
+/// The mint or login of the run's sessions, then the scenario's fixtures.
+async fn fixtures(
+    args: &LoadArgs,
+    scenario: Scenario,
+    client: &Client,
+    base: &str,
+) -> CtlResult<Fixtures> {
     let auth = match &args.jwt_secret {
         Some(s) => Auth::Secret(Box::new(promo_store::auth::JwtKeys::new(
             &SecretString::from(s.clone()),
@@ -276,137 +404,57 @@ pub async fn run(args: LoadArgs, gateway: &str) -> anyhow::Result<i32> {
         // Closed loop: enough distinct work for a fast server.
         None => (sending.as_secs_f64() * 5000.0) as u64,
     };
-    let base = gateway.trim_end_matches('/').to_owned();
     eprintln!("setting up {scenario:?} fixtures ({} users)", args.users);
-    let fixtures = scenario
-        .setup(
-            &Api {
-                client: &client,
-                base: &base,
-            },
-            &auth,
-            args.users,
-            planned,
-            args.stock,
-        )
+    let api = Api { client, base };
+    scenario
+        .setup(&api, &auth, args.users, planned, args.stock)
         .await
-        .context("fixtures")?;
-    let acks = match &args.acks {
-        Some(path) => Some(
-            AckLog::create(path, run_fixtures(&fixtures))
-                .with_context(|| format!("cannot write the ack log {}", path.display()))?,
-        ),
-        None => None,
+        .map_err(|e| e.context("fixtures"))
+}
+
+fn ack_log(args: &LoadArgs, fixtures: &Fixtures) -> CtlResult<Option<AckLog>> {
+    let Some(path) = &args.acks else {
+        return Ok(None);
     };
-    let start = Instant::now();
-    let shared = Arc::new(Shared {
-        client,
-        base,
-        stats: Mutex::new(Stats::default()),
-        routes: Mutex::new(BTreeMap::new()),
-        in_flight: AtomicU64::new(0),
-        retries: AtomicU64::new(0),
-        run: args
-            .idempotency_keys
-            .then(|| format!("load-{}", uuid::Uuid::now_v7().simple())),
-        retry_for: args.retry_for.unwrap_or_default(),
-        acks,
-        measured_from: start + args.warmup,
-    });
-    let fixtures = Arc::new(fixtures);
-    let pb = progress(&args);
-    let ticker = {
-        let (shared, pb) = (shared.clone(), pb.clone());
-        tokio::spawn(async move {
-            let mut last = (Instant::now(), 0u64);
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                let (done, p99, errors) = {
-                    let s = shared.stats.lock().expect("stats");
-                    (
-                        s.completed(),
-                        s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
-                        s.failed + s.missed,
-                    )
-                };
-                let rps = (done - last.1) as f64 / last.0.elapsed().as_secs_f64();
-                last = (Instant::now(), done);
-                pb.set_position(start.elapsed().as_secs());
-                if Instant::now() < shared.measured_from {
-                    pb.set_message("warming up");
-                    continue;
-                }
-                pb.set_message(format!(
-                    "{rps:>8.0} req/s  p99 {p99:>7.1} ms  errors {errors}"
-                ));
-            }
-        })
-    };
+    let log = AckLog::create(path, run_fixtures(fixtures))
+        .with_context(|| format!("cannot write the ack log {}", path.display()))?;
+    Ok(Some(log))
+}
+
+/// Sends for the warm-up and the run, then waits for the stragglers; the
+/// mode, as the report names it.
+async fn drive(shared: &Arc<Shared>, args: &LoadArgs, start: Instant) -> String {
+    let sending = args.warmup + args.duration;
     let mode = match (args.rate, args.concurrency) {
         (Some(rate), _) => {
-            open_loop(&shared, &fixtures, scenario, rate, start, &args).await;
+            open_loop(shared, rate, start, args).await;
             format!("open loop, {rate} req/s")
         }
         (None, c) => {
             let c = c.unwrap_or(64);
-            closed_loop(&shared, &fixtures, scenario, c, start + sending).await;
+            closed_loop(shared, c, start + sending).await;
             format!("closed loop, {c} workers")
         }
     };
-    // Wait for stragglers, then stop the clock.
     while shared.in_flight.load(Ordering::Acquire) > 0
         && start.elapsed() < sending + Duration::from_secs(30)
     {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let elapsed = shared.measured_from.elapsed();
-    ticker.abort();
-    if let Some(log) = &shared.acks {
-        log.finish().context("cannot write the ack log")?;
+    mode
+}
+
+/// `promoctl check` (every invariant, the stores as `check` finds them) in
+/// this process; false when it failed or could not run.
+async fn check_after(args: &LoadArgs) -> bool {
+    match check::run_cli(CheckArgs::all(args.stores.clone()), Format::Table).await {
+        Ok(()) => return true,
+        // The report already said what failed.
+        Err(CtlError::CheckFailed(_)) => {}
+        Err(e) => eprintln!("promoctl: {e:#}"),
     }
-    pb.finish_and_clear();
-    let summary = shared.stats.lock().expect("stats").summary(elapsed);
-    let thresholds = Thresholds {
-        p95_max: args.p95_max,
-        p99_max: args.p99_max,
-        error_rate_max: args.error_rate_max,
-        min_rps: args.min_rps,
-    };
-    let violations = thresholds.violations(&summary);
-    let routes = shared
-        .routes
-        .lock()
-        .expect("stats")
-        .iter()
-        .map(|(r, s)| (*r, s.summary(elapsed)))
-        .collect();
-    let report = Report {
-        scenario,
-        mode,
-        users: args.users,
-        summary,
-        routes,
-        thresholds,
-        violations,
-        retries: shared.retries.load(Ordering::Relaxed),
-    };
-    print_report(&report);
-    if let Some(path) = &args.report {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
-            .with_context(|| format!("cannot write report {}", path.display()))?;
-    }
-    let mut code = i32::from(!report.violations.is_empty());
-    if args.check {
-        let status = std::process::Command::new(std::env::current_exe()?)
-            .arg("check")
-            .status()
-            .context("cannot run promoctl check")?;
-        if !status.success() {
-            eprintln!("promoctl check failed after the load");
-            code = 1;
-        }
-    }
-    Ok(code)
+    eprintln!("promoctl check failed after the load");
+    false
 }
 
 fn run_fixtures(f: &Fixtures) -> RunFixtures {
@@ -418,14 +466,7 @@ fn run_fixtures(f: &Fixtures) -> RunFixtures {
     }
 }
 
-async fn open_loop(
-    shared: &Arc<Shared>,
-    f: &Arc<Fixtures>,
-    scenario: Scenario,
-    rate: f64,
-    start: Instant,
-    args: &LoadArgs,
-) {
+async fn open_loop(shared: &Arc<Shared>, rate: f64, start: Instant, args: &LoadArgs) {
     let total = pacing::planned(rate, args.warmup + args.duration);
     let mut sent = 0u64;
     while sent < total {
@@ -438,7 +479,7 @@ async fn open_loop(
                 }
             } else {
                 shared.in_flight.fetch_add(1, Ordering::AcqRel);
-                let (shared, req, i) = (shared.clone(), scenario.request(f, sent), sent);
+                let (shared, req, i) = (shared.clone(), shared.request(sent), sent);
                 tokio::spawn(async move {
                     shared.send(req, i, intended).await;
                     shared.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -450,23 +491,15 @@ async fn open_loop(
     }
 }
 
-async fn closed_loop(
-    shared: &Arc<Shared>,
-    f: &Arc<Fixtures>,
-    scenario: Scenario,
-    workers: usize,
-    deadline: Instant,
-) {
+async fn closed_loop(shared: &Arc<Shared>, workers: usize, deadline: Instant) {
     let next = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
-            let (shared, f, next) = (shared.clone(), f.clone(), next.clone());
+            let (shared, next) = (shared.clone(), next.clone());
             tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .send(scenario.request(&f, i), i, Instant::now())
-                        .await;
+                    shared.send(shared.request(i), i, Instant::now()).await;
                 }
             })
         })

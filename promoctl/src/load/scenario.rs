@@ -2,7 +2,9 @@
 //! session, the policy or sale, N users with tokens) and then yields the i-th
 //! request of the run.
 
-use anyhow::{bail, Context};
+use crate::client::transport_error;
+use crate::error::{CtlError, CtlResult};
+use anyhow::{anyhow, Context};
 use chrono::Utc;
 use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt};
@@ -71,7 +73,7 @@ impl Api<'_> {
         path: &str,
         token: Option<&str>,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
+    ) -> CtlResult<Value> {
         let mut rb = self
             .client
             .request(method.clone(), format!("{}/api/v1{path}", self.base));
@@ -81,73 +83,57 @@ impl Api<'_> {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let resp = rb.send().await.map_err(|e| transport_error(self.base, e))?;
         let status = resp.status();
         let v: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("{method} {path}: {status}: {v}");
+            return Err(anyhow!("{method} {path}: {status}: {v}").into());
         }
         Ok(v)
     }
+
+    /// POSTs a new resource and returns its id.
+    async fn create(&self, path: &str, token: &str, body: Value) -> CtlResult<Uuid> {
+        let v = self
+            .call(Method::POST, path, Some(token), Some(body))
+            .await?;
+        id_of(&v)
+    }
+
+    async fn login(&self, email: String, password: String) -> CtlResult<String> {
+        let body = json!({"email": email, "password": password});
+        let v = self
+            .call(Method::POST, "/auth/login", None, Some(body))
+            .await?;
+        Ok(v["access_token"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Registers a user and logs it in.
+    async fn register(&self, email: String) -> CtlResult<(Uuid, Arc<str>)> {
+        let body = json!({"email": email, "password": "load-password", "name": "load"});
+        let v = self
+            .call(Method::POST, "/auth/register", None, Some(body))
+            .await?;
+        let token = self.login(email, "load-password".into()).await?;
+        Ok((id_of(&v)?, Arc::from(token)))
+    }
 }
 
-fn id_of(v: &Value) -> anyhow::Result<Uuid> {
-    v["id"]
+fn id_of(v: &Value) -> CtlResult<Uuid> {
+    let id = v["id"]
         .as_str()
         .and_then(|s| s.parse().ok())
-        .with_context(|| format!("no id in {v}"))
+        .with_context(|| format!("no id in {v}"))?;
+    Ok(id)
 }
 
 /// Admin and user tokens.
-async fn sessions(api: &Api<'_>, auth: &Auth, users: usize) -> anyhow::Result<Fixtures> {
+async fn sessions(api: &Api<'_>, auth: &Auth, users: usize) -> CtlResult<Fixtures> {
     let (admin, users) = match auth {
-        Auth::Secret(keys) => {
-            let admin = keys.issue(Uuid::now_v7(), Role::Admin)?;
-            let users = (0..users)
-                .map(|_| {
-                    let id = Uuid::now_v7();
-                    keys.issue(id, Role::User).map(|t| (id, Arc::from(t)))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (admin, users)
-        }
+        Auth::Secret(keys) => minted(keys, users).map_err(anyhow::Error::from)?,
         Auth::Login { email, password } => {
-            let login = |e: String, p: String| async move {
-                api.call(
-                    Method::POST,
-                    "/auth/login",
-                    None,
-                    Some(json!({"email": e, "password": p})),
-                )
-                .await
-                .map(|v| v["access_token"].as_str().unwrap_or_default().to_owned())
-            };
-            let admin = login(email.clone(), password.clone()).await?;
-            let run = Uuid::now_v7().simple().to_string();
-            let mut out = Vec::with_capacity(users);
-            // Registration hashes passwords (argon2): a few at a time.
-            for chunk in (0..users).collect::<Vec<_>>().chunks(8) {
-                let batch = chunk.iter().map(|i| {
-                    let email = format!("load-{run}-{i}@load.promo.local");
-                    async move {
-                        let v = api
-                            .call(
-                                Method::POST,
-                                "/auth/register",
-                                None,
-                                Some(json!({"email": email, "password": "load-password", "name": "load"})),
-                            )
-                            .await?;
-                        let token = login(email, "load-password".into()).await?;
-                        anyhow::Ok((id_of(&v)?, Arc::from(token)))
-                    }
-                });
-                out.extend(futures::future::try_join_all(batch).await?);
-            }
-            (admin, out)
+            let admin = api.login(email.clone(), password.clone()).await?;
+            (admin, registered(api, users).await?)
         }
     };
     Ok(Fixtures {
@@ -157,6 +143,32 @@ async fn sessions(api: &Api<'_>, auth: &Auth, users: usize) -> anyhow::Result<Fi
         sale: None,
         coupons: Vec::new(),
     })
+}
+
+type Sessions = (String, Vec<(Uuid, Arc<str>)>);
+
+fn minted(keys: &JwtKeys, users: usize) -> promo_domain::DomainResult<Sessions> {
+    let admin = keys.issue(Uuid::now_v7(), Role::Admin)?;
+    let users = (0..users)
+        .map(|_| {
+            let id = Uuid::now_v7();
+            keys.issue(id, Role::User).map(|t| (id, Arc::from(t)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((admin, users))
+}
+
+async fn registered(api: &Api<'_>, users: usize) -> CtlResult<Vec<(Uuid, Arc<str>)>> {
+    let run = Uuid::now_v7().simple().to_string();
+    let mut out = Vec::with_capacity(users);
+    // Registration hashes passwords (argon2): a few at a time.
+    for chunk in (0..users).collect::<Vec<_>>().chunks(8) {
+        let batch = chunk
+            .iter()
+            .map(|i| api.register(format!("load-{run}-{i}@load.promo.local")));
+        out.extend(futures::future::try_join_all(batch).await?);
+    }
+    Ok(out)
 }
 
 impl Scenario {
@@ -180,56 +192,19 @@ impl Scenario {
         users: usize,
         planned: u64,
         stock: Option<i64>,
-    ) -> anyhow::Result<Fixtures> {
+    ) -> CtlResult<Fixtures> {
         let mut f = sessions(api, auth, users.max(1)).await?;
         let (policy, sale, coupons) = self.needs();
-        let now = Utc::now();
-        let admin = f.admin.clone();
         let per_user = (planned / users.max(1) as u64 + 2).min(1000) as i64;
         let total = stock.unwrap_or((planned as i64 * 2).max(100));
         if policy {
-            let v = api
-                .call(
-                    Method::POST,
-                    "/coupon-policies",
-                    Some(&admin),
-                    Some(json!({
-                        "name": "load test policy", "discount_type": "PERCENTAGE",
-                        "discount_value": 10, "max_discount_amount": 5000,
-                        "total_quantity": total, "per_user_limit": per_user,
-                        "valid_from": now - chrono::Duration::minutes(1),
-                        "valid_until": now + chrono::Duration::days(1),
-                    })),
-                )
-                .await?;
-            f.policy = Some(id_of(&v)?);
+            f.policy = Some(create_policy(api, &f.admin, total, per_user).await?);
         }
         if sale {
-            let p = api
-                .call(
-                    Method::POST,
-                    "/products",
-                    Some(&admin),
-                    Some(json!({"name": "load test product", "price": 10_000})),
-                )
-                .await?;
-            let v = api
-                .call(
-                    Method::POST,
-                    "/time-sales",
-                    Some(&admin),
-                    Some(json!({
-                        "product_id": id_of(&p)?, "total_quantity": stock.unwrap_or(1000),
-                        "sale_price": 5_000, "per_user_limit": per_user.min(10),
-                        "start_at": now - chrono::Duration::seconds(1),
-                        "end_at": now + chrono::Duration::hours(1),
-                    })),
-                )
-                .await?;
-            f.sale = Some(id_of(&v)?);
+            let stock = stock.unwrap_or(1000);
+            f.sale = Some(create_sale(api, &f.admin, stock, per_user.min(10)).await?);
         }
         if coupons {
-            let policy = f.policy.expect("policy fixture");
             // Requests beyond this reuse coupons (ALREADY_USED refusals).
             // Mixed also issues during the run, so it leaves half the stock.
             let n = if self == Scenario::Mixed {
@@ -238,27 +213,7 @@ impl Scenario {
                 planned
             }
             .min(20_000);
-            let users = f.users.clone();
-            // A bounded number at a time: 20,000 requests at once made the
-            // server's memory peak at the fixtures, not under the load.
-            let issued = futures::stream::iter((0..n).map(|i| {
-                let (_, token) = users[i as usize % users.len()].clone();
-                async move {
-                    let v = api
-                        .call(
-                            Method::POST,
-                            "/coupons/issue",
-                            Some(&token),
-                            Some(json!({"policy_id": policy})),
-                        )
-                        .await?;
-                    anyhow::Ok((id_of(&v)?, token))
-                }
-            }))
-            .buffered(64)
-            .try_collect()
-            .await?;
-            f.coupons = issued;
+            f.coupons = issue_coupons(api, &f, n).await?;
         }
         Ok(f)
     }
@@ -267,51 +222,28 @@ impl Scenario {
     pub fn request(self, f: &Fixtures, i: u64) -> Req {
         let user = &f.users[i as usize % f.users.len()];
         match self {
-            Scenario::CouponIssue => Req {
-                method: Method::POST,
-                path: "/api/v1/coupons/issue".into(),
-                token: user.1.clone(),
-                body: Some(json!({"policy_id": f.policy})),
-                route: "coupons/issue",
-            },
+            Scenario::CouponIssue => Req::post(
+                "/api/v1/coupons/issue".into(),
+                &user.1,
+                json!({"policy_id": f.policy}),
+                "coupons/issue",
+            ),
             Scenario::CouponUse => {
                 let (id, token) = &f.coupons[i as usize % f.coupons.len()];
-                Req {
-                    method: Method::POST,
-                    path: format!("/api/v1/coupons/{id}/use"),
-                    token: token.clone(),
-                    body: Some(json!({"order_id": format!("load-{i}"), "order_amount": 20_000})),
-                    route: "coupons/use",
-                }
+                Req::post(
+                    format!("/api/v1/coupons/{id}/use"),
+                    token,
+                    json!({"order_id": format!("load-{i}"), "order_amount": 20_000}),
+                    "coupons/use",
+                )
             }
-            // Pairs: earn for a user, then that user spends most of it.
-            Scenario::Point => {
-                let (id, token) = &f.users[(i / 2) as usize % f.users.len()];
-                if i.is_multiple_of(2) {
-                    Req {
-                        method: Method::POST,
-                        path: "/api/v1/points/earn".into(),
-                        token: f.admin.clone(),
-                        body: Some(json!({"user_id": id, "amount": 100})),
-                        route: "points/earn",
-                    }
-                } else {
-                    Req {
-                        method: Method::POST,
-                        path: "/api/v1/points/use".into(),
-                        token: token.clone(),
-                        body: Some(json!({"amount": 60})),
-                        route: "points/use",
-                    }
-                }
-            }
-            Scenario::TimesaleOrder => Req {
-                method: Method::POST,
-                path: format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
-                token: user.1.clone(),
-                body: Some(json!({"quantity": 1})),
-                route: "time-sales/orders",
-            },
+            Scenario::Point => point_request(f, i),
+            Scenario::TimesaleOrder => Req::post(
+                format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
+                &user.1,
+                json!({"quantity": 1}),
+                "time-sales/orders",
+            ),
             Scenario::Health => Req {
                 method: Method::GET,
                 path: "/healthz".into(),
@@ -320,26 +252,99 @@ impl Scenario {
                 route: "healthz",
             },
             Scenario::Mixed => {
-                // 3:1:4:2 over a cycle of ten.
-                let pick = match i % 10 {
-                    0..=2 => Scenario::CouponIssue,
-                    3 => Scenario::CouponUse,
-                    4..=7 => Scenario::Point,
-                    _ => Scenario::TimesaleOrder,
-                };
-                // The kind's own running index, so that each kind walks
-                // through every user (by `i` alone, orders would only ever
-                // come from the users whose index ends in 8 or 9).
-                let j = match pick {
-                    Scenario::CouponIssue => i / 10 * 3 + i % 10,
-                    Scenario::CouponUse => i / 10,
-                    Scenario::Point => i / 10 * 4 + (i % 10 - 4),
-                    _ => i / 10 * 2 + (i % 10 - 8),
-                };
+                let (pick, j) = mixed(i);
                 pick.request(f, j)
             }
         }
     }
+}
+
+impl Req {
+    fn post(path: String, token: &Arc<str>, body: Value, route: &'static str) -> Req {
+        Req {
+            method: Method::POST,
+            path,
+            token: token.clone(),
+            body: Some(body),
+            route,
+        }
+    }
+}
+
+/// Pairs: earn for a user, then that user spends most of it.
+fn point_request(f: &Fixtures, i: u64) -> Req {
+    let (id, token) = &f.users[(i / 2) as usize % f.users.len()];
+    if i.is_multiple_of(2) {
+        Req::post(
+            "/api/v1/points/earn".into(),
+            &f.admin,
+            json!({"user_id": id, "amount": 100}),
+            "points/earn",
+        )
+    } else {
+        Req::post(
+            "/api/v1/points/use".into(),
+            token,
+            json!({"amount": 60}),
+            "points/use",
+        )
+    }
+}
+
+/// The kind of the i-th request of the mix (3:1:4:2 over a cycle of ten) and
+/// its index among the requests of that kind, so that each kind walks through
+/// every user (by `i` alone, orders would only ever come from the users whose
+/// index ends in 8 or 9).
+fn mixed(i: u64) -> (Scenario, u64) {
+    match i % 10 {
+        0..=2 => (Scenario::CouponIssue, i / 10 * 3 + i % 10),
+        3 => (Scenario::CouponUse, i / 10),
+        4..=7 => (Scenario::Point, i / 10 * 4 + (i % 10 - 4)),
+        _ => (Scenario::TimesaleOrder, i / 10 * 2 + (i % 10 - 8)),
+    }
+}
+
+async fn create_policy(api: &Api<'_>, admin: &str, total: i64, per_user: i64) -> CtlResult<Uuid> {
+    let now = Utc::now();
+    let body = json!({
+        "name": "load test policy", "discount_type": "PERCENTAGE",
+        "discount_value": 10, "max_discount_amount": 5000,
+        "total_quantity": total, "per_user_limit": per_user,
+        "valid_from": now - chrono::Duration::minutes(1),
+        "valid_until": now + chrono::Duration::days(1),
+    });
+    api.create("/coupon-policies", admin, body).await
+}
+
+async fn create_sale(api: &Api<'_>, admin: &str, stock: i64, per_user: i64) -> CtlResult<Uuid> {
+    let body = json!({"name": "load test product", "price": 10_000});
+    let product = api.create("/products", admin, body).await?;
+    let now = Utc::now();
+    let body = json!({
+        "product_id": product, "total_quantity": stock,
+        "sale_price": 5_000, "per_user_limit": per_user,
+        "start_at": now - chrono::Duration::seconds(1),
+        "end_at": now + chrono::Duration::hours(1),
+    });
+    api.create("/time-sales", admin, body).await
+}
+
+/// `n` coupons of the policy, issued round-robin to the users.
+async fn issue_coupons(api: &Api<'_>, f: &Fixtures, n: u64) -> CtlResult<Vec<(Uuid, Arc<str>)>> {
+    let policy = f.policy.expect("policy fixture");
+    // A bounded number at a time: 20,000 requests at once made the
+    // server's memory peak at the fixtures, not under the load.
+    futures::stream::iter((0..n).map(|i| {
+        let (_, token) = f.users[i as usize % f.users.len()].clone();
+        async move {
+            let body = json!({"policy_id": policy});
+            let id = api.create("/coupons/issue", &token, body).await?;
+            Ok::<_, CtlError>((id, token))
+        }
+    }))
+    .buffered(64)
+    .try_collect()
+    .await
 }
 
 #[cfg(test)]

@@ -126,9 +126,9 @@ pub struct Summary {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Thresholds {
-    #[serde(default, deserialize_with = "super::file::duration")]
+    #[serde(default, deserialize_with = "crate::time::duration")]
     pub p95_max: Option<Duration>,
-    #[serde(default, deserialize_with = "super::file::duration")]
+    #[serde(default, deserialize_with = "crate::time::duration")]
     pub p99_max: Option<Duration>,
     pub error_rate_max: Option<f64>,
     pub min_rps: Option<f64>,
