@@ -5,7 +5,6 @@ use super::CouponApi;
 use crate::ctx::Ctx;
 use crate::proto::coupon as pb;
 use crate::proto::{self, uuid};
-use crate::rpc::breaker::Breaker;
 use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::coupon_service_client::CouponServiceClient;
@@ -14,7 +13,6 @@ use promo_domain::coupon::{Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch}
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::DomainResult;
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -106,25 +104,13 @@ pub fn server(api: Arc<dyn CouponApi>) -> pb::coupon_service_server::CouponServi
 }
 
 /// [`CouponApi`] over gRPC.
-#[derive(Clone)]
-pub struct Client {
-    inner: CouponServiceClient<Channel>,
-    remote: Remote,
-}
+pub type Client = Remote<CouponServiceClient<Channel>>;
 
-impl Client {
-    pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
-        Client {
-            inner: CouponServiceClient::new(channel),
-            remote: Remote::new(timeout, breaker),
-        }
-    }
-
-    fn by_id(ctx: &Ctx, id: Uuid) -> pb::GetByIdRequest {
-        pb::GetByIdRequest {
-            actor: proto::actor(ctx),
-            id: id.to_string(),
-        }
+/// A read of one thing by id.
+fn by_id(ctx: &Ctx, id: Uuid) -> pb::GetByIdRequest {
+    pb::GetByIdRequest {
+        actor: proto::actor(ctx),
+        id: id.to_string(),
     }
 }
 
@@ -139,7 +125,7 @@ impl CouponApi for Client {
     }
 
     async fn get_policy(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Policy> {
-        call!(self, get_policy, Self::by_id(ctx, id))
+        call!(self, get_policy, by_id(ctx, id))
     }
 
     async fn list_policies(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Policy>> {
@@ -193,7 +179,7 @@ impl CouponApi for Client {
     }
 
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
-        call!(self, get_coupon, Self::by_id(ctx, id))
+        call!(self, get_coupon, by_id(ctx, id))
     }
 
     async fn list_coupons(

@@ -5,7 +5,6 @@ use super::PointApi;
 use crate::ctx::Ctx;
 use crate::proto::point as pb;
 use crate::proto::{self, uuid};
-use crate::rpc::breaker::Breaker;
 use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::point_service_client::PointServiceClient;
@@ -14,7 +13,6 @@ use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::{Balance, PointChange, Transaction, TxType};
 use promo_domain::DomainResult;
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -71,20 +69,7 @@ pub fn server(api: Arc<dyn PointApi>) -> pb::point_service_server::PointServiceS
 }
 
 /// [`PointApi`] over gRPC.
-#[derive(Clone)]
-pub struct Client {
-    inner: PointServiceClient<Channel>,
-    remote: Remote,
-}
-
-impl Client {
-    pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
-        Client {
-            inner: PointServiceClient::new(channel),
-            remote: Remote::new(timeout, breaker),
-        }
-    }
-}
+pub type Client = Remote<PointServiceClient<Channel>>;
 
 #[async_trait]
 impl PointApi for Client {

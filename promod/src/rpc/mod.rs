@@ -6,12 +6,13 @@ pub mod breaker;
 
 use crate::ctx::Ctx;
 use crate::error::{from_status, to_status};
-use crate::proto::Caller;
+use crate::proto::{self, Caller};
 use breaker::Breaker;
 use promo_domain::{DomainError, DomainResult};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 /// One server method: takes the caller out of the request, runs `f` with it
@@ -34,17 +35,49 @@ where
     res.map(|t| Response::new(P::from(t))).map_err(to_status)
 }
 
-/// What every gRPC client of a service role shares: the call timeout and the
-/// service's circuit breaker, which sees transport faults but not refusals.
+/// A generated client stub, made from a channel.
+pub trait Stub: Clone {
+    fn connect(channel: Channel) -> Self;
+}
+
+macro_rules! stubs {
+    ($($stub:ty),* $(,)?) => {$(
+        impl Stub for $stub {
+            fn connect(channel: Channel) -> Self {
+                <$stub>::new(channel)
+            }
+        }
+    )*};
+}
+
+stubs! {
+    proto::coupon::coupon_service_client::CouponServiceClient<Channel>,
+    proto::point::point_service_client::PointServiceClient<Channel>,
+    proto::timesale::time_sale_service_client::TimeSaleServiceClient<Channel>,
+}
+
+/// A service role's API over gRPC: the generated stub, the call timeout and
+/// the service's circuit breaker, which sees transport faults but not
+/// refusals. Each role implements its API trait on its `Remote`.
 #[derive(Clone)]
-pub struct Remote {
+pub struct Remote<C> {
+    stub: C,
     timeout: Duration,
     breaker: Arc<Breaker>,
 }
 
-impl Remote {
-    pub fn new(timeout: Duration, breaker: Arc<Breaker>) -> Self {
-        Remote { timeout, breaker }
+impl<C: Stub> Remote<C> {
+    pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
+        Remote {
+            stub: C::connect(channel),
+            timeout,
+            breaker,
+        }
+    }
+
+    /// A stub to call through (stubs are cheap clones of one channel).
+    pub fn stub(&self) -> C {
+        self.stub.clone()
     }
 
     /// Runs one call through the breaker and maps its status back to the
@@ -77,15 +110,12 @@ impl Remote {
     }
 }
 
-/// `call!(self, method, msg)`: one client call of `method` with `msg` on a
-/// client holding `inner` (the generated stub) and `remote`, converted to
-/// the domain type the caller returns.
+/// `call!(remote, method, msg)`: one call of the stub's `method` with `msg`
+/// through [`Remote::call`], converted to the domain type the caller returns.
 macro_rules! call {
-    ($client:expr, $method:ident, $msg:expr) => {{
-        let c = &$client;
-        c.remote
-            .call(c.inner.clone().$method(c.remote.req($msg)))
-            .await
+    ($remote:expr, $method:ident, $msg:expr) => {{
+        let r = &$remote;
+        r.call(r.stub().$method(r.req($msg))).await
     }};
 }
 pub(crate) use call;

@@ -5,7 +5,6 @@ use super::TimesaleApi;
 use crate::ctx::Ctx;
 use crate::proto::timesale as pb;
 use crate::proto::{self, uuid};
-use crate::rpc::breaker::Breaker;
 use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::time_sale_service_client::TimeSaleServiceClient;
@@ -14,7 +13,6 @@ use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{NewProduct, NewSale, Order, Product, Sale, SalePatch, SaleStatus};
 use promo_domain::DomainResult;
 use std::sync::Arc;
-use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -121,25 +119,13 @@ pub fn server(
 }
 
 /// [`TimesaleApi`] over gRPC.
-#[derive(Clone)]
-pub struct Client {
-    inner: TimeSaleServiceClient<Channel>,
-    remote: Remote,
-}
+pub type Client = Remote<TimeSaleServiceClient<Channel>>;
 
-impl Client {
-    pub fn new(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Self {
-        Client {
-            inner: TimeSaleServiceClient::new(channel),
-            remote: Remote::new(timeout, breaker),
-        }
-    }
-
-    fn by_id(ctx: &Ctx, id: Uuid) -> pb::GetByIdRequest {
-        pb::GetByIdRequest {
-            actor: proto::actor(ctx),
-            id: id.to_string(),
-        }
+/// A read of one thing by id.
+fn by_id(ctx: &Ctx, id: Uuid) -> pb::GetByIdRequest {
+    pb::GetByIdRequest {
+        actor: proto::actor(ctx),
+        id: id.to_string(),
     }
 }
 
@@ -154,7 +140,7 @@ impl TimesaleApi for Client {
     }
 
     async fn get_product(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Product> {
-        call!(self, get_product, Self::by_id(ctx, id))
+        call!(self, get_product, by_id(ctx, id))
     }
 
     async fn list_products(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Product>> {
@@ -174,7 +160,7 @@ impl TimesaleApi for Client {
     }
 
     async fn get_sale(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Sale> {
-        call!(self, get_sale, Self::by_id(ctx, id))
+        call!(self, get_sale, by_id(ctx, id))
     }
 
     async fn list_sales(
@@ -217,7 +203,7 @@ impl TimesaleApi for Client {
     }
 
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        call!(self, get_order, Self::by_id(ctx, id))
+        call!(self, get_order, by_id(ctx, id))
     }
 
     async fn list_orders(
