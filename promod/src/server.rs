@@ -412,7 +412,7 @@ async fn start_coupon(
     let ports = sh.prepare(&sh.cfg.coupon, Schema::Coupon, "coupon").await?;
     bound.coupon_http = ports.http.local_addr().ok();
     bound.coupon_grpc = ports.grpc.local_addr().ok();
-    let admission = Arc::new(coupon::admission::RedisAdmission::new(sh.redis.clone()));
+    let admission = Arc::new(crate::stock::RedisStock::new(sh.redis.clone()));
     let svc = Arc::new(CouponService::new(
         ports.pool.clone(),
         admission,
@@ -621,7 +621,7 @@ async fn start_timesale(
         .await?;
     bound.timesale_http = ports.http.local_addr().ok();
     bound.timesale_grpc = ports.grpc.local_addr().ok();
-    let inventory = Arc::new(timesale::inventory::RedisInventory::new(sh.redis.clone()));
+    let inventory = Arc::new(crate::stock::RedisStock::new(sh.redis.clone()));
     let svc = Arc::new(TimesaleService::new(
         ports.pool.clone(),
         inventory,

@@ -1,18 +1,17 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use super::inventory::CounterSeed;
-use crate::batcher::BatchStore;
-pub use crate::batcher::InsertOutcome;
 use crate::error::from_sqlx;
-use crate::outbox::{self, Event};
+use crate::outbox::Event;
+use crate::reserve::{Pending, Refusal, Reservable};
+use crate::stock::Kind;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
     NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub const PRODUCT_COLUMNS: &str = "id, name, description, price, created_at, updated_at";
@@ -134,12 +133,15 @@ pub async fn insert_product(
     Ok(row.into())
 }
 
-pub async fn get_product(pool: &PgPool, id: Uuid) -> DomainResult<Option<Product>> {
+pub async fn get_product<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+) -> DomainResult<Option<Product>> {
     let row: Option<ProductRow> = sqlx::query_as(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?;
     Ok(row.map(Product::from))
@@ -196,12 +198,16 @@ pub async fn insert_sale(
     Ok(row.into_domain(now))
 }
 
-pub async fn get_sale(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> DomainResult<Sale> {
+pub async fn get_sale<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Sale> {
     sqlx::query_as::<_, SaleRow>(&format!(
         "SELECT {SALE_COLUMNS} FROM time_sales WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
     .map(|r| r.into_domain(now))
@@ -287,36 +293,31 @@ pub async fn update_sale(
     Ok(row.into_domain(now))
 }
 
-/// One order waiting to be stored by the group commit.
-#[derive(Debug, Clone)]
-pub struct PendingOrder {
-    pub order: Order,
-    pub per_user_limit: i64,
-    pub idem: Option<crate::idempotency::IdemKey>,
-    /// Who the idempotency key belongs to (the caller, maybe an admin).
-    pub actor: Uuid,
-}
+/// Orders, as the reservation engine stores them.
+pub struct Orders;
 
-/// Stores a batch in one transaction: orders, the sales' sold counters, the
-/// users' totals, idempotency records and events. A constraint violation fails
-/// the whole transaction, so the caller retries the members one by one.
-pub async fn insert_batch(
-    pool: &PgPool,
-    batch: &[PendingOrder],
-) -> Result<Vec<InsertOutcome>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (outcomes, stored) =
-        crate::batcher::claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.order))
-            .await?;
-    if !stored.is_empty() {
-        let ids: Vec<Uuid> = stored.iter().map(|p| p.order.id).collect();
-        let sales: Vec<Uuid> = stored.iter().map(|p| p.order.time_sale_id).collect();
-        let users: Vec<Uuid> = stored.iter().map(|p| p.order.user_id).collect();
-        let qtys: Vec<i64> = stored.iter().map(|p| p.order.quantity).collect();
-        let units: Vec<i64> = stored.iter().map(|p| p.order.unit_price).collect();
-        let totals: Vec<i64> = stored.iter().map(|p| p.order.total_price).collect();
-        let limits: Vec<i32> = stored.iter().map(|p| p.per_user_limit as i32).collect();
-        let created: Vec<DateTime<Utc>> = stored.iter().map(|p| p.order.created_at).collect();
+impl Reservable for Orders {
+    type Row = Order;
+    const KIND: Kind = Kind::Sale;
+    const NAME: &'static str = "order";
+    const PARENT: &'static str = "time sale";
+    const METRIC: &'static str = "promo_timesale_order_total";
+    const STORED: &'static str = "confirmed";
+    const REFUSALS: &'static [(&'static str, Refusal)] = &[
+        ("user_within_limit", Refusal::LimitExceeded),
+        ("sold_within_total", Refusal::SoldOut),
+    ];
+
+    /// The orders, the users' totals and the sales' sold counters.
+    async fn write(conn: &mut PgConnection, rows: &[&Pending<Order>]) -> sqlx::Result<()> {
+        let ids: Vec<Uuid> = rows.iter().map(|p| p.row.id).collect();
+        let sales: Vec<Uuid> = rows.iter().map(|p| p.row.time_sale_id).collect();
+        let users: Vec<Uuid> = rows.iter().map(|p| p.row.user_id).collect();
+        let qtys: Vec<i64> = rows.iter().map(|p| p.row.quantity).collect();
+        let units: Vec<i64> = rows.iter().map(|p| p.row.unit_price).collect();
+        let totals: Vec<i64> = rows.iter().map(|p| p.row.total_price).collect();
+        let limits: Vec<i32> = rows.iter().map(|p| p.per_user_limit as i32).collect();
+        let created: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.created_at).collect();
         sqlx::query(
             "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at)
              SELECT id, sid, uid, q, unit, total, 'CONFIRMED', at
@@ -330,7 +331,7 @@ pub async fn insert_batch(
         .bind(&units)
         .bind(&totals)
         .bind(&created)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         // Sorted so that concurrent batches lock the rows in the same order.
         sqlx::query(
@@ -345,7 +346,7 @@ pub async fn insert_batch(
         .bind(&users)
         .bind(&qtys)
         .bind(&limits)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         let mut distinct = sales.clone();
         distinct.sort();
@@ -357,7 +358,7 @@ pub async fn insert_batch(
                 "SELECT id FROM time_sales WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             )
             .bind(&distinct)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         sqlx::query(
@@ -371,45 +372,22 @@ pub async fn insert_batch(
         )
         .bind(&sales)
         .bind(&qtys)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let events: Vec<Event> = stored
-            .iter()
-            .map(|p| {
-                Event::new(
-                    "order.created",
-                    p.order.id,
-                    Some(p.order.user_id),
-                    p.order.created_at,
-                    serde_json::to_value(&p.order).unwrap_or_default(),
-                )
-            })
-            .collect();
-        outbox::append(&mut tx, &events).await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(outcomes)
-}
 
-/// Maps a constraint violation of a single-order insert to the refusal it means.
-pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-    let sqlx::Error::Database(d) = e else {
-        return None;
-    };
-    match (d.code().as_deref(), d.constraint()) {
-        (Some("23514"), Some("user_within_limit")) => Some(DomainError::LimitExceeded),
-        (Some("23514"), Some("sold_within_total")) => Some(DomainError::SoldOut),
-        (Some("23503"), _) => Some(DomainError::NotFound("time sale".into())),
-        _ => None,
+    fn event(o: &Order) -> DomainResult<Event> {
+        Event::of("order.created", o.id, Some(o.user_id), o.created_at, o)
     }
 }
 
-pub async fn get_order(pool: &PgPool, id: Uuid) -> DomainResult<Order> {
+pub async fn get_order<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainResult<Order> {
     sqlx::query_as::<_, OrderRow>(&format!(
         "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
     .map(Order::from)
@@ -485,39 +463,6 @@ pub async fn cancel_order(
     Ok(Some(order))
 }
 
-/// What PostgreSQL says about a sale's stock: total minus the confirmed orders,
-/// and each user's confirmed units (both from the same order rows, so they
-/// agree with each other; the total never changes after creation).
-pub async fn inventory_seed(pool: &PgPool, sale: Uuid) -> DomainResult<CounterSeed> {
-    let (total,): (i64,) = sqlx::query_as("SELECT total_quantity FROM time_sales WHERE id = $1")
-        .bind(sale)
-        .fetch_optional(pool)
-        .await
-        .map_err(from_sqlx)?
-        .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
-    let users: Vec<(Uuid, i64)> = sqlx::query_as(
-        "SELECT user_id, sum(quantity)::bigint FROM time_sale_orders
-         WHERE time_sale_id = $1 AND status = 'CONFIRMED' GROUP BY user_id",
-    )
-    .bind(sale)
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let confirmed: i64 = users.iter().map(|(_, n)| n).sum();
-    Ok(CounterSeed {
-        remaining: (total - confirmed).max(0),
-        users,
-    })
-}
-
-pub async fn sale_ids(pool: &PgPool) -> DomainResult<Vec<Uuid>> {
-    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM time_sales")
-        .fetch_all(pool)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
-}
-
 /// Sales whose stock copy may still change: not ended before `since` (orders
 /// can be cancelled after the end, so ended sales keep being synced a while).
 pub async fn sales_to_sync(pool: &PgPool, since: DateTime<Utc>) -> DomainResult<Vec<Uuid>> {
@@ -561,24 +506,4 @@ pub async fn store_remaining(
     .await
     .map_err(from_sqlx)?;
     Ok(())
-}
-
-/// The group commit of orders (`crate::batcher`).
-pub struct Orders;
-
-impl BatchStore for Orders {
-    type Item = PendingOrder;
-    type Stored = ();
-    const NAME: &'static str = "order";
-
-    fn insert_batch(
-        pool: &PgPool,
-        batch: &[PendingOrder],
-    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send {
-        insert_batch(pool, batch)
-    }
-
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-        refusal_of(e)
-    }
 }

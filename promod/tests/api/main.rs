@@ -1,7 +1,6 @@
 //! Integration tests against real PostgreSQL and Redis (and etcd for the
 //! split-process tests). One binary; modules only.
 
-mod admission_contract;
 mod auth;
 mod authz;
 mod coupon;
@@ -12,6 +11,6 @@ mod point;
 mod rate_limit;
 mod security;
 mod split;
+mod stock_contract;
 mod timesale;
 mod timesale_helpers;
-mod timesale_inventory_contract;
