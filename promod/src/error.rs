@@ -167,3 +167,9 @@ mod tests {
         }
     }
 }
+
+/// A stored value this code does not know (written by a newer version, or
+/// by hand): an internal error naming it, never a silent default.
+pub fn corrupt(what: &str, value: &str) -> DomainError {
+    DomainError::Internal(format!("unknown {what} {value:?} in the database"))
+}

@@ -1,7 +1,7 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::error::from_sqlx;
+use crate::error::{corrupt, from_sqlx};
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use crate::stock::Kind;
@@ -39,12 +39,14 @@ pub struct PolicyRow {
 }
 
 impl PolicyRow {
-    pub fn into_domain(self) -> Policy {
-        Policy {
+    pub fn into_domain(self) -> DomainResult<Policy> {
+        let discount_type = DiscountType::parse(&self.discount_type)
+            .map_err(|_| corrupt("discount type", &self.discount_type))?;
+        Ok(Policy {
             id: self.id,
             name: self.name,
             description: self.description,
-            discount_type: DiscountType::parse(&self.discount_type).unwrap_or(DiscountType::Fixed),
+            discount_type,
             discount_value: self.discount_value,
             min_order_amount: self.min_order_amount,
             max_discount_amount: self.max_discount_amount,
@@ -56,7 +58,7 @@ impl PolicyRow {
             active: self.active,
             created_at: self.created_at,
             updated_at: self.updated_at,
-        }
+        })
     }
 }
 
@@ -76,13 +78,15 @@ pub struct CouponRow {
 
 impl CouponRow {
     /// The stored coupon with its status as seen at `now`.
-    pub fn into_domain(self, now: DateTime<Utc>) -> Coupon {
+    pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Coupon> {
+        let status = CouponStatus::parse(&self.status)
+            .map_err(|_| corrupt("coupon status", &self.status))?;
         let mut c = Coupon {
             id: self.id,
             code: self.code,
             policy_id: self.policy_id,
             user_id: self.user_id,
-            status: CouponStatus::parse(&self.status).unwrap_or(CouponStatus::Available),
+            status,
             order_id: self.order_id,
             discount_amount: self.discount_amount,
             used_at: self.used_at,
@@ -90,7 +94,7 @@ impl CouponRow {
             issued_at: self.issued_at,
         };
         c.status = c.effective_status(now);
-        c
+        Ok(c)
     }
 }
 
@@ -121,7 +125,7 @@ pub async fn insert_policy(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.into_domain())
+    row.into_domain()
 }
 
 pub async fn get_policy<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainResult<Policy> {
@@ -132,8 +136,8 @@ pub async fn get_policy<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainRe
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(PolicyRow::into_domain)
-    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))
+    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?
+    .into_domain()
 }
 
 pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Policy>> {
@@ -150,7 +154,9 @@ pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Pag
         .await
         .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(PolicyRow::into_domain).collect(),
+        rows.into_iter()
+            .map(PolicyRow::into_domain)
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -172,7 +178,7 @@ pub async fn update_policy(
     .await
     .map_err(from_sqlx)?
     .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?;
-    let before = before.into_domain();
+    let before = before.into_domain()?;
     patch.validate_against(&before)?;
     let row: PolicyRow = sqlx::query_as(&format!(
         "UPDATE coupon_policies SET
@@ -202,7 +208,7 @@ pub async fn update_policy(
         }
         _ => from_sqlx(e),
     })?;
-    Ok((before, row.into_domain()))
+    Ok((before, row.into_domain()?))
 }
 
 /// Issued coupons, as the reservation engine stores them.
@@ -291,8 +297,8 @@ pub async fn get_coupon<'e>(
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(|r| r.into_domain(now))
-    .ok_or_else(|| DomainError::NotFound("coupon".into()))
+    .ok_or_else(|| DomainError::NotFound("coupon".into()))?
+    .into_domain(now)
 }
 
 pub async fn list_coupons(
@@ -330,7 +336,9 @@ pub async fn list_coupons(
     .await
     .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        rows.into_iter()
+            .map(|r| r.into_domain(now))
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -355,7 +363,7 @@ pub async fn mark_used(
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.map(|r| r.into_domain(now)))
+    row.map(|r| r.into_domain(now)).transpose()
 }
 
 /// USED -> AVAILABLE, only if still USED.
@@ -381,5 +389,5 @@ pub async fn mark_unused(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(Some((row.into_domain(now), order_id)))
+    Ok(Some((row.into_domain(now)?, order_id)))
 }

@@ -1,7 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::error::from_sqlx;
+use crate::error::{corrupt, from_sqlx};
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use crate::stock::Kind;
@@ -63,9 +63,10 @@ pub struct SaleRow {
 
 impl SaleRow {
     /// The stored sale with its status as seen at `now`.
-    pub fn into_domain(self, now: DateTime<Utc>) -> Sale {
-        let stored = SaleStatus::parse(&self.status).unwrap_or(SaleStatus::Scheduled);
-        Sale {
+    pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Sale> {
+        let stored =
+            SaleStatus::parse(&self.status).map_err(|_| corrupt("sale status", &self.status))?;
+        Ok(Sale {
             id: self.id,
             product_id: self.product_id,
             total_quantity: self.total_quantity,
@@ -79,7 +80,7 @@ impl SaleRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
-        .at(now)
+        .at(now))
     }
 }
 
@@ -96,19 +97,23 @@ pub struct OrderRow {
     cancelled_at: Option<DateTime<Utc>>,
 }
 
-impl From<OrderRow> for Order {
-    fn from(r: OrderRow) -> Self {
-        Order {
+impl TryFrom<OrderRow> for Order {
+    type Error = DomainError;
+
+    fn try_from(r: OrderRow) -> DomainResult<Self> {
+        let status =
+            OrderStatus::parse(&r.status).map_err(|_| corrupt("order status", &r.status))?;
+        Ok(Order {
             id: r.id,
             time_sale_id: r.time_sale_id,
             user_id: r.user_id,
             quantity: r.quantity,
             unit_price: r.unit_price,
             total_price: r.total_price,
-            status: OrderStatus::parse(&r.status).unwrap_or(OrderStatus::Confirmed),
+            status,
             created_at: r.created_at,
             cancelled_at: r.cancelled_at,
-        }
+        })
     }
 }
 
@@ -195,7 +200,7 @@ pub async fn insert_sale(
         }
         _ => from_sqlx(e),
     })?;
-    Ok(row.into_domain(now))
+    row.into_domain(now)
 }
 
 pub async fn get_sale<'e>(
@@ -210,8 +215,8 @@ pub async fn get_sale<'e>(
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(|r| r.into_domain(now))
-    .ok_or_else(|| DomainError::NotFound("time sale".into()))
+    .ok_or_else(|| DomainError::NotFound("time sale".into()))?
+    .into_domain(now)
 }
 
 /// The status filter as SQL over the stored columns at `$1` (now): only
@@ -250,7 +255,9 @@ pub async fn list_sales(
             .await
             .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        rows.into_iter()
+            .map(|r| r.into_domain(now))
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -271,7 +278,7 @@ pub async fn update_sale(
     .await
     .map_err(from_sqlx)?
     .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
-    let before = before.into_domain(now);
+    let before = before.into_domain(now)?;
     patch.validate_against(&before, now)?;
     let end_at = patch.end_at.unwrap_or(before.end_at);
     let status = if patch.status == Some(SaleStatus::Cancelled) {
@@ -290,7 +297,7 @@ pub async fn update_sale(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.into_domain(now))
+    row.into_domain(now)
 }
 
 /// Orders, as the reservation engine stores them.
@@ -390,8 +397,8 @@ pub async fn get_order<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainRes
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(Order::from)
-    .ok_or_else(|| DomainError::NotFound("order".into()))
+    .ok_or_else(|| DomainError::NotFound("order".into()))?
+    .try_into()
 }
 
 pub async fn list_orders(
@@ -416,7 +423,9 @@ pub async fn list_orders(
             .await
             .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(Order::from).collect(),
+        rows.into_iter()
+            .map(Order::try_from)
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -439,7 +448,7 @@ pub async fn cancel_order(
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    let Some(order) = row.map(Order::from) else {
+    let Some(order) = row.map(Order::try_from).transpose()? else {
         return Ok(None);
     };
     // The user's total first, then the sale: the same lock order as the group
