@@ -149,6 +149,12 @@ pub fn from_redis(e: redis::RedisError) -> DomainError {
     DomainError::Unavailable(format!("redis unavailable: {e}").to_lowercase())
 }
 
+/// A stored value this code does not know (written by a newer version, or
+/// by hand): an internal error naming it, never a silent default.
+pub fn corrupt(what: &str, value: &str) -> DomainError {
+    DomainError::Internal(format!("unknown {what} {value:?} in the database"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,10 +172,4 @@ mod tests {
             assert_eq!(back, e);
         }
     }
-}
-
-/// A stored value this code does not know (written by a newer version, or
-/// by hand): an internal error naming it, never a silent default.
-pub fn corrupt(what: &str, value: &str) -> DomainError {
-    DomainError::Internal(format!("unknown {what} {value:?} in the database"))
 }
