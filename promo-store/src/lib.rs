@@ -5,25 +5,23 @@
 //! of from `promod` keeps axum, tonic and Swagger UI out of the CLI, and
 //! keeps the two from drifting apart.
 //!
-//! Here: the Redis connection (`cache`), key names (`keys`), counter rebuilds
-//! (`counters`, `rebuild` with the seed queries), the coupon admission and
-//! time-sale inventory ports with their Redis and in-memory implementations
-//! (`admission`, `inventory`), claims on idempotency keys in flight
+//! Here: the Redis connection (`cache`), key names (`keys`), the stock port
+//! every scarce thing is admitted through, with its Redis and in-memory
+//! implementations, seed queries and rebuilds (`stock`, over `counters`),
+//! claims on idempotency keys in flight
 //! (`claims`), access-token keys (`auth`), default store urls (`urls`), event
 //! topic names (`topics`) and the storage error (`error`).
 //!
 //! Not here: business rules (`promo-domain`), services, HTTP and gRPC
 //! (`promod`), the CLI (`promoctl`).
 
-pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod claims;
 pub mod counters;
 pub mod error;
-pub mod inventory;
 pub mod keys;
-pub mod rebuild;
+pub mod stock;
 pub mod topics;
 pub mod urls;
 

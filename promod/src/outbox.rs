@@ -6,6 +6,7 @@
 //! republishes the row, and consumers dedupe by `id`.
 
 use chrono::{DateTime, Utc};
+use promo_domain::{DomainError, DomainResult};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,27 @@ impl Event {
             data,
         }
     }
+
+    /// An event whose data is `data` serialized; a value that cannot be
+    /// serialized is an error, never a `null` payload.
+    pub fn of<T: Serialize>(
+        event_type: &str,
+        aggregate_id: impl ToString,
+        user_id: Option<Uuid>,
+        occurred_at: DateTime<Utc>,
+        data: &T,
+    ) -> DomainResult<Self> {
+        let data = serde_json::to_value(data).map_err(|e| {
+            DomainError::Internal(format!("serialize {event_type} event data: {e}"))
+        })?;
+        Ok(Event::new(
+            event_type,
+            aggregate_id,
+            user_id,
+            occurred_at,
+            data,
+        ))
+    }
 }
 
 /// Appends events inside the caller's transaction, in one statement.
@@ -62,7 +84,8 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> sql
         ids.push(e.id);
         topics.push(e.event_type.clone());
         keys.push(e.aggregate_id.clone());
-        payloads.push(serde_json::to_value(e).unwrap_or(Value::Null));
+        // A payload that cannot be encoded fails the write; it is never stored as null.
+        payloads.push(serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
     }
     sqlx::query(
         "INSERT INTO outbox (id, topic, aggregate_id, payload)

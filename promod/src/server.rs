@@ -413,7 +413,7 @@ async fn start_coupon(
     let ports = sh.prepare(&sh.cfg.coupon, Schema::Coupon, "coupon").await?;
     bound.coupon_http = ports.http.local_addr().ok();
     bound.coupon_grpc = ports.grpc.local_addr().ok();
-    let admission = Arc::new(promo_store::admission::RedisAdmission::new(
+    let admission = Arc::new(promo_store::stock::RedisStock::new(
         sh.redis.clone(),
     ));
     let svc = Arc::new(CouponService::new(
@@ -624,7 +624,7 @@ async fn start_timesale(
         .await?;
     bound.timesale_http = ports.http.local_addr().ok();
     bound.timesale_grpc = ports.grpc.local_addr().ok();
-    let inventory = Arc::new(promo_store::inventory::RedisInventory::new(
+    let inventory = Arc::new(promo_store::stock::RedisStock::new(
         sh.redis.clone(),
     ));
     let svc = Arc::new(TimesaleService::new(

@@ -1,5 +1,5 @@
 //! `promoctl inventory seed|show`: the rebuild path of the coupon and timesale
-//! roles (`promo_store::rebuild`, the same code promod runs at start-up), and
+//! roles (`promo_store::stock::rebuild`, the same code promod runs at start-up), and
 //! the live counters next to what PostgreSQL says they should be.
 
 use crate::check::Stores;
@@ -8,9 +8,7 @@ use crate::cli::InventoryCmd;
 use crate::error::{CtlError, CtlResult};
 use crate::output::{render, Format};
 use promo_domain::DomainError;
-use promo_store::admission::RedisAdmission;
-use promo_store::inventory::RedisInventory;
-use promo_store::rebuild;
+use promo_store::stock::{self, Kind, RedisStock};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -18,8 +16,7 @@ use uuid::Uuid;
 struct Services {
     coupon_db: PgPool,
     timesale_db: PgPool,
-    admission: RedisAdmission,
-    inventory: RedisInventory,
+    stock: RedisStock,
     redis: promo_store::cache::Redis,
 }
 
@@ -29,8 +26,7 @@ async fn services(stores: &Stores) -> CtlResult<Services> {
     Ok(Services {
         coupon_db: connect_pg(&urls.coupon).await?,
         timesale_db: connect_pg(&urls.timesale).await?,
-        admission: RedisAdmission::new(redis.clone()),
-        inventory: RedisInventory::new(redis.clone()),
+        stock: RedisStock::new(redis.clone()),
         redis,
     })
 }
@@ -54,12 +50,13 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
             let rows = match (id, all) {
                 (Some(id), false) => vec![seed_one(&s, id, force).await?],
                 (None, true) => {
-                    let sales = rebuild::sales(&s.timesale_db, &s.inventory, force)
+                    let sales = stock::rebuild_all(&s.timesale_db, &s.stock, Kind::Sale, force)
                         .await
                         .map_err(domain)?;
-                    let policies = rebuild::coupon_policies(&s.coupon_db, &s.admission, force)
-                        .await
-                        .map_err(domain)?;
+                    let policies =
+                        stock::rebuild_all(&s.coupon_db, &s.stock, Kind::Coupon, force)
+                            .await
+                            .map_err(domain)?;
                     vec![
                         json!({"kind": "time sales", "id": "all", "installed": sales}),
                         json!({"kind": "coupon policies", "id": "all", "installed": policies}),
@@ -93,10 +90,10 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
 
 /// Seeds a sale, or else a coupon policy, with this id.
 async fn seed_one(s: &Services, id: Uuid, force: bool) -> CtlResult<Value> {
-    match rebuild::sale(&s.timesale_db, &s.inventory, id, force).await {
+    match stock::rebuild(&s.timesale_db, &s.stock, Kind::Sale, id, force).await {
         Ok(installed) => Ok(json!({"kind": "time sale", "id": id, "installed": installed})),
         Err(DomainError::NotFound(_)) => {
-            let installed = rebuild::coupon_policy(&s.coupon_db, &s.admission, id, force)
+            let installed = stock::rebuild(&s.coupon_db, &s.stock, Kind::Coupon, id, force)
                 .await
                 .map_err(domain)?;
             Ok(json!({"kind": "coupon policy", "id": id, "installed": installed}))

@@ -1,15 +1,15 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::batcher::BatchStore;
-pub use crate::batcher::InsertOutcome;
-use crate::error::from_sqlx;
-use crate::outbox::{self, Event};
+use crate::error::{corrupt, from_sqlx};
+use crate::outbox::Event;
+use crate::reserve::{Pending, Refusal, Reservable};
+use promo_store::stock::Kind;
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub const POLICY_COLUMNS: &str = "id, name, description, discount_type, discount_value, \
@@ -39,12 +39,14 @@ pub struct PolicyRow {
 }
 
 impl PolicyRow {
-    pub fn into_domain(self) -> Policy {
-        Policy {
+    pub fn into_domain(self) -> DomainResult<Policy> {
+        let discount_type = DiscountType::parse(&self.discount_type)
+            .map_err(|_| corrupt("discount type", &self.discount_type))?;
+        Ok(Policy {
             id: self.id,
             name: self.name,
             description: self.description,
-            discount_type: DiscountType::parse(&self.discount_type).unwrap_or(DiscountType::Fixed),
+            discount_type,
             discount_value: self.discount_value,
             min_order_amount: self.min_order_amount,
             max_discount_amount: self.max_discount_amount,
@@ -56,7 +58,7 @@ impl PolicyRow {
             active: self.active,
             created_at: self.created_at,
             updated_at: self.updated_at,
-        }
+        })
     }
 }
 
@@ -76,13 +78,15 @@ pub struct CouponRow {
 
 impl CouponRow {
     /// The stored coupon with its status as seen at `now`.
-    pub fn into_domain(self, now: DateTime<Utc>) -> Coupon {
+    pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Coupon> {
+        let status = CouponStatus::parse(&self.status)
+            .map_err(|_| corrupt("coupon status", &self.status))?;
         let mut c = Coupon {
             id: self.id,
             code: self.code,
             policy_id: self.policy_id,
             user_id: self.user_id,
-            status: CouponStatus::parse(&self.status).unwrap_or(CouponStatus::Available),
+            status,
             order_id: self.order_id,
             discount_amount: self.discount_amount,
             used_at: self.used_at,
@@ -90,7 +94,7 @@ impl CouponRow {
             issued_at: self.issued_at,
         };
         c.status = c.effective_status(now);
-        c
+        Ok(c)
     }
 }
 
@@ -121,19 +125,19 @@ pub async fn insert_policy(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.into_domain())
+    row.into_domain()
 }
 
-pub async fn get_policy(pool: &PgPool, id: Uuid) -> DomainResult<Policy> {
+pub async fn get_policy<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainResult<Policy> {
     sqlx::query_as::<_, PolicyRow>(&format!(
         "SELECT {POLICY_COLUMNS} FROM coupon_policies WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(PolicyRow::into_domain)
-    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))
+    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?
+    .into_domain()
 }
 
 pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Policy>> {
@@ -150,7 +154,9 @@ pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Pag
         .await
         .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(PolicyRow::into_domain).collect(),
+        rows.into_iter()
+            .map(PolicyRow::into_domain)
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -172,7 +178,7 @@ pub async fn update_policy(
     .await
     .map_err(from_sqlx)?
     .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?;
-    let before = before.into_domain();
+    let before = before.into_domain()?;
     patch.validate_against(&before)?;
     let row: PolicyRow = sqlx::query_as(&format!(
         "UPDATE coupon_policies SET
@@ -202,40 +208,38 @@ pub async fn update_policy(
         }
         _ => from_sqlx(e),
     })?;
-    Ok((before, row.into_domain()))
+    Ok((before, row.into_domain()?))
 }
 
-/// One coupon waiting to be stored by the group commit.
-#[derive(Debug, Clone)]
-pub struct PendingCoupon {
-    pub coupon: Coupon,
-    pub user_seq: i64,
-    pub per_user_limit: i64,
-    pub idem: Option<crate::idempotency::IdemKey>,
-    /// Who the idempotency key belongs to (the caller, maybe an admin).
-    pub actor: Uuid,
-}
+/// Issued coupons, as the reservation engine stores them.
+pub struct Issued;
 
-/// Stores a batch in one transaction: coupons, the policies' issued counters,
-/// idempotency records and events. Constraint violations fail the whole
-/// statement, so the caller retries the members one by one to find the culprit.
-pub async fn insert_batch(
-    pool: &PgPool,
-    batch: &[PendingCoupon],
-) -> Result<Vec<InsertOutcome>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (outcomes, stored) =
-        crate::batcher::claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.coupon))
-            .await?;
-    if !stored.is_empty() {
-        let ids: Vec<Uuid> = stored.iter().map(|p| p.coupon.id).collect();
-        let codes: Vec<&str> = stored.iter().map(|p| p.coupon.code.as_str()).collect();
-        let policies: Vec<Uuid> = stored.iter().map(|p| p.coupon.policy_id).collect();
-        let users: Vec<Uuid> = stored.iter().map(|p| p.coupon.user_id).collect();
-        let seqs: Vec<i32> = stored.iter().map(|p| p.user_seq as i32).collect();
-        let limits: Vec<i32> = stored.iter().map(|p| p.per_user_limit as i32).collect();
-        let expires: Vec<DateTime<Utc>> = stored.iter().map(|p| p.coupon.expires_at).collect();
-        let issued: Vec<DateTime<Utc>> = stored.iter().map(|p| p.coupon.issued_at).collect();
+impl Reservable for Issued {
+    type Row = Coupon;
+    const KIND: Kind = Kind::Coupon;
+    const NAME: &'static str = "coupon";
+    const PARENT: &'static str = "coupon policy";
+    const METRIC: &'static str = "promo_coupon_issue_total";
+    const STORED: &'static str = "issued";
+    const REFUSALS: &'static [(&'static str, Refusal)] = &[
+        ("coupons_user_seq_unique", Refusal::LimitExceeded),
+        ("user_seq_within_limit", Refusal::LimitExceeded),
+        ("issued_within_total", Refusal::SoldOut),
+        ("coupons_code_key", Refusal::Collision),
+    ];
+
+    /// The coupons and their policies' issued counters. `user_seq` is the
+    /// user's holding after admission, so a Redis that is wrong about a user
+    /// collides on `coupons_user_seq_unique` instead of over-issuing.
+    async fn write(conn: &mut PgConnection, rows: &[&Pending<Coupon>]) -> sqlx::Result<()> {
+        let ids: Vec<Uuid> = rows.iter().map(|p| p.row.id).collect();
+        let codes: Vec<&str> = rows.iter().map(|p| p.row.code.as_str()).collect();
+        let policies: Vec<Uuid> = rows.iter().map(|p| p.row.policy_id).collect();
+        let users: Vec<Uuid> = rows.iter().map(|p| p.row.user_id).collect();
+        let seqs: Vec<i32> = rows.iter().map(|p| p.user_total as i32).collect();
+        let limits: Vec<i32> = rows.iter().map(|p| p.per_user_limit as i32).collect();
+        let expires: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.expires_at).collect();
+        let issued: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.issued_at).collect();
         sqlx::query(
             "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status, expires_at, issued_at)
              SELECT id, code, policy_id, user_id, seq, lim, 'AVAILABLE', exp, iss
@@ -250,7 +254,7 @@ pub async fn insert_batch(
         .bind(&limits)
         .bind(&expires)
         .bind(&issued)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         sqlx::query(
             "UPDATE coupon_policies p SET issued_quantity = p.issued_quantity + c.n
@@ -258,59 +262,43 @@ pub async fn insert_batch(
              WHERE p.id = c.pid",
         )
         .bind(&policies)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let events: Vec<Event> = stored
-            .iter()
-            .map(|p| {
-                Event::new(
-                    "coupon.issued",
-                    p.coupon.id,
-                    Some(p.coupon.user_id),
-                    p.coupon.issued_at,
-                    serde_json::json!({
-                        "coupon_id": p.coupon.id,
-                        "code": p.coupon.code,
-                        "policy_id": p.coupon.policy_id,
-                        "user_id": p.coupon.user_id,
-                        "expires_at": p.coupon.expires_at,
-                    }),
-                )
-            })
-            .collect();
-        outbox::append(&mut tx, &events).await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(outcomes)
-}
 
-/// Maps a constraint violation of a single-coupon insert to the refusal it means.
-pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-    let sqlx::Error::Database(d) = e else {
-        return None;
-    };
-    match (d.code().as_deref(), d.constraint()) {
-        (Some("23505"), Some("coupons_user_seq_unique"))
-        | (Some("23514"), Some("user_seq_within_limit")) => Some(DomainError::LimitExceeded),
-        (Some("23505"), Some("coupons_code_key")) => {
-            Some(DomainError::Conflict("coupon code collision, retry".into()))
-        }
-        (Some("23514"), Some("issued_within_total")) => Some(DomainError::SoldOut),
-        (Some("23503"), _) => Some(DomainError::NotFound("coupon policy".into())),
-        _ => None,
+    fn event(c: &Coupon) -> DomainResult<Event> {
+        let data = serde_json::json!({
+            "coupon_id": c.id,
+            "code": c.code,
+            "policy_id": c.policy_id,
+            "user_id": c.user_id,
+            "expires_at": c.expires_at,
+        });
+        Ok(Event::new(
+            "coupon.issued",
+            c.id,
+            Some(c.user_id),
+            c.issued_at,
+            data,
+        ))
     }
 }
 
-pub async fn get_coupon(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> DomainResult<Coupon> {
+pub async fn get_coupon<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Coupon> {
     sqlx::query_as::<_, CouponRow>(&format!(
         "SELECT {COUPON_COLUMNS} FROM coupons WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(|r| r.into_domain(now))
-    .ok_or_else(|| DomainError::NotFound("coupon".into()))
+    .ok_or_else(|| DomainError::NotFound("coupon".into()))?
+    .into_domain(now)
 }
 
 pub async fn list_coupons(
@@ -348,7 +336,9 @@ pub async fn list_coupons(
     .await
     .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        rows.into_iter()
+            .map(|r| r.into_domain(now))
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -373,7 +363,7 @@ pub async fn mark_used(
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.map(|r| r.into_domain(now)))
+    row.map(|r| r.into_domain(now)).transpose()
 }
 
 /// USED -> AVAILABLE, only if still USED.
@@ -399,25 +389,5 @@ pub async fn mark_unused(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(Some((row.into_domain(now), order_id)))
-}
-
-/// The group commit of coupons (`crate::batcher`).
-pub struct Coupons;
-
-impl BatchStore for Coupons {
-    type Item = PendingCoupon;
-    type Stored = ();
-    const NAME: &'static str = "coupon";
-
-    fn insert_batch(
-        pool: &PgPool,
-        batch: &[PendingCoupon],
-    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send {
-        insert_batch(pool, batch)
-    }
-
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-        refusal_of(e)
-    }
+    Ok(Some((row.into_domain(now)?, order_id)))
 }

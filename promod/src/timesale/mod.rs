@@ -1,19 +1,20 @@
 //! The timesale role: products, sales and orders that never oversell.
 //!
-//! Order = one atomic inventory decision (Redis Lua, [`inventory`]) + a group
-//! commit to PostgreSQL ([`batcher`]) whose constraints are the last line of
-//! defence. See ARCHITECTURE.md, "Time sales never oversell".
+//! An order is a reservation (`crate::reserve`): one atomic decision on the
+//! sale's stock in Redis, then a group commit to PostgreSQL whose constraints
+//! are the last line of defence. See ARCHITECTURE.md, "The reservation engine".
 
 pub mod grpc;
 pub mod http;
 pub mod store;
 
-use crate::batcher::Batcher;
+use promo_store::counters::CounterSeed;
 use crate::ctx::Ctx;
-use crate::error::from_sqlx;
-use crate::outbox::{self, Event};
+use crate::outbox::Event;
+use crate::reserve::{Engine, Pending};
+use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
+use crate::transact::{Begun, Write};
 use async_trait::async_trait;
-use inventory::{Ask, InventoryPort, Release, Reservation};
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
@@ -21,11 +22,9 @@ use promo_domain::timesale::{
     SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
-use promo_store::inventory;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{InsertOutcome, PendingOrder};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -73,8 +72,7 @@ const SYNC_AFTER_END: chrono::Duration = chrono::Duration::days(1);
 
 pub struct TimesaleService {
     pool: PgPool,
-    inventory: Arc<dyn InventoryPort>,
-    batcher: Batcher<store::Orders>,
+    engine: Engine<store::Orders>,
     clock: SharedClock,
     /// Concurrent misses of one id share one load: a burst of orders on a
     /// cold cache makes one query, not one per request.
@@ -82,8 +80,8 @@ pub struct TimesaleService {
 }
 
 impl TimesaleService {
-    /// One decision of an order: the stock and the user's share in Redis,
-    /// then the group commit.
+    /// One decision of an order: the sale's rules, then the engine takes the
+    /// stock and the user's share and stores the order.
     async fn order_once(
         &self,
         ctx: &Ctx,
@@ -96,79 +94,43 @@ impl TimesaleService {
         let now = self.clock.now();
         sale.check_orderable(now)?;
         let total_price = sale.total_price(quantity)?;
-        if let Err(e) = self.reserve(&sale, user_id, quantity).await {
-            outcome_metric(match e {
-                DomainError::SoldOut => "sold_out",
-                DomainError::LimitExceeded => "limit_exceeded",
-                DomainError::NotActive(_) => "not_active",
-                _ => "error",
-            });
-            return Err(e);
-        }
-        let order = Order {
-            id: Uuid::now_v7(),
-            time_sale_id: sale_id,
-            user_id,
+        let ask = Ask {
+            kind: Kind::Sale,
+            id: sale_id,
+            user: user_id,
             quantity,
-            unit_price: sale.sale_price,
-            total_price,
-            status: OrderStatus::Confirmed,
-            created_at: now,
-            cancelled_at: None,
-        };
-        let pending = PendingOrder {
-            order: order.clone(),
             per_user_limit: sale.per_user_limit,
-            idem: ctx.idem.clone(),
-            actor: ctx.principal.user_id,
+            window: Some(Window {
+                start: sale.start_at,
+                end: sale.end_at,
+                now,
+            }),
         };
-        match self.batcher.submit(pending).await {
-            Ok(InsertOutcome::Stored(())) => {
-                outcome_metric("confirmed");
-                Ok(order)
-            }
-            Ok(InsertOutcome::Duplicate) => {
-                self.give_back(sale_id, user_id, quantity, Release::BOTH)
-                    .await;
-                crate::idempotency::replay(&self.pool, ctx)
-                    .await?
-                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
-            }
-            Ok(InsertOutcome::Refused(e)) => {
-                // The database refused what Redis admitted, so Redis was ahead
-                // of the truth. Give back only what was not really taken: a full
-                // sale keeps its stock at zero, a user at the limit keeps theirs.
-                let what = Release {
-                    stock: e != DomainError::SoldOut,
-                    user: e != DomainError::LimitExceeded,
-                };
-                self.give_back(sale_id, user_id, quantity, what).await;
-                outcome_metric("refused_by_db");
-                Err(match e {
-                    // Not a rule the order broke but a write that failed: the
-                    // client may retry, and nothing was kept.
-                    DomainError::Internal(detail) => {
-                        tracing::warn!(sale_id = %sale_id, error = %detail, "order not stored");
-                        DomainError::Unavailable("order not stored, retry".into())
-                    }
-                    other => other,
-                })
-            }
-            Err(e) => {
-                self.give_back(sale_id, user_id, quantity, Release::BOTH)
-                    .await;
-                outcome_metric("error");
-                Err(e)
-            }
-        }
+        self.engine
+            .take(ctx, ask, |_| Pending {
+                row: Order {
+                    id: Uuid::now_v7(),
+                    time_sale_id: sale_id,
+                    user_id,
+                    quantity,
+                    unit_price: sale.sale_price,
+                    total_price,
+                    status: OrderStatus::Confirmed,
+                    created_at: now,
+                    cancelled_at: None,
+                },
+                user_total: 0,
+                per_user_limit: sale.per_user_limit,
+                idem: ctx.idem.clone(),
+                actor: ctx.principal.user_id,
+            })
+            .await
     }
 
-    pub fn new(pool: PgPool, inventory: Arc<dyn InventoryPort>, clock: SharedClock) -> Self {
-        let batcher = Batcher::start(pool.clone(), 2);
+    pub fn new(pool: PgPool, stock: Arc<dyn StockPort>, clock: SharedClock) -> Self {
         TimesaleService {
+            engine: Engine::new(pool.clone(), stock),
             pool,
-            inventory,
-            batcher,
             clock,
             sales: moka::future::Cache::builder()
                 .time_to_live(SALE_CACHE_TTL)
@@ -191,13 +153,13 @@ impl TimesaleService {
     /// Rebuilds a sale's stock and per-user totals from PostgreSQL (total minus
     /// the confirmed orders). Without `force` a live counter is kept.
     pub async fn rebuild_inventory(&self, sale_id: Uuid, force: bool) -> DomainResult<bool> {
-        promo_store::rebuild::sale(&self.pool, &*self.inventory, sale_id, force).await
+        self.engine.rebuild(sale_id, force).await
     }
 
     /// Start-up (and `promoctl inventory seed`): rebuilds every missing counter,
     /// or every counter with `force`. Returns how many were installed.
     pub async fn rebuild_all(&self, force: bool) -> DomainResult<usize> {
-        promo_store::rebuild::sales(&self.pool, &*self.inventory, force).await
+        self.engine.rebuild_all(force).await
     }
 
     /// Copies the live stock of recent sales into `remaining_quantity` (reports
@@ -206,7 +168,7 @@ impl TimesaleService {
         let now = self.clock.now();
         let mut n = 0;
         for id in store::sales_to_sync(&self.pool, now - SYNC_AFTER_END).await? {
-            if let Some(left) = self.inventory.remaining(id).await? {
+            if let Some(left) = self.engine.stock().remaining(Kind::Sale, id).await? {
                 store::store_remaining(&self.pool, id, left, now).await?;
                 n += 1;
             }
@@ -236,7 +198,7 @@ impl TimesaleService {
 
     /// The sale with the live stock; PostgreSQL's count if Redis cannot answer.
     async fn live(&self, mut sale: Sale) -> Sale {
-        sale.remaining_quantity = match self.inventory.remaining(sale.id).await {
+        sale.remaining_quantity = match self.engine.stock().remaining(Kind::Sale, sale.id).await {
             Ok(Some(n)) => n.clamp(0, sale.total_quantity),
             Ok(None) => sale.stored_remaining(),
             Err(e) => {
@@ -246,43 +208,6 @@ impl TimesaleService {
         };
         sale
     }
-
-    async fn reserve(&self, sale: &Sale, user: Uuid, quantity: i64) -> DomainResult<()> {
-        let ask = Ask {
-            sale: sale.id,
-            user,
-            quantity,
-            per_user_limit: sale.per_user_limit,
-            start_at: sale.start_at,
-            end_at: sale.end_at,
-            now: self.clock.now(),
-        };
-        for _ in 0..2 {
-            match self.inventory.try_reserve(ask).await? {
-                Reservation::Reserved { .. } => return Ok(()),
-                Reservation::SoldOut => return Err(DomainError::SoldOut),
-                Reservation::LimitExceeded => return Err(DomainError::LimitExceeded),
-                Reservation::NotActive => {
-                    return Err(DomainError::NotActive("sale is not active".into()))
-                }
-                Reservation::Uninitialized => {
-                    self.rebuild_inventory(sale.id, false).await?;
-                }
-            }
-        }
-        Err(DomainError::Unavailable("inventory unavailable".into()))
-    }
-
-    async fn give_back(&self, sale: Uuid, user: Uuid, quantity: i64, what: Release) {
-        if let Err(e) = self.inventory.release(sale, user, quantity, what).await {
-            // A lost release under-sells (never oversells) until the next rebuild.
-            tracing::warn!(sale_id = %sale, user_id = %user, quantity, error = %e, "inventory release failed");
-        }
-    }
-}
-
-fn outcome_metric(outcome: &'static str) {
-    metrics::counter!("promo_timesale_order_total", "outcome" => outcome).increment(1);
 }
 
 #[async_trait]
@@ -290,22 +215,14 @@ impl TimesaleApi for TimesaleService {
     async fn create_product(&self, ctx: &Ctx, p: NewProduct) -> DomainResult<Product> {
         ctx.principal.require_admin()?;
         p.validate()?;
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        let product = store::insert_product(&mut tx, Uuid::now_v7(), &p, now).await?;
-        crate::idempotency::record_answer(&mut tx, ctx, &product).await?;
-        let ev = Event::new(
-            "timesale.product_created",
-            product.id,
-            None,
-            now,
-            serde_json::to_value(&product).unwrap_or_default(),
-        );
-        outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)?;
+        let mut w = match Write::begin(&self.pool, ctx).await? {
+            Begun::Replayed(answer) => return Ok(answer),
+            Begun::Fresh(w) => w,
+        };
+        let product = store::insert_product(w.tx(), Uuid::now_v7(), &p, now).await?;
+        let ev = Event::of("timesale.product_created", product.id, None, now, &product)?;
+        w.commit(&product, &[ev]).await?;
         Ok(product)
     }
 
@@ -321,31 +238,24 @@ impl TimesaleApi for TimesaleService {
 
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        let product = store::get_product(&self.pool, s.product_id)
+        let now = self.clock.now();
+        let mut w = match Write::begin(&self.pool, ctx).await? {
+            Begun::Replayed(answer) => return Ok(answer),
+            Begun::Fresh(w) => w,
+        };
+        let product = store::get_product(&mut **w.tx(), s.product_id)
             .await?
             .ok_or_else(|| DomainError::validation("product_id", "unknown product"))?;
-        let now = self.clock.now();
         s.validate(product.price, now)?;
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        let sale = store::insert_sale(&mut tx, Uuid::now_v7(), &s, now).await?;
-        crate::idempotency::record_answer(&mut tx, ctx, &sale).await?;
-        let ev = Event::new(
-            "timesale.sale_created",
-            sale.id,
-            None,
-            now,
-            serde_json::to_value(&sale).unwrap_or_default(),
-        );
-        outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)?;
-        let seed = inventory::CounterSeed {
+        let sale = store::insert_sale(w.tx(), Uuid::now_v7(), &s, now).await?;
+        let ev = Event::of("timesale.sale_created", sale.id, None, now, &sale)?;
+        w.commit(&sale, &[ev]).await?;
+        let seed = CounterSeed {
             remaining: sale.total_quantity,
             users: Vec::new(),
         };
-        if let Err(e) = self.inventory.seed(sale.id, &seed, false).await {
+        let stock = self.engine.stock();
+        if let Err(e) = stock.seed(Kind::Sale, sale.id, &seed, false).await {
             // The first order rebuilds the counter lazily.
             tracing::warn!(sale_id = %sale.id, error = %e, "timesale inventory not seeded");
         }
@@ -375,23 +285,15 @@ impl TimesaleApi for TimesaleService {
 
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
         let now = self.clock.now();
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        let after = store::update_sale(&mut tx, id, &patch, now).await?;
+        let mut w = match Write::begin(&self.pool, ctx).await? {
+            Begun::Replayed(answer) => return Ok(answer),
+            Begun::Fresh(w) => w,
+        };
+        let after = store::update_sale(w.tx(), id, &patch, now).await?;
         let after = self.live(after).await;
-        crate::idempotency::record_answer(&mut tx, ctx, &after).await?;
-        let ev = Event::new(
-            "timesale.sale_updated",
-            id,
-            None,
-            now,
-            serde_json::to_value(&after).unwrap_or_default(),
-        );
-        outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)?;
+        let ev = Event::of("timesale.sale_updated", id, None, now, &after)?;
+        w.commit(&after, &[ev]).await?;
         self.sales.invalidate(&id).await;
         Ok(after)
     }
@@ -411,7 +313,7 @@ impl TimesaleApi for TimesaleService {
             ));
         }
         let work = self.order_once(ctx, sale_id, user_id, quantity);
-        crate::inflight::exclusive(self.inventory.claims(), &self.pool, "timesale", ctx, work).await
+        self.engine.exclusive(ctx, work).await
     }
 
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
@@ -431,36 +333,26 @@ impl TimesaleApi for TimesaleService {
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        let current = store::get_order(&self.pool, id).await?;
+        let now = self.clock.now();
+        let mut w = match Write::begin(&self.pool, ctx).await? {
+            Begun::Replayed(answer) => return Ok(answer),
+            Begun::Fresh(w) => w,
+        };
+        let current = store::get_order(&mut **w.tx(), id).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_cancellable()?;
-        let now = self.clock.now();
-        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
-        let Some(order) = store::cancel_order(&mut tx, id, now).await? else {
+        let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
-        crate::idempotency::record_answer(&mut tx, ctx, &order).await?;
-        let ev = Event::new(
-            "order.cancelled",
-            id,
-            Some(order.user_id),
-            now,
-            serde_json::to_value(&order).unwrap_or_default(),
-        );
-        outbox::append(&mut tx, &[ev]).await.map_err(from_sqlx)?;
-        tx.commit().await.map_err(from_sqlx)?;
+        let ev = Event::of("order.cancelled", id, Some(order.user_id), now, &order)?;
+        w.commit(&order, &[ev]).await?;
         // Only the request that won the conditional UPDATE gets here, once,
-        // and only after commit: the units come back exactly once.
-        self.give_back(
-            order.time_sale_id,
-            order.user_id,
-            order.quantity,
-            Release::BOTH,
-        )
-        .await;
+        // and only after commit (a replay returned above): the units come
+        // back exactly once.
+        let (sale, user, units) = (order.time_sale_id, order.user_id, order.quantity);
+        self.engine
+            .give_back(sale, user, units, Release::BOTH)
+            .await;
         Ok(order)
     }
 }

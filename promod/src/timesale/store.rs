@@ -1,17 +1,17 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::batcher::BatchStore;
-pub use crate::batcher::InsertOutcome;
-use crate::error::from_sqlx;
-use crate::outbox::{self, Event};
+use crate::error::{corrupt, from_sqlx};
+use crate::outbox::Event;
+use crate::reserve::{Pending, Refusal, Reservable};
+use promo_store::stock::Kind;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
     NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 pub const PRODUCT_COLUMNS: &str = "id, name, description, price, created_at, updated_at";
@@ -63,9 +63,10 @@ pub struct SaleRow {
 
 impl SaleRow {
     /// The stored sale with its status as seen at `now`.
-    pub fn into_domain(self, now: DateTime<Utc>) -> Sale {
-        let stored = SaleStatus::parse(&self.status).unwrap_or(SaleStatus::Scheduled);
-        Sale {
+    pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Sale> {
+        let stored =
+            SaleStatus::parse(&self.status).map_err(|_| corrupt("sale status", &self.status))?;
+        Ok(Sale {
             id: self.id,
             product_id: self.product_id,
             total_quantity: self.total_quantity,
@@ -79,7 +80,7 @@ impl SaleRow {
             created_at: self.created_at,
             updated_at: self.updated_at,
         }
-        .at(now)
+        .at(now))
     }
 }
 
@@ -96,19 +97,23 @@ pub struct OrderRow {
     cancelled_at: Option<DateTime<Utc>>,
 }
 
-impl From<OrderRow> for Order {
-    fn from(r: OrderRow) -> Self {
-        Order {
+impl TryFrom<OrderRow> for Order {
+    type Error = DomainError;
+
+    fn try_from(r: OrderRow) -> DomainResult<Self> {
+        let status =
+            OrderStatus::parse(&r.status).map_err(|_| corrupt("order status", &r.status))?;
+        Ok(Order {
             id: r.id,
             time_sale_id: r.time_sale_id,
             user_id: r.user_id,
             quantity: r.quantity,
             unit_price: r.unit_price,
             total_price: r.total_price,
-            status: OrderStatus::parse(&r.status).unwrap_or(OrderStatus::Confirmed),
+            status,
             created_at: r.created_at,
             cancelled_at: r.cancelled_at,
-        }
+        })
     }
 }
 
@@ -133,12 +138,15 @@ pub async fn insert_product(
     Ok(row.into())
 }
 
-pub async fn get_product(pool: &PgPool, id: Uuid) -> DomainResult<Option<Product>> {
+pub async fn get_product<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+) -> DomainResult<Option<Product>> {
     let row: Option<ProductRow> = sqlx::query_as(&format!(
         "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?;
     Ok(row.map(Product::from))
@@ -192,19 +200,23 @@ pub async fn insert_sale(
         }
         _ => from_sqlx(e),
     })?;
-    Ok(row.into_domain(now))
+    row.into_domain(now)
 }
 
-pub async fn get_sale(pool: &PgPool, id: Uuid, now: DateTime<Utc>) -> DomainResult<Sale> {
+pub async fn get_sale<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Sale> {
     sqlx::query_as::<_, SaleRow>(&format!(
         "SELECT {SALE_COLUMNS} FROM time_sales WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(|r| r.into_domain(now))
-    .ok_or_else(|| DomainError::NotFound("time sale".into()))
+    .ok_or_else(|| DomainError::NotFound("time sale".into()))?
+    .into_domain(now)
 }
 
 /// The status filter as SQL over the stored columns at `$1` (now): only
@@ -243,7 +255,9 @@ pub async fn list_sales(
             .await
             .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(|r| r.into_domain(now)).collect(),
+        rows.into_iter()
+            .map(|r| r.into_domain(now))
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -264,7 +278,7 @@ pub async fn update_sale(
     .await
     .map_err(from_sqlx)?
     .ok_or_else(|| DomainError::NotFound("time sale".into()))?;
-    let before = before.into_domain(now);
+    let before = before.into_domain(now)?;
     patch.validate_against(&before, now)?;
     let end_at = patch.end_at.unwrap_or(before.end_at);
     let status = if patch.status == Some(SaleStatus::Cancelled) {
@@ -283,39 +297,34 @@ pub async fn update_sale(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.into_domain(now))
+    row.into_domain(now)
 }
 
-/// One order waiting to be stored by the group commit.
-#[derive(Debug, Clone)]
-pub struct PendingOrder {
-    pub order: Order,
-    pub per_user_limit: i64,
-    pub idem: Option<crate::idempotency::IdemKey>,
-    /// Who the idempotency key belongs to (the caller, maybe an admin).
-    pub actor: Uuid,
-}
+/// Orders, as the reservation engine stores them.
+pub struct Orders;
 
-/// Stores a batch in one transaction: orders, the sales' sold counters, the
-/// users' totals, idempotency records and events. A constraint violation fails
-/// the whole transaction, so the caller retries the members one by one.
-pub async fn insert_batch(
-    pool: &PgPool,
-    batch: &[PendingOrder],
-) -> Result<Vec<InsertOutcome>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let (outcomes, stored) =
-        crate::batcher::claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.order))
-            .await?;
-    if !stored.is_empty() {
-        let ids: Vec<Uuid> = stored.iter().map(|p| p.order.id).collect();
-        let sales: Vec<Uuid> = stored.iter().map(|p| p.order.time_sale_id).collect();
-        let users: Vec<Uuid> = stored.iter().map(|p| p.order.user_id).collect();
-        let qtys: Vec<i64> = stored.iter().map(|p| p.order.quantity).collect();
-        let units: Vec<i64> = stored.iter().map(|p| p.order.unit_price).collect();
-        let totals: Vec<i64> = stored.iter().map(|p| p.order.total_price).collect();
-        let limits: Vec<i32> = stored.iter().map(|p| p.per_user_limit as i32).collect();
-        let created: Vec<DateTime<Utc>> = stored.iter().map(|p| p.order.created_at).collect();
+impl Reservable for Orders {
+    type Row = Order;
+    const KIND: Kind = Kind::Sale;
+    const NAME: &'static str = "order";
+    const PARENT: &'static str = "time sale";
+    const METRIC: &'static str = "promo_timesale_order_total";
+    const STORED: &'static str = "confirmed";
+    const REFUSALS: &'static [(&'static str, Refusal)] = &[
+        ("user_within_limit", Refusal::LimitExceeded),
+        ("sold_within_total", Refusal::SoldOut),
+    ];
+
+    /// The orders, the users' totals and the sales' sold counters.
+    async fn write(conn: &mut PgConnection, rows: &[&Pending<Order>]) -> sqlx::Result<()> {
+        let ids: Vec<Uuid> = rows.iter().map(|p| p.row.id).collect();
+        let sales: Vec<Uuid> = rows.iter().map(|p| p.row.time_sale_id).collect();
+        let users: Vec<Uuid> = rows.iter().map(|p| p.row.user_id).collect();
+        let qtys: Vec<i64> = rows.iter().map(|p| p.row.quantity).collect();
+        let units: Vec<i64> = rows.iter().map(|p| p.row.unit_price).collect();
+        let totals: Vec<i64> = rows.iter().map(|p| p.row.total_price).collect();
+        let limits: Vec<i32> = rows.iter().map(|p| p.per_user_limit as i32).collect();
+        let created: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.created_at).collect();
         sqlx::query(
             "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at)
              SELECT id, sid, uid, q, unit, total, 'CONFIRMED', at
@@ -329,7 +338,7 @@ pub async fn insert_batch(
         .bind(&units)
         .bind(&totals)
         .bind(&created)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         // Sorted so that concurrent batches lock the rows in the same order.
         sqlx::query(
@@ -344,7 +353,7 @@ pub async fn insert_batch(
         .bind(&users)
         .bind(&qtys)
         .bind(&limits)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
         let mut distinct = sales.clone();
         distinct.sort();
@@ -356,7 +365,7 @@ pub async fn insert_batch(
                 "SELECT id FROM time_sales WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
             )
             .bind(&distinct)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
         }
         sqlx::query(
@@ -370,49 +379,26 @@ pub async fn insert_batch(
         )
         .bind(&sales)
         .bind(&qtys)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let events: Vec<Event> = stored
-            .iter()
-            .map(|p| {
-                Event::new(
-                    "order.created",
-                    p.order.id,
-                    Some(p.order.user_id),
-                    p.order.created_at,
-                    serde_json::to_value(&p.order).unwrap_or_default(),
-                )
-            })
-            .collect();
-        outbox::append(&mut tx, &events).await?;
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(outcomes)
-}
 
-/// Maps a constraint violation of a single-order insert to the refusal it means.
-pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-    let sqlx::Error::Database(d) = e else {
-        return None;
-    };
-    match (d.code().as_deref(), d.constraint()) {
-        (Some("23514"), Some("user_within_limit")) => Some(DomainError::LimitExceeded),
-        (Some("23514"), Some("sold_within_total")) => Some(DomainError::SoldOut),
-        (Some("23503"), _) => Some(DomainError::NotFound("time sale".into())),
-        _ => None,
+    fn event(o: &Order) -> DomainResult<Event> {
+        Event::of("order.created", o.id, Some(o.user_id), o.created_at, o)
     }
 }
 
-pub async fn get_order(pool: &PgPool, id: Uuid) -> DomainResult<Order> {
+pub async fn get_order<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainResult<Order> {
     sqlx::query_as::<_, OrderRow>(&format!(
         "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(Order::from)
-    .ok_or_else(|| DomainError::NotFound("order".into()))
+    .ok_or_else(|| DomainError::NotFound("order".into()))?
+    .try_into()
 }
 
 pub async fn list_orders(
@@ -437,7 +423,9 @@ pub async fn list_orders(
             .await
             .map_err(from_sqlx)?;
     Ok(Page::new(
-        rows.into_iter().map(Order::from).collect(),
+        rows.into_iter()
+            .map(Order::try_from)
+            .collect::<DomainResult<_>>()?,
         page,
         total,
     ))
@@ -460,7 +448,7 @@ pub async fn cancel_order(
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    let Some(order) = row.map(Order::from) else {
+    let Some(order) = row.map(Order::try_from).transpose()? else {
         return Ok(None);
     };
     // The user's total first, then the sale: the same lock order as the group
@@ -527,24 +515,4 @@ pub async fn store_remaining(
     .await
     .map_err(from_sqlx)?;
     Ok(())
-}
-
-/// The group commit of orders (`crate::batcher`).
-pub struct Orders;
-
-impl BatchStore for Orders {
-    type Item = PendingOrder;
-    type Stored = ();
-    const NAME: &'static str = "order";
-
-    fn insert_batch(
-        pool: &PgPool,
-        batch: &[PendingOrder],
-    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome>, sqlx::Error>> + Send {
-        insert_batch(pool, batch)
-    }
-
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-        refusal_of(e)
-    }
 }

@@ -2,7 +2,7 @@
 
 use super::timesale_helpers::{spawn_timesale_app, spawn_timesale_app_over_grpc, TimesaleApp};
 use promo_domain::clock::{Clock, SystemClock};
-use promo_store::inventory::{forget, RedisInventory};
+use promo_store::stock::{forget, Kind, RedisStock};
 use promod::timesale::TimesaleService;
 use serde_json::json;
 use std::sync::Arc;
@@ -230,13 +230,13 @@ async fn a_lost_inventory_is_rebuilt_and_the_invariant_holds() {
     app.assert_invariant(sale).await;
 
     // Simulate FLUSHALL for this sale's keys only (other tests share Redis).
-    forget(&app.redis, sale).await.unwrap();
+    forget(&app.redis, Kind::Sale, sale).await.unwrap();
     assert_eq!(app.redis_stock(sale).await, None);
     // The GET falls back to PostgreSQL's count meanwhile.
     assert_eq!(remaining(&app, sale).await, 20);
     let svc = TimesaleService::new(
         app.db.clone(),
-        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
     );
     assert!(svc.rebuild_inventory(sale, false).await.unwrap());
@@ -256,7 +256,7 @@ async fn a_lost_inventory_is_rebuilt_and_the_invariant_holds() {
     assert_eq!(app.order(sale, token, 1).await.0, 201);
 
     // The lazy path: the first order after a loss rebuilds.
-    forget(&app.redis, sale).await.unwrap();
+    forget(&app.redis, Kind::Sale, sale).await.unwrap();
     let (_, other) = app.user_token();
     let (s, b) = app.order(sale, &other, 1).await;
     assert_eq!(s, 201, "{b}");
@@ -583,7 +583,7 @@ async fn the_database_refuses_what_a_wrong_redis_admits() {
     // A forced rebuild brings Redis back to the truth.
     let svc = TimesaleService::new(
         app.db.clone(),
-        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
     );
     assert!(svc.rebuild_inventory(sale, true).await.unwrap());
@@ -840,7 +840,7 @@ async fn order_throughput_probe() {
     let sale = app.create_sale(stock, 1).await;
     let svc = Arc::new(TimesaleService::new(
         app.db.clone(),
-        Arc::new(RedisInventory::new(app.redis.clone())),
+        Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
     ));
     let run = |n: usize| {

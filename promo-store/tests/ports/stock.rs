@@ -1,0 +1,237 @@
+//! One contract suite for the stock port, run on every implementation and
+//! for every kind of counter (coupon policies and sales share the port).
+
+use chrono::{Duration, Utc};
+use promo_store::counters::CounterSeed;
+use promo_store::stock::{Ask, Decision, Kind, MemoryStock, RedisStock, Release, StockPort, Window};
+use std::sync::Arc;
+use uuid::Uuid;
+
+async fn redis() -> Arc<dyn StockPort> {
+    let conn = promo_store::cache::connect(&super::redis_url())
+        .await
+        .unwrap();
+    Arc::new(RedisStock::new(conn))
+}
+
+fn memory() -> Arc<dyn StockPort> {
+    Arc::new(MemoryStock::default())
+}
+
+fn ask(kind: Kind, id: Uuid, user: Uuid, quantity: i64, limit: i64) -> Ask {
+    Ask {
+        kind,
+        id,
+        user,
+        quantity,
+        per_user_limit: limit,
+        window: None,
+    }
+}
+
+fn windowed(id: Uuid, user: Uuid, quantity: i64, limit: i64) -> Ask {
+    let now = Utc::now();
+    Ask {
+        window: Some(Window {
+            start: now - Duration::minutes(1),
+            end: now + Duration::minutes(1),
+            now,
+        }),
+        ..ask(Kind::Sale, id, user, quantity, limit)
+    }
+}
+
+fn stock(n: i64) -> CounterSeed {
+    CounterSeed {
+        remaining: n,
+        users: vec![],
+    }
+}
+
+async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let first = port.take(&ask(kind, id, Uuid::new_v4(), 1, 1)).await;
+    assert_eq!(first.unwrap(), Decision::Uninitialized);
+    assert!(port.seed(kind, id, &stock(50), false).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..500 {
+        let port = port.clone();
+        // Mixed quantities: the stock must never go below zero.
+        let q = 1 + (i % 3);
+        let a = ask(kind, id, Uuid::new_v4(), q, 3);
+        tasks.push(tokio::spawn(
+            async move { (q, port.take(&a).await.unwrap()) },
+        ));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (q, Decision::Taken { remaining, .. }) => {
+                assert!(remaining >= 0);
+                taken += q;
+            }
+            (_, other) => assert_eq!(other, Decision::SoldOut),
+        }
+    }
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert!(left >= 0);
+    assert_eq!(taken + left, 50);
+    assert_eq!(users.values().sum::<i64>(), taken);
+}
+
+async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(1000), false).await.unwrap();
+    let user = Uuid::new_v4();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let port = port.clone();
+        let a = ask(kind, id, user, 1, 3);
+        tasks.push(tokio::spawn(async move { port.take(&a).await.unwrap() }));
+    }
+    let mut totals = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Decision::Taken { user_total, .. } => totals.push(user_total),
+            other => assert_eq!(other, Decision::LimitExceeded),
+        }
+    }
+    // Each taking learns the user's holding after it: a coupon's user_seq.
+    totals.sort();
+    assert_eq!(totals, vec![1, 2, 3]);
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(997));
+    // Two more units would cross the limit even though one would not.
+    let other = Uuid::new_v4();
+    let two = ask(kind, id, other, 2, 3);
+    assert!(matches!(
+        port.take(&two).await.unwrap(),
+        Decision::Taken { .. }
+    ));
+    assert_eq!(port.take(&two).await.unwrap(), Decision::LimitExceeded);
+}
+
+async fn window_rules(port: Arc<dyn StockPort>) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(Kind::Sale, id, &stock(5), false).await.unwrap();
+    // Outside the window nothing is taken, whatever the stock.
+    let mut early = windowed(id, user, 1, 5);
+    let w = early.window.as_mut().unwrap();
+    w.now = w.start - Duration::milliseconds(1);
+    assert_eq!(port.take(&early).await.unwrap(), Decision::NotActive);
+    let mut late = windowed(id, user, 1, 5);
+    let w = late.window.as_mut().unwrap();
+    w.now = w.end;
+    assert_eq!(port.take(&late).await.unwrap(), Decision::NotActive);
+    let mut at_start = windowed(id, user, 1, 5);
+    let w = at_start.window.as_mut().unwrap();
+    w.now = w.start;
+    assert!(matches!(
+        port.take(&at_start).await.unwrap(),
+        Decision::Taken {
+            remaining: 4,
+            user_total: 1
+        }
+    ));
+    assert_eq!(port.remaining(Kind::Sale, id).await.unwrap(), Some(4));
+}
+
+async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(kind, id, &stock(5), false).await.unwrap();
+    assert!(matches!(
+        port.take(&ask(kind, id, user, 1, 5)).await.unwrap(),
+        Decision::Taken {
+            remaining: 4,
+            user_total: 1
+        }
+    ));
+    // More than is left: refused whole, nothing taken.
+    let big = ask(kind, id, Uuid::new_v4(), 5, 5);
+    assert_eq!(port.take(&big).await.unwrap(), Decision::SoldOut);
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(4));
+    assert!(matches!(
+        port.take(&ask(kind, id, user, 4, 5)).await.unwrap(),
+        Decision::Taken {
+            remaining: 0,
+            user_total: 5
+        }
+    ));
+    let one = ask(kind, id, Uuid::new_v4(), 1, 5);
+    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    port.release(kind, id, user, 4, Release::BOTH)
+        .await
+        .unwrap();
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (4, Some(1)));
+    let user_only = Release {
+        stock: false,
+        user: true,
+    };
+    port.release(kind, id, user, 1, user_only).await.unwrap();
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (4, None));
+    // A live counter is never overwritten without force.
+    assert!(!port.seed(kind, id, &stock(99), false).await.unwrap());
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(4));
+    let seed = CounterSeed {
+        remaining: 2,
+        users: vec![(user, 5)],
+    };
+    assert!(port.seed(kind, id, &seed, true).await.unwrap());
+    let more = ask(kind, id, user, 1, 5);
+    assert_eq!(port.take(&more).await.unwrap(), Decision::LimitExceeded);
+    port.adjust(kind, id, -2).await.unwrap();
+    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    // A release or an adjustment without a counter leaves it missing for the
+    // rebuild to decide.
+    let gone = Uuid::new_v4();
+    port.release(kind, gone, user, 3, Release::BOTH)
+        .await
+        .unwrap();
+    port.adjust(kind, gone, 3).await.unwrap();
+    assert_eq!(port.remaining(kind, gone).await.unwrap(), None);
+}
+
+async fn kinds_do_not_share_counters(port: Arc<dyn StockPort>) {
+    let id = Uuid::new_v4();
+    port.seed(Kind::Coupon, id, &stock(1), false).await.unwrap();
+    assert_eq!(port.remaining(Kind::Sale, id).await.unwrap(), None);
+    let sale = ask(Kind::Sale, id, Uuid::new_v4(), 1, 1);
+    assert_eq!(port.take(&sale).await.unwrap(), Decision::Uninitialized);
+}
+
+macro_rules! contract {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn never_oversells_under_concurrency() {
+                never_oversells($make, Kind::Coupon).await;
+                never_oversells($make, Kind::Sale).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn per_user_limit_holds_under_concurrency() {
+                per_user_limit_holds($make, Kind::Coupon).await;
+                per_user_limit_holds($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn a_window_refuses_outside_it() {
+                window_rules($make).await;
+            }
+            #[tokio::test]
+            async fn release_and_seed_follow_the_contract() {
+                release_and_seed_rules($make, Kind::Coupon).await;
+                release_and_seed_rules($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn kinds_keep_their_own_counters() {
+                kinds_do_not_share_counters($make).await;
+            }
+        }
+    };
+}
+
+contract!(redis_impl, redis().await);
+contract!(memory_impl, memory());

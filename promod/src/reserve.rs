@@ -1,0 +1,261 @@
+//! The reservation engine: how every scarce thing is taken. Coupon issues
+//! and time-sale orders are the same algorithm over different rows:
+//!
+//! 1. claim the request's idempotency key while it runs (`inflight.rs`);
+//! 2. admission: one atomic decision of the stock port (Redis Lua), with a
+//!    rebuild from PostgreSQL when the counter is missing;
+//! 3. the group commit (`batcher.rs`) stores the row with its counters,
+//!    idempotency record and event; PostgreSQL's constraints are the last line;
+//! 4. compensation: whatever was taken in Redis but not stored is given back,
+//!    and only the part the database did not refuse as really taken.
+//!
+//! A row kind plugs in through [`Reservable`]. See ARCHITECTURE.md,
+//! "The reservation engine".
+
+use crate::batcher::{claim_keys, BatchStore, Batcher, InsertOutcome};
+use crate::ctx::Ctx;
+use crate::idempotency::IdemKey;
+use crate::outbox::{self, Event};
+use promo_store::stock::{Ask, Decision, Kind, Release, StockPort};
+use promo_domain::{DomainError, DomainResult};
+use serde::{de::DeserializeOwned, Serialize};
+use sqlx::{PgConnection, PgPool};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What a constraint violation of a stored row means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    SoldOut,
+    LimitExceeded,
+    /// A generated value collided (a coupon code); the client may retry.
+    Collision,
+}
+
+/// One kind of row that takes stock.
+pub trait Reservable: Send + Sync + 'static {
+    /// The stored row; also the answer of a successful reservation.
+    type Row: Clone + Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// Whose counters it takes from.
+    const KIND: Kind;
+    /// Names batches and errors ("coupon", "order").
+    const NAME: &'static str;
+    /// What a missing parent row is called in a 404 ("coupon policy").
+    const PARENT: &'static str;
+    /// The outcome counter (`outcome` label) and the outcome of a stored row.
+    const METRIC: &'static str;
+    const STORED: &'static str;
+    /// Constraint names of the row's tables and what breaking them means.
+    const REFUSALS: &'static [(&'static str, Refusal)];
+    /// Inserts the rows and updates their counters in the batch's transaction
+    /// (keys and events are written by the engine).
+    fn write(
+        conn: &mut PgConnection,
+        rows: &[&Pending<Self::Row>],
+    ) -> impl Future<Output = sqlx::Result<()>> + Send;
+    fn event(row: &Self::Row) -> DomainResult<Event>;
+}
+
+/// A row waiting for the group commit, with what admission decided.
+#[derive(Debug, Clone)]
+pub struct Pending<R> {
+    pub row: R,
+    /// The user's holding after this taking (a coupon's `user_seq`).
+    pub user_total: i64,
+    pub per_user_limit: i64,
+    pub idem: Option<IdemKey>,
+    /// Who the idempotency key belongs to (the caller, maybe an admin).
+    pub actor: Uuid,
+}
+
+/// The group-commit store of any [`Reservable`].
+pub struct Rows<K>(PhantomData<K>);
+
+impl<K: Reservable> BatchStore for Rows<K> {
+    type Item = Pending<K::Row>;
+    type Stored = ();
+    const NAME: &'static str = K::NAME;
+
+    async fn insert_batch(
+        pool: &PgPool,
+        batch: &[Pending<K::Row>],
+    ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        let (outcomes, stored) =
+            claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.row)).await?;
+        if !stored.is_empty() {
+            K::write(&mut tx, &stored).await?;
+            let events = stored
+                .iter()
+                .map(|p| K::event(&p.row))
+                .collect::<DomainResult<Vec<_>>>()
+                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            outbox::append(&mut tx, &events).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+        let sqlx::Error::Database(d) = e else {
+            return None;
+        };
+        if d.code().as_deref() == Some("23503") {
+            return Some(DomainError::NotFound(K::PARENT.into()));
+        }
+        let name = d.constraint()?;
+        let (_, refusal) = K::REFUSALS.iter().find(|(c, _)| *c == name)?;
+        Some(match refusal {
+            Refusal::SoldOut => DomainError::SoldOut,
+            Refusal::LimitExceeded => DomainError::LimitExceeded,
+            Refusal::Collision => DomainError::Conflict(format!("{} collision, retry", K::NAME)),
+        })
+    }
+}
+
+pub struct Engine<K: Reservable> {
+    pool: PgPool,
+    stock: Arc<dyn StockPort>,
+    batcher: Batcher<Rows<K>>,
+}
+
+impl<K: Reservable> Engine<K> {
+    pub fn new(pool: PgPool, stock: Arc<dyn StockPort>) -> Self {
+        // Two committers overlap one batch's commit with the next's statements.
+        let batcher = Batcher::start(pool.clone(), 2);
+        Engine {
+            pool,
+            stock,
+            batcher,
+        }
+    }
+
+    pub fn stock(&self) -> &dyn StockPort {
+        &*self.stock
+    }
+
+    /// Runs `work` as the one attempt of the request's idempotency key (see
+    /// `inflight.rs`); everything a reservation decides belongs inside it.
+    pub async fn exclusive<T: DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        work: impl Future<Output = DomainResult<T>>,
+    ) -> DomainResult<T> {
+        crate::inflight::exclusive(self.stock.claims(), &self.pool, K::KIND.as_str(), ctx, work)
+            .await
+    }
+
+    /// Takes `ask` and stores the row `make` builds from the user's holding
+    /// after the taking. Call it inside [`Self::exclusive`].
+    pub async fn take(
+        &self,
+        ctx: &Ctx,
+        ask: Ask,
+        make: impl FnOnce(i64) -> Pending<K::Row>,
+    ) -> DomainResult<K::Row> {
+        let user_total = self.admit(&ask).await.inspect_err(|e| {
+            outcome(
+                K::METRIC,
+                match e {
+                    DomainError::SoldOut => "sold_out",
+                    DomainError::LimitExceeded => "limit_exceeded",
+                    DomainError::NotActive(_) => "not_active",
+                    _ => "error",
+                },
+            )
+        })?;
+        let pending = make(user_total);
+        let row = pending.row.clone();
+        match self.batcher.submit(pending).await {
+            Ok(InsertOutcome::Stored(())) => {
+                outcome(K::METRIC, K::STORED);
+                Ok(row)
+            }
+            Ok(InsertOutcome::Duplicate) => {
+                self.give_back(ask.id, ask.user, ask.quantity, Release::BOTH)
+                    .await;
+                crate::idempotency::replay(&self.pool, ctx)
+                    .await?
+                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
+            }
+            Ok(InsertOutcome::Refused(e)) => {
+                // The database refused what Redis admitted, so Redis was ahead
+                // of the truth. Give back only what was not really taken: a
+                // full counter keeps its stock at zero, a user at the limit
+                // keeps theirs.
+                let what = Release {
+                    stock: e != DomainError::SoldOut,
+                    user: e != DomainError::LimitExceeded,
+                };
+                self.give_back(ask.id, ask.user, ask.quantity, what).await;
+                outcome(K::METRIC, "refused_by_db");
+                Err(match e {
+                    // Not a rule the request broke but a write that failed:
+                    // the client may retry, and nothing was kept.
+                    DomainError::Internal(detail) => {
+                        tracing::warn!(kind = K::NAME, id = %ask.id, error = %detail, "row not stored");
+                        DomainError::Unavailable(format!("{} not stored, retry", K::NAME))
+                    }
+                    other => other,
+                })
+            }
+            Err(e) => {
+                self.give_back(ask.id, ask.user, ask.quantity, Release::BOTH)
+                    .await;
+                outcome(K::METRIC, "error");
+                Err(e)
+            }
+        }
+    }
+
+    /// The admission decision; a missing counter is rebuilt once.
+    async fn admit(&self, ask: &Ask) -> DomainResult<i64> {
+        for _ in 0..2 {
+            match self.stock.take(ask).await? {
+                Decision::Taken { user_total, .. } => return Ok(user_total),
+                Decision::SoldOut => return Err(DomainError::SoldOut),
+                Decision::LimitExceeded => return Err(DomainError::LimitExceeded),
+                Decision::NotActive => {
+                    return Err(DomainError::NotActive(format!(
+                        "{} is not active",
+                        K::PARENT
+                    )))
+                }
+                Decision::Uninitialized => {
+                    self.rebuild(ask.id, false).await?;
+                }
+            }
+        }
+        Err(DomainError::Unavailable(format!(
+            "{} counters unavailable",
+            K::KIND.as_str()
+        )))
+    }
+
+    /// Gives back what `ask` took (compensation, a cancel). A lost release
+    /// under-sells, never oversells, until the next rebuild.
+    pub async fn give_back(&self, id: Uuid, user: Uuid, quantity: i64, what: Release) {
+        let res = self.stock.release(K::KIND, id, user, quantity, what).await;
+        if let Err(e) = res {
+            tracing::warn!(kind = K::NAME, %id, user_id = %user, quantity, error = %e, "stock release failed");
+        }
+    }
+
+    /// Rebuilds one counter set from PostgreSQL; without `force` a live
+    /// counter is kept. Returns whether it was installed.
+    pub async fn rebuild(&self, id: Uuid, force: bool) -> DomainResult<bool> {
+        promo_store::stock::rebuild(&self.pool, &*self.stock, K::KIND, id, force).await
+    }
+
+    /// Rebuilds every counter set of this kind (missing ones, or all with
+    /// `force`); returns how many were installed.
+    pub async fn rebuild_all(&self, force: bool) -> DomainResult<usize> {
+        promo_store::stock::rebuild_all(&self.pool, &*self.stock, K::KIND, force).await
+    }
+}
+
+fn outcome(metric: &'static str, outcome: &'static str) {
+    metrics::counter!(metric, "outcome" => outcome).increment(1);
+}
