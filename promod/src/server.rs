@@ -25,6 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -55,6 +56,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .await
         .with_context(|| format!("cannot listen on {addr} for {what} (port in use?)"))
 }
+
+/// The tasks of a running promod; any ending early stops it.
+pub type Tasks = JoinSet<anyhow::Result<()>>;
 
 /// What a running promod exposes to tests: the bound addresses and the clock.
 #[derive(Debug, Clone, Default)]
@@ -91,10 +95,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 }
 
 /// Waits for shutdown (or a task dying), then drains with a deadline.
-pub async fn join(
-    mut tasks: JoinSet<anyhow::Result<()>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn join(mut tasks: Tasks, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut first_err = None;
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -179,7 +180,7 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
 /// no timer and so no header read timeout: a client that sends its request
 /// head byte by byte (or nothing at all) would hold its socket for ever.
 fn serve_http(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     listener: TcpListener,
     router: Router,
     cfg: &Config,
@@ -241,46 +242,17 @@ fn serve_http(
     });
 }
 
-/// A tonic service a role serves on its gRPC port.
-trait GrpcService:
-    tower::Service<
-        http::Request<tonic::body::Body>,
-        Response = http::Response<tonic::body::Body>,
-        Error = std::convert::Infallible,
-        Future: Send + 'static,
-    > + tonic::server::NamedService
-    + Clone
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<S> GrpcService for S where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-            Future: Send + 'static,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static
-{
-}
-
 fn serve_grpc(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     listener: TcpListener,
-    svc: impl GrpcService,
+    routes: Routes,
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .layer(request_id::GrpcLayer)
             .layer(crate::detach::DetachLayer)
-            .add_service(svc)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move { shutdown.cancelled().await },
@@ -291,7 +263,7 @@ fn serve_grpc(
 }
 
 fn spawn_relay(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     cfg: &Config,
     service: &'static str,
     pool: PgPool,
@@ -356,11 +328,11 @@ impl Shared {
     /// the outbox relay.
     async fn launch(
         &self,
-        tasks: &mut JoinSet<anyhow::Result<()>>,
+        tasks: &mut Tasks,
         name: &'static str,
         ports: ServicePorts,
         rest: Router,
-        grpc: impl GrpcService,
+        grpc: Routes,
     ) -> anyhow::Result<()> {
         let grpc_addr = ports.grpc.local_addr()?;
         let router = Router::new()
@@ -443,155 +415,108 @@ trait ServiceRole {
     fn static_url(gateway: &GatewayConfig) -> &str;
     /// The service on its database, its start-up work done and its background
     /// tasks spawned.
-    async fn service(
-        sh: &Shared,
-        pool: PgPool,
-        tasks: &mut JoinSet<anyhow::Result<()>>,
-    ) -> Arc<Self::Api>;
+    async fn service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<Self::Api>;
     fn rest(api: Arc<Self::Api>) -> Router;
-    fn grpc(api: Arc<Self::Api>) -> impl GrpcService;
+    fn grpc(api: Arc<Self::Api>) -> Routes;
     fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<Self::Api>;
 }
 
-struct CouponRole;
-struct PointRole;
-struct TimesaleRole;
+/// Implements [`ServiceRole`] for each role from what names its parts; the
+/// role modules share one layout (`http::routes`, `grpc::server`,
+/// `grpc::Client`).
+macro_rules! service_roles {
+    ($($ty:ident {
+        api: $api:ident, role: $role:ident, module: $m:ident,
+        config: $($cfg:ident).+, static_url: $url:ident, service: $build:ident $(,)?
+    })*) => {$(
+        struct $ty;
 
-impl ServiceRole for CouponRole {
-    type Api = dyn CouponApi;
-    const ROLE: Role = Role::Coupon;
-    const SCHEMA: Schema = Schema::Coupon;
-
-    fn config(cfg: &Config) -> &ServiceConfig {
-        &cfg.coupon
-    }
-
-    fn static_url(gateway: &GatewayConfig) -> &str {
-        &gateway.coupon_grpc
-    }
-
-    async fn service(
-        sh: &Shared,
-        pool: PgPool,
-        _: &mut JoinSet<anyhow::Result<()>>,
-    ) -> Arc<dyn CouponApi> {
-        let admission = Arc::new(coupon::admission::RedisAdmission::new(sh.redis.clone()));
-        let svc = Arc::new(CouponService::new(pool, admission, sh.clock.clone()));
-        // Rebuild counters that Redis lost (a restart of Redis, a flush).
-        match svc.reconcile_all(false).await {
-            Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
+        impl ServiceRole for $ty {
+            type Api = dyn $api;
+            const ROLE: Role = Role::$role;
+            const SCHEMA: Schema = Schema::$role;
+            fn config(cfg: &Config) -> &ServiceConfig {
+                &cfg.$($cfg).+
+            }
+            fn static_url(gateway: &GatewayConfig) -> &str {
+                &gateway.$url
+            }
+            async fn service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn $api> {
+                $build(sh, pool, tasks).await
+            }
+            fn rest(api: Arc<dyn $api>) -> Router {
+                $m::http::routes(api)
+            }
+            fn grpc(api: Arc<dyn $api>) -> Routes {
+                Routes::new($m::grpc::server(api))
+            }
+            fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<dyn $api> {
+                Arc::new($m::grpc::Client::new(channel, timeout, breaker))
+            }
         }
-        svc
-    }
+    )*};
+}
 
-    fn rest(api: Arc<dyn CouponApi>) -> Router {
-        coupon::http::routes(api)
+service_roles! {
+    CouponRole {
+        api: CouponApi, role: Coupon, module: coupon,
+        config: coupon, static_url: coupon_grpc, service: coupon_service,
     }
-
-    fn grpc(api: Arc<dyn CouponApi>) -> impl GrpcService {
-        coupon::grpc::server(api)
+    PointRole {
+        api: PointApi, role: Point, module: point,
+        config: point.service, static_url: point_grpc, service: point_service,
     }
-
-    fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<dyn CouponApi> {
-        Arc::new(coupon::grpc::Client::new(channel, timeout, breaker))
+    TimesaleRole {
+        api: TimesaleApi, role: Timesale, module: timesale,
+        config: timesale.service, static_url: timesale_grpc, service: timesale_service,
     }
 }
 
-impl ServiceRole for PointRole {
-    type Api = dyn PointApi;
-    const ROLE: Role = Role::Point;
-    const SCHEMA: Schema = Schema::Point;
-
-    fn config(cfg: &Config) -> &ServiceConfig {
-        &cfg.point.service
+async fn coupon_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn CouponApi> {
+    let admission = Arc::new(coupon::admission::RedisAdmission::new(sh.redis.clone()));
+    let svc = Arc::new(CouponService::new(pool, admission, sh.clock.clone()));
+    // Rebuild counters that Redis lost (a restart of Redis, a flush).
+    match svc.reconcile_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
     }
-
-    fn static_url(gateway: &GatewayConfig) -> &str {
-        &gateway.point_grpc
-    }
-
-    async fn service(
-        sh: &Shared,
-        pool: PgPool,
-        _: &mut JoinSet<anyhow::Result<()>>,
-    ) -> Arc<dyn PointApi> {
-        let limits = point::Limits {
-            max_amount: sh.cfg.point.max_earn_amount,
-            cache_ttl_secs: sh.cfg.point.cache_ttl_secs,
-        };
-        let redis = Some(sh.redis.clone());
-        Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits))
-    }
-
-    fn rest(api: Arc<dyn PointApi>) -> Router {
-        point::http::routes(api)
-    }
-
-    fn grpc(api: Arc<dyn PointApi>) -> impl GrpcService {
-        point::grpc::server(api)
-    }
-
-    fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<dyn PointApi> {
-        Arc::new(point::grpc::Client::new(channel, timeout, breaker))
-    }
+    svc
 }
 
-impl ServiceRole for TimesaleRole {
-    type Api = dyn TimesaleApi;
-    const ROLE: Role = Role::Timesale;
-    const SCHEMA: Schema = Schema::Timesale;
+async fn point_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn PointApi> {
+    let limits = point::Limits {
+        max_amount: sh.cfg.point.max_earn_amount,
+        cache_ttl_secs: sh.cfg.point.cache_ttl_secs,
+    };
+    let redis = Some(sh.redis.clone());
+    Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits))
+}
 
-    fn config(cfg: &Config) -> &ServiceConfig {
-        &cfg.timesale.service
+async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn TimesaleApi> {
+    let inventory = Arc::new(timesale::inventory::RedisInventory::new(sh.redis.clone()));
+    let svc = Arc::new(TimesaleService::new(pool, inventory, sh.clock.clone()));
+    // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
+    // live counters are kept, so a restart of promod never resets stock.
+    match svc.rebuild_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
     }
-
-    fn static_url(gateway: &GatewayConfig) -> &str {
-        &gateway.timesale_grpc
-    }
-
-    async fn service(
-        sh: &Shared,
-        pool: PgPool,
-        tasks: &mut JoinSet<anyhow::Result<()>>,
-    ) -> Arc<dyn TimesaleApi> {
-        let inventory = Arc::new(timesale::inventory::RedisInventory::new(sh.redis.clone()));
-        let svc = Arc::new(TimesaleService::new(pool, inventory, sh.clock.clone()));
-        // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
-        // live counters are kept, so a restart of promod never resets stock.
-        match svc.rebuild_all(false).await {
-            Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
-        }
-        let every = Duration::from_secs(sh.cfg.timesale.remaining_sync_interval_secs.max(1));
-        let (sync, sync_shutdown) = (svc.clone(), sh.shutdown.clone());
-        tasks.spawn(async move {
-            sync.run_sync(every, sync_shutdown).await;
-            Ok(())
-        });
-        svc
-    }
-
-    fn rest(api: Arc<dyn TimesaleApi>) -> Router {
-        timesale::http::routes(api)
-    }
-
-    fn grpc(api: Arc<dyn TimesaleApi>) -> impl GrpcService {
-        timesale::grpc::server(api)
-    }
-
-    fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<dyn TimesaleApi> {
-        Arc::new(timesale::grpc::Client::new(channel, timeout, breaker))
-    }
+    let every = Duration::from_secs(sh.cfg.timesale.remaining_sync_interval_secs.max(1));
+    let (sync, sync_shutdown) = (svc.clone(), sh.shutdown.clone());
+    tasks.spawn(async move {
+        sync.run_sync(every, sync_shutdown).await;
+        Ok(())
+    });
+    svc
 }
 
 /// Starts a service role: its database and ports first, then its service,
 /// REST and gRPC ports, etcd registration and outbox relay.
 async fn start_service<R: ServiceRole>(
     sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     bound: &mut Bound,
 ) -> anyhow::Result<Arc<R::Api>> {
     let (name, cfg) = (R::ROLE.as_str(), R::config(&sh.cfg));
@@ -623,7 +548,7 @@ struct Apis {
 
 async fn start_gateway(
     sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     bound: &mut Bound,
     local: Local,
 ) -> anyhow::Result<()> {
@@ -687,10 +612,7 @@ fn gateway_router(sh: &Shared, users: Users, pool: PgPool, apis: Apis) -> anyhow
 
 /// Starts every enabled role and returns their tasks. Dependencies are checked
 /// and ports bound here, so a bad start fails before anything serves.
-pub async fn start(
-    cfg: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(JoinSet<anyhow::Result<()>>, Bound)> {
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(Tasks, Bound)> {
     crate::metrics::handle();
     let clock = Arc::new(OffsetClock::default());
     clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
