@@ -4,6 +4,8 @@
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +100,139 @@ pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
         )),
         _ => Ok(-original.delta),
     }
+}
+
+/// One change of a group-committed batch, as its decision sees it. `K` is
+/// the idempotency key (with its owner): any value that compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMember<K> {
+    pub user_id: Uuid,
+    pub delta: i64,
+    /// The transaction this change cancels, if it is a CANCEL.
+    pub cancels: Option<Uuid>,
+    pub key: Option<K>,
+    pub at: DateTime<Utc>,
+}
+
+/// A balance row as the batch read it under its lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceRow {
+    pub balance: i64,
+    pub version: i64,
+}
+
+/// What was committed before the batch, read under the balance rows' locks.
+#[derive(Debug, Clone)]
+pub struct Committed<K> {
+    /// The rows that exist; a user without one starts at balance and version 0.
+    pub rows: HashMap<Uuid, BalanceRow>,
+    /// Transactions that already have a CANCEL.
+    pub cancelled: HashSet<Uuid>,
+    /// Idempotency keys already used.
+    pub keys: HashSet<K>,
+}
+
+/// The decision on one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Stored: the balance after it and the row's version at that point.
+    Applied {
+        balance: i64,
+        version: i64,
+    },
+    /// Its key was used before (committed, or by an earlier member).
+    Duplicate,
+    Refused(DomainError),
+}
+
+/// A balance row the batch moved, to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowChange {
+    pub user_id: Uuid,
+    /// The version read under the lock (the write is conditional on it), or
+    /// `None` when the row is new.
+    pub was: Option<i64>,
+    pub balance: i64,
+    pub version: i64,
+    /// The latest time of the changes applied to it.
+    pub at: DateTime<Utc>,
+}
+
+/// The decisions of a batch, one per member in batch order, and the rows
+/// they moved, sorted by user (so that concurrent writers meet in one order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchDecision {
+    pub decisions: Vec<Decision>,
+    pub rows: Vec<RowChange>,
+}
+
+impl BatchDecision {
+    /// Whether any member is to be stored.
+    pub fn applies_any(&self) -> bool {
+        self.decisions
+            .iter()
+            .any(|d| matches!(d, Decision::Applied { .. }))
+    }
+}
+
+/// Decides a batch: members apply in batch order, each on the balance the
+/// previous ones left, exactly as if they had committed one by one. A refused
+/// or duplicate member changes nothing, and never claims its key, so the
+/// client may retry.
+pub fn decide_batch<K: Eq + Hash + Clone>(
+    committed: Committed<K>,
+    members: &[BatchMember<K>],
+) -> BatchDecision {
+    let Committed {
+        rows,
+        mut cancelled,
+        mut keys,
+    } = committed;
+    let mut moved: HashMap<Uuid, RowChange> = HashMap::new();
+    let decisions = members
+        .iter()
+        .map(|m| {
+            if m.key.as_ref().is_some_and(|k| keys.contains(k)) {
+                return Decision::Duplicate;
+            }
+            if m.cancels.is_some_and(|orig| cancelled.contains(&orig)) {
+                return Decision::Refused(DomainError::AlreadyCancelled);
+            }
+            let (balance, version) = match moved.get(&m.user_id) {
+                Some(r) => (r.balance, r.version),
+                None => rows
+                    .get(&m.user_id)
+                    .map_or((0, 0), |r| (r.balance, r.version)),
+            };
+            let balance = match apply(balance, m.delta) {
+                Ok(b) => b,
+                Err(e) => return Decision::Refused(e),
+            };
+            let row = moved.entry(m.user_id).or_insert_with(|| RowChange {
+                user_id: m.user_id,
+                was: rows.get(&m.user_id).map(|r| r.version),
+                balance,
+                version,
+                at: m.at,
+            });
+            row.balance = balance;
+            row.version = version + 1;
+            row.at = row.at.max(m.at);
+            if let Some(k) = &m.key {
+                keys.insert(k.clone());
+            }
+            if let Some(orig) = m.cancels {
+                cancelled.insert(orig);
+            }
+            Decision::Applied {
+                balance,
+                version: row.version,
+            }
+        })
+        .collect();
+    let mut rows: Vec<RowChange> = moved.into_values().collect();
+    rows.sort_unstable_by_key(|r| r.user_id);
+    BatchDecision { decisions, rows }
 }
 
 /// A request to earn or use points, as it arrives; the service validates it
@@ -195,5 +330,214 @@ mod tests {
         assert_eq!(c.validate(4).unwrap_err().field(), Some("amount"));
         c.reference = Some("x".repeat(201));
         assert_eq!(c.validate(10).unwrap_err().field(), Some("reference"));
+    }
+
+    mod batch {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        type Key = u8;
+
+        fn user(i: u8) -> Uuid {
+            Uuid::from_u128(u128::from(i) + 1)
+        }
+
+        fn member() -> impl Strategy<Value = BatchMember<Key>> {
+            let delta = prop_oneof![
+                8 => -50i64..50,
+                1 => Just(i64::MAX),
+                1 => Just(i64::MIN + 1),
+            ];
+            (
+                0u8..3,
+                delta,
+                proptest::option::weighted(0.3, 0u8..4),
+                proptest::option::weighted(0.5, 0u8..4),
+                0i64..1000,
+            )
+                .prop_map(|(u, delta, cancels, key, ms)| BatchMember {
+                    user_id: user(u),
+                    delta,
+                    cancels: cancels.map(|c| Uuid::from_u128(1000 + u128::from(c))),
+                    key,
+                    at: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms),
+                })
+        }
+
+        fn committed() -> impl Strategy<Value = Committed<Key>> {
+            (
+                proptest::collection::hash_map(0u8..3, (0i64..100, 1i64..10), 0..3),
+                proptest::collection::hash_set(0u8..4, 0..2),
+                proptest::collection::hash_set(0u8..4, 0..2),
+            )
+                .prop_map(|(rows, cancelled, keys)| Committed {
+                    rows: rows
+                        .into_iter()
+                        .map(|(u, (balance, version))| (user(u), BalanceRow { balance, version }))
+                        .collect(),
+                    cancelled: cancelled
+                        .into_iter()
+                        .map(|c| Uuid::from_u128(1000 + u128::from(c)))
+                        .collect(),
+                    keys,
+                })
+        }
+
+        fn start(c: &Committed<Key>, u: Uuid) -> BalanceRow {
+            c.rows.get(&u).copied().unwrap_or(BalanceRow {
+                balance: 0,
+                version: 0,
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn balances_chain_and_never_go_negative(
+                c in committed(),
+                members in proptest::collection::vec(member(), 0..24),
+            ) {
+                let d = decide_batch(c.clone(), &members);
+                prop_assert_eq!(d.decisions.len(), members.len());
+                let mut now: HashMap<Uuid, BalanceRow> = HashMap::new();
+                for (m, decision) in members.iter().zip(&d.decisions) {
+                    let prev = now.get(&m.user_id).copied().unwrap_or(start(&c, m.user_id));
+                    match decision {
+                        Decision::Applied { balance, version } => {
+                            prop_assert!(*balance >= 0);
+                            prop_assert_eq!(Some(*balance), prev.balance.checked_add(m.delta));
+                            prop_assert_eq!(*version, prev.version + 1);
+                            now.insert(m.user_id, BalanceRow { balance: *balance, version: *version });
+                        }
+                        Decision::Refused(DomainError::InsufficientBalance) => {
+                            prop_assert!(prev.balance.checked_add(m.delta).is_some_and(|b| b < 0));
+                        }
+                        Decision::Refused(DomainError::Validation { .. }) => {
+                            prop_assert!(prev.balance.checked_add(m.delta).is_none());
+                        }
+                        Decision::Refused(DomainError::AlreadyCancelled) => {
+                            prop_assert!(m.cancels.is_some());
+                        }
+                        Decision::Duplicate => prop_assert!(m.key.is_some()),
+                        Decision::Refused(e) => prop_assert!(false, "unexpected refusal {e:?}"),
+                    }
+                }
+                // The rows to write are exactly the users moved, at their last balance.
+                let mut users: Vec<&Uuid> = now.keys().collect();
+                users.sort();
+                prop_assert_eq!(d.rows.iter().map(|r| &r.user_id).collect::<Vec<_>>(), users);
+                for r in &d.rows {
+                    let last = now[&r.user_id];
+                    prop_assert_eq!((r.balance, r.version), (last.balance, last.version));
+                    prop_assert_eq!(r.was, c.rows.get(&r.user_id).map(|s| s.version));
+                    prop_assert!(r.balance >= 0);
+                }
+            }
+
+            #[test]
+            fn cancels_and_keys_take_effect_at_most_once(
+                c in committed(),
+                members in proptest::collection::vec(member(), 0..24),
+            ) {
+                let d = decide_batch(c.clone(), &members);
+                let applied = || members.iter().zip(&d.decisions)
+                    .filter(|(_, d)| matches!(d, Decision::Applied { .. }))
+                    .map(|(m, _)| m);
+                let mut cancelled = c.cancelled.clone();
+                for orig in applied().filter_map(|m| m.cancels) {
+                    prop_assert!(cancelled.insert(orig), "{orig} cancelled twice");
+                }
+                let mut keys = c.keys.clone();
+                for (m, decision) in members.iter().zip(&d.decisions) {
+                    let Some(k) = m.key else { continue };
+                    // A key is a duplicate exactly when it was used before.
+                    prop_assert_eq!(keys.contains(&k), *decision == Decision::Duplicate);
+                    if matches!(decision, Decision::Applied { .. }) {
+                        keys.insert(k);
+                    }
+                }
+            }
+
+            #[test]
+            fn refusals_change_nothing(
+                c in committed(),
+                members in proptest::collection::vec(member(), 0..24),
+            ) {
+                let d = decide_batch(c.clone(), &members);
+                let kept: Vec<BatchMember<Key>> = members.iter().zip(&d.decisions)
+                    .filter(|(_, d)| matches!(d, Decision::Applied { .. }))
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                let alone = decide_batch(c, &kept);
+                let applied: Vec<&Decision> = d.decisions.iter()
+                    .filter(|d| matches!(d, Decision::Applied { .. }))
+                    .collect();
+                prop_assert_eq!(alone.decisions.iter().collect::<Vec<_>>(), applied);
+                prop_assert_eq!(&alone.rows, &d.rows);
+                prop_assert_eq!(alone.applies_any(), !kept.is_empty());
+            }
+        }
+
+        #[test]
+        fn a_batch_decides_in_order_on_the_running_balance() {
+            let u = user(0);
+            let at = DateTime::<Utc>::UNIX_EPOCH;
+            let m = |delta, cancels, key| BatchMember {
+                user_id: u,
+                delta,
+                cancels,
+                key,
+                at,
+            };
+            let orig = Uuid::from_u128(7);
+            let c = Committed {
+                rows: HashMap::from([(
+                    u,
+                    BalanceRow {
+                        balance: 10,
+                        version: 3,
+                    },
+                )]),
+                cancelled: HashSet::new(),
+                keys: HashSet::from([9]),
+            };
+            let d = decide_batch(
+                c,
+                &[
+                    m(-15, None, Some(1)),
+                    m(20, None, Some(1)),
+                    m(-15, None, Some(1)),
+                    m(-15, Some(orig), None),
+                    m(-1, Some(orig), None),
+                    m(1, None, Some(9)),
+                ],
+            );
+            assert_eq!(
+                d.decisions,
+                vec![
+                    Decision::Refused(DomainError::InsufficientBalance),
+                    Decision::Applied {
+                        balance: 30,
+                        version: 4
+                    },
+                    Decision::Duplicate,
+                    Decision::Applied {
+                        balance: 15,
+                        version: 5
+                    },
+                    Decision::Refused(DomainError::AlreadyCancelled),
+                    Decision::Duplicate,
+                ]
+            );
+            assert_eq!(
+                d.rows,
+                vec![RowChange {
+                    user_id: u,
+                    was: Some(3),
+                    balance: 15,
+                    version: 5,
+                    at
+                }]
+            );
+        }
     }
 }

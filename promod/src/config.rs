@@ -1,20 +1,25 @@
 //! Configuration: defaults < TOML file < `PROMO_*` env (`__` nests) < CLI flags.
 //! Every default works with `scripts/services.sh`.
+//!
+//! Secrets never print: the JWT secret and the bootstrap admin password are
+//! not serialized at all, and a URL's password is serialized as `***`. Debug
+//! prints what Serialize writes, so it redacts the same way.
 
 use crate::roles::RoleSet;
-use figment::providers::{Format, Serialized, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use promo_store::urls;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub roles: RoleSet,
     pub log: LogConfig,
+    #[serde(serialize_with = "ser_url")]
     pub redis_url: String,
     /// Kafka bootstrap servers; empty disables publishing (events wait in the outbox).
     pub kafka_brokers: String,
@@ -25,10 +30,10 @@ pub struct Config {
     /// The advertised host of this process's gRPC endpoints in etcd.
     pub advertise_host: String,
     /// HS256 signing secret, at least 32 bytes. Never logged.
-    #[serde(serialize_with = "ser_secret")]
+    #[serde(skip_serializing, deserialize_with = "de_secret")]
     pub jwt_secret: SecretString,
     pub bootstrap_admin_email: Option<String>,
-    #[serde(serialize_with = "ser_opt_secret")]
+    #[serde(skip_serializing, deserialize_with = "de_opt_secret")]
     pub bootstrap_admin_password: Option<SecretString>,
     /// Call in-process when the gateway and a service share a process.
     pub in_process: bool,
@@ -54,15 +59,16 @@ pub struct LogConfig {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ServiceConfig {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
+    #[serde(serialize_with = "ser_url")]
     pub database_url: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PointConfig {
     #[serde(flatten)]
@@ -71,7 +77,7 @@ pub struct PointConfig {
     pub cache_ttl_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TimesaleConfig {
     #[serde(flatten)]
@@ -79,10 +85,11 @@ pub struct TimesaleConfig {
     pub remaining_sync_interval_secs: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GatewayConfig {
     pub http_addr: SocketAddr,
+    #[serde(serialize_with = "ser_url")]
     pub database_url: String,
     pub access_ttl_secs: i64,
     pub refresh_ttl_secs: i64,
@@ -270,19 +277,81 @@ impl Default for OutboxConfig {
     }
 }
 
-fn ser_secret<S: serde::Serializer>(s: &SecretString, ser: S) -> Result<S::Ok, S::Error> {
-    ser.serialize_str(s.expose_secret())
+/// `scheme://user:password@host/..` with the password replaced by `***`.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let Some((user, _)) = authority
+        .rsplit_once('@')
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+    else {
+        return url.into();
+    };
+    let host_and_path = &rest[authority.rfind('@').map_or(0, |at| at + 1)..];
+    format!("{scheme}://{user}:***@{host_and_path}").into()
 }
 
-fn ser_opt_secret<S: serde::Serializer>(
-    s: &Option<SecretString>,
-    ser: S,
-) -> Result<S::Ok, S::Error> {
-    match s {
-        Some(s) => ser.serialize_some(s.expose_secret()),
-        None => ser.serialize_none(),
+fn ser_url<S: serde::Serializer>(url: &str, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(&redact_url(url))
+}
+
+/// The text of a secret. Env values arrive parsed, so a secret of digits (a
+/// password such as `12345678`) comes as a number and is taken back as text.
+struct SecretText(String);
+
+impl<'de> Deserialize<'de> for SecretText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = SecretText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SecretText, E> {
+                Ok(SecretText(v.to_string()))
+            }
+        }
+        d.deserialize_any(Text)
     }
 }
+
+fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
+    SecretText::deserialize(d).map(|s| s.0.into())
+}
+
+fn de_opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    Option::<SecretText>::deserialize(d).map(|s| s.map(|s| s.0.into()))
+}
+
+/// Debug prints what Serialize writes, which holds no secret.
+macro_rules! debug_as_serialized {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Debug for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_string(self) {
+                    Ok(json) => write!(f, "{} {json}", stringify!($t)),
+                    Err(e) => write!(f, "{} (unprintable: {e})", stringify!($t)),
+                }
+            }
+        }
+    )*};
+}
+
+debug_as_serialized!(
+    Config,
+    ServiceConfig,
+    PointConfig,
+    TimesaleConfig,
+    GatewayConfig
+);
 
 /// Overrides from the command line, the last layer.
 #[derive(Debug, Default, Clone, Serialize)]
@@ -310,13 +379,10 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Layers the sources and validates the result. `env` is passed in so that
-    /// tests do not depend on the process environment.
-    pub fn load(
-        file: Option<&std::path::Path>,
-        env: &[(String, String)],
-        cli: &CliOverrides,
-    ) -> Result<Config, ConfigError> {
+    /// Layers the sources and validates the result. The env layer reads the
+    /// process environment: `PROMO_A__B=v` sets `a.b`, and its values are
+    /// parsed (`7`, `true`, `[..]`); `PROMO_TEST_*` belong to the tests.
+    pub fn load(file: Option<&std::path::Path>, cli: &CliOverrides) -> Result<Config, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
@@ -332,9 +398,12 @@ impl Config {
             toml_check(&text, path)?;
             fig = fig.merge(Toml::string(&text));
         }
-        fig = fig.merge(Serialized::defaults(env_layer(env)));
-        fig = fig.merge(Serialized::defaults(cli));
+        let env = Env::prefixed("PROMO_")
+            .filter(|k| !k.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__");
         let cfg: Config = fig
+            .merge(env)
+            .merge(Serialized::defaults(cli))
             .extract_lossy()
             .map_err(|e| ConfigError::Invalid(e.to_string().to_lowercase()))?;
         cfg.validate()?;
@@ -364,48 +433,6 @@ impl Config {
     }
 }
 
-/// `PROMO_A__B=v` becomes `{a: {b: v}}`.
-fn env_layer(env: &[(String, String)]) -> toml::Table {
-    let mut root = toml::Table::new();
-    for (key, value) in env {
-        let Some(rest) = key.strip_prefix("PROMO_") else {
-            continue;
-        };
-        if rest.starts_with("TEST_") {
-            continue;
-        }
-        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        // Scalars stay strings (`extract_lossy` converts "3" or "true" where a
-        // number or bool is expected); only `[..]` is read as a TOML array.
-        let parsed = value
-            .trim_start()
-            .starts_with('[')
-            .then(|| format!("v = {value}").parse::<toml::Table>().ok())
-            .flatten()
-            .and_then(|mut t| t.remove("v"))
-            .unwrap_or_else(|| toml::Value::String(value.clone()));
-        insert_path(&mut root, &path, parsed);
-    }
-    root
-}
-
-fn insert_path(node: &mut toml::Table, path: &[String], value: toml::Value) {
-    match path {
-        [] => {}
-        [last] => {
-            node.insert(last.clone(), value);
-        }
-        [head, rest @ ..] => {
-            let child = node
-                .entry(head.clone())
-                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            if let toml::Value::Table(t) = child {
-                insert_path(t, rest, value);
-            }
-        }
-    }
-}
-
 fn toml_check(text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
     text.parse::<toml::Table>()
         .map(|_| ())
@@ -413,99 +440,208 @@ fn toml_check(text: &str, path: &std::path::Path) -> Result<(), ConfigError> {
 }
 
 #[cfg(test)]
+// Jail's closures return figment's own (large) error type.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use crate::roles::Role;
-    use std::io::Write;
+    use figment::Jail;
+    use std::path::Path;
 
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, val)| (k.to_string(), val.to_string()))
-            .collect();
-        v.push(("PROMO_JWT_SECRET".into(), "s".repeat(32)));
-        v
+    const SECRET: &str = "jwt-secret-jwt-secret-jwt-secret-jwt";
+
+    /// A jail with only the variables a test sets (and the secret every load needs).
+    fn jail(test: impl FnOnce(&mut Jail) -> figment::Result<()>) {
+        Jail::expect_with(|j| {
+            j.clear_env();
+            j.set_env("PROMO_JWT_SECRET", SECRET);
+            test(j)
+        });
     }
 
-    fn file(text: &str) -> tempfile_path::TempPath {
-        let p = std::env::temp_dir().join(format!("promod-cfg-{}.toml", uuid::Uuid::new_v4()));
-        std::fs::File::create(&p)
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        tempfile_path::TempPath(p)
+    fn load(file: Option<&str>, cli: &CliOverrides) -> Result<Config, ConfigError> {
+        Config::load(file.map(Path::new), cli)
     }
 
-    mod tempfile_path {
-        pub struct TempPath(pub std::path::PathBuf);
-        impl Drop for TempPath {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_file(&self.0);
-            }
-        }
+    fn no_cli() -> CliOverrides {
+        CliOverrides::default()
     }
 
     #[test]
     fn defaults_then_file_then_env_then_cli() {
-        let c = Config::load(None, &env(&[]), &CliOverrides::default()).unwrap();
-        assert_eq!(c.gateway.http_addr.port(), 4000);
-        assert_eq!(c.log.format, "text");
+        jail(|j| {
+            let c = load(None, &no_cli()).unwrap();
+            assert_eq!(c.gateway.http_addr.port(), 4000);
+            assert_eq!(c.log.format, "text");
+            assert_eq!(
+                c.point.service.database_url,
+                Config::default().point.service.database_url
+            );
 
-        let f = file("log = { format = \"json\", level = \"debug\" }\nroles = \"coupon\"\n[coupon]\nhttp_addr = \"127.0.0.1:3101\"\n");
-        let c = Config::load(Some(&f.0), &env(&[]), &CliOverrides::default()).unwrap();
-        assert_eq!(c.log.format, "json");
-        assert_eq!(c.coupon.http_addr.port(), 3101);
-        assert!(c.roles.has(Role::Coupon) && !c.roles.has(Role::Gateway));
+            j.create_file(
+                "promod.toml",
+                "log = { format = \"json\", level = \"debug\" }\nroles = \"coupon\"\n\
+                 [coupon]\nhttp_addr = \"127.0.0.1:3101\"\n",
+            )?;
+            let c = load(Some("promod.toml"), &no_cli()).unwrap();
+            assert_eq!(c.log.format, "json");
+            assert_eq!(c.coupon.http_addr.port(), 3101);
+            assert!(c.roles.has(Role::Coupon) && !c.roles.has(Role::Gateway));
 
-        let e = env(&[
-            ("PROMO_LOG__LEVEL", "warn"),
-            ("PROMO_ROLES", "gateway,point"),
-            ("PROMO_DB_MAX_CONNECTIONS", "7"),
-        ]);
-        let c = Config::load(Some(&f.0), &e, &CliOverrides::default()).unwrap();
-        assert_eq!(c.log.level, "warn");
+            j.set_env("PROMO_LOG__LEVEL", "warn");
+            j.set_env("PROMO_ROLES", "gateway,point");
+            j.set_env("PROMO_DB_MAX_CONNECTIONS", "7");
+            j.set_env("PROMO_COUPON__HTTP_ADDR", "127.0.0.1:3201");
+            let c = load(Some("promod.toml"), &no_cli()).unwrap();
+            assert_eq!(c.log.level, "warn");
+            assert_eq!(
+                c.log.format, "json",
+                "file value survives where env is silent"
+            );
+            assert_eq!(c.coupon.http_addr.port(), 3201, "env beats the file");
+            assert_eq!(c.db_max_connections, 7);
+            assert!(c.roles.has(Role::Point) && !c.roles.has(Role::Coupon));
+
+            let cli = CliOverrides {
+                roles: Some("timesale".into()),
+                log: Some(LogOverrides {
+                    format: Some("text".into()),
+                    level: None,
+                }),
+                kafka_brokers: None,
+            };
+            let c = load(Some("promod.toml"), &cli).unwrap();
+            assert_eq!(c.log.format, "text");
+            assert_eq!(
+                c.log.level, "warn",
+                "env value survives where cli is silent"
+            );
+            assert!(c.roles.has(Role::Timesale) && !c.roles.has(Role::Point));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn env_nests_with_double_underscores() {
+        jail(|j| {
+            let url = "postgres://promo@db.internal:5432/coupons";
+            j.set_env("PROMO_COUPON__DATABASE_URL", url);
+            j.set_env("PROMO_POINT__MAX_EARN_AMOUNT", "500");
+            j.set_env("PROMO_GATEWAY__RATE_LIMIT__ENABLED", "false");
+            j.set_env(
+                "PROMO_GATEWAY__CORS_ORIGINS",
+                "[\"https://a.test\", \"https://b.test\"]",
+            );
+            // Not config: the tests' own variables and the file path.
+            j.set_env("PROMO_TEST_KAFKA", "127.0.0.1:9");
+            j.set_env("PROMO_CONFIG", "elsewhere.toml");
+            let c = load(None, &no_cli()).unwrap();
+            assert_eq!(c.coupon.database_url, url);
+            assert_eq!(c.point.max_earn_amount, 500);
+            assert_eq!(
+                c.point.service.database_url,
+                Config::default().point.service.database_url,
+                "a flattened section keeps its own defaults"
+            );
+            assert!(!c.gateway.rate_limit.enabled);
+            assert_eq!(c.gateway.cors_origins, ["https://a.test", "https://b.test"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_of_digits_stay_text() {
+        jail(|j| {
+            let digits = "1".repeat(40);
+            j.set_env("PROMO_JWT_SECRET", &digits);
+            j.set_env("PROMO_BOOTSTRAP_ADMIN_PASSWORD", "12345678");
+            let c = load(None, &no_cli()).unwrap();
+            assert_eq!(c.jwt_secret.expose_secret(), digits);
+            let pw = c.bootstrap_admin_password.unwrap();
+            assert_eq!(pw.expose_secret(), "12345678");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn printed_config_holds_no_secret() {
+        jail(|j| {
+            j.set_env("PROMO_BOOTSTRAP_ADMIN_PASSWORD", "admin-pass-word");
+            j.set_env(
+                "PROMO_GATEWAY__DATABASE_URL",
+                "postgres://gw:db-pass-word@h:5432/gateway_db",
+            );
+            j.set_env(
+                "PROMO_POINT__DATABASE_URL",
+                "postgres://pt:db-pass-word@h/point_db",
+            );
+            j.set_env("PROMO_REDIS_URL", "redis://:redis-pass-word@h:6379/0");
+            let c = load(None, &no_cli()).unwrap();
+            assert_eq!(
+                c.bootstrap_admin_password.as_ref().unwrap().expose_secret(),
+                "admin-pass-word"
+            );
+            assert!(c.redis_url.contains("redis-pass-word"), "loaded in clear");
+            let printed = [
+                format!("{c:?}"),
+                format!("{:?}", c.gateway),
+                format!("{:?}", c.point),
+                serde_json::to_string(&c).unwrap(),
+                toml::to_string(&c).unwrap(),
+            ];
+            for p in &printed {
+                for secret in [SECRET, "admin-pass-word", "db-pass-word", "redis-pass-word"] {
+                    assert!(!p.contains(secret), "{secret} printed in {p}");
+                }
+            }
+            assert!(
+                printed[0].contains("postgres://gw:***@h:5432/gateway_db"),
+                "{}",
+                printed[0]
+            );
+            assert!(
+                printed[0].contains("redis://:***@h:6379/0"),
+                "{}",
+                printed[0]
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn urls_lose_only_their_password() {
         assert_eq!(
-            c.log.format, "json",
-            "file value survives where env is silent"
+            redact_url("postgres://u:p@h:1/db?x=1"),
+            "postgres://u:***@h:1/db?x=1"
         );
-        assert_eq!(c.db_max_connections, 7);
-        assert!(c.roles.has(Role::Point) && !c.roles.has(Role::Coupon));
-
-        let cli = CliOverrides {
-            roles: Some("timesale".into()),
-            log: Some(LogOverrides {
-                format: Some("text".into()),
-                level: None,
-            }),
-            kafka_brokers: None,
-        };
-        let c = Config::load(Some(&f.0), &e, &cli).unwrap();
-        assert_eq!(c.log.format, "text");
-        assert_eq!(
-            c.log.level, "warn",
-            "env value survives where cli is silent"
-        );
-        assert!(c.roles.has(Role::Timesale) && !c.roles.has(Role::Point));
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("http://h/p@q:r"), "http://h/p@q:r");
+        assert_eq!(redact_url("u:p@h"), "u:p@h");
     }
 
     #[test]
     fn bad_input_is_one_clear_error() {
-        let f = file("roles = [\n");
-        let e = Config::load(Some(&f.0), &env(&[]), &CliOverrides::default()).unwrap_err();
-        assert!(e.to_string().contains("malformed toml"), "{e}");
-        let e = Config::load(
-            None,
-            &env(&[("PROMO_ROLES", "gateway,bogus")]),
-            &CliOverrides::default(),
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
-        let short = vec![("PROMO_JWT_SECRET".to_string(), "short".to_string())];
-        let e = Config::load(None, &short, &CliOverrides::default()).unwrap_err();
-        assert!(e.to_string().contains("at least 32 bytes"), "{e}");
-        assert!(
-            !e.to_string().contains("short\""),
-            "the secret itself is not echoed"
-        );
+        jail(|j| {
+            j.create_file("bad.toml", "roles = [\n")?;
+            let e = load(Some("bad.toml"), &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("malformed toml"), "{e}");
+            let e = load(Some("missing.toml"), &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("does not exist"), "{e}");
+
+            j.set_env("PROMO_ROLES", "gateway,bogus");
+            let e = load(None, &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("bogus"), "{e}");
+
+            j.set_env("PROMO_ROLES", "gateway");
+            j.set_env("PROMO_JWT_SECRET", "short");
+            let e = load(None, &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("at least 32 bytes"), "{e}");
+            assert!(
+                !e.to_string().contains("short\""),
+                "the secret itself is not echoed"
+            );
+            Ok(())
+        });
     }
 }

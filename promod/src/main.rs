@@ -44,8 +44,7 @@ fn main() -> ExitCode {
         }),
         kafka_brokers: cli.kafka_brokers,
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let config = match Config::load(cli.config.as_deref(), &env, &overrides) {
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("promod: {e}");

@@ -1,7 +1,7 @@
 //! Starts the enabled roles and runs them until the shutdown token fires, then
 //! drains: listeners stop accepting, in-flight requests finish, relays flush.
 
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, GatewayConfig, ServiceConfig};
 use crate::coupon::{self, CouponApi, CouponService};
 use crate::db::{self, Schema};
 use crate::gateway::rate_limit::{self, RateLimiter};
@@ -26,6 +26,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tonic::service::Routes;
 use tonic::transport::Channel;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -57,6 +58,9 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for {what} (port in use?)"))
 }
 
+/// The tasks of a running promod; any ending early stops it.
+pub type Tasks = JoinSet<anyhow::Result<()>>;
+
 /// What a running promod exposes to tests: the bound addresses and the clock.
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
@@ -71,16 +75,28 @@ pub struct Bound {
     pub clock: Arc<OffsetClock>,
 }
 
+impl Bound {
+    fn set(&mut self, role: Role, http: Option<SocketAddr>, grpc: Option<SocketAddr>) {
+        let (h, g) = match role {
+            Role::Coupon => (&mut self.coupon_http, &mut self.coupon_grpc),
+            Role::Point => (&mut self.point_http, &mut self.point_grpc),
+            Role::Timesale => (&mut self.timesale_http, &mut self.timesale_grpc),
+            Role::Gateway => {
+                self.gateway_http = http;
+                return;
+            }
+        };
+        (*h, *g) = (http, grpc);
+    }
+}
+
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (tasks, _bound) = start(cfg, shutdown.clone()).await?;
     join(tasks, shutdown).await
 }
 
 /// Waits for shutdown (or a task dying), then drains with a deadline.
-pub async fn join(
-    mut tasks: JoinSet<anyhow::Result<()>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn join(mut tasks: Tasks, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut first_err = None;
     tokio::select! {
         _ = shutdown.cancelled() => {}
@@ -165,7 +181,7 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
 /// no timer and so no header read timeout: a client that sends its request
 /// head byte by byte (or nothing at all) would hold its socket for ever.
 fn serve_http(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     listener: TcpListener,
     router: Router,
     cfg: &Config,
@@ -227,28 +243,17 @@ fn serve_http(
     });
 }
 
-fn serve_grpc<S>(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+fn serve_grpc(
+    tasks: &mut Tasks,
     listener: TcpListener,
-    svc: S,
+    routes: Routes,
     shutdown: CancellationToken,
-) where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
+) {
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .layer(request_id::GrpcLayer)
             .layer(crate::detach::DetachLayer)
-            .add_service(svc)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move { shutdown.cancelled().await },
@@ -259,7 +264,7 @@ fn serve_grpc<S>(
 }
 
 fn spawn_relay(
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     cfg: &Config,
     service: &'static str,
     pool: PgPool,
@@ -296,19 +301,25 @@ struct ServicePorts {
 }
 
 impl Shared {
+    /// A role's pool, its schema migrated.
+    async fn database(&self, url: &str, schema: Schema) -> anyhow::Result<PgPool> {
+        let pool = db::connect(
+            url,
+            self.cfg.db_max_connections,
+            self.cfg.db_acquire_timeout_ms,
+        )
+        .await?;
+        db::migrate(&pool, schema).await?;
+        Ok(pool)
+    }
+
     async fn prepare(
         &self,
         svc: &ServiceConfig,
         schema: Schema,
         name: &str,
     ) -> anyhow::Result<ServicePorts> {
-        let pool = db::connect(
-            &svc.database_url,
-            self.cfg.db_max_connections,
-            self.cfg.db_acquire_timeout_ms,
-        )
-        .await?;
-        db::migrate(&pool, schema).await?;
+        let pool = self.database(&svc.database_url, schema).await?;
         let http = bind(svc.http_addr, &format!("{name} rest")).await?;
         let grpc = bind(svc.grpc_addr, &format!("{name} grpc")).await?;
         Ok(ServicePorts { pool, http, grpc })
@@ -316,26 +327,14 @@ impl Shared {
 
     /// Serves a service role: its own REST port, gRPC, etcd registration and
     /// the outbox relay.
-    async fn launch<S>(
+    async fn launch(
         &self,
-        tasks: &mut JoinSet<anyhow::Result<()>>,
+        tasks: &mut Tasks,
         name: &'static str,
         ports: ServicePorts,
         rest: Router,
-        grpc: S,
-    ) -> anyhow::Result<()>
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+        grpc: Routes,
+    ) -> anyhow::Result<()> {
         let grpc_addr = ports.grpc.local_addr()?;
         let router = Router::new()
             .merge(rest.layer(from_fn_with_state(self.keys.clone(), h::require_auth)))
@@ -371,13 +370,14 @@ impl Shared {
         Ok(())
     }
 
-    /// The channel a gateway in another process uses to reach a service role:
-    /// watched in etcd, or the static address from config.
-    async fn remote(
-        &self,
-        name: &'static str,
-        static_url: &str,
-    ) -> anyhow::Result<(Channel, Arc<Breaker>, Duration)> {
+    /// The API a gateway routes to for role `R`: the one in this process when
+    /// calls stay in process, else a gRPC client whose channel is watched in
+    /// etcd, or the static address from config.
+    async fn api<R: ServiceRole>(&self, local: Option<Arc<R::Api>>) -> anyhow::Result<Arc<R::Api>> {
+        if let Some(api) = local.filter(|_| self.cfg.in_process) {
+            return Ok(api);
+        }
+        let name = R::ROLE.as_str();
         let timeout = Duration::from_millis(self.cfg.gateway.call_timeout_ms);
         let channel = match &self.etcd {
             Some(client) => {
@@ -390,10 +390,10 @@ impl Shared {
                 )
                 .await?
             }
-            None => discovery::static_channel(static_url, timeout)?,
+            None => discovery::static_channel(R::static_url(&self.cfg.gateway), timeout)?,
         };
         let breaker = Arc::new(Breaker::new(name, self.cfg.gateway.breaker.clone()));
-        Ok((channel, breaker, timeout))
+        Ok(R::client(channel, timeout, breaker))
     }
 }
 
@@ -405,86 +405,158 @@ struct Local {
     timesale: Option<Arc<dyn TimesaleApi>>,
 }
 
-async fn start_coupon(
-    sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    bound: &mut Bound,
-) -> anyhow::Result<Arc<dyn CouponApi>> {
-    let ports = sh.prepare(&sh.cfg.coupon, Schema::Coupon, "coupon").await?;
-    bound.coupon_http = ports.http.local_addr().ok();
-    bound.coupon_grpc = ports.grpc.local_addr().ok();
-    let admission = Arc::new(promo_store::stock::RedisStock::new(
-        sh.redis.clone(),
-    ));
-    let svc = Arc::new(CouponService::new(
-        ports.pool.clone(),
-        admission,
-        sh.clock.clone(),
-    ));
+/// What differs between the service roles while starting; the rest is
+/// [`start_service`] (the gateway's side is [`Shared::api`]).
+trait ServiceRole {
+    type Api: ?Sized + Send + Sync + 'static;
+    const ROLE: Role;
+    const SCHEMA: Schema;
+    fn config(cfg: &Config) -> &ServiceConfig;
+    /// The gRPC address a gateway in another process dials without etcd.
+    fn static_url(gateway: &GatewayConfig) -> &str;
+    /// The service on its database, its start-up work done and its background
+    /// tasks spawned.
+    async fn service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<Self::Api>;
+    fn rest(api: Arc<Self::Api>) -> Router;
+    fn grpc(api: Arc<Self::Api>) -> Routes;
+    fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<Self::Api>;
+}
+
+/// Implements [`ServiceRole`] for each role from what names its parts; the
+/// role modules share one layout (`http::routes`, `grpc::server`,
+/// `grpc::Client`).
+macro_rules! service_roles {
+    ($($ty:ident {
+        api: $api:ident, role: $role:ident, module: $m:ident,
+        config: $($cfg:ident).+, static_url: $url:ident, service: $build:ident $(,)?
+    })*) => {$(
+        struct $ty;
+
+        impl ServiceRole for $ty {
+            type Api = dyn $api;
+            const ROLE: Role = Role::$role;
+            const SCHEMA: Schema = Schema::$role;
+            fn config(cfg: &Config) -> &ServiceConfig {
+                &cfg.$($cfg).+
+            }
+            fn static_url(gateway: &GatewayConfig) -> &str {
+                &gateway.$url
+            }
+            async fn service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn $api> {
+                $build(sh, pool, tasks).await
+            }
+            fn rest(api: Arc<dyn $api>) -> Router {
+                $m::http::routes(api)
+            }
+            fn grpc(api: Arc<dyn $api>) -> Routes {
+                Routes::new($m::grpc::server(api))
+            }
+            fn client(channel: Channel, timeout: Duration, breaker: Arc<Breaker>) -> Arc<dyn $api> {
+                Arc::new($m::grpc::Client::new(channel, timeout, breaker))
+            }
+        }
+    )*};
+}
+
+service_roles! {
+    CouponRole {
+        api: CouponApi, role: Coupon, module: coupon,
+        config: coupon, static_url: coupon_grpc, service: coupon_service,
+    }
+    PointRole {
+        api: PointApi, role: Point, module: point,
+        config: point.service, static_url: point_grpc, service: point_service,
+    }
+    TimesaleRole {
+        api: TimesaleApi, role: Timesale, module: timesale,
+        config: timesale.service, static_url: timesale_grpc, service: timesale_service,
+    }
+}
+
+async fn coupon_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn CouponApi> {
+    let admission = Arc::new(promo_store::stock::RedisStock::new(sh.redis.clone()));
+    let svc = Arc::new(CouponService::new(pool, admission, sh.clock.clone()));
     // Rebuild counters that Redis lost (a restart of Redis, a flush).
     match svc.reconcile_all(false).await {
         Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
     }
-    let api: Arc<dyn CouponApi> = svc;
+    svc
+}
+
+async fn point_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn PointApi> {
+    let limits = point::Limits {
+        max_amount: sh.cfg.point.max_earn_amount,
+        cache_ttl_secs: sh.cfg.point.cache_ttl_secs,
+    };
+    let redis = Some(sh.redis.clone());
+    Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits))
+}
+
+async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn TimesaleApi> {
+    let inventory = Arc::new(promo_store::stock::RedisStock::new(sh.redis.clone()));
+    let svc = Arc::new(TimesaleService::new(pool, inventory, sh.clock.clone()));
+    // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
+    // live counters are kept, so a restart of promod never resets stock.
+    match svc.rebuild_all(false).await {
+        Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
+    }
+    let every = Duration::from_secs(sh.cfg.timesale.remaining_sync_interval_secs.max(1));
+    let (sync, sync_shutdown) = (svc.clone(), sh.shutdown.clone());
+    tasks.spawn(async move {
+        sync.run_sync(every, sync_shutdown).await;
+        Ok(())
+    });
+    svc
+}
+
+/// Starts a service role: its database and ports first, then its service,
+/// REST and gRPC ports, etcd registration and outbox relay.
+async fn start_service<R: ServiceRole>(
+    sh: &Shared,
+    tasks: &mut Tasks,
+    bound: &mut Bound,
+) -> anyhow::Result<Arc<R::Api>> {
+    let (name, cfg) = (R::ROLE.as_str(), R::config(&sh.cfg));
+    let ports = sh.prepare(cfg, R::SCHEMA, name).await?;
+    bound.set(
+        R::ROLE,
+        ports.http.local_addr().ok(),
+        ports.grpc.local_addr().ok(),
+    );
+    let api = R::service(sh, ports.pool.clone(), tasks).await;
     sh.launch(
         tasks,
-        "coupon",
+        name,
         ports,
-        coupon::http::routes(api.clone()),
-        coupon::grpc::server(api.clone()),
+        R::rest(api.clone()),
+        R::grpc(api.clone()),
     )
     .await?;
-    tracing::info!(http = %sh.cfg.coupon.http_addr, grpc = %sh.cfg.coupon.grpc_addr, "coupon role started");
+    tracing::info!(http = %cfg.http_addr, grpc = %cfg.grpc_addr, "{name} role started");
     Ok(api)
 }
 
-async fn start_point(
-    sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    bound: &mut Bound,
-) -> anyhow::Result<Arc<dyn PointApi>> {
-    let cfg = &sh.cfg.point;
-    let ports = sh.prepare(&cfg.service, Schema::Point, "point").await?;
-    bound.point_http = ports.http.local_addr().ok();
-    bound.point_grpc = ports.grpc.local_addr().ok();
-    let svc = PointService::new(
-        ports.pool.clone(),
-        Some(sh.redis.clone()),
-        sh.clock.clone(),
-        point::Limits {
-            max_amount: cfg.max_earn_amount,
-            cache_ttl_secs: cfg.cache_ttl_secs,
-        },
-    );
-    let api: Arc<dyn PointApi> = Arc::new(svc);
-    sh.launch(
-        tasks,
-        "point",
-        ports,
-        point::http::routes(api.clone()),
-        point::grpc::server(api.clone()),
-    )
-    .await?;
-    tracing::info!(http = %cfg.service.http_addr, grpc = %cfg.service.grpc_addr, "point role started");
-    Ok(api)
+/// The APIs the gateway routes to, in process or over gRPC.
+struct Apis {
+    coupon: Arc<dyn CouponApi>,
+    point: Arc<dyn PointApi>,
+    timesale: Arc<dyn TimesaleApi>,
 }
 
 async fn start_gateway(
     sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
+    tasks: &mut Tasks,
     bound: &mut Bound,
     local: Local,
 ) -> anyhow::Result<()> {
     let cfg = &sh.cfg;
-    let pool = db::connect(
-        &cfg.gateway.database_url,
-        cfg.db_max_connections,
-        cfg.db_acquire_timeout_ms,
-    )
-    .await?;
-    db::migrate(&pool, Schema::Gateway).await?;
+    let pool = sh
+        .database(&cfg.gateway.database_url, Schema::Gateway)
+        .await?;
     let http_l = bind(cfg.gateway.http_addr, "gateway rest").await?;
     bound.gateway_http = http_l.local_addr().ok();
     let users = Users::new(pool.clone(), sh.keys.clone(), cfg.gateway.refresh_ttl_secs);
@@ -495,49 +567,12 @@ async fn start_gateway(
             .await
             .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     }
-    let coupon: Arc<dyn CouponApi> = match cfg.in_process.then_some(local.coupon).flatten() {
-        Some(api) => api,
-        None => {
-            let (ch, br, t) = sh.remote("coupon", &cfg.gateway.coupon_grpc).await?;
-            Arc::new(coupon::grpc::Client::new(ch, t, br))
-        }
+    let apis = Apis {
+        coupon: sh.api::<CouponRole>(local.coupon).await?,
+        point: sh.api::<PointRole>(local.point).await?,
+        timesale: sh.api::<TimesaleRole>(local.timesale).await?,
     };
-    let point_api: Arc<dyn PointApi> = match cfg.in_process.then_some(local.point).flatten() {
-        Some(api) => api,
-        None => {
-            let (ch, br, t) = sh.remote("point", &cfg.gateway.point_grpc).await?;
-            Arc::new(point::grpc::Client::new(ch, t, br))
-        }
-    };
-    let limiter = Arc::new(RateLimiter::new(
-        sh.redis.clone(),
-        cfg.gateway.rate_limit.clone(),
-        rate_limit::parse_trusted(&cfg.gateway.trusted_proxies)?,
-    ));
-    // require_auth is the outer layer, so the per-user bucket knows the user.
-    let timesale_api: Arc<dyn TimesaleApi> =
-        match cfg.in_process.then_some(local.timesale).flatten() {
-            Some(api) => api,
-            None => {
-                let (ch, br, t) = sh.remote("timesale", &cfg.gateway.timesale_grpc).await?;
-                Arc::new(timesale::grpc::Client::new(ch, t, br))
-            }
-        };
-    let private = Router::new()
-        .merge(gateway::private_routes(users.clone()))
-        .merge(coupon::http::routes(coupon))
-        .merge(point::http::routes(point_api))
-        .merge(timesale::http::routes(timesale_api))
-        .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
-        .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));
-    let router = Router::new()
-        .merge(gateway::public_routes(users).layer(from_fn_with_state(limiter, rate_limit::per_ip)))
-        .merge(private)
-        .merge(gateway::openapi::routes())
-        .merge(h::ops_routes(ready_check(
-            Some(pool),
-            Some(sh.redis.clone()),
-        )));
+    let router = gateway_router(sh, users, pool, apis)?;
     serve_http(
         tasks,
         http_l,
@@ -549,12 +584,36 @@ async fn start_gateway(
     Ok(())
 }
 
+/// The gateway's routes: auth and users, every role's REST API behind the
+/// token check and the rate limits, OpenAPI and the ops routes.
+fn gateway_router(sh: &Shared, users: Users, pool: PgPool, apis: Apis) -> anyhow::Result<Router> {
+    let cfg = &sh.cfg.gateway;
+    let limiter = Arc::new(RateLimiter::new(
+        sh.redis.clone(),
+        cfg.rate_limit.clone(),
+        rate_limit::parse_trusted(&cfg.trusted_proxies)?,
+    ));
+    // require_auth is the outer layer, so the per-user bucket knows the user.
+    let private = Router::new()
+        .merge(gateway::private_routes(users.clone()))
+        .merge(coupon::http::routes(apis.coupon))
+        .merge(point::http::routes(apis.point))
+        .merge(timesale::http::routes(apis.timesale))
+        .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
+        .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));
+    Ok(Router::new()
+        .merge(gateway::public_routes(users).layer(from_fn_with_state(limiter, rate_limit::per_ip)))
+        .merge(private)
+        .merge(gateway::openapi::routes())
+        .merge(h::ops_routes(ready_check(
+            Some(pool),
+            Some(sh.redis.clone()),
+        ))))
+}
+
 /// Starts every enabled role and returns their tasks. Dependencies are checked
 /// and ports bound here, so a bad start fails before anything serves.
-pub async fn start(
-    cfg: Config,
-    shutdown: CancellationToken,
-) -> anyhow::Result<(JoinSet<anyhow::Result<()>>, Bound)> {
+pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(Tasks, Bound)> {
     crate::metrics::handle();
     let clock = Arc::new(OffsetClock::default());
     clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
@@ -584,13 +643,13 @@ pub async fn start(
     let mut local = Local::default();
     let roles = sh.cfg.roles.clone();
     if roles.has(Role::Coupon) {
-        local.coupon = Some(start_coupon(&sh, &mut tasks, &mut bound).await?);
+        local.coupon = Some(start_service::<CouponRole>(&sh, &mut tasks, &mut bound).await?);
     }
     if roles.has(Role::Point) {
-        local.point = Some(start_point(&sh, &mut tasks, &mut bound).await?);
+        local.point = Some(start_service::<PointRole>(&sh, &mut tasks, &mut bound).await?);
     }
     if roles.has(Role::Timesale) {
-        local.timesale = Some(start_timesale(&sh, &mut tasks, &mut bound).await?);
+        local.timesale = Some(start_service::<TimesaleRole>(&sh, &mut tasks, &mut bound).await?);
     }
     if roles.has(Role::Gateway) {
         start_gateway(&sh, &mut tasks, &mut bound, local).await?;
@@ -611,49 +670,4 @@ async fn check_kafka(brokers: &str) -> anyhow::Result<()> {
     .await?
     .map_err(|e| anyhow::anyhow!(e.to_string().to_lowercase()))
     .with_context(|| format!("cannot reach kafka brokers {brokers}"))
-}
-
-async fn start_timesale(
-    sh: &Shared,
-    tasks: &mut JoinSet<anyhow::Result<()>>,
-    bound: &mut Bound,
-) -> anyhow::Result<Arc<dyn TimesaleApi>> {
-    let cfg = &sh.cfg.timesale;
-    let ports = sh
-        .prepare(&cfg.service, Schema::Timesale, "timesale")
-        .await?;
-    bound.timesale_http = ports.http.local_addr().ok();
-    bound.timesale_grpc = ports.grpc.local_addr().ok();
-    let inventory = Arc::new(promo_store::stock::RedisStock::new(
-        sh.redis.clone(),
-    ));
-    let svc = Arc::new(TimesaleService::new(
-        ports.pool.clone(),
-        inventory,
-        sh.clock.clone(),
-    ));
-    // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
-    // live counters are kept, so a restart of promod never resets stock.
-    match svc.rebuild_all(false).await {
-        Ok(n) if n > 0 => tracing::info!(sales = n, "timesale inventory rebuilt at start-up"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "timesale inventory rebuild at start-up failed"),
-    }
-    let every = Duration::from_secs(cfg.remaining_sync_interval_secs.max(1));
-    let (sync, sync_shutdown) = (svc.clone(), sh.shutdown.clone());
-    tasks.spawn(async move {
-        sync.run_sync(every, sync_shutdown).await;
-        Ok(())
-    });
-    let api: Arc<dyn TimesaleApi> = svc;
-    sh.launch(
-        tasks,
-        "timesale",
-        ports,
-        timesale::http::routes(api.clone()),
-        timesale::grpc::server(api.clone()),
-    )
-    .await?;
-    tracing::info!(http = %cfg.service.http_addr, grpc = %cfg.service.grpc_addr, "timesale role started");
-    Ok(api)
 }

@@ -1,8 +1,9 @@
 //! PostgreSQL access of the point ledger. Changes are group-committed
 //! ([`Points`] in `crate::batcher`): a batch locks its users' balance rows,
-//! decides every member in order on the locked balances, and writes the
-//! balance rows, ledger rows, outbox events and idempotency records in one
-//! statement and one commit.
+//! reads what its decision depends on, lets the pure decision
+//! (`promo_domain::point::decide_batch`) decide every member in order on the
+//! locked balances, and writes the balance rows, ledger rows, outbox events
+//! and idempotency records in one statement and one commit.
 
 use crate::batcher::{BatchStore, InsertOutcome};
 use crate::error::from_sqlx;
@@ -10,10 +11,12 @@ use crate::idempotency::IdemKey;
 use crate::outbox::Event;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
-use promo_domain::point::{self, Transaction, TxType};
+use promo_domain::point::{
+    self, BalanceRow, BatchDecision, BatchMember, Committed, Decision, Transaction, TxType,
+};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::topics;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
@@ -97,17 +100,6 @@ fn event(t: &Transaction) -> Event {
     )
 }
 
-/// One user's balance row as the batch moves it.
-struct Account {
-    /// Whether the row existed when the batch locked it.
-    existed: bool,
-    /// The version read under the lock; the write is conditional on it.
-    was: i64,
-    balance: i64,
-    version: i64,
-    at: DateTime<Utc>,
-}
-
 /// How often a batch runs again after losing the race for a new balance row
 /// or an idempotency key to a concurrent batch (a rerun sees the winner).
 const RACE_ATTEMPTS: usize = 3;
@@ -136,10 +128,74 @@ async fn try_batch(
     pool: &PgPool,
     batch: &[PendingChange],
 ) -> Result<Option<Vec<InsertOutcome<Applied>>>, sqlx::Error> {
+    let mut db = pool.begin().await?;
+    let Read {
+        rows,
+        cancelled,
+        keys,
+    } = read_committed(&mut db, batch).await?;
+    let committed = Committed {
+        rows,
+        cancelled,
+        keys: keys.iter().map(|(o, k)| (*o, k.as_str())).collect(),
+    };
+    let members: Vec<BatchMember<(Uuid, &str)>> = batch
+        .iter()
+        .map(|c| BatchMember {
+            user_id: c.tx.user_id,
+            delta: c.tx.delta,
+            cancels: c.tx.cancelled_transaction_id,
+            key: c.idem.as_ref().map(|(k, owner)| (*owner, k.key.as_str())),
+            at: c.tx.created_at,
+        })
+        .collect();
+    let decided = point::decide_batch(committed, &members);
+    if !decided.applies_any() {
+        // Only refusals, decided on committed data: nothing to make durable.
+        return Ok(Some(decided.decisions.into_iter().map(outcome).collect()));
+    }
+    let rows = Rows::of(batch, &decided)?;
+    let counts = rows.write(&mut db).await?;
+    if counts != rows.expected() {
+        if counts.0 != rows.expected().0 {
+            // The lock makes this impossible; refuse to commit rather than guess.
+            return Err(sqlx::Error::Protocol(
+                "point balance row changed under the batch's lock".into(),
+            ));
+        }
+        // A concurrent batch created a balance row or took a key first.
+        return Ok(None);
+    }
+    db.commit().await?;
+    Ok(Some(decided.decisions.into_iter().map(outcome).collect()))
+}
+
+fn outcome(d: Decision) -> InsertOutcome<Applied> {
+    match d {
+        Decision::Applied { balance, version } => {
+            InsertOutcome::Stored(Applied { balance, version })
+        }
+        Decision::Duplicate => InsertOutcome::Duplicate,
+        Decision::Refused(e) => InsertOutcome::Refused(e),
+    }
+}
+
+/// What the batch reads of committed data before deciding (the keys owned,
+/// so that the decision can borrow them).
+struct Read {
+    rows: HashMap<Uuid, BalanceRow>,
+    cancelled: HashSet<Uuid>,
+    keys: Vec<(Uuid, String)>,
+}
+
+/// Locks the batch's balance rows and reads what its decision depends on.
+async fn read_committed(
+    db: &mut PgConnection,
+    batch: &[PendingChange],
+) -> Result<Read, sqlx::Error> {
     let mut users: Vec<Uuid> = batch.iter().map(|c| c.tx.user_id).collect();
     users.sort_unstable();
     users.dedup();
-    let mut db = pool.begin().await?;
     // Every writer locks its users' balance rows first, in user id order, so
     // concurrent batches queue and never wait in a cycle. The reads below run
     // after the locks, so they see every committed change of these users.
@@ -150,26 +206,13 @@ async fn try_batch(
     .bind(&users)
     .fetch_all(&mut *db)
     .await?;
-    let mut accounts: HashMap<Uuid, Account> = rows
-        .into_iter()
-        .map(|(u, balance, version)| {
-            let a = Account {
-                existed: true,
-                was: version,
-                balance,
-                version,
-                at: DateTime::<Utc>::MIN_UTC,
-            };
-            (u, a)
-        })
-        .collect();
     // A cancel's user is the original's, whose row this batch holds, so no
     // other cancel of it can commit between this read and the commit.
     let cancels: Vec<Uuid> = batch
         .iter()
         .filter_map(|c| c.tx.cancelled_transaction_id)
         .collect();
-    let mut cancelled: HashSet<Uuid> = if cancels.is_empty() {
+    let cancelled = if cancels.is_empty() {
         HashSet::new()
     } else {
         sqlx::query_scalar(
@@ -188,8 +231,8 @@ async fn try_batch(
         .iter()
         .filter_map(|c| c.idem.as_ref().map(|(k, o)| (*o, k.key.as_str())))
         .unzip();
-    let mut taken: HashSet<(Uuid, String)> = if keys.is_empty() {
-        HashSet::new()
+    let keys = if keys.is_empty() {
+        Vec::new()
     } else {
         sqlx::query_as(
             "SELECT k.user_id, k.key FROM idempotency_keys k
@@ -200,210 +243,188 @@ async fn try_batch(
         .bind(&keys)
         .fetch_all(&mut *db)
         .await?
-        .into_iter()
-        .collect()
     };
+    Ok(Read {
+        rows: rows
+            .into_iter()
+            .map(|(u, balance, version)| (u, BalanceRow { balance, version }))
+            .collect(),
+        cancelled,
+        keys,
+    })
+}
 
-    // Members apply in batch order, each on the balance the previous ones
-    // left, exactly as if they had committed one by one.
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut stored: Vec<(Transaction, Option<&(IdemKey, Uuid)>)> = Vec::new();
-    for c in batch {
-        let t = &c.tx;
-        if let Some((k, owner)) = &c.idem {
-            if taken.contains(&(*owner, k.key.clone())) {
-                outcomes.push(InsertOutcome::Duplicate);
-                continue;
-            }
-        }
-        if let Some(orig) = t.cancelled_transaction_id {
-            if cancelled.contains(&orig) {
-                outcomes.push(InsertOutcome::Refused(DomainError::AlreadyCancelled));
-                continue;
-            }
-        }
-        let acc = accounts.entry(t.user_id).or_insert(Account {
-            existed: false,
-            was: 0,
-            balance: 0,
-            version: 0,
-            at: t.created_at,
-        });
-        match point::apply(acc.balance, t.delta) {
-            Err(e) => outcomes.push(InsertOutcome::Refused(e)),
-            Ok(balance) => {
-                acc.balance = balance;
-                acc.version += 1;
-                acc.at = acc.at.max(t.created_at);
-                // A refused member never claims its key: the client may retry.
-                if let Some((k, owner)) = &c.idem {
-                    taken.insert((*owner, k.key.clone()));
+/// The columns of every row a batch writes, one array per column.
+#[derive(Default)]
+struct Rows<'a> {
+    // Balance rows that existed: written only if still at version `was`.
+    upd_u: Vec<Uuid>,
+    upd_b: Vec<i64>,
+    upd_v: Vec<i64>,
+    upd_was: Vec<i64>,
+    upd_at: Vec<DateTime<Utc>>,
+    // Balance rows that are new.
+    new_u: Vec<Uuid>,
+    new_b: Vec<i64>,
+    new_v: Vec<i64>,
+    new_at: Vec<DateTime<Utc>>,
+    // Ledger rows.
+    ids: Vec<Uuid>,
+    tx_users: Vec<Uuid>,
+    kinds: Vec<&'static str>,
+    amounts: Vec<i64>,
+    deltas: Vec<i64>,
+    afters: Vec<i64>,
+    refs: Vec<Option<&'a str>>,
+    descs: Vec<Option<&'a str>>,
+    origs: Vec<Option<Uuid>>,
+    created: Vec<DateTime<Utc>>,
+    // Outbox events.
+    ev_ids: Vec<Uuid>,
+    ev_topics: Vec<String>,
+    ev_keys: Vec<String>,
+    ev_payloads: Vec<serde_json::Value>,
+    // Idempotency records.
+    k_owners: Vec<Uuid>,
+    k_keys: Vec<&'a str>,
+    k_hashes: Vec<&'a str>,
+    k_answers: Vec<serde_json::Value>,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of the members decided `Applied`, with their balance after.
+    fn of(batch: &'a [PendingChange], decided: &BatchDecision) -> Result<Self, sqlx::Error> {
+        let mut r = Rows::default();
+        for row in &decided.rows {
+            match row.was {
+                Some(was) => {
+                    r.upd_u.push(row.user_id);
+                    r.upd_b.push(row.balance);
+                    r.upd_v.push(row.version);
+                    r.upd_was.push(was);
+                    r.upd_at.push(row.at);
                 }
-                if let Some(orig) = t.cancelled_transaction_id {
-                    cancelled.insert(orig);
+                None => {
+                    r.new_u.push(row.user_id);
+                    r.new_b.push(row.balance);
+                    r.new_v.push(row.version);
+                    r.new_at.push(row.at);
                 }
-                outcomes.push(InsertOutcome::Stored(Applied {
-                    balance,
-                    version: acc.version,
-                }));
-                let mut t = t.clone();
-                t.balance_after = balance;
-                stored.push((t, c.idem.as_ref()));
             }
         }
-    }
-    if stored.is_empty() {
-        // Only refusals, decided on committed data: nothing to make durable.
-        return Ok(Some(outcomes));
+        let to_json = |what: &str, v: Result<serde_json::Value, serde_json::Error>| {
+            v.map_err(|e| sqlx::Error::Protocol(format!("serialize {what}: {e}")))
+        };
+        for (c, d) in batch.iter().zip(&decided.decisions) {
+            let Decision::Applied { balance, .. } = d else {
+                continue;
+            };
+            let mut t = c.tx.clone();
+            t.balance_after = *balance;
+            let e = event(&t);
+            r.ev_ids.push(e.id);
+            r.ev_topics.push(e.event_type.clone());
+            r.ev_keys.push(e.aggregate_id.clone());
+            r.ev_payloads
+                .push(to_json("event", serde_json::to_value(&e))?);
+            if let Some((k, owner)) = &c.idem {
+                r.k_owners.push(*owner);
+                r.k_keys.push(k.key.as_str());
+                r.k_hashes.push(k.request_hash.as_str());
+                r.k_answers
+                    .push(to_json("transaction", serde_json::to_value(&t))?);
+            }
+            r.ids.push(t.id);
+            r.tx_users.push(t.user_id);
+            r.kinds.push(t.tx_type.as_str());
+            r.amounts.push(t.amount);
+            r.deltas.push(t.delta);
+            r.afters.push(t.balance_after);
+            r.refs.push(c.tx.reference.as_deref());
+            r.descs.push(c.tx.description.as_deref());
+            r.origs.push(t.cancelled_transaction_id);
+            r.created.push(t.created_at);
+        }
+        Ok(r)
     }
 
-    let (mut upd_u, mut upd_b, mut upd_v, mut upd_was, mut upd_at) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let (mut new_u, mut new_b, mut new_v, mut new_at) = (vec![], vec![], vec![], vec![]);
-    let mut changed: Vec<(&Uuid, &Account)> =
-        accounts.iter().filter(|(_, a)| a.version > a.was).collect();
-    // Sorted, so that concurrent first earns of one user meet in one order.
-    changed.sort_unstable_by_key(|(u, _)| **u);
-    for (u, a) in changed {
-        if a.existed {
-            upd_u.push(*u);
-            upd_b.push(a.balance);
-            upd_v.push(a.version);
-            upd_was.push(a.was);
-            upd_at.push(a.at);
-        } else {
-            new_u.push(*u);
-            new_b.push(a.balance);
-            new_v.push(a.version);
-            new_at.push(a.at);
-        }
+    /// How many balance rows updated, balance rows inserted and keys stored
+    /// the statement must report.
+    fn expected(&self) -> (i64, i64, i64) {
+        (
+            self.upd_u.len() as i64,
+            self.new_u.len() as i64,
+            self.k_keys.len() as i64,
+        )
     }
-    let n = stored.len();
-    let (mut ids, mut tx_users, mut kinds, mut amounts, mut deltas, mut afters) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut refs, mut descs, mut origs, mut created) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut ev_ids, mut ev_topics, mut ev_keys, mut ev_payloads) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut k_owners, mut k_keys, mut k_hashes, mut k_answers) = (vec![], vec![], vec![], vec![]);
-    let to_json = |what: &str, v: Result<serde_json::Value, serde_json::Error>| {
-        v.map_err(|e| sqlx::Error::Protocol(format!("serialize {what}: {e}")))
-    };
-    for (t, idem) in &stored {
-        let e = event(t);
-        ev_ids.push(e.id);
-        ev_topics.push(e.event_type.clone());
-        ev_keys.push(e.aggregate_id.clone());
-        ev_payloads.push(to_json("event", serde_json::to_value(&e))?);
-        if let Some((k, owner)) = idem {
-            k_owners.push(*owner);
-            k_keys.push(k.key.as_str());
-            k_hashes.push(k.request_hash.as_str());
-            k_answers.push(to_json("transaction", serde_json::to_value(t))?);
-        }
-        ids.push(t.id);
-        tx_users.push(t.user_id);
-        kinds.push(t.tx_type.as_str());
-        amounts.push(t.amount);
-        deltas.push(t.delta);
-        afters.push(t.balance_after);
-        refs.push(t.reference.as_deref());
-        descs.push(t.description.as_deref());
-        origs.push(t.cancelled_transaction_id);
-        created.push(t.created_at);
+
+    /// One statement for every row of the batch. Balance rows are written with
+    /// the values decided, only if their version is still the one read under
+    /// the lock; the constraints stay the last line behind that arithmetic.
+    async fn write(&self, db: &mut PgConnection) -> Result<(i64, i64, i64), sqlx::Error> {
+        sqlx::query_as(
+            "WITH upd AS (
+               UPDATE point_balances b
+                  SET balance = v.balance, version = v.version, updated_at = v.at
+                 FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[])
+                      AS v(user_id, balance, version, was, at)
+                WHERE b.user_id = v.user_id AND b.version = v.was
+               RETURNING 1
+             ),
+             ins AS (
+               INSERT INTO point_balances (user_id, balance, version, updated_at)
+               SELECT * FROM unnest($6::uuid[], $7::bigint[], $8::bigint[], $9::timestamptz[])
+               ON CONFLICT (user_id) DO NOTHING
+               RETURNING 1
+             ),
+             t AS (
+               INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
+                                               reference, description, cancelled_transaction_id, created_at)
+               SELECT * FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::bigint[], $14::bigint[],
+                                    $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[])
+             ),
+             o AS (
+               INSERT INTO outbox (id, topic, aggregate_id, payload)
+               SELECT * FROM unnest($20::uuid[], $21::text[], $22::text[], $23::jsonb[])
+             ),
+             k AS (
+               INSERT INTO idempotency_keys (user_id, key, request_hash, response)
+               SELECT * FROM unnest($24::uuid[], $25::text[], $26::text[], $27::jsonb[]) ORDER BY 1, 2
+               ON CONFLICT DO NOTHING
+               RETURNING 1
+             )
+             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k)",
+        )
+        .bind(&self.upd_u)
+        .bind(&self.upd_b)
+        .bind(&self.upd_v)
+        .bind(&self.upd_was)
+        .bind(&self.upd_at)
+        .bind(&self.new_u)
+        .bind(&self.new_b)
+        .bind(&self.new_v)
+        .bind(&self.new_at)
+        .bind(&self.ids)
+        .bind(&self.tx_users)
+        .bind(&self.kinds)
+        .bind(&self.amounts)
+        .bind(&self.deltas)
+        .bind(&self.afters)
+        .bind(&self.refs)
+        .bind(&self.descs)
+        .bind(&self.origs)
+        .bind(&self.created)
+        .bind(&self.ev_ids)
+        .bind(&self.ev_topics)
+        .bind(&self.ev_keys)
+        .bind(&self.ev_payloads)
+        .bind(&self.k_owners)
+        .bind(&self.k_keys)
+        .bind(&self.k_hashes)
+        .bind(&self.k_answers)
+        .fetch_one(&mut *db)
+        .await
     }
-    let (n_upd, n_new, n_keys) = (upd_u.len() as i64, new_u.len() as i64, k_keys.len() as i64);
-    // One statement for every row of the batch. Balance rows are written with
-    // the values computed above, only if their version is still the one read
-    // under the lock; the constraints stay the last line behind that arithmetic.
-    let counts: (i64, i64, i64) = sqlx::query_as(
-        "WITH upd AS (
-           UPDATE point_balances b
-              SET balance = v.balance, version = v.version, updated_at = v.at
-             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::timestamptz[])
-                  AS v(user_id, balance, version, was, at)
-            WHERE b.user_id = v.user_id AND b.version = v.was
-           RETURNING 1
-         ),
-         ins AS (
-           INSERT INTO point_balances (user_id, balance, version, updated_at)
-           SELECT * FROM unnest($6::uuid[], $7::bigint[], $8::bigint[], $9::timestamptz[])
-           ON CONFLICT (user_id) DO NOTHING
-           RETURNING 1
-         ),
-         t AS (
-           INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
-                                           reference, description, cancelled_transaction_id, created_at)
-           SELECT * FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::bigint[], $14::bigint[],
-                                $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[])
-         ),
-         o AS (
-           INSERT INTO outbox (id, topic, aggregate_id, payload)
-           SELECT * FROM unnest($20::uuid[], $21::text[], $22::text[], $23::jsonb[])
-         ),
-         k AS (
-           INSERT INTO idempotency_keys (user_id, key, request_hash, response)
-           SELECT * FROM unnest($24::uuid[], $25::text[], $26::text[], $27::jsonb[]) ORDER BY 1, 2
-           ON CONFLICT DO NOTHING
-           RETURNING 1
-         )
-         SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k)",
-    )
-    .bind(&upd_u)
-    .bind(&upd_b)
-    .bind(&upd_v)
-    .bind(&upd_was)
-    .bind(&upd_at)
-    .bind(&new_u)
-    .bind(&new_b)
-    .bind(&new_v)
-    .bind(&new_at)
-    .bind(&ids)
-    .bind(&tx_users)
-    .bind(&kinds)
-    .bind(&amounts)
-    .bind(&deltas)
-    .bind(&afters)
-    .bind(&refs)
-    .bind(&descs)
-    .bind(&origs)
-    .bind(&created)
-    .bind(&ev_ids)
-    .bind(&ev_topics)
-    .bind(&ev_keys)
-    .bind(&ev_payloads)
-    .bind(&k_owners)
-    .bind(&k_keys)
-    .bind(&k_hashes)
-    .bind(&k_answers)
-    .fetch_one(&mut *db)
-    .await?;
-    if counts != (n_upd, n_new, n_keys) {
-        if counts.0 != n_upd {
-            // The lock makes this impossible; refuse to commit rather than guess.
-            return Err(sqlx::Error::Protocol(
-                "point balance row changed under the batch's lock".into(),
-            ));
-        }
-        // A concurrent batch created a balance row or took a key first.
-        return Ok(None);
-    }
-    db.commit().await?;
-    Ok(Some(outcomes))
 }
 
 /// What a failed batch statement means, if it is a refusal. Refusals are
