@@ -86,8 +86,9 @@ fn gave_up(stack: &str, (s, b): &(u16, Value)) {
 /// 1. blocked before admission by `lock_read`, abandoned, then let go: its row
 ///    commits and a retry with its key gets that row;
 /// 2. blocked at its insert by a constraint that refuses it once let go: the
-///    handler still gives its slot back, so the same user gets the last one;
-/// and nothing beyond the total is handed out.
+///    handler still gives its slot back, so the same user gets the last one.
+///
+/// Nothing beyond the total is handed out.
 struct Scarce<'a> {
     stack: &'a str,
     base: &'a str,

@@ -12,9 +12,9 @@ use uuid::Uuid;
 
 const N: usize = 16;
 
-/// Sends the same keyed request N times at once; returns the one created
-/// body after checking that every other answer is it or CONFLICT.
-async fn same_key_at_once(app: &Arc<TestApp>, path: String, token: &str, body: Value) -> Value {
+/// Sends the same keyed request N times at once: one is created, every other
+/// answer is that one or CONFLICT; once all are done the key replays it.
+async fn same_key_at_once(app: &Arc<TestApp>, path: String, token: &str, body: Value) {
     let token = Arc::new(token.to_owned());
     let barrier = Arc::new(tokio::sync::Barrier::new(N));
     let mut tasks = Vec::new();
@@ -59,7 +59,21 @@ async fn same_key_at_once(app: &Arc<TestApp>, path: String, token: &str, body: V
         1,
         "{path}: one answer for one key: {created:?}"
     );
-    created.remove(0)
+    // Once all are done, the key answers with what it stored.
+    let last = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            Some(body),
+            Some("same-key"),
+        )
+        .await;
+    assert_eq!(
+        last,
+        (201, created[0].clone()),
+        "{path}: the stored answer once all are done"
+    );
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str, id: Uuid) -> i64 {
@@ -97,51 +111,16 @@ async fn sale(app: &TestApp, total: i64, per_user: i64) -> Uuid {
 async fn concurrent_same_key_coupon_issues_make_one_coupon() {
     let app = Arc::new(spawn_all_roles().await);
     let rows = "SELECT count(*) FROM coupons WHERE user_id = $1";
-    // Room for many: only the key keeps it to one.
-    let roomy = app.create_policy(100, 10).await;
-    let (user, token) = app.user_token();
-    same_key_at_once(
-        &app,
-        "/coupons/issue".into(),
-        &token,
-        json!({"policy_id": roomy}),
-    )
-    .await;
-    assert_eq!(
-        count(&app.coupon_db, rows, user).await,
-        1,
-        "one coupon for one key"
-    );
-    // Room for one: the retries must not see the first attempt's slot as taken.
-    let tight = app.create_policy(1, 1).await;
-    let (user, token) = app.user_token();
-    let created = same_key_at_once(
-        &app,
-        "/coupons/issue".into(),
-        &token,
-        json!({"policy_id": tight}),
-    )
-    .await;
-    assert_eq!(
-        count(&app.coupon_db, rows, user).await,
-        1,
-        "one coupon for one key"
-    );
-    let last = app
-        .call(
-            Method::POST,
-            "/coupons/issue",
-            Some(&token),
-            Some(json!({"policy_id": tight})),
-            Some("same-key"),
-        )
-        .await;
-    assert_eq!(
-        last.0, 201,
-        "the stored answer once all are done: {}",
-        last.1
-    );
-    assert_eq!(created, last.1, "the stored answer is the first one");
+    // Room for many, so only the key keeps it to one; then room for one, so
+    // a retry that saw the first attempt's slot as taken would be SOLD_OUT.
+    for (total, per_user) in [(100, 10), (1, 1)] {
+        let policy = app.create_policy(total, per_user).await;
+        let (user, token) = app.user_token();
+        let body = json!({"policy_id": policy});
+        same_key_at_once(&app, "/coupons/issue".into(), &token, body).await;
+        let n = count(&app.coupon_db, rows, user).await;
+        assert_eq!(n, 1, "one coupon for one key (policy of {total})");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,34 +128,12 @@ async fn concurrent_same_key_orders_make_one_order() {
     let app = Arc::new(spawn_all_roles().await);
     let pool = app.timesale_db.clone().expect("timesale role");
     let rows = "SELECT count(*) FROM time_sale_orders WHERE user_id = $1";
-    let roomy = sale(&app, 100, 10).await;
-    let (user, token) = app.user_token();
-    same_key_at_once(
-        &app,
-        format!("/time-sales/{roomy}/orders"),
-        &token,
-        json!({"quantity": 1}),
-    )
-    .await;
-    assert_eq!(count(&pool, rows, user).await, 1, "one order for one key");
-    let tight = sale(&app, 1, 1).await;
-    let (user, token) = app.user_token();
-    let path = format!("/time-sales/{tight}/orders");
-    let created = same_key_at_once(&app, path.clone(), &token, json!({"quantity": 1})).await;
-    assert_eq!(count(&pool, rows, user).await, 1, "one order for one key");
-    let last = app
-        .call(
-            Method::POST,
-            &path,
-            Some(&token),
-            Some(json!({"quantity": 1})),
-            Some("same-key"),
-        )
-        .await;
-    assert_eq!(
-        last.0, 201,
-        "the stored answer once all are done: {}",
-        last.1
-    );
-    assert_eq!(created, last.1, "the stored answer is the first one");
+    for (total, per_user) in [(100, 10), (1, 1)] {
+        let sale = sale(&app, total, per_user).await;
+        let (user, token) = app.user_token();
+        let path = format!("/time-sales/{sale}/orders");
+        same_key_at_once(&app, path, &token, json!({"quantity": 1})).await;
+        let n = count(&pool, rows, user).await;
+        assert_eq!(n, 1, "one order for one key (sale of {total})");
+    }
 }
