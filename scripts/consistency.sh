@@ -2,6 +2,10 @@
 # End-to-end consistency gate (CI): a fresh promod with every role in one
 # process, a short mixed load through the gateway, then `promoctl check`
 # against its databases, Redis and outboxes. Either failing fails the run.
+# Every write carries an Idempotency-Key and its answer is logged, so the check
+# also finds an acknowledged write missing (or an unacknowledged one present);
+# events still unpublished MAX_BACKLOG_AGE after they were written fail it too,
+# so it needs the broker (`scripts/services.sh up`).
 # No speed threshold here: perf/ measures speed; this guards correctness.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -9,13 +13,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PROFILE=${PROFILE:-debug}
 RATE=${RATE:-300}
 DURATION=${DURATION:-5s}
+# Shorter than the run, so a relay that publishes nothing leaves events older
+# than this behind.
+MAX_BACKLOG_AGE=${MAX_BACKLOG_AGE:-3s}
 eval "$(scripts/services.sh env)"
+[[ -n ${PROMO_TEST_KAFKA:-} ]] || { echo "consistency: no kafka broker (PROMO_TEST_KAFKA)" >&2; exit 1; }
 PG=${PROMO_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 RUN="ci_$(date +%s)_$$"
+ACKS="target/consistency-$RUN-acks.jsonl"
 DBS=(gateway coupon point timesale)
 
 cargo build -q $([[ $PROFILE == release ]] && echo --release) -p promod -p promoctl
-BIN=target/$PROFILE
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
+mkdir -p target
 
 for db in "${DBS[@]}"; do
   psql -q "$PG/postgres" -c "CREATE DATABASE ${RUN}_$db" >/dev/null
@@ -54,11 +64,11 @@ curl -sf "http://127.0.0.1:$GW/readyz" >/dev/null || { echo "consistency: promod
 echo "consistency: mixed load at $RATE req/s for $DURATION" >&2
 "$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load mixed \
   --rate "$RATE" --duration "$DURATION" --users 200 --stock 500 --quiet \
-  --report "target/consistency-$RUN.json"
+  --idempotency-keys --acks "$ACKS" --report "target/consistency-$RUN.json"
 
 # Let the group commits and the relay settle, then check everything.
 sleep 2
 export PROMOCTL_COUPON_DATABASE_URL="$PG/${RUN}_coupon"
 export PROMOCTL_POINT_DATABASE_URL="$PG/${RUN}_point"
 export PROMOCTL_TIMESALE_DATABASE_URL="$PG/${RUN}_timesale"
-"$BIN/promoctl" check
+"$BIN/promoctl" check --acks "$ACKS" --max-backlog-age "$MAX_BACKLOG_AGE"

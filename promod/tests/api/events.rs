@@ -63,12 +63,17 @@ struct Received {
 type LogEnds = HashMap<(String, i32), i64>;
 
 async fn log_ends(brokers: &str) -> LogEnds {
+    log_ends_of(brokers, &TOPICS).await
+}
+
+async fn log_ends_of(brokers: &str, topics: &[&'static str]) -> LogEnds {
     let brokers = brokers.to_owned();
+    let topics = topics.to_vec();
     tokio::task::spawn_blocking(move || {
         let consumer = test_consumer(&brokers);
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut ends = LogEnds::new();
-        for topic in TOPICS {
+        for topic in topics {
             for p in partitions(&consumer, topic, deadline) {
                 let (_, high) = consumer
                     .fetch_watermarks(topic, p, Duration::from_secs(5))
@@ -985,4 +990,135 @@ async fn a_fatal_producer_error_recreates_the_producer_and_loses_nothing() {
     by_pos.sort_by_key(|id| got[id][0].pos);
     assert_eq!(by_pos, ids, "in key order");
     drop(app);
+}
+
+/// The topics the time-sale role writes.
+const TIMESALE_TOPICS: [&str; 5] = [
+    "timesale.product_created",
+    "timesale.sale_created",
+    "timesale.sale_updated",
+    "order.created",
+    "order.cancelled",
+];
+
+/// Pin (issue 17): time-sale and order events reach the broker, one message
+/// per committed change, as the stored outbox row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_sale_and_order_changes_publish_exactly_one_event() {
+    let brokers = shared_broker();
+    let start = log_ends_of(&brokers, &TIMESALE_TOPICS).await;
+    let app = super::helpers::spawn_all_roles_with(|c| {
+        c.kafka_brokers = brokers.clone();
+        c.outbox.poll_interval_ms = 50;
+    })
+    .await;
+    let db = app.timesale_db.clone().expect("timesale role");
+    let (user, token) = app.user_token();
+
+    let (s, product) = app
+        .post(
+            "/products",
+            &app.admin,
+            json!({"name": "evented", "price": 1000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{product}");
+    let now = chrono::Utc::now();
+    let (s, sale) = app
+        .post(
+            "/time-sales",
+            &app.admin,
+            json!({
+                "product_id": product["id"], "total_quantity": 5, "sale_price": 700,
+                "per_user_limit": 2,
+                "start_at": now - chrono::Duration::minutes(1),
+                "end_at": now + chrono::Duration::days(1),
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{sale}");
+    let sale_id = sale["id"].as_str().unwrap().to_owned();
+    let new_end = now + chrono::Duration::days(2);
+    let (s, patched) = app
+        .call(
+            Method::PATCH,
+            &format!("/time-sales/{sale_id}"),
+            Some(&app.admin),
+            Some(json!({"end_at": new_end})),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    let (s, order) = app
+        .post(
+            &format!("/time-sales/{sale_id}/orders"),
+            &token,
+            json!({"quantity": 2}),
+        )
+        .await;
+    assert_eq!(s, 201, "{order}");
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    let (s, b) = app
+        .post(&format!("/orders/{order_id}/cancel"), &token, json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    // A refused change commits nothing and so publishes nothing.
+    let (s, _) = app
+        .post(&format!("/orders/{order_id}/cancel"), &token, json!({}))
+        .await;
+    assert_eq!(s, 409);
+
+    drained(&[&db], Duration::from_secs(30)).await;
+    let rows = outbox_rows(&db, false).await;
+    let mut types: Vec<&str> = rows.iter().map(|r| r.topic.as_str()).collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "order.cancelled",
+            "order.created",
+            "timesale.product_created",
+            "timesale.sale_created",
+            "timesale.sale_updated",
+        ],
+        "one outbox row per committed change"
+    );
+    let want: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+    let got = consume_topics(&brokers, &TIMESALE_TOPICS, &start, &want).await;
+    for row in &rows {
+        let msgs = got.get(&row.id).map(Vec::as_slice).unwrap_or_default();
+        assert_eq!(
+            msgs.len(),
+            1,
+            "event {} ({}) received {} times",
+            row.id,
+            row.topic,
+            msgs.len()
+        );
+        assert_envelope(row, &msgs[0]);
+    }
+    let data = |t: &str| -> &Value {
+        let row = rows.iter().find(|r| r.topic == t).unwrap();
+        &got[&row.id][0].body
+    };
+    assert_eq!(
+        data("timesale.product_created")["data"]["id"],
+        product["id"]
+    );
+    assert_eq!(data("timesale.sale_created")["data"]["id"], json!(sale_id));
+    let updated = &data("timesale.sale_updated")["data"];
+    assert_eq!(updated["id"], json!(sale_id));
+    assert_eq!(updated["end_at"], patched["end_at"], "{updated}");
+    let user_s = json!(user);
+    for t in ["order.created", "order.cancelled"] {
+        let e = data(t);
+        assert_eq!(e["aggregate_id"], json!(order_id), "{t}: {e}");
+        assert_eq!(e["user_id"], user_s, "{t}: {e}");
+        assert_eq!(
+            (&e["data"]["time_sale_id"], &e["data"]["quantity"]),
+            (&json!(sale_id), &json!(2)),
+            "{t}: {e}"
+        );
+    }
+    assert_eq!(data("order.cancelled")["data"]["status"], "CANCELLED");
 }

@@ -4,12 +4,16 @@
 mod auth;
 mod authz;
 mod coupon;
+mod coupon_db_guards;
+mod detach;
 mod events;
 mod fuzz;
 mod helpers;
 mod point;
 mod rate_limit;
+mod same_key;
 mod security;
 mod split;
+mod split_idempotency;
 mod timesale;
 mod timesale_helpers;

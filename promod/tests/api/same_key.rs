@@ -1,0 +1,139 @@
+//! Pin (issue 17): concurrent requests under one `Idempotency-Key` for a
+//! coupon issue or a time-sale order make one coupon or order, and each of
+//! them is answered with the stored answer or 409 CONFLICT (ask again), never
+//! a refusal caused by the first attempt's own slot. (Points: see
+//! `point::replaying_an_idempotency_key_returns_the_first_answer_once`.)
+
+use super::helpers::{spawn_all_roles, TestApp};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use uuid::Uuid;
+
+const N: usize = 16;
+
+/// Sends the same keyed request N times at once: one is created, every other
+/// answer is that one or CONFLICT; once all are done the key replays it.
+async fn same_key_at_once(app: &Arc<TestApp>, path: String, token: &str, body: Value) {
+    let token = Arc::new(token.to_owned());
+    let barrier = Arc::new(tokio::sync::Barrier::new(N));
+    let mut tasks = Vec::new();
+    for _ in 0..N {
+        let (app, token, path, body, barrier) = (
+            app.clone(),
+            token.clone(),
+            path.clone(),
+            body.clone(),
+            barrier.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            app.call(
+                Method::POST,
+                &path,
+                Some(&token),
+                Some(body),
+                Some("same-key"),
+            )
+            .await
+        }));
+    }
+    let mut created = Vec::new();
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        match s {
+            201 => {
+                if !created.contains(&b) {
+                    created.push(b);
+                }
+            }
+            _ => assert_eq!(
+                (s, b["error"]["code"].as_str()),
+                (409, Some("CONFLICT")),
+                "{path}: neither the stored answer nor ask-again: {b}"
+            ),
+        }
+    }
+    assert_eq!(
+        created.len(),
+        1,
+        "{path}: one answer for one key: {created:?}"
+    );
+    // Once all are done, the key answers with what it stored.
+    let last = app
+        .call(
+            Method::POST,
+            &path,
+            Some(&token),
+            Some(body),
+            Some("same-key"),
+        )
+        .await;
+    assert_eq!(
+        last,
+        (201, created[0].clone()),
+        "{path}: the stored answer once all are done"
+    );
+}
+
+async fn count(pool: &sqlx::PgPool, sql: &str, id: Uuid) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).bind(id).fetch_one(pool).await.unwrap();
+    n
+}
+
+async fn sale(app: &TestApp, total: i64, per_user: i64) -> Uuid {
+    let (s, product) = app
+        .post(
+            "/products",
+            &app.admin,
+            json!({"name": "same key", "price": 1000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{product}");
+    let now = chrono::Utc::now();
+    let (s, b) = app
+        .post(
+            "/time-sales",
+            &app.admin,
+            json!({
+                "product_id": product["id"], "total_quantity": total, "sale_price": 700,
+                "per_user_limit": per_user,
+                "start_at": now - chrono::Duration::minutes(1),
+                "end_at": now + chrono::Duration::days(1),
+            }),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    b["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_same_key_coupon_issues_make_one_coupon() {
+    let app = Arc::new(spawn_all_roles().await);
+    let rows = "SELECT count(*) FROM coupons WHERE user_id = $1";
+    // Room for many, so only the key keeps it to one; then room for one, so
+    // a retry that saw the first attempt's slot as taken would be SOLD_OUT.
+    for (total, per_user) in [(100, 10), (1, 1)] {
+        let policy = app.create_policy(total, per_user).await;
+        let (user, token) = app.user_token();
+        let body = json!({"policy_id": policy});
+        same_key_at_once(&app, "/coupons/issue".into(), &token, body).await;
+        let n = count(&app.coupon_db, rows, user).await;
+        assert_eq!(n, 1, "one coupon for one key (policy of {total})");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_same_key_orders_make_one_order() {
+    let app = Arc::new(spawn_all_roles().await);
+    let pool = app.timesale_db.clone().expect("timesale role");
+    let rows = "SELECT count(*) FROM time_sale_orders WHERE user_id = $1";
+    for (total, per_user) in [(100, 10), (1, 1)] {
+        let sale = sale(&app, total, per_user).await;
+        let (user, token) = app.user_token();
+        let path = format!("/time-sales/{sale}/orders");
+        same_key_at_once(&app, path, &token, json!({"quantity": 1})).await;
+        let n = count(&pool, rows, user).await;
+        assert_eq!(n, 1, "one order for one key (sale of {total})");
+    }
+}
