@@ -12,7 +12,7 @@ use uuid::Uuid;
 /// Redis, reached by the counters' key names: the one place this test
 /// depends on promod's internals.
 struct Counters {
-    redis: promod::cache::Redis,
+    redis: promo_store::cache::Redis,
     policy: Uuid,
 }
 
@@ -20,7 +20,7 @@ impl Counters {
     async fn remaining(&self) -> i64 {
         let mut c = self.redis.clone();
         redis::cmd("GET")
-            .arg(promod::keys::coupon_remaining(self.policy))
+            .arg(promo_store::keys::coupon_remaining(self.policy))
             .query_async(&mut c)
             .await
             .unwrap()
@@ -29,7 +29,7 @@ impl Counters {
     async fn set_remaining(&self, n: i64) {
         let mut c = self.redis.clone();
         let _: () = redis::cmd("SET")
-            .arg(promod::keys::coupon_remaining(self.policy))
+            .arg(promo_store::keys::coupon_remaining(self.policy))
             .arg(n)
             .query_async(&mut c)
             .await
@@ -40,7 +40,7 @@ impl Counters {
     async fn forget_user(&self, user: Uuid) {
         let mut c = self.redis.clone();
         let _: () = redis::cmd("HDEL")
-            .arg(promod::keys::coupon_users(self.policy))
+            .arg(promo_store::keys::coupon_users(self.policy))
             .arg(user.to_string())
             .query_async(&mut c)
             .await
@@ -80,7 +80,7 @@ async fn the_database_refuses_coupons_a_wrong_redis_admits() {
     let app = Arc::new(spawn_app().await);
     let policy = app.create_policy(5, 2).await;
     let redis = Counters {
-        redis: promod::cache::connect(&super::helpers::redis_url())
+        redis: promo_store::cache::connect(&super::helpers::redis_url())
             .await
             .unwrap(),
         policy,
