@@ -16,8 +16,8 @@
 //! (A closure taking the transaction would read better, but an async
 //! closure borrowing it is not provably `Send` inside `async_trait` methods.)
 
-use crate::error::from_sqlx;
 use crate::ctx::Ctx;
+use crate::error::from_sqlx;
 use crate::idempotency;
 use crate::outbox::{self, Event};
 use promo_domain::DomainResult;

@@ -3,7 +3,9 @@
 
 use chrono::{Duration, Utc};
 use promo_store::counters::CounterSeed;
-use promo_store::stock::{Ask, Decision, Kind, MemoryStock, RedisStock, Release, StockPort, Window};
+use promo_store::stock::{
+    Ask, Decision, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
+};
 use std::sync::Arc;
 use uuid::Uuid;
 

@@ -53,10 +53,9 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
                     let sales = stock::rebuild_all(&s.timesale_db, &s.stock, Kind::Sale, force)
                         .await
                         .map_err(domain)?;
-                    let policies =
-                        stock::rebuild_all(&s.coupon_db, &s.stock, Kind::Coupon, force)
-                            .await
-                            .map_err(domain)?;
+                    let policies = stock::rebuild_all(&s.coupon_db, &s.stock, Kind::Coupon, force)
+                        .await
+                        .map_err(domain)?;
                     vec![
                         json!({"kind": "time sales", "id": "all", "installed": sales}),
                         json!({"kind": "coupon policies", "id": "all", "installed": policies}),

@@ -4,11 +4,11 @@
 use crate::error::{corrupt, from_sqlx};
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
-use promo_store::stock::Kind;
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::stock::Kind;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 

@@ -8,11 +8,9 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
-use promo_store::counters::CounterSeed;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::{Engine, Pending};
-use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
 use crate::transact::{Begun, Write};
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
@@ -22,6 +20,8 @@ use promo_domain::timesale::{
     SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
+use promo_store::counters::CounterSeed;
+use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;

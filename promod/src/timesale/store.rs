@@ -4,13 +4,13 @@
 use crate::error::{corrupt, from_sqlx};
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
-use promo_store::stock::Kind;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
     NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
+use promo_store::stock::Kind;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 

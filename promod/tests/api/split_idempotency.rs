@@ -133,7 +133,8 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         wait_http(&format!("http://127.0.0.1:{port}/readyz")).await;
     }
     wait_http(&format!("{base}/readyz")).await;
-    let keys = promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys =
+        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
     let app = Split {
         base,
         client: reqwest::Client::new(),
