@@ -20,11 +20,24 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    /// Our own reasoning about the data failed (a row changed under a lock,
+    /// a batch kept losing a race): the write is refused, never guessed.
+    #[error("{0}")]
+    Invariant(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
 impl StoreError {
+    /// A stored value this code does not know (written by a newer version,
+    /// or by hand).
+    pub fn corrupt(what: &'static str, value: &str) -> Self {
+        StoreError::Corrupt {
+            what,
+            value: value.to_owned(),
+        }
+    }
+
     /// The error and its causes, `: `-separated, for logs and messages.
     pub fn chain(&self) -> String {
         let mut out = self.to_string();
@@ -45,8 +58,25 @@ impl StoreError {
                 sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
             ),
             StoreError::Redis(_) => true,
-            StoreError::Corrupt { .. } | StoreError::Serialize { .. } => false,
+            StoreError::Corrupt { .. }
+            | StoreError::Serialize { .. }
+            | StoreError::Invariant(_) => false,
         }
+    }
+
+    /// The database's own error (a constraint, a deadlock), if it is one.
+    pub fn database(&self) -> Option<&dyn sqlx::error::DatabaseError> {
+        match self {
+            StoreError::Postgres(sqlx::Error::Database(d)) => Some(&**d),
+            _ => None,
+        }
+    }
+
+    /// A failure that rolled the whole transaction back and may pass when
+    /// run again (a deadlock, a serialization failure).
+    pub fn is_transient(&self) -> bool {
+        self.database()
+            .is_some_and(|d| matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
     }
 }
 
@@ -72,11 +102,20 @@ impl From<StoreError> for DomainError {
             StoreError::Redis(r) => {
                 DomainError::Unavailable(format!("redis unavailable: {r}").to_lowercase())
             }
-            StoreError::Corrupt { .. } | StoreError::Serialize { .. } => {
-                DomainError::Internal(chain)
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::Serialize { .. }
+            | StoreError::Invariant(_) => DomainError::Internal(chain),
         }
     }
+}
+
+/// `value` as JSON for a column; a value that cannot be serialized is an
+/// error naming it, never a `null` in the database.
+pub fn to_json<T: serde::Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> StoreResult<serde_json::Value> {
+    serde_json::to_value(value).map_err(|source| StoreError::Serialize { what, source })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! response is never sent before the data is durable.
 
 use promo_domain::DomainError;
+use promo_store::error::{StoreError, StoreResult};
 use sqlx::PgPool;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -36,9 +37,9 @@ pub trait BatchStore: Send + Sync + 'static {
     fn insert_batch(
         pool: &PgPool,
         batch: &[Self::Item],
-    ) -> impl Future<Output = Result<Vec<InsertOutcome<Self::Stored>>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = StoreResult<Vec<InsertOutcome<Self::Stored>>>> + Send;
     /// The refusal a constraint violation means, if it is one.
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError>;
+    fn refusal_of(e: &StoreError) -> Option<DomainError>;
 }
 
 /// Claims a batch's idempotency keys inside its transaction. A member whose key
@@ -48,13 +49,11 @@ pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     batch: &'a [T],
     key: impl Fn(&'a T) -> (uuid::Uuid, Option<&'a crate::idempotency::IdemKey>, &'a R),
-) -> Result<(Vec<InsertOutcome>, Vec<&'a T>), sqlx::Error> {
+) -> StoreResult<(Vec<InsertOutcome>, Vec<&'a T>)> {
     let mut outcomes = vec![InsertOutcome::Stored(()); batch.len()];
     for (i, member) in batch.iter().enumerate() {
         if let (actor, Some(k), answer) = key(member) {
-            let fresh = crate::idempotency::record(tx, actor, k, answer)
-                .await
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            let fresh = crate::idempotency::record(tx, actor, k, answer).await?;
             if !fresh {
                 outcomes[i] = InsertOutcome::Duplicate;
             }
@@ -125,22 +124,16 @@ impl<S: BatchStore> Batcher<S> {
 /// run again before its callers get the error.
 const RETRIES: usize = 3;
 
-/// A failure that rolled the whole transaction back and may pass on a rerun.
-fn transient(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d)
-        if matches!(d.code().as_deref(), Some("40P01") | Some("40001")))
-}
-
 /// Runs a batch, again after a transient failure: nothing of a rolled-back
 /// attempt is visible, so a rerun cannot apply anything twice.
 async fn insert_retrying<S: BatchStore>(
     pool: &PgPool,
     batch: &[S::Item],
-) -> Result<Vec<InsertOutcome<S::Stored>>, sqlx::Error> {
+) -> StoreResult<Vec<InsertOutcome<S::Stored>>> {
     let mut attempt = 0;
     loop {
         match S::insert_batch(pool, batch).await {
-            Err(e) if transient(&e) && attempt < RETRIES => {
+            Err(e) if e.is_transient() && attempt < RETRIES => {
                 attempt += 1;
                 metrics::counter!("promo_batch_retries_total", "kind" => S::NAME).increment(1);
                 // PostgreSQL aborted only this side of a deadlock; the rerun
@@ -168,7 +161,7 @@ async fn commit<S: BatchStore>(pool: &PgPool, jobs: Vec<Job<S::Item, S::Stored>>
             }
         }
         Err(e) => {
-            let err = S::refusal_of(&e).unwrap_or_else(|| crate::error::from_sqlx(e));
+            let err = S::refusal_of(&e).unwrap_or_else(|| e.into());
             for reply in replies {
                 let _ = reply.send(Ok(InsertOutcome::Refused(err.clone())));
             }
@@ -185,7 +178,7 @@ async fn single<S: BatchStore>(
             DomainError::Internal(format!("{} batch of one answered nothing", S::NAME))
         }),
         Err(e) => Ok(InsertOutcome::Refused(
-            S::refusal_of(&e).unwrap_or_else(|| crate::error::from_sqlx(e)),
+            S::refusal_of(&e).unwrap_or_else(|| e.into()),
         )),
     }
 }

@@ -145,12 +145,6 @@ pub fn from_redis(e: redis::RedisError) -> DomainError {
     StoreError::from(e).into()
 }
 
-/// A stored value this code does not know (written by a newer version, or
-/// by hand): an internal error naming it, never a silent default.
-pub fn corrupt(what: &str, value: &str) -> DomainError {
-    DomainError::Internal(format!("unknown {what} {value:?} in the database"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

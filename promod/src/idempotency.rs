@@ -5,6 +5,7 @@
 use crate::ctx::Ctx;
 pub use crate::ctx::IdemKey;
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{to_json, StoreResult};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -50,9 +51,8 @@ pub async fn record<T: Serialize>(
     user_id: Uuid,
     key: &IdemKey,
     response: &T,
-) -> DomainResult<bool> {
-    let body = serde_json::to_value(response)
-        .map_err(|e| DomainError::Internal(format!("serialize response: {e}")))?;
+) -> StoreResult<bool> {
+    let body = to_json("idempotent response", response)?;
     let res = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
          VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
@@ -62,8 +62,7 @@ pub async fn record<T: Serialize>(
     .bind(&key.request_hash)
     .bind(body)
     .execute(&mut **tx)
-    .await
-    .map_err(crate::error::from_sqlx)?;
+    .await?;
     Ok(res.rows_affected() == 1)
 }
 

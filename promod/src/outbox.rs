@@ -6,7 +6,7 @@
 //! republishes the row, and consumers dedupe by `id`.
 
 use chrono::{DateTime, Utc};
-use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{to_json, StoreResult};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -57,10 +57,8 @@ impl Event {
         user_id: Option<Uuid>,
         occurred_at: DateTime<Utc>,
         data: &T,
-    ) -> DomainResult<Self> {
-        let data = serde_json::to_value(data).map_err(|e| {
-            DomainError::Internal(format!("serialize {event_type} event data: {e}"))
-        })?;
+    ) -> StoreResult<Self> {
+        let data = to_json("event data", data)?;
         Ok(Event::new(
             event_type,
             aggregate_id,
@@ -72,7 +70,7 @@ impl Event {
 }
 
 /// Appends events inside the caller's transaction, in one statement.
-pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> sqlx::Result<()> {
+pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -85,7 +83,7 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> sql
         topics.push(e.event_type.clone());
         keys.push(e.aggregate_id.clone());
         // A payload that cannot be encoded fails the write; it is never stored as null.
-        payloads.push(serde_json::to_value(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        payloads.push(to_json("event", e)?);
     }
     sqlx::query(
         "INSERT INTO outbox (id, topic, aggregate_id, payload)

@@ -17,6 +17,7 @@ use crate::ctx::Ctx;
 use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{StoreError, StoreResult};
 use promo_store::stock::{Ask, Decision, Kind, Release, StockPort};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -54,8 +55,8 @@ pub trait Reservable: Send + Sync + 'static {
     fn write(
         conn: &mut PgConnection,
         rows: &[&Pending<Self::Row>],
-    ) -> impl Future<Output = sqlx::Result<()>> + Send;
-    fn event(row: &Self::Row) -> DomainResult<Event>;
+    ) -> impl Future<Output = StoreResult<()>> + Send;
+    fn event(row: &Self::Row) -> StoreResult<Event>;
 }
 
 /// A row waiting for the group commit, with what admission decided.
@@ -81,7 +82,7 @@ impl<K: Reservable> BatchStore for Rows<K> {
     async fn insert_batch(
         pool: &PgPool,
         batch: &[Pending<K::Row>],
-    ) -> Result<Vec<InsertOutcome>, sqlx::Error> {
+    ) -> StoreResult<Vec<InsertOutcome>> {
         let mut tx = pool.begin().await?;
         let (outcomes, stored) =
             claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.row)).await?;
@@ -90,18 +91,15 @@ impl<K: Reservable> BatchStore for Rows<K> {
             let events = stored
                 .iter()
                 .map(|p| K::event(&p.row))
-                .collect::<DomainResult<Vec<_>>>()
-                .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                .collect::<StoreResult<Vec<_>>>()?;
             outbox::append(&mut tx, &events).await?;
         }
         tx.commit().await?;
         Ok(outcomes)
     }
 
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-        let sqlx::Error::Database(d) = e else {
-            return None;
-        };
+    fn refusal_of(e: &StoreError) -> Option<DomainError> {
+        let d = e.database()?;
         if d.code().as_deref() == Some("23503") {
             return Some(DomainError::NotFound(K::PARENT.into()));
         }

@@ -59,9 +59,7 @@ impl<'c> Write<'c> {
     /// Records `answer` under the request's key, appends `events`, commits.
     pub async fn commit<T: Serialize>(mut self, answer: &T, events: &[Event]) -> DomainResult<()> {
         idempotency::record_answer(&mut self.tx, self.ctx, answer).await?;
-        outbox::append(&mut self.tx, events)
-            .await
-            .map_err(from_sqlx)?;
+        outbox::append(&mut self.tx, events).await?;
         self.tx.commit().await.map_err(from_sqlx)
     }
 }

@@ -1,13 +1,14 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::error::{corrupt, from_sqlx};
+use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{StoreError, StoreResult};
 use promo_store::stock::Kind;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -41,7 +42,7 @@ pub struct PolicyRow {
 impl PolicyRow {
     pub fn into_domain(self) -> DomainResult<Policy> {
         let discount_type = DiscountType::parse(&self.discount_type)
-            .map_err(|_| corrupt("discount type", &self.discount_type))?;
+            .map_err(|_| StoreError::corrupt("discount type", &self.discount_type))?;
         Ok(Policy {
             id: self.id,
             name: self.name,
@@ -80,7 +81,7 @@ impl CouponRow {
     /// The stored coupon with its status as seen at `now`.
     pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Coupon> {
         let status = CouponStatus::parse(&self.status)
-            .map_err(|_| corrupt("coupon status", &self.status))?;
+            .map_err(|_| StoreError::corrupt("coupon status", &self.status))?;
         let mut c = Coupon {
             id: self.id,
             code: self.code,
@@ -231,7 +232,7 @@ impl Reservable for Issued {
     /// The coupons and their policies' issued counters. `user_seq` is the
     /// user's holding after admission, so a Redis that is wrong about a user
     /// collides on `coupons_user_seq_unique` instead of over-issuing.
-    async fn write(conn: &mut PgConnection, rows: &[&Pending<Coupon>]) -> sqlx::Result<()> {
+    async fn write(conn: &mut PgConnection, rows: &[&Pending<Coupon>]) -> StoreResult<()> {
         let ids: Vec<Uuid> = rows.iter().map(|p| p.row.id).collect();
         let codes: Vec<&str> = rows.iter().map(|p| p.row.code.as_str()).collect();
         let policies: Vec<Uuid> = rows.iter().map(|p| p.row.policy_id).collect();
@@ -267,7 +268,7 @@ impl Reservable for Issued {
         Ok(())
     }
 
-    fn event(c: &Coupon) -> DomainResult<Event> {
+    fn event(c: &Coupon) -> StoreResult<Event> {
         let data = serde_json::json!({
             "coupon_id": c.id,
             "code": c.code,

@@ -15,6 +15,7 @@ use promo_domain::point::{
     self, BalanceRow, BatchDecision, BatchMember, Committed, Decision, Transaction, TxType,
 };
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{to_json, StoreError, StoreResult};
 use promo_store::topics;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
@@ -110,14 +111,14 @@ const RACE_ATTEMPTS: usize = 3;
 pub async fn insert_batch(
     pool: &PgPool,
     batch: &[PendingChange],
-) -> Result<Vec<InsertOutcome<Applied>>, sqlx::Error> {
+) -> StoreResult<Vec<InsertOutcome<Applied>>> {
     for _ in 0..RACE_ATTEMPTS {
         if let Some(outcomes) = try_batch(pool, batch).await? {
             return Ok(outcomes);
         }
         metrics::counter!("promo_point_batch_races_total").increment(1);
     }
-    Err(sqlx::Error::Protocol(format!(
+    Err(StoreError::Invariant(format!(
         "point batch lost a race {RACE_ATTEMPTS} times in a row"
     )))
 }
@@ -127,7 +128,7 @@ pub async fn insert_batch(
 async fn try_batch(
     pool: &PgPool,
     batch: &[PendingChange],
-) -> Result<Option<Vec<InsertOutcome<Applied>>>, sqlx::Error> {
+) -> StoreResult<Option<Vec<InsertOutcome<Applied>>>> {
     let mut db = pool.begin().await?;
     let Read {
         rows,
@@ -159,7 +160,7 @@ async fn try_batch(
     if counts != rows.expected() {
         if counts.0 != rows.expected().0 {
             // The lock makes this impossible; refuse to commit rather than guess.
-            return Err(sqlx::Error::Protocol(
+            return Err(StoreError::Invariant(
                 "point balance row changed under the batch's lock".into(),
             ));
         }
@@ -293,7 +294,7 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     /// The rows of the members decided `Applied`, with their balance after.
-    fn of(batch: &'a [PendingChange], decided: &BatchDecision) -> Result<Self, sqlx::Error> {
+    fn of(batch: &'a [PendingChange], decided: &BatchDecision) -> StoreResult<Self> {
         let mut r = Rows::default();
         for row in &decided.rows {
             match row.was {
@@ -312,9 +313,6 @@ impl<'a> Rows<'a> {
                 }
             }
         }
-        let to_json = |what: &str, v: Result<serde_json::Value, serde_json::Error>| {
-            v.map_err(|e| sqlx::Error::Protocol(format!("serialize {what}: {e}")))
-        };
         for (c, d) in batch.iter().zip(&decided.decisions) {
             let Decision::Applied { balance, .. } = d else {
                 continue;
@@ -325,14 +323,12 @@ impl<'a> Rows<'a> {
             r.ev_ids.push(e.id);
             r.ev_topics.push(e.event_type.clone());
             r.ev_keys.push(e.aggregate_id.clone());
-            r.ev_payloads
-                .push(to_json("event", serde_json::to_value(&e))?);
+            r.ev_payloads.push(to_json("event", &e)?);
             if let Some((k, owner)) = &c.idem {
                 r.k_owners.push(*owner);
                 r.k_keys.push(k.key.as_str());
                 r.k_hashes.push(k.request_hash.as_str());
-                r.k_answers
-                    .push(to_json("transaction", serde_json::to_value(&t))?);
+                r.k_answers.push(to_json("transaction", &t)?);
             }
             r.ids.push(t.id);
             r.tx_users.push(t.user_id);
@@ -430,10 +426,8 @@ impl<'a> Rows<'a> {
 /// What a failed batch statement means, if it is a refusal. Refusals are
 /// decided before the statement, so this fires only if that reasoning was
 /// wrong; the batcher then stores the members one by one.
-pub fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
-    let sqlx::Error::Database(d) = e else {
-        return None;
-    };
+pub fn refusal_of(e: &StoreError) -> Option<DomainError> {
+    let d = e.database()?;
     match (d.code().as_deref(), d.constraint()) {
         (Some("23505"), Some("cancelled_once")) => Some(DomainError::AlreadyCancelled),
         (Some("23514"), Some("balance_not_negative")) => Some(DomainError::InsufficientBalance),
@@ -457,12 +451,11 @@ impl BatchStore for Points {
     fn insert_batch(
         pool: &PgPool,
         batch: &[PendingChange],
-    ) -> impl std::future::Future<Output = Result<Vec<InsertOutcome<Applied>>, sqlx::Error>> + Send
-    {
+    ) -> impl std::future::Future<Output = StoreResult<Vec<InsertOutcome<Applied>>>> + Send {
         insert_batch(pool, batch)
     }
 
-    fn refusal_of(e: &sqlx::Error) -> Option<DomainError> {
+    fn refusal_of(e: &StoreError) -> Option<DomainError> {
         refusal_of(e)
     }
 }

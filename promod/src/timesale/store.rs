@@ -1,7 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::error::{corrupt, from_sqlx};
+use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use promo_domain::timesale::{
     NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::{StoreError, StoreResult};
 use promo_store::stock::Kind;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -64,8 +65,8 @@ pub struct SaleRow {
 impl SaleRow {
     /// The stored sale with its status as seen at `now`.
     pub fn into_domain(self, now: DateTime<Utc>) -> DomainResult<Sale> {
-        let stored =
-            SaleStatus::parse(&self.status).map_err(|_| corrupt("sale status", &self.status))?;
+        let stored = SaleStatus::parse(&self.status)
+            .map_err(|_| StoreError::corrupt("sale status", &self.status))?;
         Ok(Sale {
             id: self.id,
             product_id: self.product_id,
@@ -101,8 +102,8 @@ impl TryFrom<OrderRow> for Order {
     type Error = DomainError;
 
     fn try_from(r: OrderRow) -> DomainResult<Self> {
-        let status =
-            OrderStatus::parse(&r.status).map_err(|_| corrupt("order status", &r.status))?;
+        let status = OrderStatus::parse(&r.status)
+            .map_err(|_| StoreError::corrupt("order status", &r.status))?;
         Ok(Order {
             id: r.id,
             time_sale_id: r.time_sale_id,
@@ -316,7 +317,7 @@ impl Reservable for Orders {
     ];
 
     /// The orders, the users' totals and the sales' sold counters.
-    async fn write(conn: &mut PgConnection, rows: &[&Pending<Order>]) -> sqlx::Result<()> {
+    async fn write(conn: &mut PgConnection, rows: &[&Pending<Order>]) -> StoreResult<()> {
         let ids: Vec<Uuid> = rows.iter().map(|p| p.row.id).collect();
         let sales: Vec<Uuid> = rows.iter().map(|p| p.row.time_sale_id).collect();
         let users: Vec<Uuid> = rows.iter().map(|p| p.row.user_id).collect();
@@ -384,7 +385,7 @@ impl Reservable for Orders {
         Ok(())
     }
 
-    fn event(o: &Order) -> DomainResult<Event> {
+    fn event(o: &Order) -> StoreResult<Event> {
         Event::of("order.created", o.id, Some(o.user_id), o.created_at, o)
     }
 }
