@@ -66,6 +66,73 @@ pub fn test_config() -> Config {
     c
 }
 
+/// The keys every test process signs with (the test secret, 15 minutes).
+pub fn test_keys() -> JwtKeys {
+    JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900)
+}
+
+pub fn admin_token(keys: &JwtKeys) -> String {
+    keys.issue(Uuid::new_v4(), Role::Admin).unwrap()
+}
+
+/// `{base}/api/v1{path}`: the answer's status and its JSON body (`Null` when
+/// it has none).
+pub async fn send_api(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    idem: Option<&str>,
+) -> (u16, Value) {
+    let mut req = client.request(method, format!("{base}/api/v1{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A plain GET's status (ops routes, docs).
+pub async fn get_status(client: &reqwest::Client, url: &str) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+/// A plain GET's body, which must be there (`/metrics`).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The paths of the OpenAPI document `base` serves.
+pub async fn openapi_paths(client: &reqwest::Client, base: &str) -> serde_json::Map<String, Value> {
+    let doc: Value = client
+        .get(format!("{base}/api/docs/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["paths"].as_object().expect("openapi paths").clone()
+}
+
+/// A created thing's id.
+pub fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
 pub struct TestApp {
     pub base: String,
     pub coupon_base: String,
@@ -111,8 +178,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("promod starts");
     tokio::spawn(promod::server::join(tasks, shutdown.clone()));
-    let keys = JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900);
-    let admin = keys.issue(Uuid::new_v4(), Role::Admin).unwrap();
+    let keys = test_keys();
+    let admin = admin_token(&keys);
     TestApp {
         base: format!("http://{}", bound.gateway_http.unwrap()),
         coupon_base: format!("http://{}", bound.coupon_http.unwrap()),
@@ -163,22 +230,7 @@ impl TestApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}/api/v1{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(k) = idem {
-            req = req.header("Idempotency-Key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        send_api(&self.client, &self.base, method, path, token, body, idem).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -189,6 +241,54 @@ impl TestApp {
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(token), None, None)
             .await
+    }
+
+    /// POSTs `body` with `token`, which must create (201); the created thing.
+    pub async fn created_by(&self, path: &str, token: &str, body: Value) -> Value {
+        let (s, b) = self.post(path, token, body).await;
+        assert_eq!(s, 201, "{path}: {b}");
+        b
+    }
+
+    /// `created_by` the admin.
+    pub async fn created(&self, path: &str, body: Value) -> Value {
+        self.created_by(path, &self.admin, body).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        get_text(&self.client, &format!("{}/metrics", self.base)).await
+    }
+
+    /// A product priced 1000 and a time sale of it at 700, running from a
+    /// minute ago for a day: (product, sale) as created.
+    pub async fn product_on_sale(&self, total: i64, per_user: i64) -> (Value, Value) {
+        let product = self
+            .created(
+                "/products",
+                serde_json::json!({"name": "test product", "price": 1000}),
+            )
+            .await;
+        let now = chrono::Utc::now();
+        let sale = self
+            .created(
+                "/time-sales",
+                serde_json::json!({
+                    "product_id": product["id"],
+                    "total_quantity": total,
+                    "sale_price": 700,
+                    "per_user_limit": per_user,
+                    "start_at": now - chrono::Duration::minutes(1),
+                    "end_at": now + chrono::Duration::days(1),
+                }),
+            )
+            .await;
+        (product, sale)
+    }
+
+    /// `product_on_sale`'s sale id.
+    pub async fn create_sale(&self, total: i64, per_user: i64) -> Uuid {
+        let (_, sale) = self.product_on_sale(total, per_user).await;
+        id(&sale).parse().unwrap()
     }
 
     pub async fn create_policy(&self, total: i64, per_user: i64) -> Uuid {

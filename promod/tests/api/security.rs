@@ -6,7 +6,7 @@
 use super::helpers::{
     free_port, fresh_db, pg_base, spawn_all_roles, spawn_app, spawn_app_with, TestApp, SECRET,
 };
-use super::split::{promod, wait_http, Proc};
+use super::procs::{promod, wait_http, Proc};
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;

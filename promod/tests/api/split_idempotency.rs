@@ -2,23 +2,12 @@
 //! gateway carries the key and the request's hash over gRPC; the role replays
 //! the stored answer for the same request and refuses a different one.
 
-use super::helpers::{free_port, fresh_db, SECRET};
-use super::split::{promod, wait_http, Proc};
+use super::helpers::{admin_token, free_port, fresh_db, send_api, test_keys};
+use super::procs::{spawn_process as spawn, wait_http};
 use promo_domain::principal::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use uuid::Uuid;
-
-fn spawn(envs: &[(&str, String)]) -> Proc {
-    Proc(
-        promod(envs, &[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn promod"),
-    )
-}
 
 struct Split {
     base: String,
@@ -29,17 +18,17 @@ struct Split {
 
 impl Split {
     async fn call(&self, path: &str, token: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(Method::POST, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(token)
-            .json(&body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let (client, base) = (&self.client, &self.base);
+        send_api(
+            client,
+            base,
+            Method::POST,
+            path,
+            Some(token),
+            Some(body),
+            key,
+        )
+        .await
     }
 
     async fn created(&self, path: &str, body: Value) -> Value {
@@ -133,12 +122,11 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         wait_http(&format!("http://127.0.0.1:{port}/readyz")).await;
     }
     wait_http(&format!("{base}/readyz")).await;
-    let keys =
-        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys = test_keys();
     let app = Split {
         base,
         client: reqwest::Client::new(),
-        admin: keys.issue(Uuid::new_v4(), Role::Admin).unwrap(),
+        admin: admin_token(&keys),
         keys,
     };
 
@@ -213,15 +201,17 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         json!({"amount": 11}),
     )
     .await;
-    let balance: Value = app
-        .client
-        .get(format!("{}/api/v1/points/balance", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (client, base) = (&app.client, &app.base);
+    let (s, balance) = send_api(
+        client,
+        base,
+        Method::GET,
+        "/points/balance",
+        Some(&token),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{balance}");
     assert_eq!(balance["balance"], 90, "one use for one key: {balance}");
 }

@@ -657,16 +657,7 @@ async fn the_gateway_reaches_the_timesale_role_over_grpc() {
 #[tokio::test]
 async fn the_openapi_document_lists_the_time_sale_routes() {
     let app = spawn_timesale_app().await;
-    let doc: serde_json::Value = app
-        .client
-        .get(format!("{}/api/docs/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let paths = doc["paths"].as_object().unwrap();
+    let paths = super::helpers::openapi_paths(&app.client, &app.base).await;
     for p in [
         "/api/v1/products",
         "/api/v1/products/{id}",
@@ -696,48 +687,19 @@ async fn the_openapi_document_lists_the_time_sale_routes() {
 /// the same database keeps the stock, and the gateway finds the new instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_timesale_process_keeps_its_stock() {
-    use super::helpers::{etcd_url, free_port, fresh_db};
-    use super::timesale_helpers::{spawn_process, wait_http};
+    use super::helpers::{admin_token, free_port, fresh_db, test_keys};
+    use super::procs::{etcd_gateway, etcd_role_env, spawn_process, wait_http};
     let prefix = format!("/promo-test/{}", Uuid::new_v4().simple());
     let db = fresh_db("split_timesale").await;
-    let timesale_env = |http: u16| {
-        vec![
-            ("PROMO_ROLES", "timesale".to_string()),
-            ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-            ("PROMO_ETCD_PREFIX", prefix.clone()),
-            ("PROMO_ETCD_LEASE_TTL_SECS", "2".to_string()),
-            ("PROMO_TIMESALE__HTTP_ADDR", format!("127.0.0.1:{http}")),
-            (
-                "PROMO_TIMESALE__GRPC_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            ),
-            ("PROMO_TIMESALE__DATABASE_URL", db.clone()),
-        ]
-    };
+    let timesale_env = |http: u16| etcd_role_env("timesale", &prefix, &db, http);
     let http_a = free_port();
     let a = spawn_process(&timesale_env(http_a));
     wait_http(&format!("http://127.0.0.1:{http_a}/readyz")).await;
-    let gw_port = free_port();
-    let _gw = spawn_process(&[
-        ("PROMO_ROLES", "gateway".to_string()),
-        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-        ("PROMO_ETCD_PREFIX", prefix.clone()),
-        ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
-        (
-            "PROMO_GATEWAY__DATABASE_URL",
-            fresh_db("split_gateway").await,
-        ),
-    ]);
-    let base = format!("http://127.0.0.1:{gw_port}/api/v1");
-    wait_http(&format!("http://127.0.0.1:{gw_port}/healthz")).await;
+    let (_gw, gateway) = etcd_gateway(&prefix).await;
+    let base = format!("{gateway}/api/v1");
 
-    let keys = promo_store::auth::JwtKeys::new(
-        &secrecy::SecretString::from(super::helpers::SECRET.to_owned()),
-        900,
-    );
-    let admin = keys
-        .issue(Uuid::new_v4(), promo_domain::principal::Role::Admin)
-        .unwrap();
+    let keys = test_keys();
+    let admin = admin_token(&keys);
     let client = reqwest::Client::new();
     let post = |path: String, token: String, body: serde_json::Value| {
         let client = client.clone();
