@@ -9,7 +9,7 @@
 //! the write waiting, and a 5xx answer proves that the layer above has given
 //! up on it before the test lets the write go on.
 
-use super::helpers::{free_port, send_api, spawn_all_roles_with, TestApp};
+use super::helpers::{api_request, free_port, send_api, spawn_all_roles_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -35,7 +35,8 @@ async fn send(
     } else {
         Method::GET
     };
-    send_api(&app.client, base, method, path, Some(token), body, key).await
+    let req = api_request(&app.client, base, method, path);
+    send_api(req, Some(token), body, key).await
 }
 
 /// Runs `sql` (a lock, or DDL that takes one) in a transaction left open.

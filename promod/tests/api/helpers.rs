@@ -75,18 +75,24 @@ pub fn admin_token(keys: &JwtKeys) -> String {
     keys.issue(Uuid::new_v4(), Role::Admin).unwrap()
 }
 
-/// `{base}/api/v1{path}`: the answer's status and its JSON body (`Null` when
-/// it has none).
-pub async fn send_api(
+/// `{base}/api/v1{path}`, for `send_api`.
+pub fn api_request(
     client: &reqwest::Client,
     base: &str,
     method: reqwest::Method,
     path: &str,
+) -> reqwest::RequestBuilder {
+    client.request(method, format!("{base}/api/v1{path}"))
+}
+
+/// Sends `req` with what is given: the answer's status and its JSON body
+/// (`Null` when it has none).
+pub async fn send_api(
+    mut req: reqwest::RequestBuilder,
     token: Option<&str>,
     body: Option<Value>,
     idem: Option<&str>,
 ) -> (u16, Value) {
-    let mut req = client.request(method, format!("{base}/api/v1{path}"));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -100,6 +106,22 @@ pub async fn send_api(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Starts promod on `cfg`: its shutdown, its running tasks and what it bound.
+pub async fn start(
+    cfg: Config,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    promod::server::Bound,
+) {
+    let shutdown = CancellationToken::new();
+    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
+        .await
+        .expect("promod starts");
+    let running = tokio::spawn(promod::server::join(tasks, shutdown.clone()));
+    (shutdown, running, bound)
 }
 
 /// A plain GET's status (ops routes, docs).
@@ -173,11 +195,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .roles
         .has(promod::roles::Role::Timesale)
         .then(|| cfg.timesale.service.database_url.clone());
-    let shutdown = CancellationToken::new();
-    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
-        .await
-        .expect("promod starts");
-    tokio::spawn(promod::server::join(tasks, shutdown.clone()));
+    let (shutdown, _running, bound) = start(cfg).await;
     let keys = test_keys();
     let admin = admin_token(&keys);
     TestApp {
@@ -230,7 +248,8 @@ impl TestApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        send_api(&self.client, &self.base, method, path, token, body, idem).await
+        let req = api_request(&self.client, &self.base, method, path);
+        send_api(req, token, body, idem).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {

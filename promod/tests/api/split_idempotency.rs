@@ -2,7 +2,7 @@
 //! gateway carries the key and the request's hash over gRPC; the role replays
 //! the stored answer for the same request and refuses a different one.
 
-use super::helpers::{admin_token, free_port, fresh_db, send_api, test_keys};
+use super::helpers::{admin_token, api_request, free_port, fresh_db, send_api, test_keys};
 use super::procs::{spawn_process as spawn, wait_http};
 use promo_domain::principal::Role;
 use reqwest::Method;
@@ -18,17 +18,8 @@ struct Split {
 
 impl Split {
     async fn call(&self, path: &str, token: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let (client, base) = (&self.client, &self.base);
-        send_api(
-            client,
-            base,
-            Method::POST,
-            path,
-            Some(token),
-            Some(body),
-            key,
-        )
-        .await
+        let req = api_request(&self.client, &self.base, Method::POST, path);
+        send_api(req, Some(token), Some(body), key).await
     }
 
     async fn created(&self, path: &str, body: Value) -> Value {
@@ -201,17 +192,8 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         json!({"amount": 11}),
     )
     .await;
-    let (client, base) = (&app.client, &app.base);
-    let (s, balance) = send_api(
-        client,
-        base,
-        Method::GET,
-        "/points/balance",
-        Some(&token),
-        None,
-        None,
-    )
-    .await;
+    let req = api_request(&app.client, &app.base, Method::GET, "/points/balance");
+    let (s, balance) = send_api(req, Some(&token), None, None).await;
     assert_eq!(s, 200, "{balance}");
     assert_eq!(balance["balance"], 90, "one use for one key: {balance}");
 }

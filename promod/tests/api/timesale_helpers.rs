@@ -2,7 +2,7 @@
 //! 0, fresh databases, the process clock for window tests, and a restart that
 //! keeps the databases (and Redis) to prove that stock survives it.
 
-use super::helpers::{admin_token, fresh_db, send_api, test_config, test_keys};
+use super::helpers::{admin_token, api_request, fresh_db, send_api, start, test_config, test_keys};
 use promo_domain::clock::{Clock, OffsetClock};
 use promo_domain::principal::Role;
 use promo_store::auth::JwtKeys;
@@ -32,21 +32,6 @@ impl Drop for TimesaleApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-async fn start(
-    cfg: Config,
-) -> (
-    CancellationToken,
-    JoinHandle<anyhow::Result<()>>,
-    promod::server::Bound,
-) {
-    let shutdown = CancellationToken::new();
-    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
-        .await
-        .expect("promod starts");
-    let running = tokio::spawn(promod::server::join(tasks, shutdown.clone()));
-    (shutdown, running, bound)
 }
 
 fn http(addr: Option<SocketAddr>) -> String {
@@ -134,16 +119,8 @@ impl TimesaleApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        send_api(
-            &self.client,
-            &self.base,
-            method,
-            path,
-            Some(token),
-            body,
-            idem,
-        )
-        .await
+        let req = api_request(&self.client, &self.base, method, path);
+        send_api(req, Some(token), body, idem).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
