@@ -155,6 +155,15 @@ pub fn id(v: &Value) -> String {
         .to_owned()
 }
 
+/// Logins limited to a burst of 2 per client ip, hardly refilling, with
+/// forwarding headers believed from the `trusted` proxies only.
+pub fn limit_logins(c: &mut Config, trusted: &[&str]) {
+    c.gateway.rate_limit.enabled = true;
+    c.gateway.rate_limit.auth_burst = 2;
+    c.gateway.rate_limit.auth_per_sec = 0.01;
+    c.gateway.trusted_proxies = trusted.iter().map(|p| p.to_string()).collect();
+}
+
 pub struct TestApp {
     pub base: String,
     pub coupon_base: String,
