@@ -75,6 +75,12 @@ pub fn admin_token(keys: &JwtKeys) -> String {
     keys.issue(Uuid::new_v4(), Role::Admin).unwrap()
 }
 
+/// A fresh user id and its token.
+pub fn new_user(keys: &JwtKeys) -> (Uuid, String) {
+    let id = Uuid::new_v4();
+    (id, keys.issue(id, Role::User).unwrap())
+}
+
 /// `{base}/api/v1{path}`, for `send_api`.
 pub fn api_request(
     client: &reqwest::Client,
@@ -164,6 +170,36 @@ pub fn limit_logins(c: &mut Config, trusted: &[&str]) {
     c.gateway.trusted_proxies = trusted.iter().map(|p| p.to_string()).collect();
 }
 
+/// Runs `n` tasks made by `task` at once: their outputs, in the order made.
+pub async fn concurrently<T, Fut>(n: usize, mut task: impl FnMut(usize) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(task(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// How many `answers` have the status `ok`, and how many were refused with
+/// `refused` (status, error code); any other answer fails the test.
+pub fn tally(answers: &[(u16, Value)], ok: u16, refused: (u16, &str)) -> (usize, usize) {
+    let (mut passed, mut refusals) = (0, 0);
+    for (s, b) in answers {
+        if *s == ok {
+            passed += 1;
+        } else if (*s, b["error"]["code"].as_str()) == (refused.0, Some(refused.1)) {
+            refusals += 1;
+        } else {
+            panic!("unexpected {s}: {b}");
+        }
+    }
+    (passed, refusals)
+}
+
 pub struct TestApp {
     pub base: String,
     pub coupon_base: String,
@@ -245,8 +281,7 @@ pub async fn spawn_all_roles() -> TestApp {
 
 impl TestApp {
     pub fn user_token(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
+        new_user(&self.keys)
     }
 
     pub async fn call(

@@ -2,9 +2,10 @@
 //! gateway carries the key and the request's hash over gRPC; the role replays
 //! the stored answer for the same request and refuses a different one.
 
-use super::helpers::{admin_token, api_request, free_port, fresh_db, send_api, test_keys};
+use super::helpers::{
+    admin_token, api_request, free_port, fresh_db, new_user, send_api, test_keys,
+};
 use super::procs::{spawn_process as spawn, wait_http};
-use promo_domain::principal::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -29,8 +30,7 @@ impl Split {
     }
 
     fn user(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
+        new_user(&self.keys)
     }
 
     /// The same request twice under one key gives one answer; a different

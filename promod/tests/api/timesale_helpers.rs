@@ -2,9 +2,10 @@
 //! 0, fresh databases, the process clock for window tests, and a restart that
 //! keeps the databases (and Redis) to prove that stock survives it.
 
-use super::helpers::{admin_token, api_request, fresh_db, send_api, start, test_config, test_keys};
+use super::helpers::{
+    admin_token, api_request, fresh_db, new_user, send_api, start, test_config, test_keys,
+};
 use promo_domain::clock::{Clock, OffsetClock};
-use promo_domain::principal::Role;
 use promo_store::auth::JwtKeys;
 use promod::config::Config;
 use serde_json::{json, Value};
@@ -107,8 +108,7 @@ impl TimesaleApp {
     }
 
     pub fn user_token(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
+        new_user(&self.keys)
     }
 
     pub async fn call(
