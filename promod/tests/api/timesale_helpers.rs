@@ -107,10 +107,6 @@ impl TimesaleApp {
         self.running = Some(running);
     }
 
-    pub fn user_token(&self) -> (Uuid, String) {
-        new_user(&self.keys)
-    }
-
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -136,6 +132,10 @@ impl TimesaleApp {
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, token, None, None)
             .await
+    }
+
+    pub fn user_token(&self) -> (Uuid, String) {
+        new_user(&self.keys)
     }
 
     pub async fn create_product(&self, price: i64) -> Uuid {
