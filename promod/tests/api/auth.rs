@@ -1,6 +1,6 @@
 //! Auth routes against gateway_db, and the tokens that must be refused.
 
-use super::helpers::{spawn_app, SECRET};
+use super::helpers::{get_status, openapi_paths, spawn_app, SECRET};
 use serde_json::json;
 
 #[tokio::test]
@@ -163,43 +163,20 @@ async fn bad_tokens_get_401() {
 async fn ops_routes_and_openapi() {
     let app = spawn_app().await;
     for base in [&app.base, &app.coupon_base] {
-        let r = app
-            .client
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let r = app
-            .client
-            .get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(
+            get_status(&app.client, &format!("{base}/healthz")).await,
+            200
+        );
+        assert_eq!(
+            get_status(&app.client, &format!("{base}/readyz")).await,
+            200
+        );
     }
     app.get("/coupon-policies", &app.admin).await;
-    let m = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = app.metrics().await;
     assert!(m.contains("promo_http_requests_total"), "{m}");
     assert!(m.contains("role=\"gateway\""));
-    let doc: serde_json::Value = app
-        .client
-        .get(format!("{}/api/docs/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let paths = doc["paths"].as_object().unwrap();
+    let paths = openapi_paths(&app.client, &app.base).await;
     // Every route of API.md, with its method.
     for (method, p) in [
         ("post", "/auth/register"),
@@ -239,18 +216,8 @@ async fn ops_routes_and_openapi() {
             "{method} {path} missing from openapi"
         );
     }
-    let ui = app
-        .client
-        .get(format!("{}/api/docs/", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ui.status(), 200);
-    let r = app
-        .client
-        .get(format!("{}/nope", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let docs = format!("{}/api/docs/", app.base);
+    assert_eq!(get_status(&app.client, &docs).await, 200);
+    let nope = format!("{}/nope", app.base);
+    assert_eq!(get_status(&app.client, &nope).await, 404);
 }

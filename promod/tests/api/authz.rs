@@ -2,64 +2,34 @@
 //! neither see nor touch what belongs to user A, users never reach admin
 //! routes, and nothing answers without a token.
 
-use super::helpers::spawn_all_roles;
+use super::helpers::{id, spawn_all_roles};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_cannot_reach_each_others_things_nor_admin_routes() {
     let app = spawn_all_roles().await;
     let (a, a_token) = app.user_token();
     let (_, b_token) = app.user_token();
-    let now = chrono::Utc::now();
 
     // A's things: a coupon, a point transaction, an order.
     let policy = app.create_policy(10, 1).await;
-    let (s, coupon) = app
-        .post("/coupons/issue", &a_token, json!({"policy_id": policy}))
+    let coupon = app
+        .created_by("/coupons/issue", &a_token, json!({"policy_id": policy}))
         .await;
-    assert_eq!(s, 201, "{coupon}");
-    let (s, _) = app
-        .post(
-            "/points/earn",
-            &app.admin,
-            json!({"user_id": a, "amount": 100}),
-        )
+    app.created("/points/earn", json!({"user_id": a, "amount": 100}))
         .await;
-    assert_eq!(s, 201);
-    let (s, used) = app
-        .post("/points/use", &a_token, json!({"amount": 10}))
+    let used = app
+        .created_by("/points/use", &a_token, json!({"amount": 10}))
         .await;
-    assert_eq!(s, 201, "{used}");
-    let (s, product) = app
-        .post("/products", &app.admin, json!({"name": "p", "price": 1000}))
-        .await;
-    assert_eq!(s, 201, "{product}");
-    let (s, sale) = app
-        .post(
-            "/time-sales",
-            &app.admin,
-            json!({"product_id": id(&product), "total_quantity": 5, "sale_price": 500,
-                   "start_at": now - chrono::Duration::minutes(1),
-                   "end_at": now + chrono::Duration::hours(1)}),
-        )
-        .await;
-    assert_eq!(s, 201, "{sale}");
-    let (s, order) = app
-        .post(
+    let (_, sale) = app.product_on_sale(5, 1).await;
+    let order = app
+        .created_by(
             &format!("/time-sales/{}/orders", id(&sale)),
             &a_token,
             json!({"quantity": 1}),
         )
         .await;
-    assert_eq!(s, 201, "{order}");
 
     let (c, t, o, p, sl) = (id(&coupon), id(&used), id(&order), policy, id(&sale));
     let owner_scoped: Vec<(Method, String, Option<Value>)> = vec![

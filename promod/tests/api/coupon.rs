@@ -1,6 +1,6 @@
 //! Coupon behaviour through the gateway, against real PostgreSQL and Redis.
 
-use super::helpers::{hold_claim, spawn_app};
+use super::helpers::{concurrently, hold_claim, spawn_app, tally};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -23,27 +23,16 @@ async fn db_count(app: &super::helpers::TestApp, policy: uuid::Uuid) -> (i64, i6
 async fn a_hundred_of_a_thousand_concurrent_issues_succeed() {
     let app = Arc::new(spawn_app().await);
     let policy = app.create_policy(100, 1).await;
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
+    let answers = concurrently(1000, |_| {
         let app = app.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let (_, token) = app.user_token();
             app.post("/coupons/issue", &token, json!({"policy_id": policy}))
                 .await
-        }));
-    }
-    let (mut ok, mut sold_out) = (0, 0);
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
-        match s {
-            201 => ok += 1,
-            409 => {
-                assert_eq!(b["error"]["code"], "SOLD_OUT");
-                sold_out += 1
-            }
-            other => panic!("unexpected {other}: {b}"),
         }
-    }
+    })
+    .await;
+    let (ok, sold_out) = tally(&answers, 201, (409, "SOLD_OUT"));
     assert_eq!((ok, sold_out), (100, 900));
     assert_eq!(db_count(&app, policy).await, (100, 100));
 }
@@ -54,23 +43,15 @@ async fn one_user_gets_exactly_the_per_user_limit() {
     let policy = app.create_policy(1000, 2).await;
     let (_, token) = app.user_token();
     let token = Arc::new(token);
-    let mut tasks = Vec::new();
-    for _ in 0..50 {
+    let answers = concurrently(50, |_| {
         let (app, token) = (app.clone(), token.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             app.post("/coupons/issue", &token, json!({"policy_id": policy}))
                 .await
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
-        if s == 201 {
-            ok += 1;
-        } else {
-            assert_eq!(b["error"]["code"], "LIMIT_EXCEEDED", "{b}");
         }
-    }
+    })
+    .await;
+    let (ok, _) = tally(&answers, 201, (409, "LIMIT_EXCEEDED"));
     assert_eq!(ok, 2);
     assert_eq!(db_count(&app, policy).await, (2, 2));
 }
@@ -89,19 +70,12 @@ async fn concurrent_uses_and_cancels_succeed_once() {
     let race = |path: String, body: serde_json::Value| {
         let (app, token) = (app.clone(), token.clone());
         async move {
-            let mut tasks = Vec::new();
-            for _ in 0..10 {
+            concurrently(10, |_| {
                 let (app, token, path, body) =
                     (app.clone(), token.clone(), path.clone(), body.clone());
-                tasks.push(tokio::spawn(
-                    async move { app.post(&path, &token, body).await },
-                ));
-            }
-            let mut codes = Vec::new();
-            for t in tasks {
-                codes.push(t.await.unwrap());
-            }
-            codes
+                async move { app.post(&path, &token, body).await }
+            })
+            .await
         }
     };
     let uses = race(

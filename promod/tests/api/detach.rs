@@ -9,7 +9,7 @@
 //! the write waiting, and a 5xx answer proves that the layer above has given
 //! up on it before the test lets the write go on.
 
-use super::helpers::{free_port, spawn_all_roles_with, TestApp};
+use super::helpers::{api_request, free_port, send_api, spawn_all_roles_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -35,20 +35,8 @@ async fn send(
     } else {
         Method::GET
     };
-    let mut req = app
-        .client
-        .request(method, format!("{base}/api/v1{path}"))
-        .bearer_auth(token);
-    if let Some(k) = key {
-        req = req.header("Idempotency-Key", k);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    let req = api_request(&app.client, base, method, path);
+    send_api(req, Some(token), body, key).await
 }
 
 /// Runs `sql` (a lock, or DDL that takes one) in a transaction left open.
@@ -104,19 +92,16 @@ struct Scarce<'a> {
 }
 
 impl Scarce<'_> {
+    async fn write(&self, app: &TestApp, token: &str, key: Option<&str>) -> (u16, Value) {
+        let body = Some(self.body.clone());
+        send(app, self.base, &self.path, token, body, key).await
+    }
+
     async fn run(&self, app: &TestApp) {
         let stack = self.stack;
         let (u1, t1) = app.user_token();
         let lock = holding(self.pool, self.lock_read).await;
-        let first = send(
-            app,
-            self.base,
-            &self.path,
-            &t1,
-            Some(self.body.clone()),
-            Some("k1"),
-        )
-        .await;
+        let first = self.write(app, &t1, Some("k1")).await;
         gave_up(stack, &first);
         lock.rollback().await.unwrap();
         eventually(
@@ -124,15 +109,7 @@ impl Scarce<'_> {
             || async { count(self.pool, self.user_rows, u1).await == 1 },
         )
         .await;
-        let (s, b) = send(
-            app,
-            self.base,
-            &self.path,
-            &t1,
-            Some(self.body.clone()),
-            Some("k1"),
-        )
-        .await;
+        let (s, b) = self.write(app, &t1, Some("k1")).await;
         assert_eq!(s, 201, "{stack}: the retry gets the stored answer: {b}");
         let (id,): (Uuid,) =
             sqlx::query_as(&format!("SELECT id FROM {} WHERE user_id = $1", self.rows))
@@ -155,15 +132,7 @@ impl Scarce<'_> {
             ),
         )
         .await;
-        let second = send(
-            app,
-            self.base,
-            &self.path,
-            &t2,
-            Some(self.body.clone()),
-            None,
-        )
-        .await;
+        let second = self.write(app, &t2, None).await;
         gave_up(stack, &second);
         // The waiting insert goes first, meets the constraint and is refused;
         // the DROP waits for it.
@@ -178,15 +147,7 @@ impl Scarce<'_> {
         // The refused write's answer goes nowhere, so wait for its slots.
         let started = Instant::now();
         loop {
-            let (s, b) = send(
-                app,
-                self.base,
-                &self.path,
-                &t2,
-                Some(self.body.clone()),
-                None,
-            )
-            .await;
+            let (s, b) = self.write(app, &t2, None).await;
             if s == 201 {
                 break;
             }
@@ -198,15 +159,7 @@ impl Scarce<'_> {
         }
 
         let (_, t3) = app.user_token();
-        let (s, b) = send(
-            app,
-            self.base,
-            &self.path,
-            &t3,
-            Some(self.body.clone()),
-            None,
-        )
-        .await;
+        let (s, b) = self.write(app, &t3, None).await;
         assert_eq!(
             (s, b["error"]["code"].as_str()),
             (409, Some("SOLD_OUT")),
@@ -242,31 +195,7 @@ async fn coupon_issue(app: &TestApp, stack: &str, base: &str) {
 /// A time sale of 2 units, one per user, through `base`.
 async fn time_sale_order(app: &TestApp, stack: &str, base: &str) {
     let pool = app.timesale_db.as_ref().expect("timesale role");
-    let (s, product) = app
-        .post(
-            "/products",
-            &app.admin,
-            json!({"name": "pin", "price": 1000}),
-        )
-        .await;
-    assert_eq!(s, 201, "{product}");
-    let now = chrono::Utc::now();
-    let (s, sale) = app
-        .post(
-            "/time-sales",
-            &app.admin,
-            json!({
-                "product_id": product["id"],
-                "total_quantity": 2,
-                "sale_price": 700,
-                "per_user_limit": 1,
-                "start_at": now - chrono::Duration::minutes(1),
-                "end_at": now + chrono::Duration::days(1),
-            }),
-        )
-        .await;
-    assert_eq!(s, 201, "{sale}");
-    let sale: Uuid = sale["id"].as_str().unwrap().parse().unwrap();
+    let sale = app.create_sale(2, 1).await;
     Scarce {
         stack,
         base,

@@ -7,7 +7,7 @@
 //!
 //! `PROMO_FUZZ_CASES` scales the number of cases per route (default 24).
 
-use super::helpers::{spawn_all_roles, TestApp};
+use super::helpers::{id, spawn_all_roles, TestApp};
 use chrono::{Duration, Utc};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PropConfig, TestCaseError, TestRunner};
@@ -383,13 +383,6 @@ async fn send(
     (status, resp.text().await.unwrap_or_default())
 }
 
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no id in {v}"))
-        .to_owned()
-}
-
 /// Fixtures: a policy with one coupon of the user's, points with a USE
 /// transaction, a product with a running sale and one order of the user's.
 struct World {
@@ -408,48 +401,35 @@ async fn world(app: &TestApp) -> World {
     let (user, user_token) = app.user_token();
     let now = Utc::now();
     let policy = app.create_policy(1_000_000, 1_000).await.to_string();
-    let (s, coupon) = app
-        .post("/coupons/issue", &user_token, json!({"policy_id": policy}))
+    let coupon = app
+        .created_by("/coupons/issue", &user_token, json!({"policy_id": policy}))
         .await;
-    assert_eq!(s, 201, "{coupon}");
-    let (s, _) = app
-        .post(
-            "/points/earn",
-            &app.admin,
-            json!({"user_id": user, "amount": 1_000_000}),
-        )
+    app.created(
+        "/points/earn",
+        json!({"user_id": user, "amount": 1_000_000}),
+    )
+    .await;
+    let tx = app
+        .created_by("/points/use", &user_token, json!({"amount": 1}))
         .await;
-    assert_eq!(s, 201);
-    let (s, tx) = app
-        .post("/points/use", &user_token, json!({"amount": 1}))
+    let product = app
+        .created("/products", json!({"name": "p", "price": 100_000}))
         .await;
-    assert_eq!(s, 201, "{tx}");
-    let (s, product) = app
-        .post(
-            "/products",
-            &app.admin,
-            json!({"name": "p", "price": 100_000}),
-        )
-        .await;
-    assert_eq!(s, 201, "{product}");
-    let (s, sale) = app
-        .post(
+    let sale = app
+        .created(
             "/time-sales",
-            &app.admin,
             json!({"product_id": id(&product), "total_quantity": 1_000_000, "sale_price": 500,
                    "per_user_limit": 1_000,
                    "start_at": now - Duration::minutes(1), "end_at": now + Duration::days(1)}),
         )
         .await;
-    assert_eq!(s, 201, "{sale}");
-    let (s, order) = app
-        .post(
+    let order = app
+        .created_by(
             &format!("/time-sales/{}/orders", id(&sale)),
             &user_token,
             json!({"quantity": 1}),
         )
         .await;
-    assert_eq!(s, 201, "{order}");
     let email = format!("f{}@example.com", Uuid::new_v4().simple());
     let none = None::<&str>;
     let (s, _) = app

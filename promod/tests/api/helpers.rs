@@ -66,6 +66,140 @@ pub fn test_config() -> Config {
     c
 }
 
+/// The keys every test process signs with (the test secret, 15 minutes).
+pub fn test_keys() -> JwtKeys {
+    JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900)
+}
+
+pub fn admin_token(keys: &JwtKeys) -> String {
+    keys.issue(Uuid::new_v4(), Role::Admin).unwrap()
+}
+
+/// A fresh user id and its token.
+pub fn new_user(keys: &JwtKeys) -> (Uuid, String) {
+    let id = Uuid::new_v4();
+    (id, keys.issue(id, Role::User).unwrap())
+}
+
+/// `{base}/api/v1{path}`, for `send_api`.
+pub fn api_request(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
+    client.request(method, format!("{base}/api/v1{path}"))
+}
+
+/// Sends `req` with what is given: the answer's status and its JSON body
+/// (`Null` when it has none).
+pub async fn send_api(
+    mut req: reqwest::RequestBuilder,
+    token: Option<&str>,
+    body: Option<Value>,
+    idem: Option<&str>,
+) -> (u16, Value) {
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(k) = idem {
+        req = req.header("Idempotency-Key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Starts promod on `cfg`: its shutdown, its running tasks and what it bound.
+pub async fn start(
+    cfg: Config,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    promod::server::Bound,
+) {
+    let shutdown = CancellationToken::new();
+    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
+        .await
+        .expect("promod starts");
+    let running = tokio::spawn(promod::server::join(tasks, shutdown.clone()));
+    (shutdown, running, bound)
+}
+
+/// A plain GET's status (ops routes, docs).
+pub async fn get_status(client: &reqwest::Client, url: &str) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+/// A plain GET's body, which must be there (`/metrics`).
+pub async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The paths of the OpenAPI document `base` serves.
+pub async fn openapi_paths(client: &reqwest::Client, base: &str) -> serde_json::Map<String, Value> {
+    let doc: Value = client
+        .get(format!("{base}/api/docs/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    doc["paths"].as_object().expect("openapi paths").clone()
+}
+
+/// A created thing's id.
+pub fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {v}"))
+        .to_owned()
+}
+
+/// Logins limited to a burst of 2 per client ip, hardly refilling, with
+/// forwarding headers believed from the `trusted` proxies only.
+pub fn limit_logins(c: &mut Config, trusted: &[&str]) {
+    c.gateway.rate_limit.enabled = true;
+    c.gateway.rate_limit.auth_burst = 2;
+    c.gateway.rate_limit.auth_per_sec = 0.01;
+    c.gateway.trusted_proxies = trusted.iter().map(|p| p.to_string()).collect();
+}
+
+/// Runs `n` tasks made by `task` at once: their outputs, in the order made.
+pub async fn concurrently<T, Fut>(n: usize, mut task: impl FnMut(usize) -> Fut) -> Vec<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|i| tokio::spawn(task(i))).collect();
+    let mut out = Vec::with_capacity(n);
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// How many `answers` have the status `ok`, and how many were refused with
+/// `refused` (status, error code); any other answer fails the test.
+pub fn tally(answers: &[(u16, Value)], ok: u16, refused: (u16, &str)) -> (usize, usize) {
+    let (mut passed, mut refusals) = (0, 0);
+    for (s, b) in answers {
+        if *s == ok {
+            passed += 1;
+        } else if (*s, b["error"]["code"].as_str()) == (refused.0, Some(refused.1)) {
+            refusals += 1;
+        } else {
+            panic!("unexpected {s}: {b}");
+        }
+    }
+    (passed, refusals)
+}
+
 pub struct TestApp {
     pub base: String,
     pub coupon_base: String,
@@ -106,13 +240,9 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .roles
         .has(promod::roles::Role::Timesale)
         .then(|| cfg.timesale.service.database_url.clone());
-    let shutdown = CancellationToken::new();
-    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
-        .await
-        .expect("promod starts");
-    tokio::spawn(promod::server::join(tasks, shutdown.clone()));
-    let keys = JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900);
-    let admin = keys.issue(Uuid::new_v4(), Role::Admin).unwrap();
+    let (shutdown, _running, bound) = start(cfg).await;
+    let keys = test_keys();
+    let admin = admin_token(&keys);
     TestApp {
         base: format!("http://{}", bound.gateway_http.unwrap()),
         coupon_base: format!("http://{}", bound.coupon_http.unwrap()),
@@ -151,8 +281,7 @@ pub async fn spawn_all_roles() -> TestApp {
 
 impl TestApp {
     pub fn user_token(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
+        new_user(&self.keys)
     }
 
     pub async fn call(
@@ -163,22 +292,8 @@ impl TestApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}/api/v1{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(k) = idem {
-            req = req.header("Idempotency-Key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let req = api_request(&self.client, &self.base, method, path);
+        send_api(req, token, body, idem).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -189,6 +304,54 @@ impl TestApp {
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(token), None, None)
             .await
+    }
+
+    /// POSTs `body` with `token`, which must create (201); the created thing.
+    pub async fn created_by(&self, path: &str, token: &str, body: Value) -> Value {
+        let (s, b) = self.post(path, token, body).await;
+        assert_eq!(s, 201, "{path}: {b}");
+        b
+    }
+
+    /// `created_by` the admin.
+    pub async fn created(&self, path: &str, body: Value) -> Value {
+        self.created_by(path, &self.admin, body).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        get_text(&self.client, &format!("{}/metrics", self.base)).await
+    }
+
+    /// A product priced 1000 and a time sale of it at 700, running from a
+    /// minute ago for a day: (product, sale) as created.
+    pub async fn product_on_sale(&self, total: i64, per_user: i64) -> (Value, Value) {
+        let product = self
+            .created(
+                "/products",
+                serde_json::json!({"name": "test product", "price": 1000}),
+            )
+            .await;
+        let now = chrono::Utc::now();
+        let sale = self
+            .created(
+                "/time-sales",
+                serde_json::json!({
+                    "product_id": product["id"],
+                    "total_quantity": total,
+                    "sale_price": 700,
+                    "per_user_limit": per_user,
+                    "start_at": now - chrono::Duration::minutes(1),
+                    "end_at": now + chrono::Duration::days(1),
+                }),
+            )
+            .await;
+        (product, sale)
+    }
+
+    /// `product_on_sale`'s sale id.
+    pub async fn create_sale(&self, total: i64, per_user: i64) -> Uuid {
+        let (_, sale) = self.product_on_sale(total, per_user).await;
+        id(&sale).parse().unwrap()
     }
 
     pub async fn create_policy(&self, total: i64, per_user: i64) -> Uuid {

@@ -81,32 +81,6 @@ async fn count(pool: &sqlx::PgPool, sql: &str, id: Uuid) -> i64 {
     n
 }
 
-async fn sale(app: &TestApp, total: i64, per_user: i64) -> Uuid {
-    let (s, product) = app
-        .post(
-            "/products",
-            &app.admin,
-            json!({"name": "same key", "price": 1000}),
-        )
-        .await;
-    assert_eq!(s, 201, "{product}");
-    let now = chrono::Utc::now();
-    let (s, b) = app
-        .post(
-            "/time-sales",
-            &app.admin,
-            json!({
-                "product_id": product["id"], "total_quantity": total, "sale_price": 700,
-                "per_user_limit": per_user,
-                "start_at": now - chrono::Duration::minutes(1),
-                "end_at": now + chrono::Duration::days(1),
-            }),
-        )
-        .await;
-    assert_eq!(s, 201, "{b}");
-    b["id"].as_str().unwrap().parse().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_same_key_coupon_issues_make_one_coupon() {
     let app = Arc::new(spawn_all_roles().await);
@@ -129,7 +103,7 @@ async fn concurrent_same_key_orders_make_one_order() {
     let pool = app.timesale_db.clone().expect("timesale role");
     let rows = "SELECT count(*) FROM time_sale_orders WHERE user_id = $1";
     for (total, per_user) in [(100, 10), (1, 1)] {
-        let sale = sale(&app, total, per_user).await;
+        let sale = app.create_sale(total, per_user).await;
         let (user, token) = app.user_token();
         let path = format!("/time-sales/{sale}/orders");
         same_key_at_once(&app, path, &token, json!({"quantity": 1})).await;

@@ -4,9 +4,10 @@
 //! honest request working, so that a refusal means the defence, not a typo.
 
 use super::helpers::{
-    free_port, fresh_db, pg_base, spawn_all_roles, spawn_app, spawn_app_with, TestApp, SECRET,
+    free_port, fresh_db, limit_logins, pg_base, spawn_all_roles, spawn_app, spawn_app_with,
+    TestApp, SECRET,
 };
-use super::split::{promod, wait_http, Proc};
+use super::procs::{promod, wait_http, Proc};
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use reqwest::Method;
@@ -658,13 +659,7 @@ fn random_loopback() -> IpAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spoofed_forwarding_headers_do_not_evade_the_ip_limit() {
-    let app = spawn_app_with(|c| {
-        c.gateway.rate_limit.enabled = true;
-        c.gateway.rate_limit.auth_burst = 2;
-        c.gateway.rate_limit.auth_per_sec = 0.01;
-        c.gateway.trusted_proxies = vec!["127.0.0.1".into(), "10.0.0.0/8".into()];
-    })
-    .await;
+    let app = spawn_app_with(|c| limit_logins(c, &["127.0.0.1", "10.0.0.0/8"])).await;
     let login = |client: reqwest::Client, headers: Vec<(&'static str, String)>| {
         let url = format!("{}/api/v1/auth/login", app.base);
         async move {
@@ -857,21 +852,13 @@ async fn secrets_never_reach_the_logs() {
     )
     .await;
     call(Method::GET, "/points/history", Some(&access), None).await;
-    let (_, next) = call(
-        Method::POST,
-        "/auth/refresh",
-        None,
-        Some(json!({"refresh_token": token(&pair, "refresh_token")})),
-    )
-    .await;
+    let refresh = |t: String| {
+        let body = json!({"refresh_token": t});
+        call(Method::POST, "/auth/refresh", None, Some(body))
+    };
+    let (_, next) = refresh(token(&pair, "refresh_token")).await;
     // Reuse of the rotated token: the warning path.
-    call(
-        Method::POST,
-        "/auth/refresh",
-        None,
-        Some(json!({"refresh_token": token(&pair, "refresh_token")})),
-    )
-    .await;
+    refresh(token(&pair, "refresh_token")).await;
     call(
         Method::POST,
         "/auth/login",

@@ -2,74 +2,13 @@
 //! coupon instances through etcd, notices one leaving and a new one arriving.
 //! Also the start-up failures that must be one clear line and a non-zero exit.
 
-use super::helpers::{etcd_url, free_port, fresh_db, redis_url, SECRET};
-use promo_domain::principal::Role;
-use std::process::{Child, Command, Stdio};
+use super::helpers::{admin_token, free_port, fresh_db, get_text, test_keys};
+use super::procs::{etcd_gateway, etcd_role_env, promod, spawn_process as spawn, wait_http};
 use std::time::{Duration, Instant};
-
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn promod(envs: &[(&str, String)], args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_promod"));
-    c.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROMO_JWT_SECRET", SECRET)
-        .env("PROMO_REDIS_URL", redis_url())
-        .env("PROMO_LOG__LEVEL", "warn")
-        .stdin(Stdio::null());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    c
-}
-
-fn spawn(envs: &[(&str, String)]) -> Proc {
-    Proc(
-        promod(envs, &[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn promod"),
-    )
-}
-
-pub async fn wait_http(url: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if reqwest::get(url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{url} did not come up");
-}
 
 fn coupon_env(prefix: &str, db: &str) -> (Vec<(&'static str, String)>, u16) {
     let http = free_port();
-    let env = vec![
-        ("PROMO_ROLES", "coupon".to_string()),
-        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-        ("PROMO_ETCD_PREFIX", prefix.to_string()),
-        ("PROMO_ETCD_LEASE_TTL_SECS", "2".to_string()),
-        ("PROMO_COUPON__HTTP_ADDR", format!("127.0.0.1:{http}")),
-        (
-            "PROMO_COUPON__GRPC_ADDR",
-            format!("127.0.0.1:{}", free_port()),
-        ),
-        ("PROMO_COUPON__DATABASE_URL", db.to_string()),
-    ];
-    (env, http)
+    (etcd_role_env("coupon", prefix, db, http), http)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,23 +19,9 @@ async fn gateway_follows_coupon_instances_through_etcd() {
     let a = spawn(&env_a);
     wait_http(&format!("http://127.0.0.1:{http_a}/readyz")).await;
 
-    let gw_port = free_port();
-    let _gw = spawn(&[
-        ("PROMO_ROLES", "gateway".to_string()),
-        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-        ("PROMO_ETCD_PREFIX", prefix.clone()),
-        ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
-        (
-            "PROMO_GATEWAY__DATABASE_URL",
-            fresh_db("split_gateway").await,
-        ),
-    ]);
-    let base = format!("http://127.0.0.1:{gw_port}");
-    wait_http(&format!("{base}/healthz")).await;
+    let (_gw, base) = etcd_gateway(&prefix).await;
 
-    let keys =
-        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
-    let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
+    let admin = admin_token(&test_keys());
     let client = reqwest::Client::new();
     let list = || {
         client
@@ -236,9 +161,7 @@ async fn a_dead_role_opens_its_breaker_only_and_recovery_closes_it() {
     let base = format!("http://127.0.0.1:{gw_port}");
     wait_http(&format!("{base}/healthz")).await;
     wait_http(&format!("http://127.0.0.1:{point_http}/readyz")).await;
-    let keys =
-        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
-    let admin = keys.issue(uuid::Uuid::new_v4(), Role::Admin).unwrap();
+    let admin = admin_token(&test_keys());
     let client = reqwest::Client::new();
     let get = |path: &'static str| {
         let req = client
@@ -271,26 +194,25 @@ async fn a_dead_role_opens_its_breaker_only_and_recovery_closes_it() {
             }
         }
     };
+    // The state gauge: 1 open, 0 closed.
+    let coupon_breaker_is = |state: u8, what: &'static str| {
+        let (client, url) = (&client, format!("{base}/metrics"));
+        async move {
+            let metrics = get_text(client, &url).await;
+            let line = format!("promo_circuit_state{{service=\"coupon\"}} {state}");
+            assert!(
+                metrics.lines().any(|l| l.starts_with(&line)),
+                "coupon breaker {what}:\n{metrics}"
+            );
+        }
+    };
     let balance = "/points/balance?user_id=00000000-0000-0000-0000-000000000001";
     until("/coupon-policies", (200, "")).await;
     until(balance, (200, "")).await;
 
     drop(coupon);
     until("/coupon-policies", (503, "CIRCUIT_OPEN")).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("promo_circuit_state{service=\"coupon\"} 1")),
-        "coupon breaker open in the metrics:\n{metrics}"
-    );
+    coupon_breaker_is(1, "open in the metrics").await;
     assert_eq!(
         get(balance).await,
         (200, String::new()),
@@ -299,18 +221,5 @@ async fn a_dead_role_opens_its_breaker_only_and_recovery_closes_it() {
 
     let _coupon_again = spawn(&coupon_env);
     until("/coupon-policies", (200, "")).await;
-    let metrics = client
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("promo_circuit_state{service=\"coupon\"} 0")),
-        "coupon breaker closed again:\n{metrics}"
-    );
+    coupon_breaker_is(0, "closed again").await;
 }

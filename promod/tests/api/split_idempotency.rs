@@ -2,23 +2,13 @@
 //! gateway carries the key and the request's hash over gRPC; the role replays
 //! the stored answer for the same request and refuses a different one.
 
-use super::helpers::{free_port, fresh_db, SECRET};
-use super::split::{promod, wait_http, Proc};
-use promo_domain::principal::Role;
+use super::helpers::{
+    admin_token, api_request, free_port, fresh_db, new_user, send_api, test_keys,
+};
+use super::procs::{spawn_process as spawn, wait_http};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::process::Stdio;
 use uuid::Uuid;
-
-fn spawn(envs: &[(&str, String)]) -> Proc {
-    Proc(
-        promod(envs, &[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn promod"),
-    )
-}
 
 struct Split {
     base: String,
@@ -29,17 +19,8 @@ struct Split {
 
 impl Split {
     async fn call(&self, path: &str, token: &str, body: Value, key: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(Method::POST, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(token)
-            .json(&body);
-        if let Some(k) = key {
-            req = req.header("Idempotency-Key", k);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
+        let req = api_request(&self.client, &self.base, Method::POST, path);
+        send_api(req, Some(token), Some(body), key).await
     }
 
     async fn created(&self, path: &str, body: Value) -> Value {
@@ -49,8 +30,7 @@ impl Split {
     }
 
     fn user(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
+        new_user(&self.keys)
     }
 
     /// The same request twice under one key gives one answer; a different
@@ -133,12 +113,11 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         wait_http(&format!("http://127.0.0.1:{port}/readyz")).await;
     }
     wait_http(&format!("{base}/readyz")).await;
-    let keys =
-        promo_store::auth::JwtKeys::new(&secrecy::SecretString::from(SECRET.to_owned()), 900);
+    let keys = test_keys();
     let app = Split {
         base,
         client: reqwest::Client::new(),
-        admin: keys.issue(Uuid::new_v4(), Role::Admin).unwrap(),
+        admin: admin_token(&keys),
         keys,
     };
 
@@ -213,15 +192,8 @@ async fn idempotency_keys_reach_roles_in_another_process() {
         json!({"amount": 11}),
     )
     .await;
-    let balance: Value = app
-        .client
-        .get(format!("{}/api/v1/points/balance", app.base))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let req = api_request(&app.client, &app.base, Method::GET, "/points/balance");
+    let (s, balance) = send_api(req, Some(&token), None, None).await;
+    assert_eq!(s, 200, "{balance}");
     assert_eq!(balance["balance"], 90, "one use for one key: {balance}");
 }

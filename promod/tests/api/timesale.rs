@@ -1,5 +1,6 @@
 //! Time-sale behaviour through the gateway, against real PostgreSQL and Redis.
 
+use super::helpers::{concurrently, tally};
 use super::timesale_helpers::{spawn_timesale_app, spawn_timesale_app_over_grpc, TimesaleApp};
 use promo_domain::clock::{Clock, SystemClock};
 use promo_store::stock::{forget, Kind, RedisStock};
@@ -19,29 +20,18 @@ async fn remaining(app: &TimesaleApp, sale: Uuid) -> i64 {
 async fn a_hundred_of_a_thousand_concurrent_orders_succeed() {
     let app = Arc::new(spawn_timesale_app().await);
     let sale = app.create_sale(100, 1).await;
-    let mut tasks = Vec::new();
-    for _ in 0..1000 {
+    let answers = concurrently(1000, |_| {
         let app = app.clone();
-        tasks.push(tokio::spawn(async move {
+        async move {
             let (_, token) = app.user_token();
             app.order(sale, &token, 1).await
-        }));
-    }
-    let (mut ok, mut sold_out) = (0, 0);
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
-        match s {
-            201 => {
-                assert_eq!(b["status"], "CONFIRMED");
-                assert_eq!(b["total_price"], 700);
-                ok += 1
-            }
-            409 => {
-                assert_eq!(b["error"]["code"], "SOLD_OUT", "{b}");
-                sold_out += 1
-            }
-            other => panic!("unexpected {other}: {b}"),
         }
+    })
+    .await;
+    let (ok, sold_out) = tally(&answers, 201, (409, "SOLD_OUT"));
+    for (_, b) in answers.iter().filter(|(s, _)| *s == 201) {
+        assert_eq!(b["status"], "CONFIRMED");
+        assert_eq!(b["total_price"], 700);
     }
     assert_eq!((ok, sold_out), (100, 900));
     assert_eq!(app.db_sold(sale).await, (100, 100));
@@ -95,26 +85,12 @@ async fn one_user_gets_exactly_the_per_user_limit() {
     let sale = app.create_sale(1000, 2).await;
     let (_, token) = app.user_token();
     let token = Arc::new(token);
-    let mut tasks = Vec::new();
-    for _ in 0..30 {
+    let answers = concurrently(30, |_| {
         let (app, token) = (app.clone(), token.clone());
-        tasks.push(tokio::spawn(
-            async move { app.order(sale, &token, 1).await },
-        ));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
-        if s == 201 {
-            ok += 1;
-        } else {
-            assert_eq!(
-                (s, &b["error"]["code"]),
-                (409, &json!("LIMIT_EXCEEDED")),
-                "{b}"
-            );
-        }
-    }
+        async move { app.order(sale, &token, 1).await }
+    })
+    .await;
+    let (ok, _) = tally(&answers, 201, (409, "LIMIT_EXCEEDED"));
     assert_eq!(ok, 2);
     assert_eq!(app.db_sold(sale).await, (2, 2));
     assert_eq!(remaining(&app, sale).await, 998);
@@ -275,27 +251,17 @@ async fn cancelling_returns_stock_exactly_once_under_concurrency() {
     let id = order["id"].as_str().unwrap().to_owned();
     assert_eq!(app.redis_stock(sale).await, Some(7));
     let token = Arc::new(token);
-    let mut tasks = Vec::new();
-    for _ in 0..20 {
+    let answers = concurrently(20, |_| {
         let (app, token, id) = (app.clone(), token.clone(), id.clone());
-        tasks.push(tokio::spawn(async move {
+        async move {
             app.post(&format!("/orders/{id}/cancel"), &token, json!({}))
                 .await
-        }));
-    }
-    let mut ok = 0;
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
-        if s == 200 {
-            assert_eq!(b["status"], "CANCELLED");
-            ok += 1;
-        } else {
-            assert_eq!(
-                (s, &b["error"]["code"]),
-                (409, &json!("ALREADY_CANCELLED")),
-                "{b}"
-            );
         }
+    })
+    .await;
+    let (ok, _) = tally(&answers, 200, (409, "ALREADY_CANCELLED"));
+    for (_, b) in answers.iter().filter(|(s, _)| *s == 200) {
+        assert_eq!(b["status"], "CANCELLED");
     }
     assert_eq!(ok, 1);
     assert_eq!(app.redis_stock(sale).await, Some(10));
@@ -657,16 +623,7 @@ async fn the_gateway_reaches_the_timesale_role_over_grpc() {
 #[tokio::test]
 async fn the_openapi_document_lists_the_time_sale_routes() {
     let app = spawn_timesale_app().await;
-    let doc: serde_json::Value = app
-        .client
-        .get(format!("{}/api/docs/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let paths = doc["paths"].as_object().unwrap();
+    let paths = super::helpers::openapi_paths(&app.client, &app.base).await;
     for p in [
         "/api/v1/products",
         "/api/v1/products/{id}",
@@ -696,48 +653,19 @@ async fn the_openapi_document_lists_the_time_sale_routes() {
 /// the same database keeps the stock, and the gateway finds the new instance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_timesale_process_keeps_its_stock() {
-    use super::helpers::{etcd_url, free_port, fresh_db};
-    use super::timesale_helpers::{spawn_process, wait_http};
+    use super::helpers::{admin_token, free_port, fresh_db, test_keys};
+    use super::procs::{etcd_gateway, etcd_role_env, spawn_process, wait_http};
     let prefix = format!("/promo-test/{}", Uuid::new_v4().simple());
     let db = fresh_db("split_timesale").await;
-    let timesale_env = |http: u16| {
-        vec![
-            ("PROMO_ROLES", "timesale".to_string()),
-            ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-            ("PROMO_ETCD_PREFIX", prefix.clone()),
-            ("PROMO_ETCD_LEASE_TTL_SECS", "2".to_string()),
-            ("PROMO_TIMESALE__HTTP_ADDR", format!("127.0.0.1:{http}")),
-            (
-                "PROMO_TIMESALE__GRPC_ADDR",
-                format!("127.0.0.1:{}", free_port()),
-            ),
-            ("PROMO_TIMESALE__DATABASE_URL", db.clone()),
-        ]
-    };
+    let timesale_env = |http: u16| etcd_role_env("timesale", &prefix, &db, http);
     let http_a = free_port();
     let a = spawn_process(&timesale_env(http_a));
     wait_http(&format!("http://127.0.0.1:{http_a}/readyz")).await;
-    let gw_port = free_port();
-    let _gw = spawn_process(&[
-        ("PROMO_ROLES", "gateway".to_string()),
-        ("PROMO_ETCD_ENDPOINTS", format!("[\"{}\"]", etcd_url())),
-        ("PROMO_ETCD_PREFIX", prefix.clone()),
-        ("PROMO_GATEWAY__HTTP_ADDR", format!("127.0.0.1:{gw_port}")),
-        (
-            "PROMO_GATEWAY__DATABASE_URL",
-            fresh_db("split_gateway").await,
-        ),
-    ]);
-    let base = format!("http://127.0.0.1:{gw_port}/api/v1");
-    wait_http(&format!("http://127.0.0.1:{gw_port}/healthz")).await;
+    let (_gw, gateway) = etcd_gateway(&prefix).await;
+    let base = format!("{gateway}/api/v1");
 
-    let keys = promo_store::auth::JwtKeys::new(
-        &secrecy::SecretString::from(super::helpers::SECRET.to_owned()),
-        900,
-    );
-    let admin = keys
-        .issue(Uuid::new_v4(), promo_domain::principal::Role::Admin)
-        .unwrap();
+    let keys = test_keys();
+    let admin = admin_token(&keys);
     let client = reqwest::Client::new();
     let post = |path: String, token: String, body: serde_json::Value| {
         let client = client.clone();

@@ -2,12 +2,12 @@
 //! 0, fresh databases, the process clock for window tests, and a restart that
 //! keeps the databases (and Redis) to prove that stock survives it.
 
-use super::helpers::{fresh_db, test_config, SECRET};
+use super::helpers::{
+    admin_token, api_request, fresh_db, new_user, send_api, start, test_config, test_keys,
+};
 use promo_domain::clock::{Clock, OffsetClock};
-use promo_domain::principal::Role;
 use promo_store::auth::JwtKeys;
 use promod::config::Config;
-use secrecy::SecretString;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,21 +33,6 @@ impl Drop for TimesaleApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
-}
-
-async fn start(
-    cfg: Config,
-) -> (
-    CancellationToken,
-    JoinHandle<anyhow::Result<()>>,
-    promod::server::Bound,
-) {
-    let shutdown = CancellationToken::new();
-    let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
-        .await
-        .expect("promod starts");
-    let running = tokio::spawn(promod::server::join(tasks, shutdown.clone()));
-    (shutdown, running, bound)
 }
 
 fn http(addr: Option<SocketAddr>) -> String {
@@ -80,8 +65,8 @@ async fn spawn(over_grpc: bool) -> TimesaleApp {
     cfg.gateway.database_url = fresh_db("gateway").await;
     cfg.timesale.remaining_sync_interval_secs = 1;
     let (shutdown, running, bound) = start(cfg.clone()).await;
-    let keys = JwtKeys::new(&SecretString::from(SECRET.to_owned()), 900);
-    let admin = keys.issue(Uuid::new_v4(), Role::Admin).unwrap();
+    let keys = test_keys();
+    let admin = admin_token(&keys);
     TimesaleApp {
         base: http(bound.gateway_http),
         timesale_base: http(bound.timesale_http),
@@ -122,11 +107,6 @@ impl TimesaleApp {
         self.running = Some(running);
     }
 
-    pub fn user_token(&self) -> (Uuid, String) {
-        let id = Uuid::new_v4();
-        (id, self.keys.issue(id, Role::User).unwrap())
-    }
-
     pub async fn call(
         &self,
         method: reqwest::Method,
@@ -135,20 +115,8 @@ impl TimesaleApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}/api/v1{path}", self.base))
-            .bearer_auth(token);
-        if let Some(k) = idem {
-            req = req.header("Idempotency-Key", k);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let req = api_request(&self.client, &self.base, method, path);
+        send_api(req, Some(token), body, idem).await
     }
 
     pub async fn post(&self, path: &str, token: &str, body: Value) -> (u16, Value) {
@@ -164,6 +132,10 @@ impl TimesaleApp {
     pub async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, token, None, None)
             .await
+    }
+
+    pub fn user_token(&self) -> (Uuid, String) {
+        new_user(&self.keys)
     }
 
     pub async fn create_product(&self, price: i64) -> Uuid {
@@ -299,45 +271,4 @@ impl TimesaleApp {
         assert!(users.values().all(|n| *n <= limit as i64), "{users:?}");
         assert_eq!(users.values().sum::<i64>(), confirmed);
     }
-}
-
-/// A promod child process, killed (SIGKILL) when dropped.
-pub struct Proc(pub std::process::Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary with `envs` on top of the test secret and Redis.
-pub fn spawn_process(envs: &[(&str, String)]) -> Proc {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_promod"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PROMO_JWT_SECRET", SECRET)
-        .env("PROMO_REDIS_URL", super::helpers::redis_url())
-        .env("PROMO_LOG__LEVEL", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit());
-    for (k, v) in envs {
-        c.env(k, v);
-    }
-    Proc(c.spawn().expect("spawn promod"))
-}
-
-pub async fn wait_http(url: &str) {
-    let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(30) {
-        if reqwest::get(url)
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("{url} did not come up");
 }
