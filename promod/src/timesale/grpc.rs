@@ -26,7 +26,7 @@ type R<T> = Result<Response<T>, Status>;
 impl GrpcService for Server {
     async fn create_product(&self, req: Request<pb::CreateProductRequest>) -> R<pb::Product> {
         serve(req, |ctx, r| async move {
-            self.0.create_product(&ctx, r.into()).await
+            self.0.create_product(&ctx, r.try_into()?).await
         })
         .await
     }
