@@ -17,6 +17,7 @@ use crate::ctx::Ctx;
 use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Decision, Kind, Release, StockPort};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -240,6 +241,19 @@ impl<K: Reservable> Engine<K> {
         let res = self.stock.release(K::KIND, id, user, quantity, what).await;
         if let Err(e) = res {
             tracing::warn!(kind = K::NAME, %id, user_id = %user, quantity, error = %e, "stock release failed");
+        }
+    }
+
+    /// Seeds the counters of a just-created parent with its whole `total`
+    /// and no holders; a live counter is kept. A failure is only logged:
+    /// the first reservation rebuilds the counters from PostgreSQL.
+    pub async fn seed_new(&self, id: Uuid, total: i64) {
+        let seed = CounterSeed {
+            remaining: total,
+            users: Vec::new(),
+        };
+        if let Err(e) = self.stock.seed(K::KIND, id, &seed, false).await {
+            tracing::warn!(kind = K::NAME, %id, error = %e, "counters of a new parent not seeded");
         }
     }
 

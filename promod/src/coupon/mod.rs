@@ -17,7 +17,6 @@ use promo_domain::clock::SharedClock;
 use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Kind, StockPort};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -148,15 +147,7 @@ impl CouponApi for CouponService {
         let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of("coupon.policy_created", policy.id, None, now, &policy)?;
         w.commit(&policy, &[ev]).await?;
-        let seed = CounterSeed {
-            remaining: policy.total_quantity,
-            users: Vec::new(),
-        };
-        let stock = self.engine.stock();
-        if let Err(e) = stock.seed(Kind::Coupon, policy.id, &seed, false).await {
-            // The first issue rebuilds the counters lazily.
-            tracing::warn!(policy_id = %policy.id, error = %e, "coupon counters not seeded");
-        }
+        self.engine.seed_new(policy.id, policy.total_quantity).await;
         Ok(policy)
     }
 

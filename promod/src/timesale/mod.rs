@@ -20,7 +20,6 @@ use promo_domain::timesale::{
     SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
-use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -250,15 +249,7 @@ impl TimesaleApi for TimesaleService {
         let sale = store::insert_sale(w.tx(), Uuid::now_v7(), &s, now).await?;
         let ev = Event::of("timesale.sale_created", sale.id, None, now, &sale)?;
         w.commit(&sale, &[ev]).await?;
-        let seed = CounterSeed {
-            remaining: sale.total_quantity,
-            users: Vec::new(),
-        };
-        let stock = self.engine.stock();
-        if let Err(e) = stock.seed(Kind::Sale, sale.id, &seed, false).await {
-            // The first order rebuilds the counter lazily.
-            tracing::warn!(sale_id = %sale.id, error = %e, "timesale inventory not seeded");
-        }
+        self.engine.seed_new(sale.id, sale.total_quantity).await;
         Ok(sale)
     }
 
