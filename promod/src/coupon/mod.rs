@@ -14,7 +14,9 @@ use crate::reserve::{Engine, Pending};
 use crate::transact::{Begun, Write};
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
-use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{
+    self, Coupon, CouponQuery, CouponStatus, CouponUse, NewPolicy, Policy, PolicyPatch,
+};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::stock::{Ask, Kind, StockPort};
@@ -31,22 +33,10 @@ pub trait CouponApi: Send + Sync + 'static {
     async fn list_policies(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Policy>>;
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy>;
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon>;
-    async fn use_coupon(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        order_id: String,
-        order_amount: i64,
-    ) -> DomainResult<(Coupon, i64)>;
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)>;
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
-    async fn list_coupons(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Coupon>>;
+    async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>>;
 }
 
 /// How long a policy read stays in the per-process cache on the issue path.
@@ -187,13 +177,12 @@ impl CouponApi for CouponService {
         self.engine.exclusive(ctx, work).await
     }
 
-    async fn use_coupon(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        order_id: String,
-        order_amount: i64,
-    ) -> DomainResult<(Coupon, i64)> {
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
+        let CouponUse {
+            id,
+            order_id,
+            order_amount,
+        } = u;
         coupon::validate_order_id(&order_id)?;
         let now = self.clock.now();
         let mut w = match Write::begin(&self.pool, ctx).await? {
@@ -245,14 +234,8 @@ impl CouponApi for CouponService {
         Ok(c)
     }
 
-    async fn list_coupons(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Coupon>> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        store::list_coupons(&self.pool, user_id, status, page, self.clock.now()).await
+    async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        store::list_coupons(&self.pool, user_id, q.status, q.page, self.clock.now()).await
     }
 }

@@ -7,13 +7,16 @@
 //! [`mirror!`]: each field converts by its type through [`Wire`], so a
 //! field list is all there is to write.
 
-use super::{coupon, opt_ts, parse_ts, point, timesale, ts, uuid};
+use super::{common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid};
 use chrono::{DateTime, Utc};
-use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
-use promo_domain::page::Page;
-use promo_domain::point::{Balance, PointChange, Transaction, TxType};
+use promo_domain::coupon::{
+    Coupon, CouponQuery, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy, PolicyPatch,
+};
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::timesale::{
-    NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
+    NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch, SaleQuery,
+    SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
 use uuid::Uuid;
@@ -77,6 +80,17 @@ impl Wire for DateTime<Utc> {
     }
     fn from_pb(field: &str, pb: String) -> DomainResult<Self> {
         parse_ts(field, &pb)
+    }
+}
+
+/// An absent page is the default page.
+impl Wire for PageRequest {
+    type Pb = Option<common::PageRequest>;
+    fn to_pb(self) -> Self::Pb {
+        page_req(self)
+    }
+    fn from_pb(_: &str, pb: Self::Pb) -> DomainResult<Self> {
+        from_page_req(pb)
     }
 }
 
@@ -167,6 +181,10 @@ mirror!(NewPolicy => coupon::CreatePolicyRequest {
     total_quantity, per_user_limit, valid_from, valid_until, ..
 });
 
+mirror!(CouponUse => coupon::UseCouponRequest { id as coupon_id, order_id, order_amount, .. });
+
+mirror!(CouponQuery => coupon::ListCouponsRequest { status, user_id, page, .. });
+
 mirror!(Coupon => coupon::Coupon {
     id, code, policy_id, user_id, status, order_id, discount_amount, used_at, expires_at,
     issued_at
@@ -183,6 +201,8 @@ mirror!(PointChange => point::UseRequest { user_id, amount, reference, descripti
 
 mirror!(Balance => point::Balance { user_id, balance });
 
+mirror!(HistoryQuery => point::HistoryRequest { kind as r#type, user_id, page, .. });
+
 mirror!(Product => timesale::Product { id, name, description, price, created_at, updated_at });
 
 mirror!(NewProduct => timesale::CreateProductRequest { name, description, price, .. });
@@ -195,6 +215,10 @@ mirror!(Sale => timesale::Sale {
 mirror!(NewSale => timesale::CreateSaleRequest {
     product_id, total_quantity, sale_price, per_user_limit, start_at, end_at, ..
 });
+
+mirror!(SaleQuery => timesale::ListSalesRequest { status, page, .. });
+
+mirror!(OrderQuery => timesale::ListOrdersRequest { user_id, page, .. });
 
 mirror!(Order => timesale::Order {
     id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at,

@@ -16,8 +16,8 @@ use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
-    validate_quantity, NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch,
-    SaleStatus,
+    validate_quantity, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale,
+    SalePatch, SaleQuery,
 };
 use promo_domain::{DomainError, DomainResult};
 use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
@@ -35,27 +35,11 @@ pub trait TimesaleApi: Send + Sync + 'static {
     async fn list_products(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Product>>;
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale>;
     async fn get_sale(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Sale>;
-    async fn list_sales(
-        &self,
-        ctx: &Ctx,
-        status: Option<SaleStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Sale>>;
+    async fn list_sales(&self, ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>>;
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale>;
-    async fn order(
-        &self,
-        ctx: &Ctx,
-        sale_id: Uuid,
-        user_id: Uuid,
-        quantity: i64,
-    ) -> DomainResult<Order>;
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order>;
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
-    async fn list_orders(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        page: PageRequest,
-    ) -> DomainResult<Page<Order>>;
+    async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>>;
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
 }
 
@@ -258,13 +242,8 @@ impl TimesaleApi for TimesaleService {
         Ok(self.live(sale).await)
     }
 
-    async fn list_sales(
-        &self,
-        _ctx: &Ctx,
-        status: Option<SaleStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Sale>> {
-        let p = store::list_sales(&self.pool, status, page, self.clock.now()).await?;
+    async fn list_sales(&self, _ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>> {
+        let p = store::list_sales(&self.pool, q.status, q.page, self.clock.now()).await?;
         let items = futures::future::join_all(p.items.into_iter().map(|s| self.live(s))).await;
         Ok(Page {
             items,
@@ -289,21 +268,15 @@ impl TimesaleApi for TimesaleService {
         Ok(after)
     }
 
-    async fn order(
-        &self,
-        ctx: &Ctx,
-        sale_id: Uuid,
-        user_id: Uuid,
-        quantity: i64,
-    ) -> DomainResult<Order> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
+        let user = ctx.principal.acting_for(Some(user))?;
         if quantity <= 0 {
             return Err(DomainError::validation(
                 "quantity",
                 "quantity must be greater than 0",
             ));
         }
-        let work = self.order_once(ctx, sale_id, user_id, quantity);
+        let work = self.order_once(ctx, sale, user, quantity);
         self.engine.exclusive(ctx, work).await
     }
 
@@ -313,14 +286,9 @@ impl TimesaleApi for TimesaleService {
         Ok(o)
     }
 
-    async fn list_orders(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        page: PageRequest,
-    ) -> DomainResult<Page<Order>> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        store::list_orders(&self.pool, user_id, page).await
+    async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        store::list_orders(&self.pool, user_id, q.page).await
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
