@@ -11,7 +11,7 @@ pub mod store;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::{Engine, Pending};
-use crate::transact::{Begun, Write};
+use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
 use promo_domain::coupon::{
@@ -77,12 +77,6 @@ impl CouponService {
             .map_err(|e| (*e).clone())
     }
 
-    /// Rebuilds a policy's admission counters from PostgreSQL. Without `force`
-    /// a live counter is kept.
-    pub async fn reconcile(&self, policy: Uuid, force: bool) -> DomainResult<bool> {
-        self.engine.rebuild(policy, force).await
-    }
-
     /// Start-up reconciliation: counters that are missing are rebuilt.
     pub async fn reconcile_all(&self, force: bool) -> DomainResult<usize> {
         self.engine.rebuild_all(force).await
@@ -130,10 +124,7 @@ impl CouponApi for CouponService {
         ctx.principal.require_admin()?;
         p.validate()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of("coupon.policy_created", policy.id, None, now, &policy)?;
         w.commit(&policy, &[ev]).await?;
@@ -152,10 +143,7 @@ impl CouponApi for CouponService {
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;
         let ev = Event::of("coupon.policy_updated", id, None, now, &after)?;
         w.commit(&after, &[ev]).await?;
@@ -185,10 +173,7 @@ impl CouponApi for CouponService {
         } = u;
         coupon::validate_order_id(&order_id)?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), id, now).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_usable(now)?;
@@ -211,10 +196,7 @@ impl CouponApi for CouponService {
 
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), id, now).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_cancellable()?;

@@ -11,7 +11,7 @@ pub mod store;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::{Engine, Pending};
-use crate::transact::{Begun, Write};
+use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
@@ -199,10 +199,7 @@ impl TimesaleApi for TimesaleService {
         ctx.principal.require_admin()?;
         p.validate()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let product = store::insert_product(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of("timesale.product_created", product.id, None, now, &product)?;
         w.commit(&product, &[ev]).await?;
@@ -222,10 +219,7 @@ impl TimesaleApi for TimesaleService {
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let product = store::get_product(&mut **w.tx(), s.product_id)
             .await?
             .ok_or_else(|| DomainError::validation("product_id", "unknown product"))?;
@@ -256,10 +250,7 @@ impl TimesaleApi for TimesaleService {
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let after = store::update_sale(w.tx(), id, &patch, now).await?;
         let after = self.live(after).await;
         let ev = Event::of("timesale.sale_updated", id, None, now, &after)?;
@@ -293,10 +284,7 @@ impl TimesaleApi for TimesaleService {
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_order(&mut **w.tx(), id).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_cancellable()?;
