@@ -17,7 +17,6 @@ use crate::ctx::Ctx;
 use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Decision, Kind, Release, StockPort};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgPool};
@@ -248,7 +247,7 @@ impl<K: Reservable> Engine<K> {
     /// and no holders; a live counter is kept. A failure is only logged:
     /// the first reservation rebuilds the counters from PostgreSQL.
     pub async fn seed_new(&self, id: Uuid, total: i64) {
-        let seed = CounterSeed {
+        let seed = promo_store::counters::CounterSeed {
             remaining: total,
             users: Vec::new(),
         };
