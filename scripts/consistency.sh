@@ -9,6 +9,7 @@
 # No speed threshold here: perf/ measures speed; this guards correctness.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
 
 PROFILE=${PROFILE:-debug}
 RATE=${RATE:-300}
@@ -21,45 +22,22 @@ eval "$(scripts/services.sh env)"
 PG=${PROMO_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 RUN="ci_$(date +%s)_$$"
 ACKS="target/consistency-$RUN-acks.jsonl"
-DBS=(gateway coupon point timesale)
 
 cargo build -q $([[ $PROFILE == release ]] && echo --release) -p promod -p promoctl
 BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 mkdir -p target
 
-for db in "${DBS[@]}"; do
-  psql -q "$PG/postgres" -c "CREATE DATABASE ${RUN}_$db" >/dev/null
-done
-cleanup() {
-  [[ -n ${PID:-} ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  for db in "${DBS[@]}"; do
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${RUN}_$db WITH (FORCE)" >/dev/null 2>&1 || true
-  done
-}
-trap cleanup EXIT
+fresh_databases
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GW=$(free_port)
 export PROMO_JWT_SECRET="ci-consistency-secret-ci-consistency-secret"
 export PROMO_LOG__LEVEL=warn
 export PROMO_KAFKA_BROKERS=${PROMO_TEST_KAFKA:-}
-export PROMO_GATEWAY__HTTP_ADDR="127.0.0.1:$GW"
-export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false
-for role in coupon point timesale; do
-  up=$(echo "$role" | tr a-z A-Z)
-  export "PROMO_${up}__DATABASE_URL=$PG/${RUN}_$role"
-  export "PROMO_${up}__HTTP_ADDR=127.0.0.1:$(free_port)"
-  export "PROMO_${up}__GRPC_ADDR=127.0.0.1:$(free_port)"
-done
-export PROMO_GATEWAY__DATABASE_URL="$PG/${RUN}_gateway"
+export_roles "$GW"
 
 "$BIN/promod" &
 PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$GW/readyz" >/dev/null && break
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$GW/readyz" >/dev/null || { echo "consistency: promod did not become ready" >&2; exit 1; }
+wait_ready "$GW" || { echo "consistency: promod did not become ready" >&2; exit 1; }
 
 echo "consistency: mixed load at $RATE req/s for $DURATION" >&2
 "$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load mixed \

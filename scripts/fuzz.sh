@@ -9,6 +9,7 @@
 #   SEED=1 scripts/fuzz.sh             # reproduce a run
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
 
 PROFILE=${PROFILE:-debug}
 EXAMPLES=${EXAMPLES:-50}
@@ -23,49 +24,26 @@ fi
 eval "$(scripts/services.sh env)"
 PG=${PROMO_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432}
 RUN="fuzz_$(date +%s)_$$"
-DBS=(gateway coupon point timesale)
 OUT="target/fuzz-$RUN"
 mkdir -p "$OUT"
 
 cargo build -q $([[ $PROFILE == release ]] && echo --release) -p promod
 BIN=target/$PROFILE
 
-for db in "${DBS[@]}"; do
-  psql -q "$PG/postgres" -c "CREATE DATABASE ${RUN}_$db" >/dev/null
-done
-cleanup() {
-  [[ -n ${PID:-} ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
-  for db in "${DBS[@]}"; do
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${RUN}_$db WITH (FORCE)" >/dev/null 2>&1 || true
-  done
-}
-trap cleanup EXIT
+fresh_databases
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 GW=$(free_port)
 ADMIN_PASSWORD="fuzz-admin-$RANDOM$RANDOM"
 export PROMO_JWT_SECRET="fuzz-secret-fuzz-secret-fuzz-secret-fuzz"
 export PROMO_LOG__LEVEL=${PROMO_LOG__LEVEL:-warn}
 export PROMO_KAFKA_BROKERS=""
-export PROMO_GATEWAY__HTTP_ADDR="127.0.0.1:$GW"
-export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false
 export PROMO_BOOTSTRAP_ADMIN_EMAIL=fuzz-admin@promo.local
 export PROMO_BOOTSTRAP_ADMIN_PASSWORD=$ADMIN_PASSWORD
-for role in coupon point timesale; do
-  up=$(echo "$role" | tr a-z A-Z)
-  export "PROMO_${up}__DATABASE_URL=$PG/${RUN}_$role"
-  export "PROMO_${up}__HTTP_ADDR=127.0.0.1:$(free_port)"
-  export "PROMO_${up}__GRPC_ADDR=127.0.0.1:$(free_port)"
-done
-export PROMO_GATEWAY__DATABASE_URL="$PG/${RUN}_gateway"
+export_roles "$GW"
 
 "$BIN/promod" >"$OUT/promod.log" 2>&1 &
 PID=$!
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$GW/readyz" >/dev/null && break
-  sleep 0.2
-done
-curl -sf "http://127.0.0.1:$GW/readyz" >/dev/null || { echo "fuzz: promod did not become ready" >&2; cat "$OUT/promod.log" >&2; exit 1; }
+wait_ready "$GW" || { echo "fuzz: promod did not become ready" >&2; cat "$OUT/promod.log" >&2; exit 1; }
 
 TOKEN=$(curl -sf "http://127.0.0.1:$GW/api/v1/auth/login" -H 'content-type: application/json' \
   -d "{\"email\":\"fuzz-admin@promo.local\",\"password\":\"$ADMIN_PASSWORD\"}" |

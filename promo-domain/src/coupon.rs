@@ -1,6 +1,7 @@
 //! Coupon rules: policy validation, the discount arithmetic of API.md, and the
 //! coupon state machine (AVAILABLE -> USED -> AVAILABLE, EXPIRED by time).
 
+use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -187,6 +188,22 @@ impl Policy {
             order_amount,
         )
     }
+}
+
+/// A use of a coupon on an order of `order_amount`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponUse {
+    pub id: Uuid,
+    pub order_id: String,
+    pub order_amount: i64,
+}
+
+/// A page of one user's coupons, optionally of one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CouponQuery {
+    pub user_id: Uuid,
+    pub status: Option<CouponStatus>,
+    pub page: PageRequest,
 }
 
 /// A validated policy patch. `total_quantity` may never drop below what is issued;

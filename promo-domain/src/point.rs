@@ -1,6 +1,7 @@
 //! Point ledger rules: amounts, balance transitions and cancellation.
 //! The ledger is append-only; a correction is a CANCEL row.
 
+use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -237,6 +238,14 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
 
 /// A request to earn or use points, as it arrives; the service validates it
 /// against its configured maximum with [`PointChange::validate`].
+/// A page of one user's transactions, optionally of one type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub user_id: Uuid,
+    pub kind: Option<TxType>,
+    pub page: PageRequest,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PointChange {
     pub user_id: Uuid,

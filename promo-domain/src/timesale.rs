@@ -2,6 +2,7 @@
 //! of the clock, and order quantities.
 
 use crate::coupon::{validate_description, validate_name, MAX_AMOUNT, MAX_QUANTITY};
+use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -249,6 +250,20 @@ impl SalePatch {
         }
         Ok(())
     }
+}
+
+/// A page of sales, optionally of one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaleQuery {
+    pub status: Option<SaleStatus>,
+    pub page: PageRequest,
+}
+
+/// A page of one user's orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderQuery {
+    pub user_id: Uuid,
+    pub page: PageRequest,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,8 @@
 //! implementations, seed queries and rebuilds (`stock`, over `counters`),
 //! claims on idempotency keys in flight
 //! (`claims`), access-token keys (`auth`), default store urls (`urls`), event
-//! topic names (`topics`) and the storage error (`error`).
+//! topic names (`topics`), the role names (`roles`) and the storage error
+//! (`error`).
 //!
 //! Not here: business rules (`promo-domain`), services, HTTP and gRPC
 //! (`promod`), the CLI (`promoctl`).
@@ -21,6 +22,7 @@ pub mod claims;
 pub mod counters;
 pub mod error;
 pub mod keys;
+pub mod roles;
 pub mod stock;
 pub mod topics;
 pub mod urls;

@@ -1,11 +1,18 @@
-//! PostgreSQL pools with a bounded acquire timeout, and per-service migrations.
+//! PostgreSQL pools with a bounded acquire timeout, per-service migrations,
+//! and the one shape of a paged listing ([`page_of`]).
 
+use crate::error::from_sqlx;
 use anyhow::Context;
+use chrono::{DateTime, Utc};
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::DomainResult;
 use promo_store::urls::redact;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{PgPool, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Schema {
@@ -47,4 +54,68 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> anyhow::Result<()> {
     own.run(pool)
         .await
         .with_context(|| format!("migrations of {schema:?} failed").to_lowercase())
+}
+
+/// A value a listing's filter binds.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg {
+    Id(Uuid),
+    Time(DateTime<Utc>),
+}
+
+/// What a paged listing reads: `SELECT {columns} {from} ORDER BY {order_by}`,
+/// where `from` holds the table and the filter.
+pub struct Listing<'a> {
+    pub columns: &'a str,
+    pub from: &'a str,
+    pub order_by: &'a str,
+}
+
+fn bind<'q, O>(
+    mut q: QueryAs<'q, Postgres, O, PgArguments>,
+    args: &[Arg],
+) -> QueryAs<'q, Postgres, O, PgArguments> {
+    for a in args {
+        q = match *a {
+            Arg::Id(v) => q.bind(v),
+            Arg::Time(v) => q.bind(v),
+        };
+    }
+    q
+}
+
+/// One page of a listing and the count of everything its filter matches.
+/// The filter reads `args` as `$1..`; the page binds after them.
+pub async fn page_of<R, T>(
+    pool: &PgPool,
+    l: Listing<'_>,
+    args: &[Arg],
+    page: PageRequest,
+    into: impl FnMut(R) -> DomainResult<T>,
+) -> DomainResult<Page<T>>
+where
+    R: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    let n = args.len();
+    let select = format!(
+        "SELECT {} {} ORDER BY {} LIMIT ${} OFFSET ${}",
+        l.columns,
+        l.from,
+        l.order_by,
+        n + 1,
+        n + 2
+    );
+    let rows: Vec<R> = bind(sqlx::query_as(&select), args)
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(pool)
+        .await
+        .map_err(from_sqlx)?;
+    let count = format!("SELECT count(*) {}", l.from);
+    let (total,): (i64,) = bind(sqlx::query_as(&count), args)
+        .fetch_one(pool)
+        .await
+        .map_err(from_sqlx)?;
+    let items = rows.into_iter().map(into).collect::<DomainResult<_>>()?;
+    Ok(Page::new(items, page, total))
 }

@@ -241,6 +241,19 @@ impl<K: Reservable> Engine<K> {
         }
     }
 
+    /// Seeds the counters of a just-created parent with its whole `total`
+    /// and no holders; a live counter is kept. A failure is only logged:
+    /// the first reservation rebuilds the counters from PostgreSQL.
+    pub async fn seed_new(&self, id: Uuid, total: i64) {
+        let seed = promo_store::counters::CounterSeed {
+            remaining: total,
+            users: Vec::new(),
+        };
+        if let Err(e) = self.stock.seed(K::KIND, id, &seed, false).await {
+            tracing::warn!(kind = K::NAME, %id, error = %e, "counters of a new parent not seeded");
+        }
+    }
+
     /// Rebuilds one counter set from PostgreSQL; without `force` a live
     /// counter is kept. Returns whether it was installed.
     pub async fn rebuild(&self, id: Uuid, force: bool) -> DomainResult<bool> {

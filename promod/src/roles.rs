@@ -1,52 +1,11 @@
-//! The closed set of roles one promod process can run.
+//! Which of the closed set of roles (`promo_store::roles::Role`) one promod
+//! process runs.
 
+pub use promo_store::roles::Role;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Gateway,
-    Coupon,
-    Point,
-    Timesale,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Gateway, Role::Coupon, Role::Point, Role::Timesale];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Role::Gateway => "gateway",
-            Role::Coupon => "coupon",
-            Role::Point => "point",
-            Role::Timesale => "timesale",
-        }
-    }
-}
-
-impl fmt::Display for Role {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Role {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "gateway" => Ok(Role::Gateway),
-            "coupon" => Ok(Role::Coupon),
-            "point" => Ok(Role::Point),
-            "timesale" => Ok(Role::Timesale),
-            other => Err(format!(
-                "unknown role `{other}` (expected gateway, coupon, point or timesale)"
-            )),
-        }
-    }
-}
 
 /// A non-empty set of roles, written `gateway,coupon` on the command line and in env.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,10 +5,7 @@
 //! what makes a retry after any crash safe, see ARCHITECTURE.md).
 //!
 //! ```ignore
-//! let mut w = match Write::begin(&pool, ctx).await? {
-//!     Begun::Replayed(answer) => return Ok(answer),
-//!     Begun::Fresh(w) => w,
-//! };
+//! let mut w = begin!(&pool, ctx); // a replay returns its answer here
 //! let policy = store::insert_policy(w.tx(), ..).await?;
 //! w.commit(&policy, &[event]).await?;
 //! ```
@@ -63,3 +60,16 @@ impl<'c> Write<'c> {
         self.tx.commit().await.map_err(from_sqlx)
     }
 }
+
+/// `let mut w = begin!(pool, ctx);`: [`Write::begin`], where a replay
+/// returns its stored answer from the calling function (as `?` returns an
+/// error), so that nothing after it can run twice.
+macro_rules! begin {
+    ($pool:expr, $ctx:expr) => {
+        match $crate::transact::Write::begin($pool, $ctx).await? {
+            $crate::transact::Begun::Replayed(answer) => return Ok(answer),
+            $crate::transact::Begun::Fresh(w) => w,
+        }
+    };
+}
+pub(crate) use begin;

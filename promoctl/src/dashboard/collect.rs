@@ -128,7 +128,7 @@ impl Collector {
                     Role::Gateway => None,
                     r => instances
                         .as_ref()
-                        .map(|m| m.get(r.name()).copied().unwrap_or(0)),
+                        .map(|m| m.get(r.as_str()).copied().unwrap_or(0)),
                 },
                 rps: None,
                 err_pct: None,
@@ -185,12 +185,12 @@ async fn probe(http: &reqwest::Client, role: Role, base: String) -> RoleProbe {
         (_, Ok(text)) => match Scrape::parse(&text) {
             Ok(s) => Some((Instant::now(), s)),
             Err(e) => {
-                problem = Some(format!("{} metrics: {e}", role.name()));
+                problem = Some(format!("{} metrics: {e}", role.as_str()));
                 None
             }
         },
         (_, Err(e)) => {
-            problem = Some(format!("{} metrics: {e}", role.name()));
+            problem = Some(format!("{} metrics: {e}", role.as_str()));
             None
         }
     };
@@ -224,7 +224,7 @@ fn route_views(role: Role, v: &View) -> (Vec<RouteView>, Option<(f64, f64)>) {
     // Probes and scrapes (this dashboard's own among them) would drown the
     // traffic that matters, so the ops routes are left out.
     let mine = |s: &prom::Series| {
-        s.label("role") == Some(role.name())
+        s.label("role") == Some(role.as_str())
             && !matches!(s.label("route"), Some("/healthz" | "/readyz" | "/metrics"))
     };
     let key = |s: &prom::Series| {

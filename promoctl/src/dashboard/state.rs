@@ -4,29 +4,11 @@
 //! and not the other way round.
 
 use chrono::{DateTime, Utc};
+pub use promo_store::roles::Role;
 use std::collections::{BTreeMap, VecDeque};
 
 /// How many samples each inventory sparkline keeps (a minute at 1 s).
 pub const HISTORY: usize = 60;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Gateway,
-    Coupon,
-    Point,
-    Timesale,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Gateway => "gateway",
-            Role::Coupon => "coupon",
-            Role::Point => "point",
-            Role::Timesale => "timesale",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Health {

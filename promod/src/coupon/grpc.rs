@@ -9,7 +9,7 @@ use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::coupon_service_client::CouponServiceClient;
 use pb::coupon_service_server::CouponService as GrpcService;
-use promo_domain::coupon::{Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{Coupon, CouponQuery, CouponUse, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::DomainResult;
 use std::sync::Arc;
@@ -66,10 +66,7 @@ impl GrpcService for Server {
 
     async fn use_coupon(&self, req: Request<pb::UseCouponRequest>) -> R<pb::UseCouponResponse> {
         serve(req, |ctx, r| async move {
-            let id = uuid("id", &r.coupon_id)?;
-            self.0
-                .use_coupon(&ctx, id, r.order_id, r.order_amount)
-                .await
+            self.0.use_coupon(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -90,10 +87,7 @@ impl GrpcService for Server {
 
     async fn list_coupons(&self, req: Request<pb::ListCouponsRequest>) -> R<pb::CouponPage> {
         serve(req, |ctx, r| async move {
-            let status = r.status.as_deref().map(CouponStatus::parse).transpose()?;
-            let user_id = uuid("user_id", &r.user_id)?;
-            let page = proto::from_page_req(r.page)?;
-            self.0.list_coupons(&ctx, user_id, status, page).await
+            self.0.list_coupons(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -154,18 +148,10 @@ impl CouponApi for Client {
         call!(self, issue_coupon, msg)
     }
 
-    async fn use_coupon(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        order_id: String,
-        order_amount: i64,
-    ) -> DomainResult<(Coupon, i64)> {
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
         let msg = pb::UseCouponRequest {
             meta: proto::meta(ctx),
-            coupon_id: id.to_string(),
-            order_id,
-            order_amount,
+            ..u.into()
         };
         call!(self, use_coupon, msg)
     }
@@ -182,18 +168,10 @@ impl CouponApi for Client {
         call!(self, get_coupon, by_id(ctx, id))
     }
 
-    async fn list_coupons(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Coupon>> {
+    async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>> {
         let msg = pb::ListCouponsRequest {
             actor: proto::actor(ctx),
-            user_id: user_id.to_string(),
-            status: status.map(|s| s.as_str().to_owned()),
-            page: proto::page_req(page),
+            ..q.into()
         };
         call!(self, list_coupons, msg)
     }

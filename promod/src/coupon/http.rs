@@ -10,7 +10,9 @@ use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{
+    Coupon, CouponQuery, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy, PolicyPatch,
+};
 use promo_domain::page::PageRequest;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -252,9 +254,12 @@ pub async fn use_coupon(
     PathId(id): PathId,
     w: Write<UseBody>,
 ) -> Result<Json<UseView>, ApiError> {
-    let (c, d) = api
-        .use_coupon(&w.ctx, id, w.body.order_id, w.body.order_amount)
-        .await?;
+    let u = CouponUse {
+        id,
+        order_id: w.body.order_id,
+        order_amount: w.body.order_amount,
+    };
+    let (c, d) = api.use_coupon(&w.ctx, u).await?;
     Ok(Json(UseView {
         coupon: c.into(),
         discount_amount: d,
@@ -293,6 +298,11 @@ pub async fn list_coupons(
     let page = PageRequest::parse(q.page, q.size)?;
     let status = q.status.as_deref().map(CouponStatus::parse).transpose()?;
     let user = p.acting_for(q.user_id)?;
-    let res = api.list_coupons(&read_ctx(p), user, status, page).await?;
+    let q = CouponQuery {
+        user_id: user,
+        status,
+        page,
+    };
+    let res = api.list_coupons(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, CouponView::from)))
 }

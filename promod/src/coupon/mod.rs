@@ -11,13 +11,14 @@ pub mod store;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::{Engine, Pending};
-use crate::transact::{Begun, Write};
+use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
-use promo_domain::coupon::{self, Coupon, CouponStatus, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{
+    self, Coupon, CouponQuery, CouponStatus, CouponUse, NewPolicy, Policy, PolicyPatch,
+};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Kind, StockPort};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -32,22 +33,10 @@ pub trait CouponApi: Send + Sync + 'static {
     async fn list_policies(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Policy>>;
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy>;
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon>;
-    async fn use_coupon(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        order_id: String,
-        order_amount: i64,
-    ) -> DomainResult<(Coupon, i64)>;
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)>;
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
-    async fn list_coupons(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Coupon>>;
+    async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>>;
 }
 
 /// How long a policy read stays in the per-process cache on the issue path.
@@ -86,12 +75,6 @@ impl CouponService {
             .try_get_with(id, store::get_policy(&self.pool, id))
             .await
             .map_err(|e| (*e).clone())
-    }
-
-    /// Rebuilds a policy's admission counters from PostgreSQL. Without `force`
-    /// a live counter is kept.
-    pub async fn reconcile(&self, policy: Uuid, force: bool) -> DomainResult<bool> {
-        self.engine.rebuild(policy, force).await
     }
 
     /// Start-up reconciliation: counters that are missing are rebuilt.
@@ -141,22 +124,11 @@ impl CouponApi for CouponService {
         ctx.principal.require_admin()?;
         p.validate()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of("coupon.policy_created", policy.id, None, now, &policy)?;
         w.commit(&policy, &[ev]).await?;
-        let seed = CounterSeed {
-            remaining: policy.total_quantity,
-            users: Vec::new(),
-        };
-        let stock = self.engine.stock();
-        if let Err(e) = stock.seed(Kind::Coupon, policy.id, &seed, false).await {
-            // The first issue rebuilds the counters lazily.
-            tracing::warn!(policy_id = %policy.id, error = %e, "coupon counters not seeded");
-        }
+        self.engine.seed_new(policy.id, policy.total_quantity).await;
         Ok(policy)
     }
 
@@ -171,10 +143,7 @@ impl CouponApi for CouponService {
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;
         let ev = Event::of("coupon.policy_updated", id, None, now, &after)?;
         w.commit(&after, &[ev]).await?;
@@ -196,19 +165,15 @@ impl CouponApi for CouponService {
         self.engine.exclusive(ctx, work).await
     }
 
-    async fn use_coupon(
-        &self,
-        ctx: &Ctx,
-        id: Uuid,
-        order_id: String,
-        order_amount: i64,
-    ) -> DomainResult<(Coupon, i64)> {
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
+        let CouponUse {
+            id,
+            order_id,
+            order_amount,
+        } = u;
         coupon::validate_order_id(&order_id)?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), id, now).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_usable(now)?;
@@ -231,10 +196,7 @@ impl CouponApi for CouponService {
 
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), id, now).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_cancellable()?;
@@ -254,14 +216,8 @@ impl CouponApi for CouponService {
         Ok(c)
     }
 
-    async fn list_coupons(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        status: Option<CouponStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Coupon>> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        store::list_coupons(&self.pool, user_id, status, page, self.clock.now()).await
+    async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        store::list_coupons(&self.pool, user_id, q.status, q.page, self.clock.now()).await
     }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
+use crate::db::{page_of, Arg, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -142,25 +143,12 @@ pub async fn get_policy<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainRe
 }
 
 pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Policy>> {
-    let rows: Vec<PolicyRow> = sqlx::query_as(&format!(
-        "SELECT {POLICY_COLUMNS} FROM coupon_policies ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
-    ))
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM coupon_policies")
-        .fetch_one(pool)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(Page::new(
-        rows.into_iter()
-            .map(PolicyRow::into_domain)
-            .collect::<DomainResult<_>>()?,
-        page,
-        total,
-    ))
+    let l = Listing {
+        columns: POLICY_COLUMNS,
+        from: "FROM coupon_policies",
+        order_by: "created_at DESC, id",
+    };
+    page_of(pool, l, &[], page, PolicyRow::into_domain).await
 }
 
 /// Applies a patch under a row lock; the CHECK constraint refuses a total below
@@ -312,37 +300,19 @@ pub async fn list_coupons(
     // EXPIRED is derived: an AVAILABLE coupon past its expiry.
     let filter = match status {
         None => "TRUE",
-        Some(CouponStatus::Available) => "status = 'AVAILABLE' AND expires_at > $4",
+        Some(CouponStatus::Available) => "status = 'AVAILABLE' AND expires_at > $2",
         Some(CouponStatus::Used) => "status = 'USED'",
-        Some(CouponStatus::Expired) => "status = 'AVAILABLE' AND expires_at <= $4",
+        Some(CouponStatus::Expired) => "status = 'AVAILABLE' AND expires_at <= $2",
     };
-    let rows: Vec<CouponRow> = sqlx::query_as(&format!(
-        "SELECT {COUPON_COLUMNS} FROM coupons WHERE user_id = $1 AND ($4::timestamptz IS NOT NULL) AND {filter}
-         ORDER BY issued_at DESC, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(user)
-    .bind(page.limit())
-    .bind(page.offset())
-    .bind(now)
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let (total,): (i64,) = sqlx::query_as(&format!(
-        "SELECT count(*) FROM coupons WHERE user_id = $1 AND ($2::timestamptz IS NOT NULL) AND {}",
-        filter.replace("$4", "$2")
-    ))
-    .bind(user)
-    .bind(now)
-    .fetch_one(pool)
-    .await
-    .map_err(from_sqlx)?;
-    Ok(Page::new(
-        rows.into_iter()
-            .map(|r| r.into_domain(now))
-            .collect::<DomainResult<_>>()?,
-        page,
-        total,
-    ))
+    let from =
+        format!("FROM coupons WHERE user_id = $1 AND ($2::timestamptz IS NOT NULL) AND {filter}");
+    let l = Listing {
+        columns: COUPON_COLUMNS,
+        from: &from,
+        order_by: "issued_at DESC, id",
+    };
+    let args = [Arg::Id(user), Arg::Time(now)];
+    page_of(pool, l, &args, page, |r: CouponRow| r.into_domain(now)).await
 }
 
 /// AVAILABLE -> USED, only if still AVAILABLE and unexpired at `now`.

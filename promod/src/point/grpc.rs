@@ -9,8 +9,8 @@ use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::point_service_client::PointServiceClient;
 use pb::point_service_server::PointService as GrpcService;
-use promo_domain::page::{Page, PageRequest};
-use promo_domain::point::{Balance, PointChange, Transaction, TxType};
+use promo_domain::page::Page;
+use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction};
 use promo_domain::DomainResult;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -55,10 +55,7 @@ impl GrpcService for Server {
 
     async fn history(&self, req: Request<pb::HistoryRequest>) -> R<pb::TransactionPage> {
         serve(req, |ctx, r| async move {
-            let kind = r.r#type.as_deref().map(TxType::parse).transpose()?;
-            let user_id = uuid("user_id", &r.user_id)?;
-            let page = proto::from_page_req(r.page)?;
-            self.0.history(&ctx, user_id, kind, page).await
+            self.0.history(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -105,18 +102,10 @@ impl PointApi for Client {
         call!(self, get_balance, msg)
     }
 
-    async fn history(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        kind: Option<TxType>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Transaction>> {
+    async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>> {
         let msg = pb::HistoryRequest {
             actor: proto::actor(ctx),
-            user_id: user_id.to_string(),
-            r#type: kind.map(|k| k.as_str().to_owned()),
-            page: proto::page_req(page),
+            ..q.into()
         };
         call!(self, history, msg)
     }

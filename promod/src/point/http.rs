@@ -177,6 +177,11 @@ pub async fn history(
     let page = PageRequest::parse(q.page, q.size)?;
     let kind = q.tx_type.as_deref().map(TxType::parse).transpose()?;
     let user = p.acting_for(q.user_id)?;
-    let res = api.history(&read_ctx(p), user, kind, page).await?;
+    let q = promo_domain::point::HistoryQuery {
+        user_id: user,
+        kind,
+        page,
+    };
+    let res = api.history(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, TransactionView::from)))
 }

@@ -14,8 +14,8 @@ use crate::ctx::Ctx;
 use async_trait::async_trait;
 use balance_cache::BalanceCache;
 use promo_domain::clock::SharedClock;
-use promo_domain::page::{Page, PageRequest};
-use promo_domain::point::{self, Balance, PointChange, Transaction, TxType};
+use promo_domain::page::Page;
+use promo_domain::point::{self, Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
 use store::{Applied, PendingChange};
@@ -31,13 +31,7 @@ pub trait PointApi: Send + Sync + 'static {
     /// Reverses an EARN or a USE, at most once.
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction>;
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance>;
-    async fn history(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        kind: Option<TxType>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Transaction>>;
+    async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -179,14 +173,8 @@ impl PointApi for PointService {
         Ok(Balance { user_id, balance })
     }
 
-    async fn history(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        kind: Option<TxType>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Transaction>> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        store::history(&self.pool, user_id, kind, page).await
+    async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        store::history(&self.pool, user_id, q.kind, q.page).await
     }
 }

@@ -2,15 +2,140 @@
 //! once: `From` towards the wire, `TryFrom` back (a malformed field is a
 //! `VALIDATION_ERROR` naming it). Request messages convert without their
 //! caller, which [`super::Caller`] takes out first.
+//!
+//! A message that mirrors a domain struct field by field is declared with
+//! [`mirror!`]: each field converts by its type through [`Wire`], so a
+//! field list is all there is to write.
 
-use super::{coupon, opt_ts, opt_uuid, parse_ts, point, timesale, ts, uuid};
-use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
-use promo_domain::page::Page;
-use promo_domain::point::{Balance, PointChange, Transaction, TxType};
+use super::{common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid};
+use chrono::{DateTime, Utc};
+use promo_domain::coupon::{
+    Coupon, CouponQuery, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy, PolicyPatch,
+};
+use promo_domain::page::{Page, PageRequest};
+use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::timesale::{
-    NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch, SaleStatus,
+    NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch, SaleQuery,
+    SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
+use uuid::Uuid;
+
+/// A domain field's form on the wire: ids and times as strings (RFC 3339
+/// with microseconds), enums as their names, the rest as they are.
+trait Wire: Sized {
+    type Pb;
+    fn to_pb(self) -> Self::Pb;
+    /// `field` names the field in a validation error.
+    fn from_pb(field: &str, pb: Self::Pb) -> DomainResult<Self>;
+}
+
+macro_rules! wire_as_is {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            type Pb = $t;
+            fn to_pb(self) -> $t {
+                self
+            }
+            fn from_pb(_: &str, pb: $t) -> DomainResult<$t> {
+                Ok(pb)
+            }
+        }
+    )*};
+}
+
+wire_as_is!(String, i64, bool);
+
+/// Enums travel as the names their `as_str` and `parse` agree on.
+macro_rules! wire_by_name {
+    ($($t:ty),*) => {$(
+        impl Wire for $t {
+            type Pb = String;
+            fn to_pb(self) -> String {
+                self.as_str().to_owned()
+            }
+            fn from_pb(_: &str, pb: String) -> DomainResult<$t> {
+                <$t>::parse(&pb)
+            }
+        }
+    )*};
+}
+
+wire_by_name!(DiscountType, CouponStatus, TxType, SaleStatus, OrderStatus);
+
+impl Wire for Uuid {
+    type Pb = String;
+    fn to_pb(self) -> String {
+        self.to_string()
+    }
+    fn from_pb(field: &str, pb: String) -> DomainResult<Uuid> {
+        uuid(field, &pb)
+    }
+}
+
+impl Wire for DateTime<Utc> {
+    type Pb = String;
+    fn to_pb(self) -> String {
+        ts(self)
+    }
+    fn from_pb(field: &str, pb: String) -> DomainResult<Self> {
+        parse_ts(field, &pb)
+    }
+}
+
+/// An absent page is the default page.
+impl Wire for PageRequest {
+    type Pb = Option<common::PageRequest>;
+    fn to_pb(self) -> Self::Pb {
+        page_req(self)
+    }
+    fn from_pb(_: &str, pb: Self::Pb) -> DomainResult<Self> {
+        from_page_req(pb)
+    }
+}
+
+impl<T: Wire> Wire for Option<T> {
+    type Pb = Option<T::Pb>;
+    fn to_pb(self) -> Self::Pb {
+        self.map(T::to_pb)
+    }
+    fn from_pb(field: &str, pb: Self::Pb) -> DomainResult<Self> {
+        pb.map(|pb| T::from_pb(field, pb)).transpose()
+    }
+}
+
+/// `mirror!(Domain => pb::Message { a, b, c as c_on_wire, .. })`: `From`
+/// the domain value to the message and `TryFrom` back, field by field. A
+/// trailing `..` leaves the message's other fields (its caller, an id the
+/// client sets) at their defaults.
+macro_rules! mirror {
+    ($dom:ty => $pb:ty { $($fields:tt)* }) => { mirror!(@pairs $dom, $pb, [] $($fields)*); };
+    // Each field becomes `(domain_name wire_name)`.
+    (@pairs $dom:ty, $pb:ty, [$($p:tt)*] $f:ident as $pf:ident $(, $($t:tt)*)?) => {
+        mirror!(@pairs $dom, $pb, [$($p)* ($f $pf)] $($($t)*)?);
+    };
+    (@pairs $dom:ty, $pb:ty, [$($p:tt)*] $f:ident $(, $($t:tt)*)?) => {
+        mirror!(@pairs $dom, $pb, [$($p)* ($f $f)] $($($t)*)?);
+    };
+    (@pairs $dom:ty, $pb:ty, [$($p:tt)*] ..) => {
+        mirror!(@impl $dom, $pb, [$($p)*] ..Default::default());
+    };
+    (@pairs $dom:ty, $pb:ty, [$($p:tt)*]) => { mirror!(@impl $dom, $pb, [$($p)*]); };
+    (@impl $dom:ty, $pb:ty, [$(($f:ident $pf:ident))*] $($rest:tt)*) => {
+        impl From<$dom> for $pb {
+            fn from(d: $dom) -> Self {
+                Self { $($pf: Wire::to_pb(d.$f),)* $($rest)* }
+            }
+        }
+
+        impl TryFrom<$pb> for $dom {
+            type Error = DomainError;
+            fn try_from(m: $pb) -> DomainResult<Self> {
+                Ok(Self { $($f: Wire::from_pb(stringify!($f), m.$pf)?,)* })
+            }
+        }
+    };
+}
 
 /// A page message for each entity, to and from a domain page.
 macro_rules! pages {
@@ -45,86 +170,60 @@ pages! {
     timesale::OrderPage => Order,
 }
 
-impl From<Policy> for coupon::Policy {
-    fn from(p: Policy) -> Self {
-        coupon::Policy {
-            id: p.id.to_string(),
-            name: p.name,
-            description: p.description,
-            discount_type: p.discount_type.as_str().to_owned(),
-            discount_value: p.discount_value,
-            min_order_amount: p.min_order_amount,
-            max_discount_amount: p.max_discount_amount,
-            total_quantity: p.total_quantity,
-            issued_quantity: p.issued_quantity,
-            per_user_limit: p.per_user_limit,
-            valid_from: ts(p.valid_from),
-            valid_until: ts(p.valid_until),
-            active: p.active,
-            created_at: ts(p.created_at),
-            updated_at: ts(p.updated_at),
-        }
-    }
-}
+mirror!(Policy => coupon::Policy {
+    id, name, description, discount_type, discount_value, min_order_amount, max_discount_amount,
+    total_quantity, issued_quantity, per_user_limit, valid_from, valid_until, active,
+    created_at, updated_at
+});
 
-impl TryFrom<coupon::Policy> for Policy {
-    type Error = DomainError;
-    fn try_from(p: coupon::Policy) -> DomainResult<Self> {
-        Ok(Policy {
-            id: uuid("id", &p.id)?,
-            name: p.name,
-            description: p.description,
-            discount_type: DiscountType::parse(&p.discount_type)?,
-            discount_value: p.discount_value,
-            min_order_amount: p.min_order_amount,
-            max_discount_amount: p.max_discount_amount,
-            total_quantity: p.total_quantity,
-            issued_quantity: p.issued_quantity,
-            per_user_limit: p.per_user_limit,
-            valid_from: parse_ts("valid_from", &p.valid_from)?,
-            valid_until: parse_ts("valid_until", &p.valid_until)?,
-            active: p.active,
-            created_at: parse_ts("created_at", &p.created_at)?,
-            updated_at: parse_ts("updated_at", &p.updated_at)?,
-        })
-    }
-}
+mirror!(NewPolicy => coupon::CreatePolicyRequest {
+    name, description, discount_type, discount_value, min_order_amount, max_discount_amount,
+    total_quantity, per_user_limit, valid_from, valid_until, ..
+});
 
-impl From<NewPolicy> for coupon::CreatePolicyRequest {
-    fn from(p: NewPolicy) -> Self {
-        coupon::CreatePolicyRequest {
-            meta: None,
-            name: p.name,
-            description: p.description,
-            discount_type: p.discount_type.as_str().to_owned(),
-            discount_value: p.discount_value,
-            min_order_amount: p.min_order_amount,
-            max_discount_amount: p.max_discount_amount,
-            total_quantity: p.total_quantity,
-            per_user_limit: p.per_user_limit,
-            valid_from: ts(p.valid_from),
-            valid_until: ts(p.valid_until),
-        }
-    }
-}
+mirror!(CouponUse => coupon::UseCouponRequest { id as coupon_id, order_id, order_amount, .. });
 
-impl TryFrom<coupon::CreatePolicyRequest> for NewPolicy {
-    type Error = DomainError;
-    fn try_from(r: coupon::CreatePolicyRequest) -> DomainResult<Self> {
-        Ok(NewPolicy {
-            name: r.name,
-            description: r.description,
-            discount_type: DiscountType::parse(&r.discount_type)?,
-            discount_value: r.discount_value,
-            min_order_amount: r.min_order_amount,
-            max_discount_amount: r.max_discount_amount,
-            total_quantity: r.total_quantity,
-            per_user_limit: r.per_user_limit,
-            valid_from: parse_ts("valid_from", &r.valid_from)?,
-            valid_until: parse_ts("valid_until", &r.valid_until)?,
-        })
-    }
-}
+mirror!(CouponQuery => coupon::ListCouponsRequest { status, user_id, page, .. });
+
+mirror!(Coupon => coupon::Coupon {
+    id, code, policy_id, user_id, status, order_id, discount_amount, used_at, expires_at,
+    issued_at
+});
+
+mirror!(Transaction => point::Transaction {
+    id, user_id, tx_type as r#type, amount, delta, balance_after, reference, description,
+    cancelled_transaction_id, created_at
+});
+
+// Earn and use carry the same change.
+mirror!(PointChange => point::EarnRequest { user_id, amount, reference, description, .. });
+mirror!(PointChange => point::UseRequest { user_id, amount, reference, description, .. });
+
+mirror!(Balance => point::Balance { user_id, balance });
+
+mirror!(HistoryQuery => point::HistoryRequest { kind as r#type, user_id, page, .. });
+
+mirror!(Product => timesale::Product { id, name, description, price, created_at, updated_at });
+
+mirror!(NewProduct => timesale::CreateProductRequest { name, description, price, .. });
+
+mirror!(Sale => timesale::Sale {
+    id, product_id, total_quantity, sold_quantity, remaining_quantity, sale_price,
+    per_user_limit, start_at, end_at, status, created_at, updated_at
+});
+
+mirror!(NewSale => timesale::CreateSaleRequest {
+    product_id, total_quantity, sale_price, per_user_limit, start_at, end_at, ..
+});
+
+mirror!(SaleQuery => timesale::ListSalesRequest { status, page, .. });
+
+mirror!(OrderQuery => timesale::ListOrdersRequest { user_id, page, .. });
+
+mirror!(Order => timesale::Order {
+    id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at,
+    cancelled_at
+});
 
 /// The patch only; the client sets the policy id.
 impl From<PolicyPatch> for coupon::UpdatePolicyRequest {
@@ -154,41 +253,6 @@ impl TryFrom<&mut coupon::UpdatePolicyRequest> for PolicyPatch {
     }
 }
 
-impl From<Coupon> for coupon::Coupon {
-    fn from(c: Coupon) -> Self {
-        coupon::Coupon {
-            id: c.id.to_string(),
-            code: c.code,
-            policy_id: c.policy_id.to_string(),
-            user_id: c.user_id.to_string(),
-            status: c.status.as_str().to_owned(),
-            order_id: c.order_id,
-            discount_amount: c.discount_amount,
-            used_at: c.used_at.map(ts),
-            expires_at: ts(c.expires_at),
-            issued_at: ts(c.issued_at),
-        }
-    }
-}
-
-impl TryFrom<coupon::Coupon> for Coupon {
-    type Error = DomainError;
-    fn try_from(c: coupon::Coupon) -> DomainResult<Self> {
-        Ok(Coupon {
-            id: uuid("id", &c.id)?,
-            code: c.code,
-            policy_id: uuid("policy_id", &c.policy_id)?,
-            user_id: uuid("user_id", &c.user_id)?,
-            status: CouponStatus::parse(&c.status)?,
-            order_id: c.order_id,
-            discount_amount: c.discount_amount,
-            used_at: opt_ts("used_at", c.used_at.as_deref())?,
-            expires_at: parse_ts("expires_at", &c.expires_at)?,
-            issued_at: parse_ts("issued_at", &c.issued_at)?,
-        })
-    }
-}
-
 /// A used coupon and the discount it gave.
 impl From<(Coupon, i64)> for coupon::UseCouponResponse {
     fn from((c, discount_amount): (Coupon, i64)) -> Self {
@@ -206,209 +270,6 @@ impl TryFrom<coupon::UseCouponResponse> for (Coupon, i64) {
             .coupon
             .ok_or_else(|| DomainError::Internal("use response without coupon".into()))?;
         Ok((c.try_into()?, r.discount_amount))
-    }
-}
-
-impl From<Transaction> for point::Transaction {
-    fn from(t: Transaction) -> Self {
-        point::Transaction {
-            id: t.id.to_string(),
-            user_id: t.user_id.to_string(),
-            r#type: t.tx_type.as_str().to_owned(),
-            amount: t.amount,
-            delta: t.delta,
-            balance_after: t.balance_after,
-            reference: t.reference,
-            description: t.description,
-            cancelled_transaction_id: t.cancelled_transaction_id.map(|u| u.to_string()),
-            created_at: ts(t.created_at),
-        }
-    }
-}
-
-impl TryFrom<point::Transaction> for Transaction {
-    type Error = DomainError;
-    fn try_from(t: point::Transaction) -> DomainResult<Self> {
-        Ok(Transaction {
-            id: uuid("id", &t.id)?,
-            user_id: uuid("user_id", &t.user_id)?,
-            tx_type: TxType::parse(&t.r#type)?,
-            amount: t.amount,
-            delta: t.delta,
-            balance_after: t.balance_after,
-            reference: t.reference,
-            description: t.description,
-            cancelled_transaction_id: opt_uuid(
-                "cancelled_transaction_id",
-                t.cancelled_transaction_id.as_deref(),
-            )?,
-            created_at: parse_ts("created_at", &t.created_at)?,
-        })
-    }
-}
-
-/// Earn and use carry the same change.
-macro_rules! point_changes {
-    ($($pb:ty),*) => {$(
-        impl From<PointChange> for $pb {
-            fn from(c: PointChange) -> Self {
-                Self {
-                    meta: None,
-                    user_id: c.user_id.to_string(),
-                    amount: c.amount,
-                    reference: c.reference,
-                    description: c.description,
-                }
-            }
-        }
-
-        impl TryFrom<$pb> for PointChange {
-            type Error = DomainError;
-            fn try_from(r: $pb) -> DomainResult<Self> {
-                Ok(PointChange {
-                    user_id: uuid("user_id", &r.user_id)?,
-                    amount: r.amount,
-                    reference: r.reference,
-                    description: r.description,
-                })
-            }
-        }
-    )*};
-}
-
-point_changes!(point::EarnRequest, point::UseRequest);
-
-impl From<Balance> for point::Balance {
-    fn from(b: Balance) -> Self {
-        point::Balance {
-            user_id: b.user_id.to_string(),
-            balance: b.balance,
-        }
-    }
-}
-
-impl TryFrom<point::Balance> for Balance {
-    type Error = DomainError;
-    fn try_from(b: point::Balance) -> DomainResult<Self> {
-        Ok(Balance {
-            user_id: uuid("user_id", &b.user_id)?,
-            balance: b.balance,
-        })
-    }
-}
-
-impl From<Product> for timesale::Product {
-    fn from(p: Product) -> Self {
-        timesale::Product {
-            id: p.id.to_string(),
-            name: p.name,
-            description: p.description,
-            price: p.price,
-            created_at: ts(p.created_at),
-            updated_at: ts(p.updated_at),
-        }
-    }
-}
-
-impl TryFrom<timesale::Product> for Product {
-    type Error = DomainError;
-    fn try_from(p: timesale::Product) -> DomainResult<Self> {
-        Ok(Product {
-            id: uuid("id", &p.id)?,
-            name: p.name,
-            description: p.description,
-            price: p.price,
-            created_at: parse_ts("created_at", &p.created_at)?,
-            updated_at: parse_ts("updated_at", &p.updated_at)?,
-        })
-    }
-}
-
-impl From<NewProduct> for timesale::CreateProductRequest {
-    fn from(p: NewProduct) -> Self {
-        timesale::CreateProductRequest {
-            meta: None,
-            name: p.name,
-            description: p.description,
-            price: p.price,
-        }
-    }
-}
-
-impl From<timesale::CreateProductRequest> for NewProduct {
-    fn from(r: timesale::CreateProductRequest) -> Self {
-        NewProduct {
-            name: r.name,
-            description: r.description,
-            price: r.price,
-        }
-    }
-}
-
-impl From<Sale> for timesale::Sale {
-    fn from(s: Sale) -> Self {
-        timesale::Sale {
-            id: s.id.to_string(),
-            product_id: s.product_id.to_string(),
-            total_quantity: s.total_quantity,
-            remaining_quantity: s.remaining_quantity,
-            sale_price: s.sale_price,
-            per_user_limit: s.per_user_limit,
-            start_at: ts(s.start_at),
-            end_at: ts(s.end_at),
-            status: s.status.as_str().to_owned(),
-            created_at: ts(s.created_at),
-            sold_quantity: s.sold_quantity,
-            updated_at: ts(s.updated_at),
-        }
-    }
-}
-
-impl TryFrom<timesale::Sale> for Sale {
-    type Error = DomainError;
-    fn try_from(s: timesale::Sale) -> DomainResult<Self> {
-        Ok(Sale {
-            id: uuid("id", &s.id)?,
-            product_id: uuid("product_id", &s.product_id)?,
-            total_quantity: s.total_quantity,
-            sold_quantity: s.sold_quantity,
-            remaining_quantity: s.remaining_quantity,
-            sale_price: s.sale_price,
-            per_user_limit: s.per_user_limit,
-            start_at: parse_ts("start_at", &s.start_at)?,
-            end_at: parse_ts("end_at", &s.end_at)?,
-            status: SaleStatus::parse(&s.status)?,
-            created_at: parse_ts("created_at", &s.created_at)?,
-            updated_at: parse_ts("updated_at", &s.updated_at)?,
-        })
-    }
-}
-
-impl From<NewSale> for timesale::CreateSaleRequest {
-    fn from(s: NewSale) -> Self {
-        timesale::CreateSaleRequest {
-            meta: None,
-            product_id: s.product_id.to_string(),
-            total_quantity: s.total_quantity,
-            sale_price: s.sale_price,
-            per_user_limit: s.per_user_limit,
-            start_at: ts(s.start_at),
-            end_at: ts(s.end_at),
-        }
-    }
-}
-
-impl TryFrom<timesale::CreateSaleRequest> for NewSale {
-    type Error = DomainError;
-    fn try_from(r: timesale::CreateSaleRequest) -> DomainResult<Self> {
-        Ok(NewSale {
-            product_id: uuid("product_id", &r.product_id)?,
-            total_quantity: r.total_quantity,
-            sale_price: r.sale_price,
-            per_user_limit: r.per_user_limit,
-            start_at: parse_ts("start_at", &r.start_at)?,
-            end_at: parse_ts("end_at", &r.end_at)?,
-        })
     }
 }
 
@@ -430,39 +291,6 @@ impl TryFrom<&timesale::UpdateSaleRequest> for SalePatch {
         Ok(SalePatch {
             end_at: opt_ts("end_at", r.end_at.as_deref())?,
             status: r.status.as_deref().map(SaleStatus::parse).transpose()?,
-        })
-    }
-}
-
-impl From<Order> for timesale::Order {
-    fn from(o: Order) -> Self {
-        timesale::Order {
-            id: o.id.to_string(),
-            time_sale_id: o.time_sale_id.to_string(),
-            user_id: o.user_id.to_string(),
-            quantity: o.quantity,
-            unit_price: o.unit_price,
-            total_price: o.total_price,
-            status: o.status.as_str().to_owned(),
-            created_at: ts(o.created_at),
-            cancelled_at: o.cancelled_at.map(ts),
-        }
-    }
-}
-
-impl TryFrom<timesale::Order> for Order {
-    type Error = DomainError;
-    fn try_from(o: timesale::Order) -> DomainResult<Self> {
-        Ok(Order {
-            id: uuid("id", &o.id)?,
-            time_sale_id: uuid("time_sale_id", &o.time_sale_id)?,
-            user_id: uuid("user_id", &o.user_id)?,
-            quantity: o.quantity,
-            unit_price: o.unit_price,
-            total_price: o.total_price,
-            status: OrderStatus::parse(&o.status)?,
-            created_at: parse_ts("created_at", &o.created_at)?,
-            cancelled_at: opt_ts("cancelled_at", o.cancelled_at.as_deref())?,
         })
     }
 }
@@ -626,10 +454,7 @@ mod tests {
             description: Some("d".into()),
             price: 3,
         };
-        assert_eq!(
-            NewProduct::from(timesale::CreateProductRequest::from(p.clone())),
-            p
-        );
+        round_trip::<_, timesale::CreateProductRequest>(p);
         round_trip::<_, timesale::CreateSaleRequest>(NewSale {
             product_id: Uuid::new_v4(),
             total_quantity: 4,

@@ -1,33 +1,24 @@
 //! Generated gRPC code, and where proto and domain values meet: the scalar
 //! helpers and the call context here, every message conversion in `convert`.
 
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod promo {
-    pub mod common {
-        pub mod v1 {
-            tonic::include_proto!("promo.common.v1");
+/// The generated module of each `promo.<name>.v1` package, nested as its
+/// package path (generated code refers to `super::super::common::v1`) and
+/// re-exported as `proto::<name>`.
+macro_rules! generated {
+    ($($pkg:ident),*) => {
+        #[allow(clippy::all, clippy::pedantic, missing_docs)]
+        pub mod promo {
+            $(pub mod $pkg {
+                pub mod v1 {
+                    include!(concat!(env!("OUT_DIR"), "/promo.", stringify!($pkg), ".v1.rs"));
+                }
+            })*
         }
-    }
-    pub mod coupon {
-        pub mod v1 {
-            tonic::include_proto!("promo.coupon.v1");
-        }
-    }
-    pub mod point {
-        pub mod v1 {
-            tonic::include_proto!("promo.point.v1");
-        }
-    }
-    pub mod timesale {
-        pub mod v1 {
-            tonic::include_proto!("promo.timesale.v1");
-        }
-    }
+        $(pub use promo::$pkg::v1 as $pkg;)*
+    };
 }
-pub use promo::common::v1 as common;
-pub use promo::coupon::v1 as coupon;
-pub use promo::point::v1 as point;
-pub use promo::timesale::v1 as timesale;
+
+generated!(common, coupon, point, timesale);
 
 mod convert;
 
@@ -55,10 +46,6 @@ pub fn opt_ts(field: &str, s: Option<&str>) -> DomainResult<Option<DateTime<Utc>
 pub fn uuid(field: &str, s: &str) -> DomainResult<Uuid> {
     Uuid::parse_str(s)
         .map_err(|_| DomainError::validation(field, format!("{field} must be a uuid")))
-}
-
-pub fn opt_uuid(field: &str, s: Option<&str>) -> DomainResult<Option<Uuid>> {
-    s.map(|s| uuid(field, s)).transpose()
 }
 
 /// The caller of a read, as a request carries it.

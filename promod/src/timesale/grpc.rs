@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use pb::time_sale_service_client::TimeSaleServiceClient;
 use pb::time_sale_service_server::TimeSaleService as GrpcService;
 use promo_domain::page::{Page, PageRequest};
-use promo_domain::timesale::{NewProduct, NewSale, Order, Product, Sale, SalePatch, SaleStatus};
+use promo_domain::timesale::{
+    NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch, SaleQuery,
+};
 use promo_domain::DomainResult;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -26,7 +28,7 @@ type R<T> = Result<Response<T>, Status>;
 impl GrpcService for Server {
     async fn create_product(&self, req: Request<pb::CreateProductRequest>) -> R<pb::Product> {
         serve(req, |ctx, r| async move {
-            self.0.create_product(&ctx, r.into()).await
+            self.0.create_product(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -62,9 +64,7 @@ impl GrpcService for Server {
 
     async fn list_sales(&self, req: Request<pb::ListSalesRequest>) -> R<pb::SalePage> {
         serve(req, |ctx, r| async move {
-            let status = r.status.as_deref().map(SaleStatus::parse).transpose()?;
-            let page = proto::from_page_req(r.page)?;
-            self.0.list_sales(&ctx, status, page).await
+            self.0.list_sales(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -95,9 +95,7 @@ impl GrpcService for Server {
 
     async fn list_orders(&self, req: Request<pb::ListOrdersRequest>) -> R<pb::OrderPage> {
         serve(req, |ctx, r| async move {
-            let user_id = uuid("user_id", &r.user_id)?;
-            let page = proto::from_page_req(r.page)?;
-            self.0.list_orders(&ctx, user_id, page).await
+            self.0.list_orders(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -163,16 +161,10 @@ impl TimesaleApi for Client {
         call!(self, get_sale, by_id(ctx, id))
     }
 
-    async fn list_sales(
-        &self,
-        ctx: &Ctx,
-        status: Option<SaleStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Sale>> {
+    async fn list_sales(&self, ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>> {
         let msg = pb::ListSalesRequest {
             actor: proto::actor(ctx),
-            status: status.map(|s| s.as_str().to_owned()),
-            page: proto::page_req(page),
+            ..q.into()
         };
         call!(self, list_sales, msg)
     }
@@ -186,17 +178,11 @@ impl TimesaleApi for Client {
         call!(self, update_sale, msg)
     }
 
-    async fn order(
-        &self,
-        ctx: &Ctx,
-        sale_id: Uuid,
-        user_id: Uuid,
-        quantity: i64,
-    ) -> DomainResult<Order> {
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
         let msg = pb::CreateOrderRequest {
             meta: proto::meta(ctx),
-            time_sale_id: sale_id.to_string(),
-            user_id: user_id.to_string(),
+            time_sale_id: sale.to_string(),
+            user_id: user.to_string(),
             quantity,
         };
         call!(self, create_order, msg)
@@ -206,16 +192,10 @@ impl TimesaleApi for Client {
         call!(self, get_order, by_id(ctx, id))
     }
 
-    async fn list_orders(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        page: PageRequest,
-    ) -> DomainResult<Page<Order>> {
+    async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>> {
         let msg = pb::ListOrdersRequest {
             actor: proto::actor(ctx),
-            user_id: user_id.to_string(),
-            page: proto::page_req(page),
+            ..q.into()
         };
         call!(self, list_orders, msg)
     }

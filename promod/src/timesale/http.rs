@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::page::PageRequest;
 use promo_domain::timesale::{
-    parse_status_filter, NewProduct, NewSale, Order, Product, Sale, SalePatch, SaleStatus,
+    parse_status_filter, NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch,
+    SaleQuery, SaleStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -251,7 +252,9 @@ pub async fn list_sales(
 ) -> Result<Json<PageView<SaleView>>, ApiError> {
     let page = PageRequest::parse(q.page, q.size)?;
     let status = parse_status_filter(q.status.as_deref())?;
-    let res = api.list_sales(&read_ctx(p), status, page).await?;
+    let res = api
+        .list_sales(&read_ctx(p), SaleQuery { status, page })
+        .await?;
     Ok(Json(PageView::from_page(res, SaleView::from)))
 }
 
@@ -307,7 +310,11 @@ pub async fn list_orders(
 ) -> Result<Json<PageView<OrderView>>, ApiError> {
     let page = PageRequest::parse(q.page, q.size)?;
     let user = p.acting_for(q.user_id)?;
-    let res = api.list_orders(&read_ctx(p), user, page).await?;
+    let q = OrderQuery {
+        user_id: user,
+        page,
+    };
+    let res = api.list_orders(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, OrderView::from)))
 }
 

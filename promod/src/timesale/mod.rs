@@ -11,16 +11,15 @@ pub mod store;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::{Engine, Pending};
-use crate::transact::{Begun, Write};
+use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
-    validate_quantity, NewProduct, NewSale, Order, OrderStatus, Product, Sale, SalePatch,
-    SaleStatus,
+    validate_quantity, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale,
+    SalePatch, SaleQuery,
 };
 use promo_domain::{DomainError, DomainResult};
-use promo_store::counters::CounterSeed;
 use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -36,27 +35,11 @@ pub trait TimesaleApi: Send + Sync + 'static {
     async fn list_products(&self, ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Product>>;
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale>;
     async fn get_sale(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Sale>;
-    async fn list_sales(
-        &self,
-        ctx: &Ctx,
-        status: Option<SaleStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Sale>>;
+    async fn list_sales(&self, ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>>;
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale>;
-    async fn order(
-        &self,
-        ctx: &Ctx,
-        sale_id: Uuid,
-        user_id: Uuid,
-        quantity: i64,
-    ) -> DomainResult<Order>;
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order>;
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
-    async fn list_orders(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        page: PageRequest,
-    ) -> DomainResult<Page<Order>>;
+    async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>>;
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
 }
 
@@ -216,10 +199,7 @@ impl TimesaleApi for TimesaleService {
         ctx.principal.require_admin()?;
         p.validate()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let product = store::insert_product(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of("timesale.product_created", product.id, None, now, &product)?;
         w.commit(&product, &[ev]).await?;
@@ -239,10 +219,7 @@ impl TimesaleApi for TimesaleService {
     async fn create_sale(&self, ctx: &Ctx, s: NewSale) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let product = store::get_product(&mut **w.tx(), s.product_id)
             .await?
             .ok_or_else(|| DomainError::validation("product_id", "unknown product"))?;
@@ -250,15 +227,7 @@ impl TimesaleApi for TimesaleService {
         let sale = store::insert_sale(w.tx(), Uuid::now_v7(), &s, now).await?;
         let ev = Event::of("timesale.sale_created", sale.id, None, now, &sale)?;
         w.commit(&sale, &[ev]).await?;
-        let seed = CounterSeed {
-            remaining: sale.total_quantity,
-            users: Vec::new(),
-        };
-        let stock = self.engine.stock();
-        if let Err(e) = stock.seed(Kind::Sale, sale.id, &seed, false).await {
-            // The first order rebuilds the counter lazily.
-            tracing::warn!(sale_id = %sale.id, error = %e, "timesale inventory not seeded");
-        }
+        self.engine.seed_new(sale.id, sale.total_quantity).await;
         Ok(sale)
     }
 
@@ -267,13 +236,8 @@ impl TimesaleApi for TimesaleService {
         Ok(self.live(sale).await)
     }
 
-    async fn list_sales(
-        &self,
-        _ctx: &Ctx,
-        status: Option<SaleStatus>,
-        page: PageRequest,
-    ) -> DomainResult<Page<Sale>> {
-        let p = store::list_sales(&self.pool, status, page, self.clock.now()).await?;
+    async fn list_sales(&self, _ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>> {
+        let p = store::list_sales(&self.pool, q.status, q.page, self.clock.now()).await?;
         let items = futures::future::join_all(p.items.into_iter().map(|s| self.live(s))).await;
         Ok(Page {
             items,
@@ -286,10 +250,7 @@ impl TimesaleApi for TimesaleService {
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let after = store::update_sale(w.tx(), id, &patch, now).await?;
         let after = self.live(after).await;
         let ev = Event::of("timesale.sale_updated", id, None, now, &after)?;
@@ -298,21 +259,15 @@ impl TimesaleApi for TimesaleService {
         Ok(after)
     }
 
-    async fn order(
-        &self,
-        ctx: &Ctx,
-        sale_id: Uuid,
-        user_id: Uuid,
-        quantity: i64,
-    ) -> DomainResult<Order> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
+        let user = ctx.principal.acting_for(Some(user))?;
         if quantity <= 0 {
             return Err(DomainError::validation(
                 "quantity",
                 "quantity must be greater than 0",
             ));
         }
-        let work = self.order_once(ctx, sale_id, user_id, quantity);
+        let work = self.order_once(ctx, sale, user, quantity);
         self.engine.exclusive(ctx, work).await
     }
 
@@ -322,22 +277,14 @@ impl TimesaleApi for TimesaleService {
         Ok(o)
     }
 
-    async fn list_orders(
-        &self,
-        ctx: &Ctx,
-        user_id: Uuid,
-        page: PageRequest,
-    ) -> DomainResult<Page<Order>> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        store::list_orders(&self.pool, user_id, page).await
+    async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        store::list_orders(&self.pool, user_id, q.page).await
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         let now = self.clock.now();
-        let mut w = match Write::begin(&self.pool, ctx).await? {
-            Begun::Replayed(answer) => return Ok(answer),
-            Begun::Fresh(w) => w,
-        };
+        let mut w = begin!(&self.pool, ctx);
         let current = store::get_order(&mut **w.tx(), id).await?;
         ctx.principal.require_owner(current.user_id)?;
         current.check_cancellable()?;

@@ -1,6 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
+use crate::db::{page_of, Arg, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -154,23 +155,12 @@ pub async fn get_product<'e>(
 }
 
 pub async fn list_products(pool: &PgPool, page: PageRequest) -> DomainResult<Page<Product>> {
-    let rows: Vec<ProductRow> = sqlx::query_as(&format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products ORDER BY created_at DESC, id LIMIT $1 OFFSET $2"
-    ))
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM products")
-        .fetch_one(pool)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(Page::new(
-        rows.into_iter().map(Product::from).collect(),
-        page,
-        total,
-    ))
+    let l = Listing {
+        columns: PRODUCT_COLUMNS,
+        from: "FROM products",
+        order_by: "created_at DESC, id",
+    };
+    page_of(pool, l, &[], page, |r: ProductRow| Ok(r.into())).await
 }
 
 pub async fn insert_sale(
@@ -238,30 +228,16 @@ pub async fn list_sales(
     page: PageRequest,
     now: DateTime<Utc>,
 ) -> DomainResult<Page<Sale>> {
-    let filter = status_filter(status);
-    let rows: Vec<SaleRow> = sqlx::query_as(&format!(
-        "SELECT {SALE_COLUMNS} FROM time_sales WHERE {filter}
-         ORDER BY start_at DESC, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(now)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
+    let from = format!("FROM time_sales WHERE {}", status_filter(status));
+    let l = Listing {
+        columns: SALE_COLUMNS,
+        from: &from,
+        order_by: "start_at DESC, id",
+    };
+    page_of(pool, l, &[Arg::Time(now)], page, |r: SaleRow| {
+        r.into_domain(now)
+    })
     .await
-    .map_err(from_sqlx)?;
-    let (total,): (i64,) =
-        sqlx::query_as(&format!("SELECT count(*) FROM time_sales WHERE {filter}"))
-            .bind(now)
-            .fetch_one(pool)
-            .await
-            .map_err(from_sqlx)?;
-    Ok(Page::new(
-        rows.into_iter()
-            .map(|r| r.into_domain(now))
-            .collect::<DomainResult<_>>()?,
-        page,
-        total,
-    ))
 }
 
 /// Applies a patch under a row lock, so that the rules see the current sale.
@@ -407,29 +383,12 @@ pub async fn list_orders(
     user: Uuid,
     page: PageRequest,
 ) -> DomainResult<Page<Order>> {
-    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-        "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE user_id = $1
-         ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(user)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(pool)
-    .await
-    .map_err(from_sqlx)?;
-    let (total,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM time_sale_orders WHERE user_id = $1")
-            .bind(user)
-            .fetch_one(pool)
-            .await
-            .map_err(from_sqlx)?;
-    Ok(Page::new(
-        rows.into_iter()
-            .map(Order::try_from)
-            .collect::<DomainResult<_>>()?,
-        page,
-        total,
-    ))
+    let l = Listing {
+        columns: ORDER_COLUMNS,
+        from: "FROM time_sale_orders WHERE user_id = $1",
+        order_by: "created_at DESC, id DESC",
+    };
+    page_of(pool, l, &[Arg::Id(user)], page, |r: OrderRow| r.try_into()).await
 }
 
 /// CONFIRMED -> CANCELLED, only if still CONFIRMED; the sale's sold count and

@@ -30,7 +30,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             (rate(r.rps), pct(r.err_pct))
         };
         let mut cells = vec![
-            Cell::from(r.role.name()),
+            Cell::from(r.role.as_str()),
             Cell::from(status).style(Style::default().fg(color).add_modifier(Modifier::BOLD)),
             Cell::from(etcd),
             Cell::from(rps),

@@ -24,7 +24,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         .iter()
         .filter(|r| !s.is_up(r.role))
         .map(|r| {
-            Row::new(vec![Cell::from(r.role.name()), Cell::from("no data")])
+            Row::new(vec![Cell::from(r.role.as_str()), Cell::from("no data")])
                 .style(Style::default().fg(Color::Red))
         })
         .collect();
@@ -35,7 +35,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
             Color::Reset
         });
         Row::new(vec![
-            Cell::from(r.role.name()),
+            Cell::from(r.role.as_str()),
             Cell::from(format!("{} {}", r.method, r.route)),
             Cell::from(rate(r.rps)),
             Cell::from(latency(r.p50)),
