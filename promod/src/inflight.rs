@@ -16,8 +16,17 @@ use sqlx::PgPool;
 use std::future::Future;
 
 /// Runs `work` as the only attempt of this request's idempotency key (when it
-/// has one). A stored answer is replayed instead, checked after the claim so
-/// that an attempt finishing in between is seen.
+/// has one).
+///
+/// A keyed write reads no stored answer before it runs: that read cost a
+/// PostgreSQL round trip per keyed write, half the throughput of unkeyed
+/// ones. A retry of a request that already has an answer is decided again
+/// instead; the group commit finds its key taken (`InsertOutcome::Duplicate`),
+/// gives back what admission took and replays the stored answer, and any
+/// refusal (`SOLD_OUT` once the stock is gone, `NOT_ACTIVE` after the end, a
+/// mismatching request) looks the stored answer up before it is returned. So a
+/// retry still gets its first answer; the price is that, while it runs, it
+/// holds the units it took for a moment, as any concurrent attempt does.
 pub async fn exclusive<T, F>(
     claims: &dyn KeyClaims,
     pool: &PgPool,
@@ -38,10 +47,14 @@ where
             DomainError::Conflict("a request with this idempotency key is in flight".into())
         });
     }
-    let out = match crate::idempotency::replay(pool, ctx).await {
-        Ok(Some(done)) => Ok(done),
-        Ok(None) => work.await,
-        Err(e) => Err(e),
+    let out = match work.await {
+        Ok(done) => Ok(done),
+        Err(refused) => match crate::idempotency::replay(pool, ctx).await {
+            Ok(Some(done)) => Ok(done),
+            Err(DomainError::IdempotencyMismatch) => Err(DomainError::IdempotencyMismatch),
+            // No answer stored, or none readable now: this attempt's own.
+            Ok(None) | Err(_) => Err(refused),
+        },
     };
     claims.release(&key).await;
     out

@@ -111,3 +111,53 @@ async fn concurrent_same_key_orders_make_one_order() {
         assert_eq!(n, 1, "one order for one key (sale of {total})");
     }
 }
+
+/// A keyed write reads no stored answer before it runs (`inflight.rs`), so
+/// a retry is decided again; whatever refuses it then (the policy closed,
+/// the stock gone, another request under the key) must still answer with
+/// the first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_refused_now_still_gets_its_first_answer() {
+    let app = Arc::new(spawn_all_roles().await);
+    let policy = app.create_policy(1, 1).await;
+    let (_, token) = app.user_token();
+    let issue = |body: Value| {
+        let (app, token) = (app.clone(), token.clone());
+        async move {
+            app.call(
+                Method::POST,
+                "/coupons/issue",
+                Some(&token),
+                Some(body),
+                Some("k1"),
+            )
+            .await
+        }
+    };
+    let first = issue(json!({"policy_id": policy})).await;
+    assert_eq!(first.0, 201, "{}", first.1);
+    // Sold out (total 1) and at the user's limit: the retry is refused by
+    // admission, and answers with what it stored.
+    assert_eq!(issue(json!({"policy_id": policy})).await, first);
+    // Closed: refused before admission, same answer.
+    let path = format!("/coupon-policies/{policy}");
+    let closed = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&app.admin),
+            Some(json!({"active": false})),
+            None,
+        )
+        .await;
+    assert_eq!(closed.0, 200, "{}", closed.1);
+    assert_eq!(issue(json!({"policy_id": policy})).await, first);
+    // Another request under the same key is still a mismatch, not a refusal.
+    let other = issue(json!({"policy_id": Uuid::new_v4()})).await;
+    assert_eq!(
+        (other.0, other.1["error"]["code"].as_str()),
+        (409, Some("IDEMPOTENCY_MISMATCH")),
+        "{}",
+        other.1
+    );
+}
