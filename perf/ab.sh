@@ -7,7 +7,8 @@
 #   DURATION=10s CONC=128 RATE=3000 perf/ab.sh a/promod b/promod perf/scenarios/target-point.toml 3
 #
 # Each run: a closed loop of CONC workers (capacity), then an open loop at
-# RATE. The rss column is promod's peak (VmHWM) over both.
+# RATE. The rss column is promod's peak (VmHWM) over both. EXTRA adds load
+# flags to every run (EXTRA=--idempotency-keys: keyed writes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 A=$1 B=$2 FILE=${3:-perf/scenarios/target-point.toml} ROUNDS=${4:-2}
@@ -41,7 +42,7 @@ run() { # label binary
   local rows=() mode
   for mode in "--concurrency $CONC" "--rate $RATE"; do
     # shellcheck disable=SC2086
-    $CTL --gateway-url $GW load --file "$FILE" $mode --jwt-secret "$PROMO_JWT_SECRET" \
+    $CTL --gateway-url $GW load --file "$FILE" $mode ${EXTRA:-} --jwt-secret "$PROMO_JWT_SECRET" \
       --duration "$DURATION" --warmup "$WARMUP" --quiet --report "$WORK/r.json" >/dev/null 2>&1 || true
     sleep 1
     local check=green
