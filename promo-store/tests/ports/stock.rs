@@ -52,7 +52,7 @@ fn stock(n: i64) -> CounterSeed {
 
 async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
     let id = Uuid::new_v4();
-    let first = port.take(&ask(kind, id, Uuid::new_v4(), 1, 1)).await;
+    let first = port.take(&ask(kind, id, Uuid::new_v4(, Uuid::new_v4()), 1, 1)).await;
     assert_eq!(first.unwrap(), Decision::Uninitialized);
     assert!(port.seed(kind, id, &stock(50), false).await.unwrap());
     let mut tasks = Vec::new();
@@ -62,7 +62,7 @@ async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
         let q = 1 + (i % 3);
         let a = ask(kind, id, Uuid::new_v4(), q, 3);
         tasks.push(tokio::spawn(
-            async move { (q, port.take(&a).await.unwrap()) },
+            async move { (q, port.take(&a, Uuid::new_v4()).await.unwrap()) },
         ));
     }
     let mut taken = 0;
@@ -89,7 +89,7 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
     for _ in 0..50 {
         let port = port.clone();
         let a = ask(kind, id, user, 1, 3);
-        tasks.push(tokio::spawn(async move { port.take(&a).await.unwrap() }));
+        tasks.push(tokio::spawn(async move { port.take(&a, Uuid::new_v4()).await.unwrap() }));
     }
     let mut totals = Vec::new();
     for t in tasks {
@@ -106,10 +106,10 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
     let other = Uuid::new_v4();
     let two = ask(kind, id, other, 2, 3);
     assert!(matches!(
-        port.take(&two).await.unwrap(),
+        port.take(&two, Uuid::new_v4()).await.unwrap(),
         Decision::Taken { .. }
     ));
-    assert_eq!(port.take(&two).await.unwrap(), Decision::LimitExceeded);
+    assert_eq!(port.take(&two, Uuid::new_v4()).await.unwrap(), Decision::LimitExceeded);
 }
 
 async fn window_rules(port: Arc<dyn StockPort>) {
@@ -120,16 +120,16 @@ async fn window_rules(port: Arc<dyn StockPort>) {
     let mut early = windowed(id, user, 1, 5);
     let w = early.window.as_mut().unwrap();
     w.now = w.start - Duration::milliseconds(1);
-    assert_eq!(port.take(&early).await.unwrap(), Decision::NotActive);
+    assert_eq!(port.take(&early, Uuid::new_v4()).await.unwrap(), Decision::NotActive);
     let mut late = windowed(id, user, 1, 5);
     let w = late.window.as_mut().unwrap();
     w.now = w.end;
-    assert_eq!(port.take(&late).await.unwrap(), Decision::NotActive);
+    assert_eq!(port.take(&late, Uuid::new_v4()).await.unwrap(), Decision::NotActive);
     let mut at_start = windowed(id, user, 1, 5);
     let w = at_start.window.as_mut().unwrap();
     w.now = w.start;
     assert!(matches!(
-        port.take(&at_start).await.unwrap(),
+        port.take(&at_start, Uuid::new_v4()).await.unwrap(),
         Decision::Taken {
             remaining: 4,
             user_total: 1
@@ -143,7 +143,7 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     let user = Uuid::new_v4();
     port.seed(kind, id, &stock(5), false).await.unwrap();
     assert!(matches!(
-        port.take(&ask(kind, id, user, 1, 5)).await.unwrap(),
+        port.take(&ask(kind, id, user, 1, 5), Uuid::new_v4()).await.unwrap(),
         Decision::Taken {
             remaining: 4,
             user_total: 1
@@ -151,17 +151,17 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     ));
     // More than is left: refused whole, nothing taken.
     let big = ask(kind, id, Uuid::new_v4(), 5, 5);
-    assert_eq!(port.take(&big).await.unwrap(), Decision::SoldOut);
+    assert_eq!(port.take(&big, Uuid::new_v4()).await.unwrap(), Decision::SoldOut);
     assert_eq!(port.remaining(kind, id).await.unwrap(), Some(4));
     assert!(matches!(
-        port.take(&ask(kind, id, user, 4, 5)).await.unwrap(),
+        port.take(&ask(kind, id, user, 4, 5), Uuid::new_v4()).await.unwrap(),
         Decision::Taken {
             remaining: 0,
             user_total: 5
         }
     ));
     let one = ask(kind, id, Uuid::new_v4(), 1, 5);
-    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    assert_eq!(port.take(&one, Uuid::new_v4()).await.unwrap(), Decision::SoldOut);
     port.release(kind, id, user, 4, Release::BOTH)
         .await
         .unwrap();
@@ -183,9 +183,9 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     };
     assert!(port.seed(kind, id, &seed, true).await.unwrap());
     let more = ask(kind, id, user, 1, 5);
-    assert_eq!(port.take(&more).await.unwrap(), Decision::LimitExceeded);
+    assert_eq!(port.take(&more, Uuid::new_v4()).await.unwrap(), Decision::LimitExceeded);
     port.adjust(kind, id, -2).await.unwrap();
-    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    assert_eq!(port.take(&one, Uuid::new_v4()).await.unwrap(), Decision::SoldOut);
     // A release or an adjustment without a counter leaves it missing for the
     // rebuild to decide.
     let gone = Uuid::new_v4();
@@ -201,7 +201,7 @@ async fn kinds_do_not_share_counters(port: Arc<dyn StockPort>) {
     port.seed(Kind::Coupon, id, &stock(1), false).await.unwrap();
     assert_eq!(port.remaining(Kind::Sale, id).await.unwrap(), None);
     let sale = ask(Kind::Sale, id, Uuid::new_v4(), 1, 1);
-    assert_eq!(port.take(&sale).await.unwrap(), Decision::Uninitialized);
+    assert_eq!(port.take(&sale, Uuid::new_v4()).await.unwrap(), Decision::Uninitialized);
 }
 
 macro_rules! contract {
