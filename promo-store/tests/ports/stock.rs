@@ -4,8 +4,9 @@
 use chrono::{Duration, Utc};
 use promo_store::counters::CounterSeed;
 use promo_store::stock::{
-    Ask, Decision, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
+    Ask, Decision, Entry, Journal, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
 };
+use std::time::Duration as Age;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -52,7 +53,7 @@ fn stock(n: i64) -> CounterSeed {
 
 async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
     let id = Uuid::new_v4();
-    let first = port.take(&ask(kind, id, Uuid::new_v4(, Uuid::new_v4()), 1, 1)).await;
+    let first = port.take(&ask(kind, id, Uuid::new_v4(), 1, 1), Uuid::new_v4()).await;
     assert_eq!(first.unwrap(), Decision::Uninitialized);
     assert!(port.seed(kind, id, &stock(50), false).await.unwrap());
     let mut tasks = Vec::new();
@@ -204,6 +205,115 @@ async fn kinds_do_not_share_counters(port: Arc<dyn StockPort>) {
     assert_eq!(port.take(&sale, Uuid::new_v4()).await.unwrap(), Decision::Uninitialized);
 }
 
+async fn journal_of(port: &dyn StockPort, kind: Kind, id: Uuid, older_than: Age) -> Journal {
+    let mut js = port.journals(kind, &[id], older_than).await.unwrap();
+    assert_eq!(js.len(), 1);
+    js.pop().unwrap()
+}
+
+/// A taking is journaled with it; settling a stored row only removes the
+/// entry; a refused or missing counter journals nothing.
+async fn takings_are_journaled(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(kind, id, &stock(3), false).await.unwrap();
+    let a = ask(kind, id, user, 2, 2);
+    let (stored, lost) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(matches!(port.take(&a, stored).await.unwrap(), Decision::Taken { .. }));
+    // Over the limit: refused, not journaled.
+    assert_eq!(port.take(&a, lost).await.unwrap(), Decision::LimitExceeded);
+    let j = journal_of(&*port, kind, id, Age::ZERO).await;
+    assert_eq!(j.size, 1);
+    assert_eq!(j.overdue, vec![Entry::of(&a, stored)]);
+    // Nothing is that old yet.
+    let young = journal_of(&*port, kind, id, Age::from_secs(3600)).await;
+    assert_eq!((young.size, young.overdue.len()), (1, 0));
+    let entry = Entry::of(&a, stored);
+    assert!(port.settle(kind, id, &entry, Release::NONE).await.unwrap());
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await, Journal::default());
+    // Settled once: a second settle gives nothing back.
+    assert!(!port.settle(kind, id, &entry, Release::BOTH).await.unwrap());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (1, Some(2)));
+    // A set without a journal reads as empty.
+    let none = journal_of(&*port, kind, Uuid::new_v4(), Age::ZERO).await;
+    assert_eq!(none, Journal::default());
+}
+
+/// Many settlers of one entry (the engine's compensation, reconcilers in
+/// several processes): exactly one gives its units back.
+async fn settle_gives_back_exactly_once(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(10), false).await.unwrap();
+    let mut entries = Vec::new();
+    for _ in 0..20 {
+        let a = ask(kind, id, Uuid::new_v4(), 1 + (entries.len() as i64 % 2), 2);
+        let reservation = Uuid::new_v4();
+        if let Decision::Taken { .. } = port.take(&a, reservation).await.unwrap() {
+            entries.push(Entry::of(&a, reservation));
+        }
+    }
+    let taken: i64 = entries.iter().map(|e| e.quantity).sum();
+    assert_eq!(taken, 10);
+    let mut tasks = Vec::new();
+    for entry in entries.iter().copied() {
+        for _ in 0..4 {
+            let port = port.clone();
+            tasks.push(tokio::spawn(async move {
+                port.settle(kind, id, &entry, Release::BOTH).await.unwrap()
+            }));
+        }
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += t.await.unwrap() as usize;
+    }
+    assert_eq!(won, entries.len());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!(left, 10);
+    assert!(users.is_empty(), "{users:?}");
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 0);
+}
+
+/// A partial settle gives back only what it names; a settle of a forgotten
+/// counter set removes the entry and leaves the counter missing.
+async fn settle_follows_release(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(kind, id, &stock(5), false).await.unwrap();
+    let a = ask(kind, id, user, 2, 5);
+    let r = Uuid::new_v4();
+    port.take(&a, r).await.unwrap();
+    let user_only = Release {
+        stock: false,
+        user: true,
+    };
+    assert!(port.settle(kind, id, &Entry::of(&a, r), user_only).await.unwrap());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (3, None));
+    let gone = Uuid::new_v4();
+    let orphan = Entry::of(&ask(kind, gone, user, 1, 1), Uuid::new_v4());
+    assert!(!port.settle(kind, gone, &orphan, Release::BOTH).await.unwrap());
+    assert_eq!(port.remaining(kind, gone).await.unwrap(), None);
+}
+
+/// An installed seed counts every stored row and frees the rest, so it
+/// clears the journal with the swap; a kept live counter keeps its journal.
+async fn a_rebuild_clears_the_journal(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(5), false).await.unwrap();
+    let a = ask(kind, id, Uuid::new_v4(), 1, 5);
+    let r = Uuid::new_v4();
+    port.take(&a, r).await.unwrap();
+    assert!(!port.seed(kind, id, &stock(5), false).await.unwrap());
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 1);
+    assert!(port.seed(kind, id, &stock(5), true).await.unwrap());
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await, Journal::default());
+    // The entry is gone: settling it now cannot give a unit back twice.
+    assert!(!port.settle(kind, id, &Entry::of(&a, r), Release::BOTH).await.unwrap());
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(5));
+}
+
 macro_rules! contract {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -226,6 +336,26 @@ macro_rules! contract {
             async fn release_and_seed_follow_the_contract() {
                 release_and_seed_rules($make, Kind::Coupon).await;
                 release_and_seed_rules($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn takings_are_journaled_until_settled() {
+                takings_are_journaled($make, Kind::Coupon).await;
+                takings_are_journaled($make, Kind::Sale).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_settlers_give_back_exactly_once() {
+                settle_gives_back_exactly_once($make, Kind::Coupon).await;
+                settle_gives_back_exactly_once($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn a_settle_gives_back_what_it_names() {
+                settle_follows_release($make, Kind::Coupon).await;
+                settle_follows_release($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn an_installed_seed_clears_the_journal() {
+                a_rebuild_clears_the_journal($make, Kind::Coupon).await;
+                a_rebuild_clears_the_journal($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {
