@@ -182,8 +182,13 @@ pub trait StockPort: Send + Sync + 'static {
     /// was there: of any number of concurrent settlings of one entry (the
     /// engine's compensation, reconcilers in several processes) exactly one
     /// gives anything back. A missing counter is left missing, as `release`.
-    async fn settle(&self, kind: Kind, id: Uuid, entry: &Entry, what: Release)
-        -> DomainResult<bool>;
+    async fn settle(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        entry: &Entry,
+        what: Release,
+    ) -> DomainResult<bool>;
     /// The journals of counter sets `ids`, with the entries admitted at least
     /// `older_than` ago by the journal's own clock (Redis `TIME`, one clock for
     /// every process).

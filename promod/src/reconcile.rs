@@ -54,7 +54,9 @@ async fn run(
         match pass(&pool, &*stock, kind, bound, lookback).await {
             // After one full pass, only counter sets open recently.
             Ok(()) => lookback = Some(LOOKBACK),
-            Err(e) => tracing::warn!(kind = kind.as_str(), error = %e, "reservation reconciliation failed"),
+            Err(e) => {
+                tracing::warn!(kind = kind.as_str(), error = %e, "reservation reconciliation failed")
+            }
         }
     }
 }
