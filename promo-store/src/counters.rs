@@ -16,8 +16,11 @@ pub struct CounterSeed {
     pub users: Vec<(Uuid, i64)>,
 }
 
-/// KEYS = remaining, users, staging users; ARGV = remaining, force.
+/// KEYS = remaining, users, staging users, journal; ARGV = remaining, force.
 /// The staging hash is filled first, so the swap is atomic however many users.
+/// An installed seed already counts every stored row as taken and every
+/// other unit as free, so the journal of reservations not yet settled is
+/// cleared with the swap: settling them again would give units back twice.
 static INSTALL: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -32,6 +35,7 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('DEL', KEYS[4])
 return 1
 "#,
     )
@@ -39,11 +43,13 @@ return 1
 
 const STAGING_TTL_SECS: i64 = 60;
 
-/// The three keys one counter set lives under; they share a hash tag.
+/// The keys one counter set lives under; they share a hash tag.
 pub struct CounterKeys {
     pub remaining: String,
     pub users: String,
     pub staging: String,
+    /// Reservations admitted but not yet settled (`stock::Entry`).
+    pub journal: String,
 }
 
 /// Installs `seed`; returns false when a live counter was kept (no `force`).
@@ -76,6 +82,7 @@ pub async fn install(
         .key(keys.remaining)
         .key(keys.users)
         .key(&staging)
+        .key(keys.journal)
         .arg(seed.remaining)
         .arg(if force { "1" } else { "0" })
         .invoke_async(&mut conn)

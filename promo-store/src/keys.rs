@@ -16,6 +16,12 @@ pub fn coupon_users_staging(policy: Uuid) -> String {
     format!("{{coupon:policy:{policy}}}:users:staging")
 }
 
+/// The journal of a policy's reservations not yet settled (admitted in Redis,
+/// row not yet known to be stored): a sorted set by admission time.
+pub fn coupon_journal(policy: Uuid) -> String {
+    format!("{{coupon:policy:{policy}}}:journal")
+}
+
 pub fn point_balance(user: Uuid) -> String {
     format!("point:balance:{user}")
 }
@@ -31,6 +37,10 @@ pub fn timesale_users(sale: Uuid) -> String {
 
 pub fn timesale_users_staging(sale: Uuid) -> String {
     format!("{{timesale:inventory:{sale}}}:users:staging")
+}
+
+pub fn timesale_journal(sale: Uuid) -> String {
+    format!("{{timesale:inventory:{sale}}}:journal")
 }
 
 /// Held while a keyed write runs (`claims.rs`); keys are per user.
@@ -49,8 +59,16 @@ mod tests {
             tag(&super::coupon_users(id))
         );
         assert_eq!(
+            tag(&super::coupon_remaining(id)),
+            tag(&super::coupon_journal(id))
+        );
+        assert_eq!(
             tag(&super::timesale_inventory(id)),
             tag(&super::timesale_users(id))
+        );
+        assert_eq!(
+            tag(&super::timesale_inventory(id)),
+            tag(&super::timesale_journal(id))
         );
     }
 }

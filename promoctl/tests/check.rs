@@ -198,6 +198,47 @@ async fn coupon_redis_counters_must_match_postgres() {
     redis_del(&mut r, &[remaining, users]).await;
 }
 
+/// A journaled reservation is fine while promod's reconciler may still settle
+/// it; one older than the bound plus slack is a taking nobody gave back.
+#[tokio::test]
+async fn coupon_reservations_unsettled_past_the_bound_are_violations() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (policy, user) = coupon_world(&pool).await;
+    let (remaining, users) = (keys::coupon_remaining(policy), keys::coupon_users(policy));
+    let journal = keys::coupon_journal(policy);
+    redis_set(&mut r, &remaining, 3).await;
+    redis_hset(&mut r, &users, &user.to_string(), 2).await;
+    let (secs, _): (i64, i64) = redis::cmd("TIME").query_async(&mut r).await.unwrap();
+    let member = |n: u8| format!("{}:{user}:1", Uuid::from_u128(n.into()));
+    let young = secs * 1000 - 1_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(&journal)
+        .arg(young)
+        .arg(member(1))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    let old = secs * 1000 - promoctl::check::OVERDUE.as_millis() as i64 - 1_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(&journal)
+        .arg(old)
+        .arg(member(2))
+        .query_async(&mut r)
+        .await
+        .unwrap();
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &res,
+        coupon::REDIS,
+        &policy.to_string(),
+        "1 reservations unsettled for over 30s",
+    );
+    redis_del(&mut r, &[remaining, users, journal]).await;
+}
+
 /// Same users, same total, counts swapped between two users: only the
 /// checksum of the digest can tell, and the detailed comparison names both.
 #[tokio::test]

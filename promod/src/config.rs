@@ -44,6 +44,7 @@ pub struct Config {
     pub point: PointConfig,
     pub timesale: TimesaleConfig,
     pub outbox: OutboxConfig,
+    pub reservation: ReservationConfig,
     /// A fixed offset added to the clock (chaos and window tests).
     pub clock_offset_secs: i64,
 }
@@ -142,6 +143,18 @@ pub struct OutboxConfig {
     pub retention_secs: i64,
 }
 
+/// Crash-safe reservations (`reconcile.rs`): a taking whose row never came
+/// is given back once it is older than `bound_ms`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ReservationConfig {
+    /// How old an unsettled taking must be before it is given back. Rows
+    /// commit within half of it or not at all (the engine's commit deadline).
+    pub bound_ms: u64,
+    /// How often each coupon or timesale role looks for such takings.
+    pub reconcile_every_ms: u64,
+}
+
 fn addr(s: &str) -> SocketAddr {
     s.parse().expect("static default address")
 }
@@ -172,6 +185,7 @@ impl Default for Config {
             point: PointConfig::default(),
             timesale: TimesaleConfig::default(),
             outbox: OutboxConfig::default(),
+            reservation: ReservationConfig::default(),
             clock_offset_secs: 0,
         }
     }
@@ -263,6 +277,15 @@ impl Default for RateLimitConfig {
             user_burst: 1000,
             user_per_sec: 500.0,
             user_fail_open: true,
+        }
+    }
+}
+
+impl Default for ReservationConfig {
+    fn default() -> Self {
+        ReservationConfig {
+            bound_ms: 10_000,
+            reconcile_every_ms: 2_000,
         }
     }
 }
@@ -411,6 +434,11 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.reservation.bound_ms < 1_000 || self.reservation.reconcile_every_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "reservation.bound_ms must be at least 1000 and reservation.reconcile_every_ms greater than 0".into(),
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(ConfigError::Invalid(format!(
                 "log.format must be `text` or `json`, not `{}`",

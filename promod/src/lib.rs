@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod point;
 pub mod proto;
+pub mod reconcile;
 pub mod request_id;
 pub mod reserve;
 pub mod roles;

@@ -7,7 +7,11 @@
 //! 3. the group commit (`batcher.rs`) stores the row with its counters,
 //!    idempotency record and event; PostgreSQL's constraints are the last line;
 //! 4. compensation: whatever was taken in Redis but not stored is given back,
-//!    and only the part the database did not refuse as really taken.
+//!    and only the part the database did not refuse as really taken;
+//! 5. settlement: admission journals each taking under the id of the row it
+//!    is for; the engine settles the entry after commit or compensation, and
+//!    `reconcile.rs` gives back what a row that never came took (a crash
+//!    between admission and commit, a lost reply), exactly once.
 //!
 //! A row kind plugs in through [`Reservable`]. See ARCHITECTURE.md,
 //! "The reservation engine".
@@ -18,13 +22,44 @@ use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{StoreError, StoreResult};
-use promo_store::stock::{Ask, Decision, Kind, Release, StockPort};
+use promo_store::stock::{Ask, Decision, Entry, Kind, Release, StockPort};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgPool};
 use std::future::Future;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// How long after admission a row may still commit, in milliseconds; a
+/// batch refuses members older than this and never commits past it. The
+/// reconciler's bound is twice this (`reconcile::spawn` sets both), so a
+/// journal entry it finds overdue has a row or never will. Process-wide:
+/// it is one process's promise to every reconciler.
+static COMMIT_DEADLINE_MS: AtomicU64 = AtomicU64::new(5_000);
+
+pub fn set_commit_deadline(d: Duration) {
+    COMMIT_DEADLINE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+}
+
+pub fn commit_deadline() -> Duration {
+    Duration::from_millis(COMMIT_DEADLINE_MS.load(Ordering::Relaxed))
+}
+
+/// A test-only crash point (`--features failpoints`): the process aborts at
+/// the point named by `PROMO_FAILPOINT`, as a kill -9 there would.
+#[cfg(feature = "failpoints")]
+fn failpoint(name: &str) {
+    if std::env::var("PROMO_FAILPOINT").is_ok_and(|v| v == name) {
+        eprintln!("failpoint {name}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+fn failpoint(_: &str) {}
 
 /// What a constraint violation of a stored row means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,31 +106,68 @@ pub struct Pending<R> {
     pub actor: Uuid,
 }
 
+/// A pending row and when its admission was asked for.
+pub struct Admitted<R> {
+    pending: Pending<R>,
+    at: Instant,
+}
+
 /// The group-commit store of any [`Reservable`].
 pub struct Rows<K>(PhantomData<K>);
 
 impl<K: Reservable> BatchStore for Rows<K> {
-    type Item = Pending<K::Row>;
+    type Item = Admitted<K::Row>;
     type Stored = ();
     const NAME: &'static str = K::NAME;
 
     async fn insert_batch(
         pool: &PgPool,
-        batch: &[Pending<K::Row>],
+        batch: &[Admitted<K::Row>],
     ) -> StoreResult<Vec<InsertOutcome>> {
+        let deadline = commit_deadline();
+        // A member past the deadline may already have been given back by a
+        // reconciler: it is refused, never stored.
+        let fresh: Vec<bool> = batch.iter().map(|a| a.at.elapsed() < deadline).collect();
+        let live: Vec<&Admitted<K::Row>> = batch
+            .iter()
+            .zip(&fresh)
+            .filter_map(|(a, f)| f.then_some(a))
+            .collect();
         let mut tx = pool.begin().await?;
-        let (outcomes, stored) =
-            claim_keys(&mut tx, batch, |p| (p.actor, p.idem.as_ref(), &p.row)).await?;
+        let (outcomes, stored) = claim_keys(&mut tx, &live, |a| {
+            (a.pending.actor, a.pending.idem.as_ref(), &a.pending.row)
+        })
+        .await?;
         if !stored.is_empty() {
-            K::write(&mut tx, &stored).await?;
-            let events = stored
+            let rows: Vec<&Pending<K::Row>> = stored.iter().map(|a| &a.pending).collect();
+            K::write(&mut tx, &rows).await?;
+            let events = rows
                 .iter()
                 .map(|p| K::event(&p.row))
                 .collect::<StoreResult<Vec<_>>>()?;
             outbox::append(&mut tx, &events).await?;
         }
+        if live.iter().any(|a| a.at.elapsed() >= deadline) {
+            // Rolled back on drop; the batcher answers every member.
+            return Err(StoreError::Invariant(format!(
+                "{} batch passed its commit deadline",
+                K::NAME
+            )));
+        }
         tx.commit().await?;
-        Ok(outcomes)
+        let mut outcomes = outcomes.into_iter();
+        Ok(fresh
+            .into_iter()
+            .map(|f| match f {
+                true => outcomes.next().unwrap_or_else(|| {
+                    InsertOutcome::Refused(DomainError::Internal("batch outcome missing".into()))
+                }),
+                false => InsertOutcome::Refused(DomainError::Unavailable(format!(
+                    "{} admission expired, retry",
+                    K::NAME
+                ))),
+            })
+            .collect())
     }
 
     fn refusal_of(e: &StoreError) -> Option<DomainError> {
@@ -145,15 +217,18 @@ impl<K: Reservable> Engine<K> {
             .await
     }
 
-    /// Takes `ask` and stores the row `make` builds from the user's holding
-    /// after the taking. Call it inside [`Self::exclusive`].
+    /// Takes `ask` and stores the row `make` builds from its id (the
+    /// reservation the taking is journaled under: the row must carry it) and
+    /// the user's holding after the taking. Call it inside [`Self::exclusive`].
     pub async fn take(
         &self,
         ctx: &Ctx,
         ask: Ask,
-        make: impl FnOnce(i64) -> Pending<K::Row>,
+        make: impl FnOnce(Uuid, i64) -> Pending<K::Row>,
     ) -> DomainResult<K::Row> {
-        let user_total = self.admit(&ask).await.inspect_err(|e| {
+        let reservation = Uuid::now_v7();
+        let at = Instant::now();
+        let user_total = self.admit(&ask, reservation).await.inspect_err(|e| {
             outcome(
                 K::METRIC,
                 match e {
@@ -164,16 +239,23 @@ impl<K: Reservable> Engine<K> {
                 },
             )
         })?;
-        let pending = make(user_total);
+        failpoint("after_admission");
+        let entry = Entry::of(&ask, reservation);
+        let pending = make(reservation, user_total);
         let row = pending.row.clone();
-        match self.batcher.submit(pending).await {
+        match self.batcher.submit(Admitted { pending, at }).await {
             Ok(InsertOutcome::Stored(())) => {
                 outcome(K::METRIC, K::STORED);
+                // Off the answer's path: a lost removal is harmless, the
+                // reconciler finds the row and removes the entry.
+                let stock = self.stock.clone();
+                tokio::spawn(async move {
+                    let _ = stock.settle(K::KIND, ask.id, &entry, Release::NONE).await;
+                });
                 Ok(row)
             }
             Ok(InsertOutcome::Duplicate) => {
-                self.give_back(ask.id, ask.user, ask.quantity, Release::BOTH)
-                    .await;
+                self.settle(ask.id, &entry, Release::BOTH).await;
                 crate::idempotency::replay(&self.pool, ctx)
                     .await?
                     .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
@@ -187,7 +269,7 @@ impl<K: Reservable> Engine<K> {
                     stock: e != DomainError::SoldOut,
                     user: e != DomainError::LimitExceeded,
                 };
-                self.give_back(ask.id, ask.user, ask.quantity, what).await;
+                self.settle(ask.id, &entry, what).await;
                 outcome(K::METRIC, "refused_by_db");
                 Err(match e {
                     // Not a rule the request broke but a write that failed:
@@ -200,18 +282,26 @@ impl<K: Reservable> Engine<K> {
                 })
             }
             Err(e) => {
-                self.give_back(ask.id, ask.user, ask.quantity, Release::BOTH)
-                    .await;
+                self.settle(ask.id, &entry, Release::BOTH).await;
                 outcome(K::METRIC, "error");
                 Err(e)
             }
         }
     }
 
+    /// Compensation of a row that was not stored: gives back `what` of its
+    /// taking unless a reconciler already gave it all back. A lost settle
+    /// leaves the entry for the reconciler, which gives back all of it.
+    async fn settle(&self, id: Uuid, entry: &Entry, what: Release) {
+        if let Err(e) = self.stock.settle(K::KIND, id, entry, what).await {
+            tracing::warn!(kind = K::NAME, %id, reservation = %entry.reservation, error = %e, "stock settle failed, left to the reconciler");
+        }
+    }
+
     /// The admission decision; a missing counter is rebuilt once.
-    async fn admit(&self, ask: &Ask) -> DomainResult<i64> {
+    async fn admit(&self, ask: &Ask, reservation: Uuid) -> DomainResult<i64> {
         for _ in 0..2 {
-            match self.stock.take(ask).await? {
+            match self.stock.take(ask, reservation).await? {
                 Decision::Taken { user_total, .. } => return Ok(user_total),
                 Decision::SoldOut => return Err(DomainError::SoldOut),
                 Decision::LimitExceeded => return Err(DomainError::LimitExceeded),
@@ -232,7 +322,7 @@ impl<K: Reservable> Engine<K> {
         )))
     }
 
-    /// Gives back what `ask` took (compensation, a cancel). A lost release
+    /// Gives back units of a stored row (a cancel). A lost release
     /// under-sells, never oversells, until the next rebuild.
     pub async fn give_back(&self, id: Uuid, user: Uuid, quantity: i64, what: Release) {
         let res = self.stock.release(K::KIND, id, user, quantity, what).await;

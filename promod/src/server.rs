@@ -473,8 +473,11 @@ service_roles! {
     }
 }
 
-async fn coupon_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn CouponApi> {
+async fn coupon_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn CouponApi> {
     let admission = Arc::new(promo_store::stock::RedisStock::new(sh.redis.clone()));
+    let (kind, cfg) = (promo_store::stock::Kind::Coupon, &sh.cfg.reservation);
+    let reconciled = (pool.clone(), admission.clone(), sh.shutdown.clone());
+    crate::reconcile::spawn(tasks, reconciled.0, reconciled.1, kind, cfg, reconciled.2);
     let svc = Arc::new(CouponService::new(pool, admission, sh.clock.clone()));
     // Rebuild counters that Redis lost (a restart of Redis, a flush).
     match svc.reconcile_all(false).await {
@@ -496,6 +499,9 @@ async fn point_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn Poin
 
 async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn TimesaleApi> {
     let inventory = Arc::new(promo_store::stock::RedisStock::new(sh.redis.clone()));
+    let (kind, cfg) = (promo_store::stock::Kind::Sale, &sh.cfg.reservation);
+    let reconciled = (pool.clone(), inventory.clone(), sh.shutdown.clone());
+    crate::reconcile::spawn(tasks, reconciled.0, reconciled.1, kind, cfg, reconciled.2);
     let svc = Arc::new(TimesaleService::new(pool, inventory, sh.clock.clone()));
     // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
     // live counters are kept, so a restart of promod never resets stock.

@@ -4,9 +4,10 @@
 use chrono::{Duration, Utc};
 use promo_store::counters::CounterSeed;
 use promo_store::stock::{
-    Ask, Decision, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
+    Ask, Decision, Entry, Journal, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
 };
 use std::sync::Arc;
+use std::time::Duration as Age;
 use uuid::Uuid;
 
 async fn redis() -> Arc<dyn StockPort> {
@@ -52,7 +53,9 @@ fn stock(n: i64) -> CounterSeed {
 
 async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
     let id = Uuid::new_v4();
-    let first = port.take(&ask(kind, id, Uuid::new_v4(), 1, 1)).await;
+    let first = port
+        .take(&ask(kind, id, Uuid::new_v4(), 1, 1), Uuid::new_v4())
+        .await;
     assert_eq!(first.unwrap(), Decision::Uninitialized);
     assert!(port.seed(kind, id, &stock(50), false).await.unwrap());
     let mut tasks = Vec::new();
@@ -61,9 +64,9 @@ async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
         // Mixed quantities: the stock must never go below zero.
         let q = 1 + (i % 3);
         let a = ask(kind, id, Uuid::new_v4(), q, 3);
-        tasks.push(tokio::spawn(
-            async move { (q, port.take(&a).await.unwrap()) },
-        ));
+        tasks.push(tokio::spawn(async move {
+            (q, port.take(&a, Uuid::new_v4()).await.unwrap())
+        }));
     }
     let mut taken = 0;
     for t in tasks {
@@ -89,7 +92,9 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
     for _ in 0..50 {
         let port = port.clone();
         let a = ask(kind, id, user, 1, 3);
-        tasks.push(tokio::spawn(async move { port.take(&a).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            port.take(&a, Uuid::new_v4()).await.unwrap()
+        }));
     }
     let mut totals = Vec::new();
     for t in tasks {
@@ -106,10 +111,13 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
     let other = Uuid::new_v4();
     let two = ask(kind, id, other, 2, 3);
     assert!(matches!(
-        port.take(&two).await.unwrap(),
+        port.take(&two, Uuid::new_v4()).await.unwrap(),
         Decision::Taken { .. }
     ));
-    assert_eq!(port.take(&two).await.unwrap(), Decision::LimitExceeded);
+    assert_eq!(
+        port.take(&two, Uuid::new_v4()).await.unwrap(),
+        Decision::LimitExceeded
+    );
 }
 
 async fn window_rules(port: Arc<dyn StockPort>) {
@@ -120,16 +128,22 @@ async fn window_rules(port: Arc<dyn StockPort>) {
     let mut early = windowed(id, user, 1, 5);
     let w = early.window.as_mut().unwrap();
     w.now = w.start - Duration::milliseconds(1);
-    assert_eq!(port.take(&early).await.unwrap(), Decision::NotActive);
+    assert_eq!(
+        port.take(&early, Uuid::new_v4()).await.unwrap(),
+        Decision::NotActive
+    );
     let mut late = windowed(id, user, 1, 5);
     let w = late.window.as_mut().unwrap();
     w.now = w.end;
-    assert_eq!(port.take(&late).await.unwrap(), Decision::NotActive);
+    assert_eq!(
+        port.take(&late, Uuid::new_v4()).await.unwrap(),
+        Decision::NotActive
+    );
     let mut at_start = windowed(id, user, 1, 5);
     let w = at_start.window.as_mut().unwrap();
     w.now = w.start;
     assert!(matches!(
-        port.take(&at_start).await.unwrap(),
+        port.take(&at_start, Uuid::new_v4()).await.unwrap(),
         Decision::Taken {
             remaining: 4,
             user_total: 1
@@ -143,7 +157,9 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     let user = Uuid::new_v4();
     port.seed(kind, id, &stock(5), false).await.unwrap();
     assert!(matches!(
-        port.take(&ask(kind, id, user, 1, 5)).await.unwrap(),
+        port.take(&ask(kind, id, user, 1, 5), Uuid::new_v4())
+            .await
+            .unwrap(),
         Decision::Taken {
             remaining: 4,
             user_total: 1
@@ -151,17 +167,25 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     ));
     // More than is left: refused whole, nothing taken.
     let big = ask(kind, id, Uuid::new_v4(), 5, 5);
-    assert_eq!(port.take(&big).await.unwrap(), Decision::SoldOut);
+    assert_eq!(
+        port.take(&big, Uuid::new_v4()).await.unwrap(),
+        Decision::SoldOut
+    );
     assert_eq!(port.remaining(kind, id).await.unwrap(), Some(4));
     assert!(matches!(
-        port.take(&ask(kind, id, user, 4, 5)).await.unwrap(),
+        port.take(&ask(kind, id, user, 4, 5), Uuid::new_v4())
+            .await
+            .unwrap(),
         Decision::Taken {
             remaining: 0,
             user_total: 5
         }
     ));
     let one = ask(kind, id, Uuid::new_v4(), 1, 5);
-    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    assert_eq!(
+        port.take(&one, Uuid::new_v4()).await.unwrap(),
+        Decision::SoldOut
+    );
     port.release(kind, id, user, 4, Release::BOTH)
         .await
         .unwrap();
@@ -183,9 +207,15 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     };
     assert!(port.seed(kind, id, &seed, true).await.unwrap());
     let more = ask(kind, id, user, 1, 5);
-    assert_eq!(port.take(&more).await.unwrap(), Decision::LimitExceeded);
+    assert_eq!(
+        port.take(&more, Uuid::new_v4()).await.unwrap(),
+        Decision::LimitExceeded
+    );
     port.adjust(kind, id, -2).await.unwrap();
-    assert_eq!(port.take(&one).await.unwrap(), Decision::SoldOut);
+    assert_eq!(
+        port.take(&one, Uuid::new_v4()).await.unwrap(),
+        Decision::SoldOut
+    );
     // A release or an adjustment without a counter leaves it missing for the
     // rebuild to decide.
     let gone = Uuid::new_v4();
@@ -201,7 +231,137 @@ async fn kinds_do_not_share_counters(port: Arc<dyn StockPort>) {
     port.seed(Kind::Coupon, id, &stock(1), false).await.unwrap();
     assert_eq!(port.remaining(Kind::Sale, id).await.unwrap(), None);
     let sale = ask(Kind::Sale, id, Uuid::new_v4(), 1, 1);
-    assert_eq!(port.take(&sale).await.unwrap(), Decision::Uninitialized);
+    assert_eq!(
+        port.take(&sale, Uuid::new_v4()).await.unwrap(),
+        Decision::Uninitialized
+    );
+}
+
+async fn journal_of(port: &dyn StockPort, kind: Kind, id: Uuid, older_than: Age) -> Journal {
+    let mut js = port.journals(kind, &[id], older_than).await.unwrap();
+    assert_eq!(js.len(), 1);
+    js.pop().unwrap()
+}
+
+/// A taking is journaled with it; settling a stored row only removes the
+/// entry; a refused or missing counter journals nothing.
+async fn takings_are_journaled(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(kind, id, &stock(3), false).await.unwrap();
+    let a = ask(kind, id, user, 2, 2);
+    let (stored, lost) = (Uuid::new_v4(), Uuid::new_v4());
+    assert!(matches!(
+        port.take(&a, stored).await.unwrap(),
+        Decision::Taken { .. }
+    ));
+    // Over the limit: refused, not journaled.
+    assert_eq!(port.take(&a, lost).await.unwrap(), Decision::LimitExceeded);
+    let j = journal_of(&*port, kind, id, Age::ZERO).await;
+    assert_eq!(j.size, 1);
+    assert_eq!(j.overdue, vec![Entry::of(&a, stored)]);
+    // Nothing is that old yet.
+    let young = journal_of(&*port, kind, id, Age::from_secs(3600)).await;
+    assert_eq!((young.size, young.overdue.len()), (1, 0));
+    let entry = Entry::of(&a, stored);
+    assert!(port.settle(kind, id, &entry, Release::NONE).await.unwrap());
+    assert_eq!(
+        journal_of(&*port, kind, id, Age::ZERO).await,
+        Journal::default()
+    );
+    // Settled once: a second settle gives nothing back.
+    assert!(!port.settle(kind, id, &entry, Release::BOTH).await.unwrap());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (1, Some(2)));
+    // A set without a journal reads as empty.
+    let none = journal_of(&*port, kind, Uuid::new_v4(), Age::ZERO).await;
+    assert_eq!(none, Journal::default());
+}
+
+/// Many settlers of one entry (the engine's compensation, reconcilers in
+/// several processes): exactly one gives its units back.
+async fn settle_gives_back_exactly_once(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(10), false).await.unwrap();
+    let mut entries = Vec::new();
+    for _ in 0..20 {
+        let a = ask(kind, id, Uuid::new_v4(), 1 + (entries.len() as i64 % 2), 2);
+        let reservation = Uuid::new_v4();
+        if let Decision::Taken { .. } = port.take(&a, reservation).await.unwrap() {
+            entries.push(Entry::of(&a, reservation));
+        }
+    }
+    let taken: i64 = entries.iter().map(|e| e.quantity).sum();
+    assert_eq!(taken, 10);
+    let mut tasks = Vec::new();
+    for &entry in &entries {
+        for _ in 0..4 {
+            let port = port.clone();
+            tasks.push(tokio::spawn(async move {
+                port.settle(kind, id, &entry, Release::BOTH).await.unwrap()
+            }));
+        }
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += t.await.unwrap() as usize;
+    }
+    assert_eq!(won, entries.len());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!(left, 10);
+    assert!(users.is_empty(), "{users:?}");
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 0);
+}
+
+/// A partial settle gives back only what it names; a settle of a forgotten
+/// counter set removes the entry and leaves the counter missing.
+async fn settle_follows_release(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let user = Uuid::new_v4();
+    port.seed(kind, id, &stock(5), false).await.unwrap();
+    let a = ask(kind, id, user, 2, 5);
+    let r = Uuid::new_v4();
+    port.take(&a, r).await.unwrap();
+    let user_only = Release {
+        stock: false,
+        user: true,
+    };
+    assert!(port
+        .settle(kind, id, &Entry::of(&a, r), user_only)
+        .await
+        .unwrap());
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.get(&user).copied()), (3, None));
+    let gone = Uuid::new_v4();
+    let orphan = Entry::of(&ask(kind, gone, user, 1, 1), Uuid::new_v4());
+    assert!(!port
+        .settle(kind, gone, &orphan, Release::BOTH)
+        .await
+        .unwrap());
+    assert_eq!(port.remaining(kind, gone).await.unwrap(), None);
+}
+
+/// An installed seed counts every stored row and frees the rest, so it
+/// clears the journal with the swap; a kept live counter keeps its journal.
+async fn a_rebuild_clears_the_journal(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(5), false).await.unwrap();
+    let a = ask(kind, id, Uuid::new_v4(), 1, 5);
+    let r = Uuid::new_v4();
+    port.take(&a, r).await.unwrap();
+    assert!(!port.seed(kind, id, &stock(5), false).await.unwrap());
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 1);
+    assert!(port.seed(kind, id, &stock(5), true).await.unwrap());
+    assert_eq!(
+        journal_of(&*port, kind, id, Age::ZERO).await,
+        Journal::default()
+    );
+    // The entry is gone: settling it now cannot give a unit back twice.
+    assert!(!port
+        .settle(kind, id, &Entry::of(&a, r), Release::BOTH)
+        .await
+        .unwrap());
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(5));
 }
 
 macro_rules! contract {
@@ -226,6 +386,26 @@ macro_rules! contract {
             async fn release_and_seed_follow_the_contract() {
                 release_and_seed_rules($make, Kind::Coupon).await;
                 release_and_seed_rules($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn takings_are_journaled_until_settled() {
+                takings_are_journaled($make, Kind::Coupon).await;
+                takings_are_journaled($make, Kind::Sale).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn concurrent_settlers_give_back_exactly_once() {
+                settle_gives_back_exactly_once($make, Kind::Coupon).await;
+                settle_gives_back_exactly_once($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn a_settle_gives_back_what_it_names() {
+                settle_follows_release($make, Kind::Coupon).await;
+                settle_follows_release($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn an_installed_seed_clears_the_journal() {
+                a_rebuild_clears_the_journal($make, Kind::Coupon).await;
+                a_rebuild_clears_the_journal($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {

@@ -73,6 +73,7 @@ pub async fn redis_counters(pool: &PgPool, redis: &mut Redis) -> CtlResult<Check
         users_key: keys::coupon_users,
         per_user: "SELECT policy_id AS id, user_id, count(*)::bigint AS n FROM coupons
                    WHERE policy_id = ANY($1) GROUP BY 1, 2",
+        journal_key: keys::coupon_journal,
     };
     counters.check(pool, redis).await
 }

@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use counters::OVERDUE;
 pub use promo_store::cache::Redis;
 
 #[derive(Debug, Args)]

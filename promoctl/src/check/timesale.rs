@@ -134,6 +134,7 @@ pub async fn redis_stock(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
         per_user: "SELECT time_sale_id AS id, user_id, sum(quantity)::bigint AS n
                    FROM time_sale_orders
                    WHERE status = 'CONFIRMED' AND time_sale_id = ANY($1) GROUP BY 1, 2",
+        journal_key: keys::timesale_journal,
     };
     counters.check(pool, redis).await
 }

@@ -96,9 +96,9 @@ impl CouponService {
             window: None,
         };
         self.engine
-            .take(ctx, ask, |user_seq| Pending {
+            .take(ctx, ask, |id, user_seq| Pending {
                 row: Coupon {
-                    id: Uuid::now_v7(),
+                    id,
                     code: coupon::coupon_code(rand::random()),
                     policy_id,
                     user_id,

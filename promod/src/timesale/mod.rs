@@ -90,9 +90,9 @@ impl TimesaleService {
             }),
         };
         self.engine
-            .take(ctx, ask, |_| Pending {
+            .take(ctx, ask, |id, _| Pending {
                 row: Order {
-                    id: Uuid::now_v7(),
+                    id,
                     time_sale_id: sale_id,
                     user_id,
                     quantity,

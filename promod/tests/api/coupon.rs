@@ -441,7 +441,7 @@ async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_rebuilds_install_every_user_once() {
-    use promo_store::counters::{install, CounterKeys, CounterSeed};
+    use promo_store::counters::{install, CounterSeed};
     let url = super::helpers::redis_url();
     let mut conns = Vec::new();
     for _ in 0..8 {
@@ -455,11 +455,7 @@ async fn concurrent_rebuilds_install_every_user_once() {
     // that lost users is timing-dependent, so try many times.
     for _ in 0..30 {
         let policy = uuid::Uuid::new_v4();
-        let keys = move || CounterKeys {
-            remaining: promo_store::keys::coupon_remaining(policy),
-            users: promo_store::keys::coupon_users(policy),
-            staging: promo_store::keys::coupon_users_staging(policy),
-        };
+        let keys = move || promo_store::stock::Kind::Coupon.keys(policy);
         let tasks: Vec<_> = conns
             .iter()
             .map(|c| {
