@@ -10,6 +10,7 @@ mod events;
 mod fuzz;
 mod helpers;
 mod point;
+mod prune;
 mod rate_limit;
 mod same_key;
 mod security;
