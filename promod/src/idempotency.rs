@@ -4,6 +4,7 @@
 // Re-exported so stores that persist keys need not know where `Ctx` lives.
 use crate::ctx::Ctx;
 pub use crate::ctx::IdemKey;
+use crate::outbox::{delete_in_chunks, Chunks};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{to_json, StoreResult};
 use serde::{de::DeserializeOwned, Serialize};
@@ -92,13 +93,18 @@ pub async fn record_answer<T: Serialize>(
     Ok(())
 }
 
-/// Keys are kept at least 24 h (API.md); older ones are pruned.
-pub async fn prune(pool: &PgPool, older_than_secs: i64) -> sqlx::Result<u64> {
-    let res = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+/// Deletes keys older than the retention, never younger than 24 h (API.md),
+/// in chunks on `idempotency_keys_created`. The primary key is composite, so
+/// rows are matched by `ctid` (a TID scan; keys are never updated, so it is
+/// stable); an `IN` on `(user_id, key)` plans as a scan of the whole table.
+pub async fn prune(pool: &PgPool, retention_secs: i64, chunks: Chunks) -> sqlx::Result<u64> {
+    delete_in_chunks(
+        pool,
+        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM idempotency_keys WHERE created_at < $1
+             ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        retention_secs.max(24 * 3600),
+        chunks,
     )
-    .bind(older_than_secs.max(24 * 3600) as f64)
-    .execute(pool)
-    .await?;
-    Ok(res.rows_affected())
+    .await
 }

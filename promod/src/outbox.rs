@@ -104,7 +104,6 @@ pub struct RelayConfig {
     pub brokers: String,
     pub batch_size: i64,
     pub poll_interval: Duration,
-    pub retention_secs: i64,
 }
 
 pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
@@ -315,22 +314,16 @@ pub async fn run_relay(pool: PgPool, cfg: RelayConfig, shutdown: CancellationTok
     }
     let service = cfg.service;
     let poll_interval = cfg.poll_interval;
-    let retention_secs = cfg.retention_secs;
     let batch_size = cfg.batch_size;
     let mut relay = Relay::new(pool.clone(), cfg);
     let mut backoff = poll_interval;
     let mut last_observe = Instant::now() - Duration::from_secs(10);
-    let mut last_prune = Instant::now();
     loop {
         if last_observe.elapsed() >= Duration::from_secs(1) {
             last_observe = Instant::now();
             if let Err(e) = observe_backlog(&pool, service).await {
                 tracing::debug!(service, error = %e, "outbox backlog query failed");
             }
-        }
-        if last_prune.elapsed() >= Duration::from_secs(60) {
-            last_prune = Instant::now();
-            prune(&pool, retention_secs).await;
         }
         let mut sleep = poll_interval;
         if publishing {
@@ -358,18 +351,140 @@ pub async fn run_relay(pool: PgPool, cfg: RelayConfig, shutdown: CancellationTok
     }
 }
 
-async fn prune(pool: &PgPool, retention_secs: i64) {
-    let res = sqlx::query(
-        "DELETE FROM outbox WHERE published_at IS NOT NULL
-         AND published_at < now() - make_interval(secs => $1)",
-    )
-    .bind(retention_secs as f64)
-    .execute(pool)
-    .await;
-    if let Err(e) = res {
-        tracing::debug!(error = %e, "outbox prune failed");
+/// How a pruning pass deletes: `size` rows per statement, `pause` between
+/// statements, so no statement holds many locks or much WAL and concurrent
+/// writers and vacuum get their turn.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunks {
+    pub size: i64,
+    pub pause: Duration,
+}
+
+impl Default for Chunks {
+    fn default() -> Self {
+        Chunks {
+            size: 5000,
+            pause: Duration::from_millis(50),
+        }
     }
-    if let Err(e) = crate::idempotency::prune(pool, retention_secs).await {
-        tracing::debug!(error = %e, "idempotency prune failed");
+}
+
+#[derive(Debug, Clone)]
+pub struct PruneConfig {
+    pub service: &'static str,
+    pub retention_secs: i64,
+    pub interval: Duration,
+    pub chunks: Chunks,
+}
+
+impl PruneConfig {
+    pub fn new(service: &'static str, retention_secs: i64) -> Self {
+        PruneConfig {
+            service,
+            retention_secs,
+            interval: Duration::from_secs(60),
+            chunks: Chunks::default(),
+        }
+    }
+}
+
+/// The database's time minus `secs`: rows are stamped by the database clock,
+/// and one cutoff per pass lets the pass end while writes go on.
+async fn cutoff(pool: &PgPool, secs: i64) -> sqlx::Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
+        .bind(secs as f64)
+        .fetch_one(pool)
+        .await
+}
+
+/// Runs `sql` (binding the cutoff and the chunk size, returning the rows it
+/// deleted) until a chunk comes back short. Each statement must find its rows
+/// through an index range scan and `LIMIT`, so its cost depends on the chunk,
+/// not on the table.
+pub(crate) async fn delete_in_chunks(
+    pool: &PgPool,
+    sql: &'static str,
+    secs: i64,
+    chunks: Chunks,
+) -> sqlx::Result<u64> {
+    let before = cutoff(pool, secs).await?;
+    let mut total = 0;
+    loop {
+        let n = sqlx::query(sql)
+            .bind(before)
+            .bind(chunks.size)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        total += n;
+        if (n as i64) < chunks.size {
+            return Ok(total);
+        }
+        tokio::time::sleep(chunks.pause).await;
+    }
+}
+
+/// Deletes published rows older than `retention_secs`, in chunks on the
+/// `outbox_published` index; pending rows are never touched. `SKIP LOCKED`
+/// lets two pruners on one database share the work instead of queueing.
+pub async fn prune_outbox(pool: &PgPool, retention_secs: i64, chunks: Chunks) -> sqlx::Result<u64> {
+    delete_in_chunks(
+        pool,
+        "DELETE FROM outbox WHERE seq = ANY(ARRAY(
+             SELECT seq FROM outbox
+             WHERE published_at IS NOT NULL AND published_at < $1
+             ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+        retention_secs,
+        chunks,
+    )
+    .await
+}
+
+/// One pass over both tables, with metrics; failures are logged and the next
+/// pass tries again.
+pub async fn prune_once(pool: &PgPool, cfg: &PruneConfig) {
+    let service = cfg.service;
+    let start = Instant::now();
+    let outbox = prune_outbox(pool, cfg.retention_secs, cfg.chunks).await;
+    record_prune(service, "outbox", start, outbox);
+    let start = Instant::now();
+    let keys = crate::idempotency::prune(pool, cfg.retention_secs, cfg.chunks).await;
+    record_prune(service, "idempotency_keys", start, keys);
+}
+
+fn record_prune(
+    service: &'static str,
+    table: &'static str,
+    start: Instant,
+    res: sqlx::Result<u64>,
+) {
+    metrics::histogram!("promo_prune_duration_seconds", "service" => service, "table" => table)
+        .record(start.elapsed().as_secs_f64());
+    match res {
+        Ok(n) => {
+            metrics::counter!("promo_pruned_rows_total", "service" => service, "table" => table)
+                .increment(n);
+            if n > 0 {
+                tracing::debug!(service, table, rows = n, "pruned");
+            }
+        }
+        Err(e) => tracing::warn!(service, table, error = %e, "prune failed"),
+    }
+}
+
+/// The pruning loop of one service database: a pass at start, then one per
+/// interval. It is its own task, not part of the relay loop, so a long pass
+/// (a day's worth of rows after downtime, a lock wait) never delays
+/// publishing.
+pub async fn run_pruner(pool: PgPool, cfg: PruneConfig, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = prune_once(&pool, &cfg) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(cfg.interval) => {}
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::db::{self, Schema};
 use crate::gateway::rate_limit::{self, RateLimiter};
 use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
-use crate::outbox::{self, RelayConfig};
+use crate::outbox::{self, PruneConfig, RelayConfig};
 use crate::point::{self, PointApi, PointService};
 use crate::roles::Role;
 use crate::rpc::breaker::Breaker;
@@ -275,8 +275,14 @@ fn spawn_relay(
         brokers: cfg.kafka_brokers.clone(),
         batch_size: cfg.outbox.batch_size,
         poll_interval: Duration::from_millis(cfg.outbox.poll_interval_ms),
-        retention_secs: cfg.outbox.retention_secs,
     };
+    // Pruning runs beside the relay, never inside it: see `outbox::run_pruner`.
+    let prune = PruneConfig::new(service, cfg.outbox.retention_secs);
+    let (prune_pool, prune_shutdown) = (pool.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        outbox::run_pruner(prune_pool, prune, prune_shutdown).await;
+        Ok(())
+    });
     tasks.spawn(async move {
         outbox::run_relay(pool, relay, shutdown).await;
         Ok(())

@@ -5,7 +5,7 @@
 //! time-sale orders, with no manual rebuild.
 
 use super::helpers::{free_port, fresh_db, redis_url, SECRET};
-use super::timesale_helpers::{spawn_process, wait_http, Proc};
+use super::procs::{spawn_process, wait_http, Proc};
 use promo_domain::principal::Role;
 use promo_store::stock::{Kind, RedisStock, StockPort};
 use serde_json::{json, Value};

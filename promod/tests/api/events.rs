@@ -823,7 +823,6 @@ fn relay_config(service: &'static str, brokers: String, batch_size: i64) -> Rela
         brokers,
         batch_size,
         poll_interval: Duration::from_millis(20),
-        retention_secs: 3600,
     }
 }
 

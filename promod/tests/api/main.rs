@@ -12,6 +12,7 @@ mod fuzz;
 mod helpers;
 mod point;
 mod procs;
+mod prune;
 mod rate_limit;
 mod same_key;
 mod security;
