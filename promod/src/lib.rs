@@ -4,6 +4,7 @@
 //! rebuilds, token keys, topics) lives in `promo-store`, so the CLI does not
 //! link this crate.
 
+pub mod admission;
 pub mod batcher;
 pub mod config;
 pub mod coupon;
