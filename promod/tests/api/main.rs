@@ -9,6 +9,7 @@ mod detach;
 mod events;
 mod fuzz;
 mod helpers;
+mod overload;
 mod point;
 mod rate_limit;
 mod same_key;
