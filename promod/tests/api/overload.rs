@@ -207,10 +207,20 @@ async fn a_full_grpc_port_sheds_at_once_with_unavailable() {
     let held: Vec<_> = (0..LIMIT)
         .map(|_| {
             let mut c = client.clone();
-            tokio::spawn(async move { c.get_policy(get_policy(policy)).await })
+            // The caller gives up (and resets its stream); the detached work
+            // keeps its permit.
+            tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(3), c.get_policy(get_policy(policy))).await
+            })
         })
         .collect();
     waiting_on_lock(&app.coupon_db, LIMIT as i64).await;
+    for h in held {
+        assert!(
+            h.await.unwrap().is_err(),
+            "a held read answered while the lock was held"
+        );
+    }
 
     let start = Instant::now();
     let refused = tokio::time::timeout(AT_ONCE, client.clone().get_policy(get_policy(policy)))
@@ -233,9 +243,10 @@ async fn a_full_grpc_port_sheds_at_once_with_unavailable() {
     assert!(metric(&app, "promo_shed_requests_total", "coupon", "grpc").await >= 1.0);
 
     lock.rollback().await.unwrap();
-    for h in held {
-        h.await.unwrap().expect("a held read succeeds once let go");
-    }
+    eventually("the permits come back with the work", || async {
+        metric(&app, "promo_in_flight", "coupon", "grpc").await == 0.0
+    })
+    .await;
     client
         .clone()
         .get_policy(get_policy(policy))
