@@ -666,6 +666,10 @@ mod tests {
                 !e.to_string().contains("short\""),
                 "the secret itself is not echoed"
             );
+
+            j.set_env("PROMO_OVERLOAD__MAX_IN_FLIGHT", "0");
+            let e = load(None, &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("overload.max_in_flight"), "{e}");
             Ok(())
         });
     }
