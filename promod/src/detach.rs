@@ -13,7 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Innermost in a stack, below any timeout.
+/// Innermost in a stack, below any timeout; only admission control
+/// (`crate::overload`) goes below it, so that its permit lives as long as
+/// the detached work.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetachLayer;
 

@@ -18,6 +18,7 @@ pub mod idempotency;
 pub mod inflight;
 pub mod metrics;
 pub mod outbox;
+pub mod overload;
 pub mod point;
 pub mod proto;
 pub mod reconcile;

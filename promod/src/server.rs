@@ -8,6 +8,7 @@ use crate::gateway::rate_limit::{self, RateLimiter};
 use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
 use crate::outbox::{self, PruneConfig, RelayConfig};
+use crate::overload::{AdmissionLayer, Gate};
 use crate::point::{self, PointApi, PointService};
 use crate::roles::Role;
 use crate::rpc::breaker::Breaker;
@@ -163,8 +164,10 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
             .allow_methods(tower_http::cors::Any)
             .allow_headers(tower_http::cors::Any)
     };
+    let gate = Gate::new(role, "rest", cfg.overload.max_in_flight);
     router
         .fallback(h::not_found)
+        .layer(AdmissionLayer::rest(gate))
         .layer(crate::detach::DetachLayer)
         .layer(from_fn_with_state(role, crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(cfg.gateway.body_limit_bytes))
@@ -247,12 +250,14 @@ fn serve_grpc(
     tasks: &mut Tasks,
     listener: TcpListener,
     routes: Routes,
+    gate: Gate,
     shutdown: CancellationToken,
 ) {
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .layer(request_id::GrpcLayer)
             .layer(crate::detach::DetachLayer)
+            .layer(AdmissionLayer::grpc(gate))
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -355,7 +360,8 @@ impl Shared {
             &self.cfg,
             self.shutdown.clone(),
         );
-        serve_grpc(tasks, ports.grpc, grpc, self.shutdown.clone());
+        let gate = Gate::new(name, "grpc", self.cfg.overload.max_in_flight);
+        serve_grpc(tasks, ports.grpc, grpc, gate, self.shutdown.clone());
         if let Some(client) = &self.etcd {
             let url = format!("http://{}:{}", self.cfg.advertise_host, grpc_addr.port());
             let h = discovery::register(

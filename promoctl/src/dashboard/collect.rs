@@ -132,8 +132,11 @@ impl Collector {
                 },
                 rps: None,
                 err_pct: None,
+                busy: None,
+                shed_rps: None,
             };
             if let Some(v) = views.get(&p.role) {
+                (rv.busy, rv.shed_rps) = admission(p.role, v);
                 let (mut r, totals) = route_views(p.role, v);
                 rv.rps = totals.map(|t| t.0);
                 rv.err_pct = totals.and_then(|t| pct(t.1, t.0));
@@ -282,6 +285,40 @@ fn route_views(role: Role, v: &View) -> (Vec<RouteView>, Option<(f64, f64)>) {
         })
         .collect();
     (rows, secs.map(|s| (total.0 / s, total.1 / s)))
+}
+
+/// A role's busiest port as (in flight, bound), and its refusals per second
+/// over all its ports (`promod/src/overload.rs`).
+fn admission(role: Role, v: &View) -> (Option<(f64, f64)>, Option<f64>) {
+    let mine = |s: &prom::Series| s.label("role") == Some(role.as_str());
+    let mut ports: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for (s, n) in v.cur.metric("promo_in_flight").filter(|(s, _)| mine(s)) {
+        ports
+            .entry(s.label("port").unwrap_or("").to_owned())
+            .or_default()
+            .0 = n;
+    }
+    for (s, n) in v
+        .cur
+        .metric("promo_in_flight_limit")
+        .filter(|(s, _)| mine(s))
+    {
+        ports
+            .entry(s.label("port").unwrap_or("").to_owned())
+            .or_default()
+            .1 = n;
+    }
+    let busy = ports
+        .into_values()
+        .filter(|(_, limit)| *limit > 0.0)
+        .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+    let shed = v.delta.as_ref().map(|(d, secs)| {
+        d.metric("promo_shed_requests_total")
+            .filter(|(s, _)| mine(s))
+            .fold(0.0, |a, (_, n)| a + n)
+            / secs
+    });
+    (busy, shed)
 }
 
 fn gateway_view(v: &View) -> GatewayView {
@@ -615,6 +652,28 @@ promo_http_requests_total{role="coupon",method="GET",route="/api/v1/y",status="2
         assert_eq!(second.role(Role::Gateway).unwrap().rps, Some(10.0));
         // The other roles serve none of the gateway's routes.
         assert_eq!(second.role(Role::Coupon).unwrap().rps, Some(0.0));
+    }
+
+    #[test]
+    fn admission_shows_the_busiest_port_and_all_refusals() {
+        let prev = r#"promo_shed_requests_total{role="coupon",port="rest"} 10
+promo_shed_requests_total{role="coupon",port="grpc"} 0
+"#;
+        let cur = r#"promo_in_flight{role="coupon",port="rest"} 16
+promo_in_flight_limit{role="coupon",port="rest"} 256
+promo_in_flight{role="coupon",port="grpc"} 250
+promo_in_flight_limit{role="coupon",port="grpc"} 256
+promo_in_flight{role="gateway",port="rest"} 1
+promo_in_flight_limit{role="gateway",port="rest"} 256
+promo_shed_requests_total{role="coupon",port="rest"} 14
+promo_shed_requests_total{role="coupon",port="grpc"} 6
+promo_shed_requests_total{role="gateway",port="rest"} 99
+"#;
+        let (busy, shed) = admission(Role::Coupon, &view(cur, Some(prev)));
+        assert_eq!(busy, Some((250.0, 256.0)));
+        assert_eq!(shed, Some(5.0));
+        let (busy, shed) = admission(Role::Point, &view(cur, None));
+        assert_eq!((busy, shed), (None, None));
     }
 
     #[test]

@@ -30,6 +30,11 @@ pub struct RoleView {
     pub rps: Option<f64>,
     /// Share of 5xx answers, in percent.
     pub err_pct: Option<f64>,
+    /// Requests in flight and the bound of its busiest port (admission
+    /// control); None when the role exports neither.
+    pub busy: Option<(f64, f64)>,
+    /// Requests refused by a full port, per second over all its ports.
+    pub shed_rps: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -17,6 +17,8 @@ fn role(role: Role, health: Health, instances: Option<usize>, rps: f64, err: f64
         instances,
         rps: (!down).then_some(rps),
         err_pct: (!down).then_some(err),
+        busy: (!down).then_some((3.0, 256.0)),
+        shed_rps: (!down).then_some(0.0),
     }
 }
 
@@ -43,7 +45,10 @@ fn route(
 fn all_up() -> Snapshot {
     Snapshot {
         roles: vec![
-            role(Role::Gateway, Health::Up, None, 412.0, 0.5),
+            RoleView {
+                shed_rps: Some(12.0),
+                ..role(Role::Gateway, Health::Up, None, 412.0, 0.5)
+            },
             role(Role::Coupon, Health::Up, Some(2), 230.0, 0.0),
             role(Role::Point, Health::Up, Some(1), 120.5, 0.0),
             role(Role::Timesale, Health::Unready, Some(1), 61.0, 3.2),

@@ -79,6 +79,8 @@ fn help(frame: &mut Frame) {
         Line::from("histogram over that second; 5xx is the"),
         Line::from("share of server errors. a role that does"),
         Line::from("not answer /healthz is down: no data."),
+        Line::from("up 12%: its busiest port holds 12% of its"),
+        Line::from("in-flight bound; shed: it refuses (503)."),
     ];
     let area = centered(frame.area(), 48, text.len() as u16 + 2);
     frame.render_widget(Clear, area);

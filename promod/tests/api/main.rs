@@ -10,6 +10,7 @@ mod detach;
 mod events;
 mod fuzz;
 mod helpers;
+mod overload;
 mod point;
 mod procs;
 mod prune;

@@ -14,7 +14,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
     let with_url = area.width >= 56;
     let rows = s.roles.iter().map(|r| {
         let (status, color) = match &r.health {
-            Health::Up => ("up".to_owned(), Color::Green),
+            // Refusing requests matters more than how full the port is.
+            Health::Up if r.shed_rps.is_some_and(|s| s > 0.0) => ("shed".to_owned(), Color::Yellow),
+            Health::Up => match r.busy {
+                Some((n, limit)) => (format!("up {:.0}%", 100.0 * n / limit), Color::Green),
+                None => ("up".to_owned(), Color::Green),
+            },
             Health::Unready => ("unready".to_owned(), Color::Yellow),
             Health::Down(_) => ("down".to_owned(), Color::Red),
         };
