@@ -13,7 +13,7 @@
 //! mutex). Both run the same contract suite (`promo-store/tests/ports/stock.rs`).
 
 use crate::counters::{CounterKeys, CounterSeed};
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreResult};
 use crate::keys;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -257,27 +257,15 @@ return {stock - qty, redis.call('HINCRBY', KEYS[2], ARGV[1], qty)}
     )
 });
 
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+/// KEYS = remaining, users, journal; ARGV = journal member (empty for a
+/// cancel, which has none), user, quantity, stock and user flags. With a
+/// member it gives back only if this call removed the entry, so a taking is
+/// settled once whoever (engine, reconciler, another process) comes first.
+/// A missing counter is left missing: its rebuild counts the units as free.
+static GIVE_BACK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local qty = tonumber(ARGV[2])
-if ARGV[3] == '1' then redis.call('INCRBY', KEYS[1], qty) end
-if ARGV[4] == '1' then
-  local n = redis.call('HINCRBY', KEYS[2], ARGV[1], -qty)
-  if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
-end
-return 1
-"#,
-    )
-});
-
-/// KEYS = remaining, users, journal; ARGV = member, user, quantity, stock,
-/// user flags. Gives back only if this call removed the entry.
-static SETTLE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
+if ARGV[1] ~= '' and redis.call('ZREM', KEYS[3], ARGV[1]) == 0 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
 local qty = tonumber(ARGV[3])
 if ARGV[4] == '1' then redis.call('INCRBY', KEYS[1], qty) end
@@ -324,6 +312,31 @@ pub struct RedisStock {
 }
 
 impl RedisStock {
+    async fn give_back(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        member: &str,
+        user: Uuid,
+        quantity: i64,
+        what: Release,
+    ) -> StoreResult<i64> {
+        let keys = kind.keys(id);
+        let flag = |on: bool| if on { "1" } else { "0" };
+        let reply = GIVE_BACK
+            .key(keys.remaining)
+            .key(keys.users)
+            .key(keys.journal)
+            .arg(member)
+            .arg(user.to_string())
+            .arg(quantity)
+            .arg(flag(what.stock))
+            .arg(flag(what.user))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(reply)
+    }
+
     pub fn new(conn: crate::cache::Redis) -> Self {
         RedisStock {
             claims: crate::claims::RedisClaims(conn.clone()),
@@ -367,17 +380,7 @@ impl StockPort for RedisStock {
         quantity: i64,
         what: Release,
     ) -> DomainResult<()> {
-        let keys = kind.keys(id);
-        let _: i64 = RELEASE
-            .key(keys.remaining)
-            .key(keys.users)
-            .arg(user.to_string())
-            .arg(quantity)
-            .arg(if what.stock { "1" } else { "0" })
-            .arg(if what.user { "1" } else { "0" })
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::from)?;
+        self.give_back(kind, id, "", user, quantity, what).await?;
         Ok(())
     }
 
@@ -388,20 +391,8 @@ impl StockPort for RedisStock {
         entry: &Entry,
         what: Release,
     ) -> DomainResult<bool> {
-        let keys = kind.keys(id);
-        let removed: i64 = SETTLE
-            .key(keys.remaining)
-            .key(keys.users)
-            .key(keys.journal)
-            .arg(entry.member())
-            .arg(entry.user.to_string())
-            .arg(entry.quantity)
-            .arg(if what.stock { "1" } else { "0" })
-            .arg(if what.user { "1" } else { "0" })
-            .invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(StoreError::from)?;
-        Ok(removed == 1)
+        let (member, user, qty) = (entry.member(), entry.user, entry.quantity);
+        Ok(self.give_back(kind, id, &member, user, qty, what).await? == 1)
     }
 
     async fn journals(
