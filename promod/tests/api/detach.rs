@@ -9,11 +9,10 @@
 //! the write waiting, and a 5xx answer proves that the layer above has given
 //! up on it before the test lets the write go on.
 
-use super::helpers::{api_request, free_port, send_api, spawn_all_roles_with, TestApp};
+use super::helpers::{api_request, eventually, free_port, send_api, spawn_all_roles_with, TestApp};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
-use std::future::Future;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -44,18 +43,6 @@ async fn holding(pool: &PgPool, sql: &str) -> Transaction<'static, Postgres> {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query(sql).execute(&mut *tx).await.unwrap();
     tx
-}
-
-async fn eventually<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !probe().await {
-        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn count(pool: &PgPool, sql: &str, id: Uuid) -> i64 {

@@ -826,7 +826,7 @@ fn relay_config(service: &'static str, brokers: String, batch_size: i64) -> Rela
     }
 }
 
-async fn append_earned(pool: &PgPool, key: Uuid, n: usize) -> Vec<Uuid> {
+pub async fn append_earned(pool: &PgPool, key: Uuid, n: usize) -> Vec<Uuid> {
     let mut tx = pool.begin().await.unwrap();
     let events: Vec<Event> = (0..n)
         .map(|i| {

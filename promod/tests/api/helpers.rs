@@ -400,3 +400,19 @@ pub async fn hold_claim(scope: &str, user: uuid::Uuid, key: &str, held: bool) {
     }
     let _: () = cmd.query_async(&mut redis).await.unwrap();
 }
+
+/// Waits until `probe` holds, failing the test after 15 s with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !probe().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "{what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -4,11 +4,10 @@
 //! again once its work is done. A table lock held by the test keeps the
 //! admitted requests in flight.
 
-use super::helpers::{free_port, spawn_app_with, TestApp};
+use super::helpers::{eventually, free_port, spawn_app_with, TestApp};
 use promod::proto::{common, coupon as pb};
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
-use std::future::Future;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -41,31 +40,20 @@ async fn waiting_on_lock(pool: &PgPool, n: i64) {
     .await;
 }
 
-async fn eventually<F, Fut>(what: &str, mut probe: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !probe().await {
-        assert!(start.elapsed() < Duration::from_secs(15), "{what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// An ops route, answered at once even by a full port.
+async fn ops_route(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}{path}", app.base))
+        .timeout(AT_ONCE)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path} is never shed: {e}"))
 }
 
 /// A series of the process-wide registry, read through the gateway's
 /// `/metrics` (which a full port must still answer).
 async fn metric(app: &TestApp, name: &str, role: &str, port: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .timeout(AT_ONCE)
-        .send()
-        .await
-        .expect("/metrics is never shed")
-        .text()
-        .await
-        .unwrap();
+    let text = ops_route(app, "/metrics").await.text().await.unwrap();
     let series = format!("{name}{{role=\"{role}\",port=\"{port}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -144,13 +132,7 @@ async fn a_full_rest_port_sheds_at_once_and_serves_again_when_its_work_is_done()
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "UNAVAILABLE", "{body}");
 
-    let health = app
-        .client
-        .get(format!("{}/healthz", app.base))
-        .timeout(AT_ONCE)
-        .send()
-        .await
-        .expect("/healthz is never shed");
+    let health = ops_route(&app, "/healthz").await;
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(
         metric(&app, "promo_in_flight", "gateway", "rest").await,

@@ -3,10 +3,9 @@
 
 use super::helpers::fresh_db;
 use promod::db::{migrate, Schema};
-use promod::outbox::{self, Chunks, Event, PruneConfig, RelayConfig};
+use promod::outbox::{self, Chunks, PruneConfig, RelayConfig};
 use promod::{idempotency, metrics};
 use rdkafka::mocking::MockCluster;
-use serde_json::json;
 use sqlx::PgPool;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -286,21 +285,7 @@ async fn the_relay_publishes_while_a_prune_is_stuck() {
         relay_config(mock.bootstrap_servers()),
         shutdown.clone(),
     ));
-    let mut tx = pool.begin().await.unwrap();
-    let key = Uuid::new_v4();
-    let events: Vec<Event> = (0..5)
-        .map(|i| {
-            Event::new(
-                "point.earned",
-                key,
-                Some(key),
-                chrono::Utc::now(),
-                json!({ "n": i }),
-            )
-        })
-        .collect();
-    outbox::append(&mut tx, &events).await.unwrap();
-    tx.commit().await.unwrap();
+    super::events::append_earned(&pool, Uuid::new_v4(), 5).await;
     let db = &pool;
     wait_for("the relay to publish", || async move {
         count(db, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
