@@ -28,7 +28,7 @@ OUT="target/fuzz-$RUN"
 mkdir -p "$OUT"
 
 cargo build -q $([[ $PROFILE == release ]] && echo --release) -p promod
-BIN=target/$PROFILE
+BIN=${CARGO_TARGET_DIR:-target}/$PROFILE
 
 fresh_databases
 

@@ -8,10 +8,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # Creates the run's databases; on exit stops $PID and drops them.
 fresh_databases() {
+  # Set first: a CREATE that fails must not leave the earlier ones behind.
+  trap cleanup EXIT
   for db in "${DBS[@]}"; do
     psql -q "$PG/postgres" -c "CREATE DATABASE ${RUN}_$db" >/dev/null
   done
-  trap cleanup EXIT
 }
 
 cleanup() {

@@ -656,27 +656,25 @@ impl StockPort for MemoryStock {
 }
 
 /// The counters of one set as PostgreSQL, the source of truth, knows them:
-/// what is left of the total after the stored rows, and each user's holding.
-/// A coupon policy counts its coupons (`issued_quantity` is kept with them in
-/// each batch); a sale counts the units of its confirmed orders, from the
-/// same rows as the per-user sums so the two agree.
+/// each user's holding (a policy's coupons, a sale's confirmed units) and
+/// what is left of the total after them. Remaining is derived from the same
+/// rows as the holdings, so a batch committing between two reads cannot make
+/// the two disagree.
 pub async fn seed_of(pool: &PgPool, kind: Kind, id: Uuid) -> DomainResult<CounterSeed> {
     let (total_sql, users_sql, what) = match kind {
         Kind::Coupon => (
-            "SELECT total_quantity - issued_quantity FROM coupon_policies WHERE id = $1",
+            "SELECT total_quantity FROM coupon_policies WHERE id = $1",
             "SELECT user_id, count(*) FROM coupons WHERE policy_id = $1 GROUP BY user_id",
             "coupon policy",
         ),
         Kind::Sale => (
-            "SELECT total_quantity - (SELECT coalesce(sum(quantity), 0)::bigint
-               FROM time_sale_orders WHERE time_sale_id = $1 AND status = 'CONFIRMED')
-             FROM time_sales WHERE id = $1",
+            "SELECT total_quantity FROM time_sales WHERE id = $1",
             "SELECT user_id, sum(quantity)::bigint FROM time_sale_orders
              WHERE time_sale_id = $1 AND status = 'CONFIRMED' GROUP BY user_id",
             "time sale",
         ),
     };
-    let (left,): (i64,) = sqlx::query_as(total_sql)
+    let (total,): (i64,) = sqlx::query_as(total_sql)
         .bind(id)
         .fetch_optional(pool)
         .await
@@ -687,8 +685,9 @@ pub async fn seed_of(pool: &PgPool, kind: Kind, id: Uuid) -> DomainResult<Counte
         .fetch_all(pool)
         .await
         .map_err(StoreError::from)?;
+    let held: i64 = users.iter().map(|(_, n)| n).sum();
     Ok(CounterSeed {
-        remaining: left.max(0),
+        remaining: (total - held).max(0),
         users,
     })
 }

@@ -30,10 +30,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Routes that answer however busy the port is: an orchestrator that sees
 /// `/healthz` fail under load would restart the one process that is working.
-pub const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// What a shed client is told to wait before trying again, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 1;
+const RETRY_AFTER_SECS: u64 = 1;
 
 const MESSAGE: &str = "server overloaded, retry later";
 

@@ -222,7 +222,6 @@ impl<K: Reservable> Engine<K> {
     /// the user's holding after the taking. Call it inside [`Self::exclusive`].
     pub async fn take(
         &self,
-        ctx: &Ctx,
         ask: Ask,
         make: impl FnOnce(Uuid, i64) -> Pending<K::Row>,
     ) -> DomainResult<K::Row> {
@@ -255,10 +254,10 @@ impl<K: Reservable> Engine<K> {
                 Ok(row)
             }
             Ok(InsertOutcome::Duplicate) => {
+                // Another attempt stored this key's answer first; `exclusive`
+                // replays it for any error of this one.
                 self.settle(ask.id, &entry, Release::BOTH).await;
-                crate::idempotency::replay(&self.pool, ctx)
-                    .await?
-                    .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into()))
+                Err(DomainError::Conflict("idempotent request in flight".into()))
             }
             Ok(InsertOutcome::Refused(e)) => {
                 // The database refused what Redis admitted, so Redis was ahead

@@ -248,6 +248,14 @@ async fn journal_of(port: &dyn StockPort, kind: Kind, id: Uuid, older_than: Age)
 async fn takings_are_journaled(port: Arc<dyn StockPort>, kind: Kind) {
     let id = Uuid::new_v4();
     let user = Uuid::new_v4();
+    // A missing counter takes nothing and journals nothing.
+    let cold = ask(kind, id, user, 1, 2);
+    let took = port.take(&cold, Uuid::new_v4()).await.unwrap();
+    assert_eq!(took, Decision::Uninitialized);
+    assert_eq!(
+        journal_of(&*port, kind, id, Age::ZERO).await,
+        Journal::default()
+    );
     port.seed(kind, id, &stock(3), false).await.unwrap();
     let a = ask(kind, id, user, 2, 2);
     let (stored, lost) = (Uuid::new_v4(), Uuid::new_v4());

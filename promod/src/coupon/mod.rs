@@ -20,6 +20,7 @@ use promo_domain::coupon::{
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::stock::{Ask, Kind, StockPort};
+use promo_store::topics;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,7 @@ impl CouponService {
             window: None,
         };
         self.engine
-            .take(ctx, ask, |id, user_seq| Pending {
+            .take(ask, |id, user_seq| Pending {
                 row: Coupon {
                     id,
                     code: coupon::coupon_code(rand::random()),
@@ -126,7 +127,7 @@ impl CouponApi for CouponService {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
-        let ev = Event::of("coupon.policy_created", policy.id, None, now, &policy)?;
+        let ev = Event::of(topics::COUPON_POLICY_CREATED, policy.id, None, now, &policy)?;
         w.commit(&policy, &[ev]).await?;
         self.engine.seed_new(policy.id, policy.total_quantity).await;
         Ok(policy)
@@ -145,7 +146,7 @@ impl CouponApi for CouponService {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;
-        let ev = Event::of("coupon.policy_updated", id, None, now, &after)?;
+        let ev = Event::of(topics::COUPON_POLICY_UPDATED, id, None, now, &after)?;
         w.commit(&after, &[ev]).await?;
         self.policies.invalidate(&id).await;
         let delta = after.total_quantity - before.total_quantity;
@@ -188,7 +189,7 @@ impl CouponApi for CouponService {
         let data = serde_json::json!({"coupon_id": id, "policy_id": used.policy_id,
             "user_id": used.user_id, "order_id": order_id, "order_amount": order_amount,
             "discount_amount": discount});
-        let ev = Event::new("coupon.used", id, Some(used.user_id), now, data);
+        let ev = Event::new(topics::COUPON_USED, id, Some(used.user_id), now, data);
         let answer = (used, discount);
         w.commit(&answer, &[ev]).await?;
         Ok(answer)
@@ -205,7 +206,13 @@ impl CouponApi for CouponService {
         };
         let data = serde_json::json!({"coupon_id": id, "policy_id": coupon.policy_id,
             "user_id": coupon.user_id, "order_id": order_id});
-        let ev = Event::new("coupon.use_cancelled", id, Some(coupon.user_id), now, data);
+        let ev = Event::new(
+            topics::COUPON_USE_CANCELLED,
+            id,
+            Some(coupon.user_id),
+            now,
+            data,
+        );
         w.commit(&coupon, &[ev]).await?;
         Ok(coupon)
     }

@@ -11,6 +11,7 @@ use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{StoreError, StoreResult};
 use promo_store::stock::Kind;
+use promo_store::topics;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -265,7 +266,7 @@ impl Reservable for Issued {
             "expires_at": c.expires_at,
         });
         Ok(Event::new(
-            "coupon.issued",
+            topics::COUPON_ISSUED,
             c.id,
             Some(c.user_id),
             c.issued_at,

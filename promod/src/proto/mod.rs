@@ -78,10 +78,7 @@ fn principal(a: Option<common::Actor>) -> DomainResult<Principal> {
 }
 
 fn read_ctx(a: Option<common::Actor>) -> DomainResult<Ctx> {
-    Ok(Ctx {
-        principal: principal(a)?,
-        idem: None,
-    })
+    principal(a).map(crate::ctx::read_ctx)
 }
 
 fn write_ctx(m: Option<common::WriteMeta>) -> DomainResult<Ctx> {

@@ -21,6 +21,7 @@ use promo_domain::timesale::{
 };
 use promo_domain::{DomainError, DomainResult};
 use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
+use promo_store::topics;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +91,7 @@ impl TimesaleService {
             }),
         };
         self.engine
-            .take(ctx, ask, |id, _| Pending {
+            .take(ask, |id, _| Pending {
                 row: Order {
                     id,
                     time_sale_id: sale_id,
@@ -201,7 +202,13 @@ impl TimesaleApi for TimesaleService {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let product = store::insert_product(w.tx(), Uuid::now_v7(), &p, now).await?;
-        let ev = Event::of("timesale.product_created", product.id, None, now, &product)?;
+        let ev = Event::of(
+            topics::TIMESALE_PRODUCT_CREATED,
+            product.id,
+            None,
+            now,
+            &product,
+        )?;
         w.commit(&product, &[ev]).await?;
         Ok(product)
     }
@@ -225,7 +232,7 @@ impl TimesaleApi for TimesaleService {
             .ok_or_else(|| DomainError::validation("product_id", "unknown product"))?;
         s.validate(product.price, now)?;
         let sale = store::insert_sale(w.tx(), Uuid::now_v7(), &s, now).await?;
-        let ev = Event::of("timesale.sale_created", sale.id, None, now, &sale)?;
+        let ev = Event::of(topics::TIMESALE_SALE_CREATED, sale.id, None, now, &sale)?;
         w.commit(&sale, &[ev]).await?;
         self.engine.seed_new(sale.id, sale.total_quantity).await;
         Ok(sale)
@@ -253,7 +260,7 @@ impl TimesaleApi for TimesaleService {
         let mut w = begin!(&self.pool, ctx);
         let after = store::update_sale(w.tx(), id, &patch, now).await?;
         let after = self.live(after).await;
-        let ev = Event::of("timesale.sale_updated", id, None, now, &after)?;
+        let ev = Event::of(topics::TIMESALE_SALE_UPDATED, id, None, now, &after)?;
         w.commit(&after, &[ev]).await?;
         self.sales.invalidate(&id).await;
         Ok(after)
@@ -291,7 +298,13 @@ impl TimesaleApi for TimesaleService {
         let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
-        let ev = Event::of("order.cancelled", id, Some(order.user_id), now, &order)?;
+        let ev = Event::of(
+            topics::ORDER_CANCELLED,
+            id,
+            Some(order.user_id),
+            now,
+            &order,
+        )?;
         w.commit(&order, &[ev]).await?;
         // Only the request that won the conditional UPDATE gets here, once,
         // and only after commit (a replay returned above): the units come

@@ -13,6 +13,7 @@ use promo_domain::timesale::{
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{StoreError, StoreResult};
 use promo_store::stock::Kind;
+use promo_store::topics;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -362,7 +363,13 @@ impl Reservable for Orders {
     }
 
     fn event(o: &Order) -> StoreResult<Event> {
-        Event::of("order.created", o.id, Some(o.user_id), o.created_at, o)
+        Event::of(
+            topics::ORDER_CREATED,
+            o.id,
+            Some(o.user_id),
+            o.created_at,
+            o,
+        )
     }
 }
 

@@ -39,12 +39,13 @@ impl Counters {
     /// Redis forgets how many coupons `user` holds.
     async fn forget_user(&self, user: Uuid) {
         let mut c = self.redis.clone();
-        let _: () = redis::cmd("HDEL")
+        let removed: i64 = redis::cmd("HDEL")
             .arg(promo_store::keys::coupon_users(self.policy))
             .arg(user.to_string())
             .query_async(&mut c)
             .await
             .unwrap();
+        assert_eq!(removed, 1, "redis held {user}'s coupons under this key");
     }
 }
 
@@ -133,6 +134,9 @@ async fn the_database_refuses_coupons_a_wrong_redis_admits() {
         let code = b["error"]["code"].as_str().unwrap_or_default();
         assert!(code == "SOLD_OUT" || code == "LIMIT_EXCEEDED", "{b}");
     }
+    // Redis admitted some (a database SOLD_OUT keeps the taken stock), so
+    // the refusals above were the database's, not Redis's.
+    assert!(redis.remaining().await < 50, "redis admitted nothing");
     assert_eq!(
         stored(&app, policy).await,
         (5, 5, 2),
