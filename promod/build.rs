@@ -9,5 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &["../proto"],
     )?;
     println!("cargo:rerun-if-changed=../proto");
+    // `sqlx::migrate!` embeds the migration files; a new one must rebuild.
+    println!("cargo:rerun-if-changed=../migrations");
     Ok(())
 }

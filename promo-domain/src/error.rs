@@ -108,11 +108,72 @@ impl DomainError {
         }
     }
 
+    /// Whether a keyed request refused with this error keeps it as its stored
+    /// answer (API.md, Conventions), so that a replay is refused the same way
+    /// even after the stock came back. A request refused before it started
+    /// (validation, authentication, size, rate), one still running
+    /// (`CONFLICT`), a mismatching key and a fault store nothing.
+    pub fn is_stored_answer(&self) -> bool {
+        matches!(
+            self,
+            DomainError::NotFound(_)
+                | DomainError::SoldOut
+                | DomainError::LimitExceeded
+                | DomainError::AlreadyUsed
+                | DomainError::AlreadyCancelled
+                | DomainError::InsufficientBalance
+                | DomainError::NotActive(_)
+        )
+    }
+
     /// Business refusals are answers, not faults: a circuit breaker must not count them.
     pub fn is_business_refusal(&self) -> bool {
         !matches!(
             self,
             DomainError::Unavailable(_) | DomainError::CircuitOpen(_) | DomainError::Internal(_)
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DomainError;
+
+    /// A stored refusal is kept as its code and message; replaying it must
+    /// give back the same error.
+    #[test]
+    fn stored_answers_round_trip_through_their_wire_form() {
+        let all = [
+            DomainError::NotFound("coupon policy".into()),
+            DomainError::SoldOut,
+            DomainError::LimitExceeded,
+            DomainError::AlreadyUsed,
+            DomainError::AlreadyCancelled,
+            DomainError::InsufficientBalance,
+            DomainError::NotActive("time sale is not active".into()),
+        ];
+        for e in all {
+            assert!(e.is_stored_answer(), "{e:?}");
+            assert_eq!(DomainError::from_parts(e.code(), &e.to_string(), None), e);
+        }
+    }
+
+    #[test]
+    fn refusals_before_the_work_and_faults_are_not_stored() {
+        let none = [
+            DomainError::validation("quantity", "must be positive"),
+            DomainError::TooLarge,
+            DomainError::Unauthorized,
+            DomainError::Forbidden("admin only".into()),
+            DomainError::RateLimited { retry_after_secs: 1 },
+            DomainError::Conflict("in flight".into()),
+            DomainError::IdempotencyMismatch,
+            DomainError::Unavailable("redis".into()),
+            DomainError::CircuitOpen("coupon".into()),
+            DomainError::Internal("bug".into()),
+        ];
+        for e in none {
+            assert!(!e.is_stored_answer(), "{e:?}");
+        }
     }
 }

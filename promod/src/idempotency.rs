@@ -10,6 +10,7 @@ use promo_store::error::{to_json, StoreResult};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
+use std::future::Future;
 use uuid::Uuid;
 
 pub fn hash_request(parts: &[&[u8]]) -> String {
@@ -22,26 +23,106 @@ pub fn hash_request(parts: &[&[u8]]) -> String {
 }
 
 /// The stored answer for (user, key), if any; a different request under the
-/// same key is refused.
+/// same key is refused. A stored business refusal comes back as that error.
 pub async fn lookup<T: DeserializeOwned>(
     pool: &PgPool,
     user_id: Uuid,
     key: &IdemKey,
 ) -> DomainResult<Option<T>> {
-    let row: Option<(String, serde_json::Value)> = sqlx::query_as(
-        "SELECT request_hash, response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+    let row: Option<(String, serde_json::Value, bool)> = sqlx::query_as(
+        "SELECT request_hash, response, refused FROM idempotency_keys
+         WHERE user_id = $1 AND key = $2",
     )
     .bind(user_id)
     .bind(&key.key)
     .fetch_optional(pool)
     .await
     .map_err(crate::error::from_sqlx)?;
+    let corrupt = |e: serde_json::Error| DomainError::Internal(format!("stored idempotent response: {e}"));
     match row {
         None => Ok(None),
-        Some((hash, _)) if hash != key.request_hash => Err(DomainError::IdempotencyMismatch),
-        Some((_, body)) => serde_json::from_value(body)
-            .map(Some)
-            .map_err(|e| DomainError::Internal(format!("stored idempotent response: {e}"))),
+        Some((hash, _, _)) if hash != key.request_hash => Err(DomainError::IdempotencyMismatch),
+        Some((_, body, true)) => {
+            let r: StoredRefusal = serde_json::from_value(body).map_err(corrupt)?;
+            Err(DomainError::from_parts(&r.code, &r.message, None))
+        }
+        Some((_, body, false)) => serde_json::from_value(body).map(Some).map_err(corrupt),
+    }
+}
+
+/// How a refusal is kept in `response` (`refused` set).
+#[derive(Serialize, serde::Deserialize)]
+struct StoredRefusal {
+    code: String,
+    message: String,
+}
+
+/// Records a business refusal as the key's answer, in a transaction of its
+/// own (a refusal has no effect to join). False when the key already has an
+/// answer.
+async fn record_refusal(
+    pool: &PgPool,
+    user_id: Uuid,
+    key: &IdemKey,
+    refusal: &DomainError,
+) -> StoreResult<bool> {
+    let body = to_json(
+        "stored refusal",
+        &StoredRefusal {
+            code: refusal.code().into(),
+            message: refusal.to_string(),
+        },
+    )?;
+    let res = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response, refused)
+         VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(res.rows_affected() == 1)
+}
+
+/// Runs a keyed write and makes its answer final. A success recorded its
+/// answer with its effect. A business refusal is recorded now, before it is
+/// answered, so that a replay is refused the same way; if the key turns out to
+/// have an answer already (an earlier attempt's), that answer is returned
+/// instead. Any other error replays the stored answer when there is one, or is
+/// returned as it is (it stores nothing: the client may retry).
+pub async fn keyed<T: DeserializeOwned>(
+    pool: &PgPool,
+    ctx: &Ctx,
+    work: impl Future<Output = DomainResult<T>>,
+) -> DomainResult<T> {
+    let refused = match work.await {
+        Ok(done) => return Ok(done),
+        Err(e) => e,
+    };
+    let Some(key) = &ctx.idem else {
+        return Err(refused);
+    };
+    let user = ctx.principal.user_id;
+    if refused.is_stored_answer() {
+        match record_refusal(pool, user, key, &refused).await {
+            Ok(true) => return Err(refused),
+            Ok(false) => {}
+            // Answered unrecorded, a retry could be decided otherwise.
+            Err(e) => {
+                tracing::warn!(code = refused.code(), error = %e, "refusal not recorded");
+                return Err(DomainError::Unavailable("answer not recorded, retry".into()));
+            }
+        }
+    }
+    match lookup(pool, user, key).await {
+        Ok(Some(done)) => Ok(done),
+        Err(stored) if stored.is_stored_answer() || stored == DomainError::IdempotencyMismatch => {
+            Err(stored)
+        }
+        // No answer stored, or none readable now: this attempt's own.
+        Ok(None) | Err(_) => Err(refused),
     }
 }
 
@@ -65,6 +146,38 @@ pub async fn record<T: Serialize>(
     .execute(&mut **tx)
     .await?;
     Ok(res.rows_affected() == 1)
+}
+
+/// Records the answers of a batch in one statement inside its transaction;
+/// returns, per member, whether its key was fresh. Of two members with the
+/// same key, the first wins.
+pub async fn record_many(
+    tx: &mut Transaction<'_, Postgres>,
+    answers: &[(Uuid, &IdemKey, serde_json::Value)],
+) -> StoreResult<Vec<bool>> {
+    if answers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let users: Vec<Uuid> = answers.iter().map(|a| a.0).collect();
+    let keys: Vec<&str> = answers.iter().map(|a| a.1.key.as_str()).collect();
+    let hashes: Vec<&str> = answers.iter().map(|a| a.1.request_hash.as_str()).collect();
+    let bodies: Vec<&serde_json::Value> = answers.iter().map(|a| &a.2).collect();
+    let won: Vec<(Uuid, String)> = sqlx::query_as(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
+         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+         ON CONFLICT DO NOTHING RETURNING user_id, key",
+    )
+    .bind(&users)
+    .bind(&keys)
+    .bind(&hashes)
+    .bind(&bodies)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut won: std::collections::HashSet<(Uuid, String)> = won.into_iter().collect();
+    Ok(answers
+        .iter()
+        .map(|(u, k, _)| won.remove(&(*u, k.key.clone())))
+        .collect())
 }
 
 /// The stored answer of this request's key, if it carries one.

@@ -24,9 +24,10 @@ use std::future::Future;
 /// instead; the group commit finds its key taken (`InsertOutcome::Duplicate`),
 /// gives back what admission took and replays the stored answer, and any
 /// refusal (`SOLD_OUT` once the stock is gone, `NOT_ACTIVE` after the end, a
-/// mismatching request) looks the stored answer up before it is returned. So a
-/// retry still gets its first answer; the price is that, while it runs, it
-/// holds the units it took for a moment, as any concurrent attempt does.
+/// mismatching request) finds the stored answer when it tries to record its
+/// own (`idempotency::keyed`). So a retry still gets its first answer; the
+/// price is that, while it runs, it holds the units it took for a moment, as
+/// any concurrent attempt does.
 pub async fn exclusive<T, F>(
     claims: &dyn KeyClaims,
     pool: &PgPool,
@@ -47,15 +48,7 @@ where
             DomainError::Conflict("a request with this idempotency key is in flight".into())
         });
     }
-    let out = match work.await {
-        Ok(done) => Ok(done),
-        Err(refused) => match crate::idempotency::replay(pool, ctx).await {
-            Ok(Some(done)) => Ok(done),
-            Err(DomainError::IdempotencyMismatch) => Err(DomainError::IdempotencyMismatch),
-            // No answer stored, or none readable now: this attempt's own.
-            Ok(None) | Err(_) => Err(refused),
-        },
-    };
+    let out = crate::idempotency::keyed(pool, ctx, work).await;
     claims.release(&key).await;
     out
 }

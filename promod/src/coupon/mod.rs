@@ -117,32 +117,8 @@ impl CouponService {
             })
             .await
     }
-}
 
-#[async_trait]
-impl CouponApi for CouponService {
-    async fn create_policy(&self, ctx: &Ctx, p: NewPolicy) -> DomainResult<Policy> {
-        ctx.principal.require_admin()?;
-        p.validate()?;
-        let now = self.clock.now();
-        let mut w = begin!(&self.pool, ctx);
-        let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
-        let ev = Event::of(topics::COUPON_POLICY_CREATED, policy.id, None, now, &policy)?;
-        w.commit(&policy, &[ev]).await?;
-        self.engine.seed_new(policy.id, policy.total_quantity).await;
-        Ok(policy)
-    }
-
-    async fn get_policy(&self, _ctx: &Ctx, id: Uuid) -> DomainResult<Policy> {
-        store::get_policy(&self.pool, id).await
-    }
-
-    async fn list_policies(&self, _ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Policy>> {
-        store::list_policies(&self.pool, page).await
-    }
-
-    async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
-        ctx.principal.require_admin()?;
+    async fn update_policy_once(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;
@@ -160,13 +136,7 @@ impl CouponApi for CouponService {
         Ok(after)
     }
 
-    async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
-        let user_id = ctx.principal.acting_for(Some(user_id))?;
-        let work = self.issue_once(ctx, policy_id, user_id);
-        self.engine.exclusive(ctx, work).await
-    }
-
-    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
+    async fn use_once(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
         let CouponUse {
             id,
             order_id,
@@ -195,7 +165,7 @@ impl CouponApi for CouponService {
         Ok(answer)
     }
 
-    async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
+    async fn cancel_use_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), id, now).await?;
@@ -215,6 +185,48 @@ impl CouponApi for CouponService {
         );
         w.commit(&coupon, &[ev]).await?;
         Ok(coupon)
+    }
+}
+
+#[async_trait]
+impl CouponApi for CouponService {
+    async fn create_policy(&self, ctx: &Ctx, p: NewPolicy) -> DomainResult<Policy> {
+        ctx.principal.require_admin()?;
+        p.validate()?;
+        let now = self.clock.now();
+        let mut w = begin!(&self.pool, ctx);
+        let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
+        let ev = Event::of(topics::COUPON_POLICY_CREATED, policy.id, None, now, &policy)?;
+        w.commit(&policy, &[ev]).await?;
+        self.engine.seed_new(policy.id, policy.total_quantity).await;
+        Ok(policy)
+    }
+
+    async fn get_policy(&self, _ctx: &Ctx, id: Uuid) -> DomainResult<Policy> {
+        store::get_policy(&self.pool, id).await
+    }
+
+    async fn list_policies(&self, _ctx: &Ctx, page: PageRequest) -> DomainResult<Page<Policy>> {
+        store::list_policies(&self.pool, page).await
+    }
+
+    async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
+        ctx.principal.require_admin()?;
+        crate::idempotency::keyed(&self.pool, ctx, self.update_policy_once(ctx, id, patch)).await
+    }
+
+    async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
+        let user_id = ctx.principal.acting_for(Some(user_id))?;
+        let work = self.issue_once(ctx, policy_id, user_id);
+        self.engine.exclusive(ctx, work).await
+    }
+
+    async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
+        crate::idempotency::keyed(&self.pool, ctx, self.use_once(ctx, u)).await
+    }
+
+    async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
+        crate::idempotency::keyed(&self.pool, ctx, self.cancel_use_once(ctx, id)).await
     }
 
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {

@@ -86,9 +86,10 @@ impl PointService {
                 outcome_metric(kind, "ok");
                 Ok(tx)
             }
-            Ok(InsertOutcome::Duplicate) => crate::idempotency::replay(&self.pool, ctx)
-                .await?
-                .ok_or_else(|| DomainError::Conflict("idempotent request in flight".into())),
+            // The key has an answer already; `idempotency::keyed` replays it.
+            Ok(InsertOutcome::Duplicate) => Err(DomainError::Conflict(
+                "idempotent request in flight".into(),
+            )),
             Ok(InsertOutcome::Refused(e)) | Err(e) => {
                 let outcome = match &e {
                     DomainError::InsufficientBalance => "insufficient_balance",
@@ -115,29 +116,8 @@ impl PointService {
             created_at: self.clock.now(),
         }
     }
-}
 
-#[async_trait]
-impl PointApi for PointService {
-    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
-        ctx.principal.require_admin()?;
-        change.validate(self.limits.max_amount)?;
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        self.write(ctx, self.new_tx(TxType::Earn, change)).await
-    }
-
-    async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
-        ctx.principal.acting_for(Some(change.user_id))?;
-        change.validate(self.limits.max_amount)?;
-        if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
-            return Ok(done);
-        }
-        self.write(ctx, self.new_tx(TxType::Use, change)).await
-    }
-
-    async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
+    async fn cancel_once(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
         if let Some(done) = crate::idempotency::replay(&self.pool, ctx).await? {
             return Ok(done);
         }
@@ -161,6 +141,27 @@ impl PointApi for PointService {
             created_at: self.clock.now(),
         };
         self.write(ctx, tx).await
+    }
+}
+
+#[async_trait]
+impl PointApi for PointService {
+    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
+        ctx.principal.require_admin()?;
+        change.validate(self.limits.max_amount)?;
+        let work = self.write(ctx, self.new_tx(TxType::Earn, change));
+        crate::idempotency::keyed(&self.pool, ctx, work).await
+    }
+
+    async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
+        ctx.principal.acting_for(Some(change.user_id))?;
+        change.validate(self.limits.max_amount)?;
+        let work = self.write(ctx, self.new_tx(TxType::Use, change));
+        crate::idempotency::keyed(&self.pool, ctx, work).await
+    }
+
+    async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
+        crate::idempotency::keyed(&self.pool, ctx, self.cancel_once(ctx, transaction_id)).await
     }
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {

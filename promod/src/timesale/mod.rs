@@ -192,6 +192,44 @@ impl TimesaleService {
         };
         sale
     }
+
+    async fn update_sale_once(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
+        let now = self.clock.now();
+        let mut w = begin!(&self.pool, ctx);
+        let after = store::update_sale(w.tx(), id, &patch, now).await?;
+        let after = self.live(after).await;
+        let ev = Event::of(topics::TIMESALE_SALE_UPDATED, id, None, now, &after)?;
+        w.commit(&after, &[ev]).await?;
+        self.sales.invalidate(&id).await;
+        Ok(after)
+    }
+
+    async fn cancel_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
+        let now = self.clock.now();
+        let mut w = begin!(&self.pool, ctx);
+        let current = store::get_order(&mut **w.tx(), id).await?;
+        ctx.principal.require_owner(current.user_id)?;
+        current.check_cancellable()?;
+        let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
+            return Err(DomainError::AlreadyCancelled);
+        };
+        let ev = Event::of(
+            topics::ORDER_CANCELLED,
+            id,
+            Some(order.user_id),
+            now,
+            &order,
+        )?;
+        w.commit(&order, &[ev]).await?;
+        // Only the request that won the conditional UPDATE gets here, once,
+        // and only after commit (a replay returned above): the units come
+        // back exactly once.
+        let (sale, user, units) = (order.time_sale_id, order.user_id, order.quantity);
+        self.engine
+            .give_back(sale, user, units, Release::BOTH)
+            .await;
+        Ok(order)
+    }
 }
 
 #[async_trait]
@@ -256,14 +294,7 @@ impl TimesaleApi for TimesaleService {
 
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        let now = self.clock.now();
-        let mut w = begin!(&self.pool, ctx);
-        let after = store::update_sale(w.tx(), id, &patch, now).await?;
-        let after = self.live(after).await;
-        let ev = Event::of(topics::TIMESALE_SALE_UPDATED, id, None, now, &after)?;
-        w.commit(&after, &[ev]).await?;
-        self.sales.invalidate(&id).await;
-        Ok(after)
+        crate::idempotency::keyed(&self.pool, ctx, self.update_sale_once(ctx, id, patch)).await
     }
 
     async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
@@ -290,29 +321,7 @@ impl TimesaleApi for TimesaleService {
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        let now = self.clock.now();
-        let mut w = begin!(&self.pool, ctx);
-        let current = store::get_order(&mut **w.tx(), id).await?;
-        ctx.principal.require_owner(current.user_id)?;
-        current.check_cancellable()?;
-        let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
-            return Err(DomainError::AlreadyCancelled);
-        };
-        let ev = Event::of(
-            topics::ORDER_CANCELLED,
-            id,
-            Some(order.user_id),
-            now,
-            &order,
-        )?;
-        w.commit(&order, &[ev]).await?;
-        // Only the request that won the conditional UPDATE gets here, once,
-        // and only after commit (a replay returned above): the units come
-        // back exactly once.
-        let (sale, user, units) = (order.time_sale_id, order.user_id, order.quantity);
-        self.engine
-            .give_back(sale, user, units, Release::BOTH)
-            .await;
-        Ok(order)
+        crate::idempotency::keyed(&self.pool, ctx, self.cancel_order_once(ctx, id)).await
     }
+
 }

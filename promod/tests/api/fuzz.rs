@@ -275,7 +275,17 @@ impl Digest<'_> {
             }
             out
         }
-        let common = [("outbox", "t::text"), ("idempotency_keys", "t::text")];
+        // A keyed business refusal stores its answer (API.md, Conventions):
+        // that row is not a change; any other stored refusal is.
+        let common = [
+            ("outbox", "t::text"),
+            (
+                "idempotency_keys",
+                "CASE WHEN t.refused AND t.response->>'code' IN ('NOT_FOUND', 'SOLD_OUT', \
+                 'LIMIT_EXCEEDED', 'ALREADY_USED', 'ALREADY_CANCELLED', 'INSUFFICIENT_BALANCE', \
+                 'NOT_ACTIVE') THEN NULL ELSE t::text END",
+            ),
+        ];
         let mut gateway = vec![("users", "t::text")];
         if with_refresh_tokens {
             gateway.push(("refresh_tokens", "t::text"));

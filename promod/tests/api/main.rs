@@ -19,5 +19,6 @@ mod same_key;
 mod security;
 mod split;
 mod split_idempotency;
+mod stored_refusals;
 mod timesale;
 mod timesale_helpers;
