@@ -165,7 +165,9 @@ mod tests {
             DomainError::TooLarge,
             DomainError::Unauthorized,
             DomainError::Forbidden("admin only".into()),
-            DomainError::RateLimited { retry_after_secs: 1 },
+            DomainError::RateLimited {
+                retry_after_secs: 1,
+            },
             DomainError::Conflict("in flight".into()),
             DomainError::IdempotencyMismatch,
             DomainError::Unavailable("redis".into()),

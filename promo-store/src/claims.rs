@@ -21,12 +21,24 @@ pub trait KeyClaims: Send + Sync {
 }
 
 #[derive(Clone)]
-pub struct RedisClaims(pub crate::cache::Redis);
+pub struct RedisClaims {
+    conn: crate::cache::Redis,
+    deferred: std::sync::Arc<crate::deferred::Deferred>,
+}
+
+impl RedisClaims {
+    pub fn new(
+        conn: crate::cache::Redis,
+        deferred: std::sync::Arc<crate::deferred::Deferred>,
+    ) -> Self {
+        RedisClaims { conn, deferred }
+    }
+}
 
 #[async_trait]
 impl KeyClaims for RedisClaims {
     async fn claim(&self, key: &str) -> DomainResult<bool> {
-        let mut conn = self.0.clone();
+        let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(1)
@@ -39,13 +51,12 @@ impl KeyClaims for RedisClaims {
         Ok(set.is_some())
     }
 
+    /// Off the answer's path: until the claim is gone, a retry finds the
+    /// stored answer; a lost release lapses with the TTL.
     async fn release(&self, key: &str) {
-        let mut conn = self.0.clone();
-        let res: Result<i64, _> = redis::cmd("DEL").arg(key).query_async(&mut conn).await;
-        if let Err(e) = res {
-            // The claim then lapses with its TTL; retries get 409 until then.
-            tracing::warn!(error = %e, "idempotency claim not released");
-        }
+        let mut del = redis::cmd("DEL");
+        del.arg(key);
+        self.deferred.send(del);
     }
 }
 

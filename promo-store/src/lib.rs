@@ -20,6 +20,7 @@ pub mod auth;
 pub mod cache;
 pub mod claims;
 pub mod counters;
+pub mod deferred;
 pub mod error;
 pub mod keys;
 pub mod roles;

@@ -189,6 +189,10 @@ pub trait StockPort: Send + Sync + 'static {
         entry: &Entry,
         what: Release,
     ) -> DomainResult<bool>;
+    /// Removes the journal entry of a row that is stored (nothing to give
+    /// back), off the caller's path and batched with others: a lost removal
+    /// is harmless, the reconciler finds the row and removes the entry.
+    fn settle_stored(&self, kind: Kind, id: Uuid, entry: &Entry);
     /// The journals of counter sets `ids`, with the entries admitted at least
     /// `older_than` ago by the journal's own clock (Redis `TIME`, one clock for
     /// every process).
@@ -309,6 +313,7 @@ fn decision(reply: &[i64]) -> DomainResult<Decision> {
 pub struct RedisStock {
     conn: crate::cache::Redis,
     claims: crate::claims::RedisClaims,
+    deferred: Arc<crate::deferred::Deferred>,
 }
 
 impl RedisStock {
@@ -338,9 +343,11 @@ impl RedisStock {
     }
 
     pub fn new(conn: crate::cache::Redis) -> Self {
+        let deferred = Arc::new(crate::deferred::Deferred::new(conn.clone()));
         RedisStock {
-            claims: crate::claims::RedisClaims(conn.clone()),
+            claims: crate::claims::RedisClaims::new(conn.clone(), deferred.clone()),
             conn,
+            deferred,
         }
     }
 }
@@ -393,6 +400,12 @@ impl StockPort for RedisStock {
     ) -> DomainResult<bool> {
         let (member, user, qty) = (entry.member(), entry.user, entry.quantity);
         Ok(self.give_back(kind, id, &member, user, qty, what).await? == 1)
+    }
+
+    fn settle_stored(&self, kind: Kind, id: Uuid, entry: &Entry) {
+        let mut zrem = redis::cmd("ZREM");
+        zrem.arg(kind.keys(id).journal).arg(entry.member());
+        self.deferred.send(zrem);
     }
 
     async fn journals(
@@ -591,6 +604,14 @@ impl StockPort for MemoryStock {
             }
             removed
         }))
+    }
+
+    fn settle_stored(&self, kind: Kind, id: Uuid, entry: &Entry) {
+        self.with(|state| {
+            if let Some(j) = state.journals.get_mut(&(kind, id)) {
+                j.remove(entry);
+            }
+        });
     }
 
     async fn journals(

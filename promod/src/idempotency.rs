@@ -38,7 +38,8 @@ pub async fn lookup<T: DeserializeOwned>(
     .fetch_optional(pool)
     .await
     .map_err(crate::error::from_sqlx)?;
-    let corrupt = |e: serde_json::Error| DomainError::Internal(format!("stored idempotent response: {e}"));
+    let corrupt =
+        |e: serde_json::Error| DomainError::Internal(format!("stored idempotent response: {e}"));
     match row {
         None => Ok(None),
         Some((hash, _, _)) if hash != key.request_hash => Err(DomainError::IdempotencyMismatch),
@@ -112,7 +113,9 @@ pub async fn keyed<T: DeserializeOwned>(
             // Answered unrecorded, a retry could be decided otherwise.
             Err(e) => {
                 tracing::warn!(code = refused.code(), error = %e, "refusal not recorded");
-                return Err(DomainError::Unavailable("answer not recorded, retry".into()));
+                return Err(DomainError::Unavailable(
+                    "answer not recorded, retry".into(),
+                ));
             }
         }
     }

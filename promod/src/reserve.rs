@@ -245,12 +245,7 @@ impl<K: Reservable> Engine<K> {
         match self.batcher.submit(Admitted { pending, at }).await {
             Ok(InsertOutcome::Stored(())) => {
                 outcome(K::METRIC, K::STORED);
-                // Off the answer's path: a lost removal is harmless, the
-                // reconciler finds the row and removes the entry.
-                let stock = self.stock.clone();
-                tokio::spawn(async move {
-                    let _ = stock.settle(K::KIND, ask.id, &entry, Release::NONE).await;
-                });
+                self.stock.settle_stored(K::KIND, ask.id, &entry);
                 Ok(row)
             }
             Ok(InsertOutcome::Duplicate) => {

@@ -372,6 +372,46 @@ async fn a_rebuild_clears_the_journal(port: Arc<dyn StockPort>, kind: Kind) {
     assert_eq!(port.remaining(kind, id).await.unwrap(), Some(5));
 }
 
+/// A stored row's entry is removed off the caller's path (batched): soon
+/// gone from the journal, and nothing given back.
+async fn stored_settles_remove_only_the_entry(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(10), false).await.unwrap();
+    let mut entries = Vec::new();
+    for _ in 0..50 {
+        let a = ask(kind, id, Uuid::new_v4(), 1, 1);
+        let reservation = Uuid::new_v4();
+        if let Decision::Taken { .. } = port.take(&a, reservation).await.unwrap() {
+            entries.push(Entry::of(&a, reservation));
+        }
+    }
+    assert_eq!(entries.len(), 10);
+    for e in &entries[..7] {
+        port.settle_stored(kind, id, e);
+    }
+    let mut size = u64::MAX;
+    for _ in 0..100 {
+        size = journal_of(&*port, kind, id, Age::ZERO).await.size;
+        if size == 3 {
+            break;
+        }
+        tokio::time::sleep(Age::from_millis(20)).await;
+    }
+    assert_eq!(size, 3, "the seven stored entries are gone, the rest stay");
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.len()), (0, 10), "nothing given back");
+    // Their settle, had the reconciler got there, finds nothing to give back.
+    assert!(!port
+        .settle(kind, id, &entries[0], Release::BOTH)
+        .await
+        .unwrap());
+    assert!(port
+        .settle(kind, id, &entries[9], Release::BOTH)
+        .await
+        .unwrap());
+    assert_eq!(port.remaining(kind, id).await.unwrap(), Some(1));
+}
+
 macro_rules! contract {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -414,6 +454,11 @@ macro_rules! contract {
             async fn an_installed_seed_clears_the_journal() {
                 a_rebuild_clears_the_journal($make, Kind::Coupon).await;
                 a_rebuild_clears_the_journal($make, Kind::Sale).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn stored_settles_remove_only_the_entry_soon() {
+                stored_settles_remove_only_the_entry($make, Kind::Coupon).await;
+                stored_settles_remove_only_the_entry($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {

@@ -260,7 +260,7 @@ impl Shared {
         (
             s.completed(),
             s.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
-            s.failed + s.missed,
+            s.shed + s.failed + s.missed,
         )
     }
 
@@ -516,13 +516,17 @@ fn print_report(r: &Report) {
         r.scenario, r.mode, r.users
     );
     println!(
-        "requests   {} attempted: {} ok, {} refused, {} failed, {} missed",
-        s.attempted, s.succeeded, s.refused, s.failed, s.missed
+        "requests   {} attempted: {} ok, {} refused, {} shed (503), {} failed, {} missed",
+        s.attempted, s.succeeded, s.refused, s.shed, s.failed, s.missed
     );
     println!("throughput {:.0} req/s over {:.1} s", s.rps, s.elapsed_secs);
     println!(
         "latency ms p50 {:.2}  p90 {:.2}  p95 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms, s.p999_ms, s.max_ms
+    );
+    println!(
+        "split p99  ok {:.2} ms  shed {:.2} ms (max {:.2})",
+        s.ok_p99_ms, s.shed_p99_ms, s.shed_max_ms
     );
     println!("error rate {:.4}", s.error_rate);
     if r.retries > 0 {

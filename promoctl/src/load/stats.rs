@@ -14,7 +14,11 @@ pub enum Outcome {
     /// A business refusal the scenario expects (SOLD_OUT, LIMIT_EXCEEDED,
     /// INSUFFICIENT_BALANCE, ...): the system said no, correctly.
     Refused,
-    /// Anything else: 5xx, 429, unexpected 4xx, transport errors.
+    /// 503: the server shed the request (overload, a store down); it did
+    /// nothing and the client may retry after `Retry-After`. Counted apart
+    /// because a flash sale is judged on how fast these come back.
+    Shed,
+    /// Anything else: other 5xx, 429, unexpected 4xx, transport errors.
     Failed,
 }
 
@@ -33,15 +37,20 @@ pub fn classify(status: u16, error_code: Option<&str>) -> Outcome {
     match status {
         200..=299 => Outcome::Ok,
         409 | 422 if error_code.is_some_and(|c| REFUSAL_CODES.contains(&c)) => Outcome::Refused,
+        503 => Outcome::Shed,
         _ => Outcome::Failed,
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct Stats {
+    /// Every answer's latency; `ok_us` and `shed_us` split out two kinds.
     pub latency_us: Histogram<u64>,
+    pub ok_us: Histogram<u64>,
+    pub shed_us: Histogram<u64>,
     pub ok: u64,
     pub refused: u64,
+    pub shed: u64,
     pub failed: u64,
     /// Open loop: arrivals that could not be sent (in-flight cap reached).
     pub missed: u64,
@@ -49,11 +58,15 @@ pub struct Stats {
 
 impl Default for Stats {
     fn default() -> Self {
+        // 1 µs .. 100 s, 3 significant digits.
+        let h = || Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds");
         Stats {
-            // 1 µs .. 100 s, 3 significant digits.
-            latency_us: Histogram::new_with_bounds(1, 100_000_000, 3).expect("histogram bounds"),
+            latency_us: h(),
+            ok_us: h(),
+            shed_us: h(),
             ok: 0,
             refused: 0,
+            shed: 0,
             failed: 0,
             missed: 0,
         }
@@ -65,24 +78,33 @@ impl Stats {
         let us = (latency.as_micros() as u64).clamp(1, 100_000_000);
         let _ = self.latency_us.record(us);
         match outcome {
-            Outcome::Ok => self.ok += 1,
+            Outcome::Ok => {
+                self.ok += 1;
+                let _ = self.ok_us.record(us);
+            }
             Outcome::Refused => self.refused += 1,
+            Outcome::Shed => {
+                self.shed += 1;
+                let _ = self.shed_us.record(us);
+            }
             Outcome::Failed => self.failed += 1,
         }
     }
 
     pub fn completed(&self) -> u64 {
-        self.ok + self.refused + self.failed
+        self.ok + self.refused + self.shed + self.failed
     }
 
     pub fn summary(&self, elapsed: Duration) -> Summary {
-        let q = |p: f64| self.latency_us.value_at_quantile(p) as f64 / 1000.0;
+        let ms = |us: u64| us as f64 / 1000.0;
+        let q = |p: f64| ms(self.latency_us.value_at_quantile(p));
         let attempted = self.completed() + self.missed;
         let secs = elapsed.as_secs_f64().max(1e-9);
         Summary {
             attempted,
             succeeded: self.ok,
             refused: self.refused,
+            shed: self.shed,
             failed: self.failed,
             missed: self.missed,
             elapsed_secs: elapsed.as_secs_f64(),
@@ -90,14 +112,17 @@ impl Stats {
             error_rate: if attempted == 0 {
                 0.0
             } else {
-                (self.failed + self.missed) as f64 / attempted as f64
+                (self.shed + self.failed + self.missed) as f64 / attempted as f64
             },
             p50_ms: q(0.50),
             p90_ms: q(0.90),
             p95_ms: q(0.95),
             p99_ms: q(0.99),
             p999_ms: q(0.999),
-            max_ms: self.latency_us.max() as f64 / 1000.0,
+            max_ms: ms(self.latency_us.max()),
+            ok_p99_ms: ms(self.ok_us.value_at_quantile(0.99)),
+            shed_p99_ms: ms(self.shed_us.value_at_quantile(0.99)),
+            shed_max_ms: ms(self.shed_us.max()),
         }
     }
 }
@@ -108,11 +133,13 @@ pub struct Summary {
     pub attempted: u64,
     pub succeeded: u64,
     pub refused: u64,
+    /// 503 answers (load shed, a store down); not in `failed`.
+    pub shed: u64,
     pub failed: u64,
     pub missed: u64,
     pub elapsed_secs: f64,
     pub rps: f64,
-    /// (failed + missed) / attempted; refusals are not errors.
+    /// (shed + failed + missed) / attempted; refusals are not errors.
     pub error_rate: f64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -120,6 +147,10 @@ pub struct Summary {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The successful answers alone, and the shed ones alone.
+    pub ok_p99_ms: f64,
+    pub shed_p99_ms: f64,
+    pub shed_max_ms: f64,
 }
 
 /// k6-like pass/fail limits; also the `[thresholds]` table of a scenario file.
@@ -174,7 +205,8 @@ mod tests {
         assert_eq!(classify(422, Some("NOT_ACTIVE")), Outcome::Refused);
         assert_eq!(classify(409, Some("IDEMPOTENCY_MISMATCH")), Outcome::Failed);
         assert_eq!(classify(429, Some("RATE_LIMITED")), Outcome::Failed);
-        assert_eq!(classify(503, None), Outcome::Failed);
+        assert_eq!(classify(503, Some("UNAVAILABLE")), Outcome::Shed);
+        assert_eq!(classify(500, Some("INTERNAL")), Outcome::Failed);
     }
 
     #[test]
@@ -229,5 +261,22 @@ mod tests {
         s.record(Outcome::Ok, Duration::from_millis(1));
         s.missed = 1;
         assert!((s.summary(Duration::from_secs(1)).error_rate - 0.5).abs() < 1e-9);
+    }
+
+    /// A fast 503 must not hide slow successes, nor the reverse.
+    #[test]
+    fn successes_and_sheds_have_percentiles_of_their_own() {
+        let mut s = Stats::default();
+        for _ in 0..900 {
+            s.record(Outcome::Shed, Duration::from_millis(2));
+        }
+        for _ in 0..100 {
+            s.record(Outcome::Ok, Duration::from_millis(80));
+        }
+        let sum = s.summary(Duration::from_secs(1));
+        assert_eq!((sum.succeeded, sum.shed, sum.failed), (100, 900, 0));
+        assert!((sum.ok_p99_ms - 80.0).abs() <= 0.1, "{}", sum.ok_p99_ms);
+        assert!((sum.shed_p99_ms - 2.0).abs() <= 0.01, "{}", sum.shed_p99_ms);
+        assert!((sum.error_rate - 0.9).abs() < 1e-9, "sheds are errors");
     }
 }

@@ -118,7 +118,12 @@ impl CouponService {
             .await
     }
 
-    async fn update_policy_once(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
+    async fn update_policy_once(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        patch: PolicyPatch,
+    ) -> DomainResult<Policy> {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;

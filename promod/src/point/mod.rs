@@ -87,9 +87,9 @@ impl PointService {
                 Ok(tx)
             }
             // The key has an answer already; `idempotency::keyed` replays it.
-            Ok(InsertOutcome::Duplicate) => Err(DomainError::Conflict(
-                "idempotent request in flight".into(),
-            )),
+            Ok(InsertOutcome::Duplicate) => {
+                Err(DomainError::Conflict("idempotent request in flight".into()))
+            }
             Ok(InsertOutcome::Refused(e)) | Err(e) => {
                 let outcome = match &e {
                     DomainError::InsufficientBalance => "insufficient_balance",

@@ -323,5 +323,4 @@ impl TimesaleApi for TimesaleService {
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         crate::idempotency::keyed(&self.pool, ctx, self.cancel_order_once(ctx, id)).await
     }
-
 }

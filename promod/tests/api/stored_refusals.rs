@@ -23,7 +23,10 @@ async fn a_sold_out_coupon_issue_replays_sold_out_after_restock() {
     let policy = app.create_policy(1, 1).await;
     let (_, first) = app.user_token();
     let body = json!({"policy_id": policy});
-    assert_eq!(app.post("/coupons/issue", &first, body.clone()).await.0, 201);
+    assert_eq!(
+        app.post("/coupons/issue", &first, body.clone()).await.0,
+        201
+    );
     let (_, token) = app.user_token();
     let refused = keyed(&app, "/coupons/issue", &token, body.clone(), "k").await;
     assert_eq!(code(&refused), (409, Some("SOLD_OUT")), "{}", refused.1);
@@ -86,7 +89,11 @@ async fn an_already_used_coupon_use_replays_refused_after_the_use_is_cancelled()
         .await;
     let use_path = format!("/coupons/{}/use", id(&coupon));
     let used = app
-        .post(&use_path, &token, json!({"order_id": "o1", "order_amount": 20000}))
+        .post(
+            &use_path,
+            &token,
+            json!({"order_id": "o1", "order_amount": 20000}),
+        )
         .await;
     assert_eq!(used.0, 200, "{}", used.1);
     let body = json!({"order_id": "o2", "order_amount": 20000});
