@@ -43,6 +43,8 @@ pub enum DomainError {
     Internal(String),
 }
 
+const SHED_MESSAGE: &str = "server overloaded, retry later";
+
 impl DomainError {
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         DomainError::Validation {
@@ -124,6 +126,18 @@ impl DomainError {
                 | DomainError::InsufficientBalance
                 | DomainError::NotActive(_)
         )
+    }
+
+    /// A server shedding load: the answer every port gives when its bound on
+    /// work in flight is reached. It crosses gRPC unchanged (the message is
+    /// the mark), so a caller's circuit breaker can tell a busy role, which
+    /// is protecting itself, from a failing one.
+    pub fn shed() -> Self {
+        DomainError::Unavailable(SHED_MESSAGE.into())
+    }
+
+    pub fn is_shed(&self) -> bool {
+        matches!(self, DomainError::Unavailable(m) if m == SHED_MESSAGE)
     }
 
     /// Business refusals are answers, not faults: a circuit breaker must not count them.

@@ -76,10 +76,17 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %detail, "internal error");
         }
         let mut resp = (http_status(&self.0), Json(error_body(&self.0))).into_response();
-        if let DomainError::RateLimited { retry_after_secs } = self.0 {
-            if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
-                resp.headers_mut().insert("retry-after", v);
-            }
+        // Every 503 says when to come back, whichever layer gave it up (a
+        // shedding role behind the gateway, an open circuit, a store down):
+        // clients that honour it spread their retries instead of hammering.
+        let retry_after = match self.0 {
+            DomainError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            DomainError::Unavailable(_) | DomainError::CircuitOpen(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         resp
     }
@@ -161,5 +168,19 @@ mod tests {
             let back = from_status(to_status(e.clone()));
             assert_eq!(back, e);
         }
+    }
+
+    /// A shedding role behind the gateway answers its gRPC call with
+    /// `Unavailable`; the gateway's 503 must still say when to come back.
+    #[test]
+    fn every_503_carries_retry_after() {
+        let shed = from_status(to_status(DomainError::Unavailable("overloaded".into())));
+        for e in [shed, DomainError::CircuitOpen("coupon".into())] {
+            let resp = ApiError(e).into_response();
+            assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(resp.headers()["retry-after"], "1");
+        }
+        let refused = ApiError(DomainError::SoldOut).into_response();
+        assert!(refused.headers().get("retry-after").is_none());
     }
 }

@@ -35,8 +35,6 @@ const NEVER_SHED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 /// What a shed client is told to wait before trying again, in seconds.
 const RETRY_AFTER_SECS: u64 = 1;
 
-const MESSAGE: &str = "server overloaded, retry later";
-
 /// One port's bound: shared by every route and connection of that port.
 #[derive(Clone)]
 pub struct Gate {
@@ -87,7 +85,7 @@ impl Drop for Permit {
 
 /// The REST refusal: the API's error JSON, as every other 503.
 fn rest_refusal() -> axum::response::Response {
-    let mut resp = ApiError(DomainError::Unavailable(MESSAGE.into())).into_response();
+    let mut resp = ApiError(DomainError::shed()).into_response();
     resp.headers_mut()
         .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
     resp
@@ -96,7 +94,7 @@ fn rest_refusal() -> axum::response::Response {
 /// The gRPC refusal: `Unavailable`, through the one status mapping, so the
 /// gateway on the other side reads it back as `UNAVAILABLE`.
 fn grpc_refusal() -> Response<tonic::body::Body> {
-    let mut status = to_status(DomainError::Unavailable(MESSAGE.into()));
+    let mut status = to_status(DomainError::shed());
     status
         .metadata_mut()
         .insert("retry-after", RETRY_AFTER_SECS.into());

@@ -134,7 +134,9 @@ impl Breaker {
             return Err(DomainError::CircuitOpen(self.service.to_owned()));
         }
         let res = f.await;
-        let failed = matches!(&res, Err(e) if !e.is_business_refusal());
+        // A shed call met a live role protecting itself: opening the circuit
+        // would turn its partial service into none.
+        let failed = matches!(&res, Err(e) if !e.is_business_refusal() && !e.is_shed());
         self.record(failed);
         res
     }
@@ -183,5 +185,17 @@ mod tests {
         }
         let r = b.call(async { Ok(()) }).await;
         assert_eq!(r, Err(DomainError::CircuitOpen("test".into())));
+    }
+
+    /// A role shedding load over gRPC is alive: its sheds, read back on the
+    /// gateway's side of the call, never open the circuit.
+    #[tokio::test]
+    async fn sheds_of_a_busy_role_do_not_open_it() {
+        let b = Breaker::new("test", cfg());
+        for _ in 0..10 {
+            let shed = crate::error::from_status(crate::error::to_status(DomainError::shed()));
+            let _ = b.call(async { Err::<(), _>(shed) }).await;
+        }
+        assert_eq!(b.state(), State::Closed);
     }
 }
