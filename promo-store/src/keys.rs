@@ -43,9 +43,14 @@ pub fn timesale_journal(sale: Uuid) -> String {
     format!("{{timesale:inventory:{sale}}}:journal")
 }
 
-/// Held while a keyed write runs (`claims.rs`); keys are per user.
-pub fn idempotency_claim(scope: &str, user: Uuid, key: &str) -> String {
-    format!("idem:claim:{scope}:{user}:{key}")
+/// Held while an admitted keyed reservation runs (`stock.rs`, `Claim`), in
+/// its counter set's hash tag; keys are per user.
+pub fn coupon_claim(policy: Uuid, actor: Uuid, key: &str) -> String {
+    format!("{{coupon:policy:{policy}}}:claim:{actor}:{key}")
+}
+
+pub fn timesale_claim(sale: Uuid, actor: Uuid, key: &str) -> String {
+    format!("{{timesale:inventory:{sale}}}:claim:{actor}:{key}")
 }
 
 #[cfg(test)]
@@ -61,6 +66,14 @@ mod tests {
         assert_eq!(
             tag(&super::coupon_remaining(id)),
             tag(&super::coupon_journal(id))
+        );
+        assert_eq!(
+            tag(&super::coupon_remaining(id)),
+            tag(&super::coupon_claim(id, id, "{other}"))
+        );
+        assert_eq!(
+            tag(&super::timesale_inventory(id)),
+            tag(&super::timesale_claim(id, id, "{other}"))
         );
         assert_eq!(
             tag(&super::timesale_inventory(id)),

@@ -7,9 +7,9 @@
 //!
 //! Here: the Redis connection (`cache`), key names (`keys`), the stock port
 //! every scarce thing is admitted through, with its Redis and in-memory
-//! implementations, seed queries and rebuilds (`stock`, over `counters`),
-//! claims on idempotency keys in flight
-//! (`claims`), access-token keys (`auth`), default store urls (`urls`), event
+//! implementations, claims on idempotency keys in flight, seed queries and
+//! rebuilds (`stock`, over `counters`), writes pipelined off the answer's path
+//! (`deferred`), access-token keys (`auth`), default store urls (`urls`), event
 //! topic names (`topics`), the role names (`roles`) and the storage error
 //! (`error`).
 //!
@@ -18,7 +18,6 @@
 
 pub mod auth;
 pub mod cache;
-pub mod claims;
 pub mod counters;
 pub mod deferred;
 pub mod error;

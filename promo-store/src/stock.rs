@@ -41,6 +41,14 @@ impl Kind {
         }
     }
 
+    /// A claim's key, inside the counter set's hash tag (one script sees both).
+    pub fn claim_key(self, id: Uuid, actor: Uuid, key: &str) -> String {
+        match self {
+            Kind::Coupon => keys::coupon_claim(id, actor, key),
+            Kind::Sale => keys::timesale_claim(id, actor, key),
+        }
+    }
+
     /// The keys of one counter set; they share a hash tag.
     pub fn keys(self, id: Uuid) -> CounterKeys {
         match self {
@@ -86,6 +94,22 @@ pub struct Ask {
     pub window: Option<Window>,
 }
 
+/// The idempotency key of a keyed reservation: while a taking under it is
+/// admitted and not yet settled (its row stored, refused or given up), another
+/// taking under the same key is refused as [`Decision::InFlight`]. A retry that
+/// arrives while its first attempt is still committing must not be decided on
+/// its own: it would see the stock that attempt holds as taken and answer
+/// `SOLD_OUT` to a client about to own a row. Taken in the admission script
+/// itself, so a keyed reservation costs no extra round trip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// Whose key it is (the caller, maybe an admin acting for a user).
+    pub actor: Uuid,
+    pub key: &'a str,
+    /// How long a claim outlives a holder that never settles it (a crash).
+    pub ttl: std::time::Duration,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Taken: the user now holds `user_total` units, `remaining` are left.
@@ -99,6 +123,8 @@ pub enum Decision {
     NotActive,
     /// No live counter: rebuild from PostgreSQL, then ask again.
     Uninitialized,
+    /// Another attempt under the same [`Claim`] holds a taking.
+    InFlight,
 }
 
 /// Which parts of a taking to give back.
@@ -175,8 +201,18 @@ pub const OVERDUE_PAGE: usize = 1000;
 #[async_trait]
 pub trait StockPort: Send + Sync + 'static {
     /// The admission decision; a taking is journaled as `reservation` (the id
-    /// of the row it is for) in the same atomic step.
-    async fn take(&self, ask: &Ask, reservation: Uuid) -> DomainResult<Decision>;
+    /// of the row it is for) in the same atomic step, and holds `claim` until
+    /// [`StockPort::release_claim`] (or the claim's TTL).
+    async fn take(
+        &self,
+        ask: &Ask,
+        reservation: Uuid,
+        claim: Option<&Claim<'_>>,
+    ) -> DomainResult<Decision>;
+    /// Ends a claim whose taking is settled, off the caller's path: until it
+    /// is gone a retry is refused as in flight and finds the stored answer; a
+    /// lost release lapses with the TTL.
+    fn release_claim(&self, kind: Kind, id: Uuid, actor: Uuid, key: &str);
     /// Removes `entry` from the journal and, only if it was still there, gives
     /// back `what` of it (nothing once the row is stored). Returns whether it
     /// was there: of any number of concurrent settlings of one entry (the
@@ -227,21 +263,22 @@ pub trait StockPort: Send + Sync + 'static {
     /// The live remaining counter, if there is one.
     async fn remaining(&self, kind: Kind, id: Uuid) -> DomainResult<Option<i64>>;
     async fn snapshot(&self, kind: Kind, id: Uuid) -> DomainResult<Option<Snapshot>>;
-    /// Claims on idempotency keys of requests in flight (`promod`'s `inflight.rs`),
-    /// kept where the admission state is.
-    fn claims(&self) -> &dyn crate::claims::KeyClaims;
 }
 
-/// KEYS = remaining, users, journal; ARGV = user, quantity, limit, journal
-/// member, then now, start, end (milliseconds) when there is a window. Returns
-/// {remaining, user total} or {negative code}. It checks before it writes, so
+/// KEYS = remaining, users, journal, and the claim when there is one; ARGV =
+/// user, quantity, limit, journal member, now, start, end (milliseconds; empty
+/// without a window), claim TTL (ms; empty without a claim). Returns
+/// {remaining, user total} or {negative code}. A held claim refuses first:
+/// the retry of a running attempt is not decided on its own; a refused taking
+/// sets no claim. It checks before it writes, so
 /// the counter never goes below zero (unlike a DECR followed by a compensating
 /// INCR). A taking is journaled at Redis's own time in the same step, so no
 /// crash can leave a taking that nothing knows of.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if ARGV[5] then
+if ARGV[8] ~= '' and redis.call('EXISTS', KEYS[4]) == 1 then return {-5} end
+if ARGV[5] ~= '' then
   local now = tonumber(ARGV[5])
   if now < tonumber(ARGV[6]) or now >= tonumber(ARGV[7]) then return {-4} end
 end
@@ -256,6 +293,7 @@ if stock < qty then return {-1} end
 redis.call('DECRBY', KEYS[1], qty)
 local t = redis.call('TIME')
 redis.call('ZADD', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), ARGV[4])
+if ARGV[8] ~= '' then redis.call('SET', KEYS[4], '1', 'PX', ARGV[8]) end
 return {stock - qty, redis.call('HINCRBY', KEYS[2], ARGV[1], qty)}
 "#,
     )
@@ -297,6 +335,7 @@ fn decision(reply: &[i64]) -> DomainResult<Decision> {
         [-2] => Decision::LimitExceeded,
         [-3] => Decision::Uninitialized,
         [-4] => Decision::NotActive,
+        [-5] => Decision::InFlight,
         [remaining, user_total] => Decision::Taken {
             user_total: *user_total,
             remaining: *remaining,
@@ -312,7 +351,6 @@ fn decision(reply: &[i64]) -> DomainResult<Decision> {
 #[derive(Clone)]
 pub struct RedisStock {
     conn: crate::cache::Redis,
-    claims: crate::claims::RedisClaims,
     deferred: Arc<crate::deferred::Deferred>,
 }
 
@@ -344,21 +382,18 @@ impl RedisStock {
 
     pub fn new(conn: crate::cache::Redis) -> Self {
         let deferred = Arc::new(crate::deferred::Deferred::new(conn.clone()));
-        RedisStock {
-            claims: crate::claims::RedisClaims::new(conn.clone(), deferred.clone()),
-            conn,
-            deferred,
-        }
+        RedisStock { conn, deferred }
     }
 }
 
 #[async_trait]
 impl StockPort for RedisStock {
-    fn claims(&self) -> &dyn crate::claims::KeyClaims {
-        &self.claims
-    }
-
-    async fn take(&self, ask: &Ask, reservation: Uuid) -> DomainResult<Decision> {
+    async fn take(
+        &self,
+        ask: &Ask,
+        reservation: Uuid,
+        claim: Option<&Claim<'_>>,
+    ) -> DomainResult<Decision> {
         let keys = ask.kind.keys(ask.id);
         let mut call = TAKE.key(keys.remaining);
         call.key(keys.users)
@@ -367,11 +402,19 @@ impl StockPort for RedisStock {
             .arg(ask.quantity)
             .arg(ask.per_user_limit)
             .arg(Entry::of(ask, reservation).member());
-        if let Some(w) = ask.window {
-            call.arg(w.now.timestamp_millis())
+        match ask.window {
+            Some(w) => call
+                .arg(w.now.timestamp_millis())
                 .arg(w.start.timestamp_millis())
-                .arg(w.end.timestamp_millis());
-        }
+                .arg(w.end.timestamp_millis()),
+            None => call.arg("").arg("").arg(""),
+        };
+        match claim {
+            Some(c) => call
+                .key(ask.kind.claim_key(ask.id, c.actor, c.key))
+                .arg(c.ttl.as_millis().max(1) as u64),
+            None => call.arg(""),
+        };
         let reply: Vec<i64> = call
             .invoke_async(&mut self.conn.clone())
             .await
@@ -406,6 +449,12 @@ impl StockPort for RedisStock {
         let mut zrem = redis::cmd("ZREM");
         zrem.arg(kind.keys(id).journal).arg(entry.member());
         self.deferred.send(zrem);
+    }
+
+    fn release_claim(&self, kind: Kind, id: Uuid, actor: Uuid, key: &str) {
+        let mut del = redis::cmd("DEL");
+        del.arg(kind.claim_key(id, actor, key));
+        self.deferred.send(del);
     }
 
     async fn journals(
@@ -502,13 +551,14 @@ impl StockPort for RedisStock {
 #[derive(Clone, Default)]
 pub struct MemoryStock {
     state: Arc<Mutex<MemoryState>>,
-    claims: Arc<crate::claims::MemoryClaims>,
 }
 
 #[derive(Default)]
 struct MemoryState {
     counters: HashMap<(Kind, Uuid), Snapshot>,
     journals: HashMap<(Kind, Uuid), HashMap<Entry, std::time::Instant>>,
+    /// Claim key -> when it lapses.
+    claims: HashMap<String, std::time::Instant>,
 }
 
 impl MemoryState {
@@ -536,15 +586,25 @@ impl MemoryStock {
 
 #[async_trait]
 impl StockPort for MemoryStock {
-    fn claims(&self) -> &dyn crate::claims::KeyClaims {
-        &*self.claims
-    }
-
-    async fn take(&self, ask: &Ask, reservation: Uuid) -> DomainResult<Decision> {
-        if ask.window.is_some_and(|w| !w.contains_now()) {
-            return Ok(Decision::NotActive);
-        }
+    async fn take(
+        &self,
+        ask: &Ask,
+        reservation: Uuid,
+        claim: Option<&Claim<'_>>,
+    ) -> DomainResult<Decision> {
+        let now = std::time::Instant::now();
+        let claim = claim.map(|c| (ask.kind.claim_key(ask.id, c.actor, c.key), now + c.ttl));
         Ok(self.with(|state| {
+            // The script's order of checks, under one lock as the script is atomic.
+            if claim
+                .as_ref()
+                .is_some_and(|(c, _)| state.claims.get(c).is_some_and(|until| *until > now))
+            {
+                return Decision::InFlight;
+            }
+            if ask.window.is_some_and(|w| !w.contains_now()) {
+                return Decision::NotActive;
+            }
             let Some((stock, users)) = state.counters.get_mut(&(ask.kind, ask.id)) else {
                 return Decision::Uninitialized;
             };
@@ -567,6 +627,7 @@ impl StockPort for MemoryStock {
                 .entry((ask.kind, ask.id))
                 .or_default()
                 .insert(Entry::of(ask, reservation), std::time::Instant::now());
+            state.claims.extend(claim);
             Decision::Taken {
                 user_total: held + ask.quantity,
                 remaining,
@@ -604,6 +665,11 @@ impl StockPort for MemoryStock {
             }
             removed
         }))
+    }
+
+    fn release_claim(&self, kind: Kind, id: Uuid, actor: Uuid, key: &str) {
+        let claim = kind.claim_key(id, actor, key);
+        self.with(|state| state.claims.remove(&claim));
     }
 
     fn settle_stored(&self, kind: Kind, id: Uuid, entry: &Entry) {

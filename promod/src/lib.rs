@@ -15,7 +15,6 @@ pub mod error;
 pub mod gateway;
 pub mod http;
 pub mod idempotency;
-pub mod inflight;
 pub mod metrics;
 pub mod outbox;
 pub mod overload;

@@ -1,9 +1,11 @@
 //! The reservation engine: how every scarce thing is taken. Coupon issues
 //! and time-sale orders are the same algorithm over different rows:
 //!
-//! 1. claim the request's idempotency key while it runs (`inflight.rs`);
-//! 2. admission: one atomic decision of the stock port (Redis Lua), with a
-//!    rebuild from PostgreSQL when the counter is missing;
+//! 1. admission: one atomic decision of the stock port (Redis Lua), with a
+//!    rebuild from PostgreSQL when the counter is missing; a keyed request
+//!    claims its key in the same step (`stock::Claim`), so a retry of an
+//!    attempt still running is not decided on its own;
+//! 2. the answer is made final by `idempotency::keyed` (a refusal is stored);
 //! 3. the group commit (`batcher.rs`) stores the row with its counters,
 //!    idempotency record and event; PostgreSQL's constraints are the last line;
 //! 4. compensation: whatever was taken in Redis but not stored is given back,
@@ -22,7 +24,7 @@ use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{StoreError, StoreResult};
-use promo_store::stock::{Ask, Decision, Entry, Kind, Release, StockPort};
+use promo_store::stock::{Ask, Claim, Decision, Entry, Kind, Release, StockPort};
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgConnection, PgPool};
 use std::future::Future;
@@ -206,51 +208,82 @@ impl<K: Reservable> Engine<K> {
         &*self.stock
     }
 
-    /// Runs `work` as the one attempt of the request's idempotency key (see
-    /// `inflight.rs`); everything a reservation decides belongs inside it.
+    /// Runs `work`, everything one reservation decides, and makes its answer
+    /// final (`idempotency::keyed`: a business refusal is stored too).
+    ///
+    /// A keyed reservation reads no stored answer before it runs: that read
+    /// cost a PostgreSQL round trip per keyed write. A retry of a request that
+    /// already has an answer is decided again instead; the group commit finds
+    /// its key taken (`InsertOutcome::Duplicate`), gives back what admission
+    /// took and replays the stored answer, and any refusal finds the stored
+    /// answer when it tries to record its own. So a retry still gets its first
+    /// answer; the price is that, while it runs, it holds the units it took for
+    /// a moment, as any concurrent attempt does.
     pub async fn exclusive<T: DeserializeOwned>(
         &self,
         ctx: &Ctx,
         work: impl Future<Output = DomainResult<T>>,
     ) -> DomainResult<T> {
-        crate::inflight::exclusive(self.stock.claims(), &self.pool, K::KIND.as_str(), ctx, work)
-            .await
+        crate::idempotency::keyed(&self.pool, ctx, work).await
     }
 
     /// Takes `ask` and stores the row `make` builds from its id (the
-    /// reservation the taking is journaled under: the row must carry it) and
-    /// the user's holding after the taking. Call it inside [`Self::exclusive`].
+    /// reservation the taking is journaled under: the row must carry it).
+    /// Call it inside [`Self::exclusive`].
     pub async fn take(
         &self,
+        ctx: &Ctx,
         ask: Ask,
-        make: impl FnOnce(Uuid, i64) -> Pending<K::Row>,
+        make: impl FnOnce(Uuid) -> K::Row,
     ) -> DomainResult<K::Row> {
         let reservation = Uuid::now_v7();
         let at = Instant::now();
-        let user_total = self.admit(&ask, reservation).await.inspect_err(|e| {
-            outcome(
-                K::METRIC,
-                match e {
-                    DomainError::SoldOut => "sold_out",
-                    DomainError::LimitExceeded => "limit_exceeded",
-                    DomainError::NotActive(_) => "not_active",
-                    _ => "error",
-                },
-            )
-        })?;
+        let claim = ctx.idem.as_ref().map(|k| Claim {
+            actor: ctx.principal.user_id,
+            key: &k.key,
+            // Past the reconciler's bound the taking is settled whatever
+            // became of its holder.
+            ttl: commit_deadline() * 2,
+        });
+        let user_total = self
+            .admit(&ask, reservation, claim.as_ref())
+            .await
+            .inspect_err(|e| {
+                outcome(
+                    K::METRIC,
+                    match e {
+                        DomainError::SoldOut => "sold_out",
+                        DomainError::LimitExceeded => "limit_exceeded",
+                        DomainError::NotActive(_) => "not_active",
+                        _ => "error",
+                    },
+                )
+            })?;
         failpoint("after_admission");
         let entry = Entry::of(&ask, reservation);
-        let pending = make(reservation, user_total);
+        let pending = Pending {
+            row: make(reservation),
+            user_total,
+            per_user_limit: ask.per_user_limit,
+            idem: ctx.idem.clone(),
+            actor: ctx.principal.user_id,
+        };
         let row = pending.row.clone();
-        match self.batcher.submit(Admitted { pending, at }).await {
+        let stored = self.batcher.submit(Admitted { pending, at }).await;
+        // Settled whichever way: a retry now finds the stored answer, or
+        // (refused, failed) is decided anew.
+        if let Some(c) = &claim {
+            self.stock.release_claim(K::KIND, ask.id, c.actor, c.key);
+        }
+        match stored {
             Ok(InsertOutcome::Stored(())) => {
                 outcome(K::METRIC, K::STORED);
                 self.stock.settle_stored(K::KIND, ask.id, &entry);
                 Ok(row)
             }
             Ok(InsertOutcome::Duplicate) => {
-                // Another attempt stored this key's answer first; `exclusive`
-                // replays it for any error of this one.
+                // Another attempt stored this key's answer first;
+                // `idempotency::keyed` replays it for any error of this one.
                 self.settle(ask.id, &entry, Release::BOTH).await;
                 Err(DomainError::Conflict("idempotent request in flight".into()))
             }
@@ -293,9 +326,14 @@ impl<K: Reservable> Engine<K> {
     }
 
     /// The admission decision; a missing counter is rebuilt once.
-    async fn admit(&self, ask: &Ask, reservation: Uuid) -> DomainResult<i64> {
+    async fn admit(
+        &self,
+        ask: &Ask,
+        reservation: Uuid,
+        claim: Option<&Claim<'_>>,
+    ) -> DomainResult<i64> {
         for _ in 0..2 {
-            match self.stock.take(ask, reservation).await? {
+            match self.stock.take(ask, reservation, claim).await? {
                 Decision::Taken { user_total, .. } => return Ok(user_total),
                 Decision::SoldOut => return Err(DomainError::SoldOut),
                 Decision::LimitExceeded => return Err(DomainError::LimitExceeded),
@@ -307,6 +345,13 @@ impl<K: Reservable> Engine<K> {
                 }
                 Decision::Uninitialized => {
                     self.rebuild(ask.id, false).await?;
+                }
+                Decision::InFlight => {
+                    // `idempotency::keyed` answers with the stored answer if
+                    // there is one by then; else "ask again".
+                    return Err(DomainError::Conflict(
+                        "a request with this idempotency key is in flight".into(),
+                    ));
                 }
             }
         }

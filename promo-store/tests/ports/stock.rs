@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use promo_store::counters::CounterSeed;
 use promo_store::stock::{
-    Ask, Decision, Entry, Journal, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
+    Ask, Claim, Decision, Entry, Journal, Kind, MemoryStock, RedisStock, Release, StockPort, Window,
 };
 use std::sync::Arc;
 use std::time::Duration as Age;
@@ -54,7 +54,7 @@ fn stock(n: i64) -> CounterSeed {
 async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
     let id = Uuid::new_v4();
     let first = port
-        .take(&ask(kind, id, Uuid::new_v4(), 1, 1), Uuid::new_v4())
+        .take(&ask(kind, id, Uuid::new_v4(), 1, 1), Uuid::new_v4(), None)
         .await;
     assert_eq!(first.unwrap(), Decision::Uninitialized);
     assert!(port.seed(kind, id, &stock(50), false).await.unwrap());
@@ -65,7 +65,7 @@ async fn never_oversells(port: Arc<dyn StockPort>, kind: Kind) {
         let q = 1 + (i % 3);
         let a = ask(kind, id, Uuid::new_v4(), q, 3);
         tasks.push(tokio::spawn(async move {
-            (q, port.take(&a, Uuid::new_v4()).await.unwrap())
+            (q, port.take(&a, Uuid::new_v4(), None).await.unwrap())
         }));
     }
     let mut taken = 0;
@@ -93,7 +93,7 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
         let port = port.clone();
         let a = ask(kind, id, user, 1, 3);
         tasks.push(tokio::spawn(async move {
-            port.take(&a, Uuid::new_v4()).await.unwrap()
+            port.take(&a, Uuid::new_v4(), None).await.unwrap()
         }));
     }
     let mut totals = Vec::new();
@@ -111,11 +111,11 @@ async fn per_user_limit_holds(port: Arc<dyn StockPort>, kind: Kind) {
     let other = Uuid::new_v4();
     let two = ask(kind, id, other, 2, 3);
     assert!(matches!(
-        port.take(&two, Uuid::new_v4()).await.unwrap(),
+        port.take(&two, Uuid::new_v4(), None).await.unwrap(),
         Decision::Taken { .. }
     ));
     assert_eq!(
-        port.take(&two, Uuid::new_v4()).await.unwrap(),
+        port.take(&two, Uuid::new_v4(), None).await.unwrap(),
         Decision::LimitExceeded
     );
 }
@@ -129,21 +129,21 @@ async fn window_rules(port: Arc<dyn StockPort>) {
     let w = early.window.as_mut().unwrap();
     w.now = w.start - Duration::milliseconds(1);
     assert_eq!(
-        port.take(&early, Uuid::new_v4()).await.unwrap(),
+        port.take(&early, Uuid::new_v4(), None).await.unwrap(),
         Decision::NotActive
     );
     let mut late = windowed(id, user, 1, 5);
     let w = late.window.as_mut().unwrap();
     w.now = w.end;
     assert_eq!(
-        port.take(&late, Uuid::new_v4()).await.unwrap(),
+        port.take(&late, Uuid::new_v4(), None).await.unwrap(),
         Decision::NotActive
     );
     let mut at_start = windowed(id, user, 1, 5);
     let w = at_start.window.as_mut().unwrap();
     w.now = w.start;
     assert!(matches!(
-        port.take(&at_start, Uuid::new_v4()).await.unwrap(),
+        port.take(&at_start, Uuid::new_v4(), None).await.unwrap(),
         Decision::Taken {
             remaining: 4,
             user_total: 1
@@ -157,7 +157,7 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     let user = Uuid::new_v4();
     port.seed(kind, id, &stock(5), false).await.unwrap();
     assert!(matches!(
-        port.take(&ask(kind, id, user, 1, 5), Uuid::new_v4())
+        port.take(&ask(kind, id, user, 1, 5), Uuid::new_v4(), None)
             .await
             .unwrap(),
         Decision::Taken {
@@ -168,12 +168,12 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     // More than is left: refused whole, nothing taken.
     let big = ask(kind, id, Uuid::new_v4(), 5, 5);
     assert_eq!(
-        port.take(&big, Uuid::new_v4()).await.unwrap(),
+        port.take(&big, Uuid::new_v4(), None).await.unwrap(),
         Decision::SoldOut
     );
     assert_eq!(port.remaining(kind, id).await.unwrap(), Some(4));
     assert!(matches!(
-        port.take(&ask(kind, id, user, 4, 5), Uuid::new_v4())
+        port.take(&ask(kind, id, user, 4, 5), Uuid::new_v4(), None)
             .await
             .unwrap(),
         Decision::Taken {
@@ -183,7 +183,7 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     ));
     let one = ask(kind, id, Uuid::new_v4(), 1, 5);
     assert_eq!(
-        port.take(&one, Uuid::new_v4()).await.unwrap(),
+        port.take(&one, Uuid::new_v4(), None).await.unwrap(),
         Decision::SoldOut
     );
     port.release(kind, id, user, 4, Release::BOTH)
@@ -208,12 +208,12 @@ async fn release_and_seed_rules(port: Arc<dyn StockPort>, kind: Kind) {
     assert!(port.seed(kind, id, &seed, true).await.unwrap());
     let more = ask(kind, id, user, 1, 5);
     assert_eq!(
-        port.take(&more, Uuid::new_v4()).await.unwrap(),
+        port.take(&more, Uuid::new_v4(), None).await.unwrap(),
         Decision::LimitExceeded
     );
     port.adjust(kind, id, -2).await.unwrap();
     assert_eq!(
-        port.take(&one, Uuid::new_v4()).await.unwrap(),
+        port.take(&one, Uuid::new_v4(), None).await.unwrap(),
         Decision::SoldOut
     );
     // A release or an adjustment without a counter leaves it missing for the
@@ -232,7 +232,7 @@ async fn kinds_do_not_share_counters(port: Arc<dyn StockPort>) {
     assert_eq!(port.remaining(Kind::Sale, id).await.unwrap(), None);
     let sale = ask(Kind::Sale, id, Uuid::new_v4(), 1, 1);
     assert_eq!(
-        port.take(&sale, Uuid::new_v4()).await.unwrap(),
+        port.take(&sale, Uuid::new_v4(), None).await.unwrap(),
         Decision::Uninitialized
     );
 }
@@ -250,7 +250,7 @@ async fn takings_are_journaled(port: Arc<dyn StockPort>, kind: Kind) {
     let user = Uuid::new_v4();
     // A missing counter takes nothing and journals nothing.
     let cold = ask(kind, id, user, 1, 2);
-    let took = port.take(&cold, Uuid::new_v4()).await.unwrap();
+    let took = port.take(&cold, Uuid::new_v4(), None).await.unwrap();
     assert_eq!(took, Decision::Uninitialized);
     assert_eq!(
         journal_of(&*port, kind, id, Age::ZERO).await,
@@ -260,11 +260,14 @@ async fn takings_are_journaled(port: Arc<dyn StockPort>, kind: Kind) {
     let a = ask(kind, id, user, 2, 2);
     let (stored, lost) = (Uuid::new_v4(), Uuid::new_v4());
     assert!(matches!(
-        port.take(&a, stored).await.unwrap(),
+        port.take(&a, stored, None).await.unwrap(),
         Decision::Taken { .. }
     ));
     // Over the limit: refused, not journaled.
-    assert_eq!(port.take(&a, lost).await.unwrap(), Decision::LimitExceeded);
+    assert_eq!(
+        port.take(&a, lost, None).await.unwrap(),
+        Decision::LimitExceeded
+    );
     let j = journal_of(&*port, kind, id, Age::ZERO).await;
     assert_eq!(j.size, 1);
     assert_eq!(j.overdue, vec![Entry::of(&a, stored)]);
@@ -295,7 +298,7 @@ async fn settle_gives_back_exactly_once(port: Arc<dyn StockPort>, kind: Kind) {
     for _ in 0..20 {
         let a = ask(kind, id, Uuid::new_v4(), 1 + (entries.len() as i64 % 2), 2);
         let reservation = Uuid::new_v4();
-        if let Decision::Taken { .. } = port.take(&a, reservation).await.unwrap() {
+        if let Decision::Taken { .. } = port.take(&a, reservation, None).await.unwrap() {
             entries.push(Entry::of(&a, reservation));
         }
     }
@@ -329,7 +332,7 @@ async fn settle_follows_release(port: Arc<dyn StockPort>, kind: Kind) {
     port.seed(kind, id, &stock(5), false).await.unwrap();
     let a = ask(kind, id, user, 2, 5);
     let r = Uuid::new_v4();
-    port.take(&a, r).await.unwrap();
+    port.take(&a, r, None).await.unwrap();
     let user_only = Release {
         stock: false,
         user: true,
@@ -356,7 +359,7 @@ async fn a_rebuild_clears_the_journal(port: Arc<dyn StockPort>, kind: Kind) {
     port.seed(kind, id, &stock(5), false).await.unwrap();
     let a = ask(kind, id, Uuid::new_v4(), 1, 5);
     let r = Uuid::new_v4();
-    port.take(&a, r).await.unwrap();
+    port.take(&a, r, None).await.unwrap();
     assert!(!port.seed(kind, id, &stock(5), false).await.unwrap());
     assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 1);
     assert!(port.seed(kind, id, &stock(5), true).await.unwrap());
@@ -381,7 +384,7 @@ async fn stored_settles_remove_only_the_entry(port: Arc<dyn StockPort>, kind: Ki
     for _ in 0..50 {
         let a = ask(kind, id, Uuid::new_v4(), 1, 1);
         let reservation = Uuid::new_v4();
-        if let Decision::Taken { .. } = port.take(&a, reservation).await.unwrap() {
+        if let Decision::Taken { .. } = port.take(&a, reservation, None).await.unwrap() {
             entries.push(Entry::of(&a, reservation));
         }
     }
@@ -410,6 +413,77 @@ async fn stored_settles_remove_only_the_entry(port: Arc<dyn StockPort>, kind: Ki
         .await
         .unwrap());
     assert_eq!(port.remaining(kind, id).await.unwrap(), Some(1));
+}
+
+/// A claimed taking refuses another under the same key until released (or
+/// its TTL); a refused taking sets no claim; other keys and users are free.
+async fn claims_stop_a_second_attempt(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    let (user, actor) = (Uuid::new_v4(), Uuid::new_v4());
+    port.seed(kind, id, &stock(2), false).await.unwrap();
+    let claim = |key| Claim {
+        actor,
+        key,
+        ttl: Age::from_secs(60),
+    };
+    let a = ask(kind, id, user, 1, 5);
+    let k = claim("k");
+    let took = |d: Decision| matches!(d, Decision::Taken { .. });
+    assert!(took(port.take(&a, Uuid::new_v4(), Some(&k)).await.unwrap()));
+    assert_eq!(
+        port.take(&a, Uuid::new_v4(), Some(&k)).await.unwrap(),
+        Decision::InFlight
+    );
+    let other = claim("other");
+    assert!(took(
+        port.take(&a, Uuid::new_v4(), Some(&other)).await.unwrap()
+    ));
+    // Sold out now: a refusal holds no claim.
+    let late = claim("late");
+    assert_eq!(
+        port.take(&a, Uuid::new_v4(), Some(&late)).await.unwrap(),
+        Decision::SoldOut
+    );
+    port.release(kind, id, user, 1, Release::BOTH)
+        .await
+        .unwrap();
+    assert!(took(
+        port.take(&a, Uuid::new_v4(), Some(&late)).await.unwrap()
+    ));
+    // Released claims free their key (the release is deferred: wait).
+    port.release(kind, id, user, 1, Release::BOTH)
+        .await
+        .unwrap();
+    port.release_claim(kind, id, actor, "k");
+    let mut d = Decision::InFlight;
+    for _ in 0..100 {
+        d = port.take(&a, Uuid::new_v4(), Some(&k)).await.unwrap();
+        if d != Decision::InFlight {
+            break;
+        }
+        tokio::time::sleep(Age::from_millis(20)).await;
+    }
+    assert!(took(d), "{d:?}");
+    // A short TTL lapses by itself (a holder that crashed).
+    port.release(kind, id, user, 1, Release::BOTH)
+        .await
+        .unwrap();
+    let brief = Claim {
+        ttl: Age::from_millis(50),
+        ..claim("brief")
+    };
+    assert!(took(
+        port.take(&a, Uuid::new_v4(), Some(&brief)).await.unwrap()
+    ));
+    port.release(kind, id, user, 1, Release::BOTH)
+        .await
+        .unwrap();
+    if port.take(&a, Uuid::new_v4(), Some(&brief)).await.unwrap() == Decision::InFlight {
+        tokio::time::sleep(Age::from_millis(120)).await;
+        assert!(took(
+            port.take(&a, Uuid::new_v4(), Some(&brief)).await.unwrap()
+        ));
+    }
 }
 
 macro_rules! contract {
@@ -459,6 +533,11 @@ macro_rules! contract {
             async fn stored_settles_remove_only_the_entry_soon() {
                 stored_settles_remove_only_the_entry($make, Kind::Coupon).await;
                 stored_settles_remove_only_the_entry($make, Kind::Sale).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_claimed_key_refuses_a_second_attempt() {
+                claims_stop_a_second_attempt($make, Kind::Coupon).await;
+                claims_stop_a_second_attempt($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {

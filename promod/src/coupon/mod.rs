@@ -10,7 +10,7 @@ pub mod store;
 
 use crate::ctx::Ctx;
 use crate::outbox::Event;
-use crate::reserve::{Engine, Pending};
+use crate::reserve::Engine;
 use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
@@ -97,23 +97,17 @@ impl CouponService {
             window: None,
         };
         self.engine
-            .take(ask, |id, user_seq| Pending {
-                row: Coupon {
-                    id,
-                    code: coupon::coupon_code(rand::random()),
-                    policy_id,
-                    user_id,
-                    status: CouponStatus::Available,
-                    order_id: None,
-                    discount_amount: None,
-                    used_at: None,
-                    expires_at: policy.valid_until,
-                    issued_at: now,
-                },
-                user_total: user_seq,
-                per_user_limit: policy.per_user_limit,
-                idem: ctx.idem.clone(),
-                actor: ctx.principal.user_id,
+            .take(ctx, ask, |id| Coupon {
+                id,
+                code: coupon::coupon_code(rand::random()),
+                policy_id,
+                user_id,
+                status: CouponStatus::Available,
+                order_id: None,
+                discount_amount: None,
+                used_at: None,
+                expires_at: policy.valid_until,
+                issued_at: now,
             })
             .await
     }

@@ -10,7 +10,7 @@ pub mod store;
 
 use crate::ctx::Ctx;
 use crate::outbox::Event;
-use crate::reserve::{Engine, Pending};
+use crate::reserve::Engine;
 use crate::transact::begin;
 use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
@@ -91,22 +91,16 @@ impl TimesaleService {
             }),
         };
         self.engine
-            .take(ask, |id, _| Pending {
-                row: Order {
-                    id,
-                    time_sale_id: sale_id,
-                    user_id,
-                    quantity,
-                    unit_price: sale.sale_price,
-                    total_price,
-                    status: OrderStatus::Confirmed,
-                    created_at: now,
-                    cancelled_at: None,
-                },
-                user_total: 0,
-                per_user_limit: sale.per_user_limit,
-                idem: ctx.idem.clone(),
-                actor: ctx.principal.user_id,
+            .take(ctx, ask, |id| Order {
+                id,
+                time_sale_id: sale_id,
+                user_id,
+                quantity,
+                unit_price: sale.sale_price,
+                total_price,
+                status: OrderStatus::Confirmed,
+                created_at: now,
+                cancelled_at: None,
             })
             .await
     }

@@ -1,6 +1,7 @@
 //! Coupon behaviour through the gateway, against real PostgreSQL and Redis.
 
 use super::helpers::{concurrently, hold_claim, spawn_app, tally};
+use promo_store::stock::Kind;
 use serde_json::json;
 use std::sync::Arc;
 
@@ -402,7 +403,7 @@ async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
             Some(key),
         )
     };
-    hold_claim("coupon", a, "k", true).await;
+    hold_claim(Kind::Coupon, policy, a, "k", true).await;
     let (s, b) = issue("k").await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
@@ -410,7 +411,7 @@ async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
         "{b}"
     );
     // Once it is done (here: without an answer), the retry is decided.
-    hold_claim("coupon", a, "k", false).await;
+    hold_claim(Kind::Coupon, policy, a, "k", false).await;
     let (s, b) = issue("k").await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
@@ -433,9 +434,9 @@ async fn a_retry_while_its_first_attempt_runs_is_asked_to_wait_not_refused() {
     };
     let first = post().await;
     assert_eq!(first.0, 201);
-    hold_claim("coupon", b_user, "k2", true).await;
+    hold_claim(Kind::Coupon, roomy, b_user, "k2", true).await;
     assert_eq!(post().await, first);
-    hold_claim("coupon", b_user, "k2", false).await;
+    hold_claim(Kind::Coupon, roomy, b_user, "k2", false).await;
     assert_eq!(db_count(&app, roomy).await, (1, 1));
 }
 

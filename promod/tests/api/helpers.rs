@@ -381,14 +381,21 @@ impl TestApp {
     }
 }
 
-/// Holds a key's claim as a first attempt still running would (`inflight.rs`).
-pub async fn hold_claim(scope: &str, user: uuid::Uuid, key: &str, held: bool) {
+/// Holds a key's claim on a counter set as a first attempt still running
+/// would (`promo_store::stock::Claim`).
+pub async fn hold_claim(
+    kind: promo_store::stock::Kind,
+    id: uuid::Uuid,
+    user: uuid::Uuid,
+    key: &str,
+    held: bool,
+) {
     let mut redis = redis::Client::open(super::helpers::redis_url())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let claim = promo_store::keys::idempotency_claim(scope, user, key);
+    let claim = kind.claim_key(id, user, key);
     let mut cmd = if held {
         redis::cmd("SET")
     } else {

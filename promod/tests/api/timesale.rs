@@ -173,7 +173,7 @@ async fn a_taking_without_an_order_comes_back_once_across_a_restart() {
         per_user_limit: 5,
         window: None,
     };
-    stock.take(&lost, Uuid::now_v7()).await.unwrap();
+    stock.take(&lost, Uuid::now_v7(), None).await.unwrap();
     assert_eq!(app.redis_stock(sale).await, Some(5));
     app.restart().await;
     assert_eq!(app.redis_stock(sale).await, Some(5));
@@ -856,14 +856,14 @@ async fn a_retried_order_while_its_first_attempt_runs_is_asked_to_wait_not_refus
             Some("k"),
         )
     };
-    super::helpers::hold_claim("timesale", a, "k", true).await;
+    super::helpers::hold_claim(promo_store::stock::Kind::Sale, sale, a, "k", true).await;
     let (s, b) = order().await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
         (409, Some("CONFLICT")),
         "{b}"
     );
-    super::helpers::hold_claim("timesale", a, "k", false).await;
+    super::helpers::hold_claim(promo_store::stock::Kind::Sale, sale, a, "k", false).await;
     let (s, b) = order().await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
