@@ -302,6 +302,13 @@ ensure_postgres() {
         || grep -q 'already exists' <<<"$out" || die "postgres: create database $db failed: $out"
     fi
   done
+  # The outbox's published rows and the pruner's deletes leave dead tuples
+  # that only vacuum reclaims; without autovacuum a long run slows down
+  # steadily (perf/README.md, "A sustained peak"). Not changed here: the
+  # server is the machine's.
+  if [[ $(pg_psql "$su" -c 'show autovacuum') == off ]]; then
+    log "postgres: WARNING autovacuum is off; long runs will degrade (ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf())"
+  fi
 }
 
 stop_postgres() {

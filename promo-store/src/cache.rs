@@ -8,10 +8,17 @@ use std::time::Duration;
 pub type Redis = ConnectionManager;
 
 pub async fn connect(url: &str) -> anyhow::Result<Redis> {
+    connect_waiting(url, Duration::from_millis(1000)).await
+}
+
+/// [`connect`] for a batch tool (`promoctl check`): a reply may take up to
+/// `response` (reading the per-user hash of a sale with a million buyers takes
+/// longer than a request may wait).
+pub async fn connect_waiting(url: &str, response: Duration) -> anyhow::Result<Redis> {
     let client = redis::Client::open(url).with_context(|| format!("invalid redis url {url}"))?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_millis(1000))
-        .set_response_timeout(Duration::from_millis(1000))
+        .set_response_timeout(response)
         // No reconnect retries inside a request: the crate's backoff waits
         // at least 1 s (plus jitter) before a retry, so a request meeting a
         // dead Redis took ~1.5 s to get its 503. The next request tries a

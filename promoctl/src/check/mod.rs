@@ -303,7 +303,9 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
 pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
     // A malformed url is the caller's mistake, not a dead server.
     redis::Client::open(url).map_err(|e| CtlError::usage(format!("invalid redis url: {e}")))?;
-    promo_store::cache::connect(url)
+    // A whole counter set is read at once; on a big sale that is slower than
+    // any request may wait, but nothing here is on a request's path.
+    promo_store::cache::connect_waiting(url, std::time::Duration::from_secs(30))
         .await
         .map_err(|e| CtlError::unreachable(format!("redis at {url}"), e))
 }
