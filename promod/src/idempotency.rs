@@ -67,22 +67,31 @@ async fn record_refusal(
     key: &IdemKey,
     refusal: &DomainError,
 ) -> StoreResult<bool> {
-    let body = to_json(
-        "stored refusal",
-        &StoredRefusal {
-            code: refusal.code().into(),
-            message: refusal.to_string(),
-        },
-    )?;
+    let body = StoredRefusal {
+        code: refusal.code().into(),
+        message: refusal.to_string(),
+    };
+    insert(pool, user_id, key, to_json("stored refusal", &body)?, true).await
+}
+
+/// One key's answer (or refusal); false when the key already has one.
+async fn insert<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    user_id: Uuid,
+    key: &IdemKey,
+    body: serde_json::Value,
+    refused: bool,
+) -> StoreResult<bool> {
     let res = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, key, request_hash, response, refused)
-         VALUES ($1, $2, $3, $4, true) ON CONFLICT DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
     )
     .bind(user_id)
     .bind(&key.key)
     .bind(&key.request_hash)
     .bind(body)
-    .execute(pool)
+    .bind(refused)
+    .execute(db)
     .await?;
     Ok(res.rows_affected() == 1)
 }
@@ -138,17 +147,7 @@ pub async fn record<T: Serialize>(
     response: &T,
 ) -> StoreResult<bool> {
     let body = to_json("idempotent response", response)?;
-    let res = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(user_id)
-    .bind(&key.key)
-    .bind(&key.request_hash)
-    .bind(body)
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
+    insert(&mut **tx, user_id, key, body, false).await
 }
 
 /// Records the answers of a batch in one statement inside its transaction;

@@ -5,7 +5,13 @@
 //!    rebuild from PostgreSQL when the counter is missing; a keyed request
 //!    claims its key in the same step (`stock::Claim`), so a retry of an
 //!    attempt still running is not decided on its own;
-//! 2. the answer is made final by `idempotency::keyed` (a refusal is stored);
+//! 2. the answer is made final by `idempotency::keyed` (a refusal is stored).
+//!    A keyed reservation reads no stored answer before it runs (that read
+//!    was a PostgreSQL round trip per keyed write): a retry of a request that
+//!    has an answer is decided again, the batch finds its key taken
+//!    (`InsertOutcome::Duplicate`), gives back what admission took, and the
+//!    stored answer is replayed; a refusal finds it when it tries to record
+//!    its own. The price: such a retry holds its units for a moment;
 //! 3. the group commit (`batcher.rs`) stores the row with its counters,
 //!    idempotency record and event; PostgreSQL's constraints are the last line;
 //! 4. compensation: whatever was taken in Redis but not stored is given back,
@@ -208,28 +214,9 @@ impl<K: Reservable> Engine<K> {
         &*self.stock
     }
 
-    /// Runs `work`, everything one reservation decides, and makes its answer
-    /// final (`idempotency::keyed`: a business refusal is stored too).
-    ///
-    /// A keyed reservation reads no stored answer before it runs: that read
-    /// cost a PostgreSQL round trip per keyed write. A retry of a request that
-    /// already has an answer is decided again instead; the group commit finds
-    /// its key taken (`InsertOutcome::Duplicate`), gives back what admission
-    /// took and replays the stored answer, and any refusal finds the stored
-    /// answer when it tries to record its own. So a retry still gets its first
-    /// answer; the price is that, while it runs, it holds the units it took for
-    /// a moment, as any concurrent attempt does.
-    pub async fn exclusive<T: DeserializeOwned>(
-        &self,
-        ctx: &Ctx,
-        work: impl Future<Output = DomainResult<T>>,
-    ) -> DomainResult<T> {
-        crate::idempotency::keyed(&self.pool, ctx, work).await
-    }
-
     /// Takes `ask` and stores the row `make` builds from its id (the
     /// reservation the taking is journaled under: the row must carry it).
-    /// Call it inside [`Self::exclusive`].
+    /// Call it inside `idempotency::keyed`, which makes its answer final.
     pub async fn take(
         &self,
         ctx: &Ctx,

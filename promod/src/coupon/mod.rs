@@ -217,7 +217,7 @@ impl CouponApi for CouponService {
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
         let work = self.issue_once(ctx, policy_id, user_id);
-        self.engine.exclusive(ctx, work).await
+        crate::idempotency::keyed(&self.pool, ctx, work).await
     }
 
     async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {

@@ -300,7 +300,7 @@ impl TimesaleApi for TimesaleService {
             ));
         }
         let work = self.order_once(ctx, sale, user, quantity);
-        self.engine.exclusive(ctx, work).await
+        crate::idempotency::keyed(&self.pool, ctx, work).await
     }
 
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
