@@ -155,6 +155,9 @@ load "time-sale order, capacity, keyed" "$PID" $GW --file $T/target-timesale.tom
 ORDER_KEYED=$(field "$LAST_REPORT" 'round(s["succeeded"]/e)')
 load "time-sale sold out" "$PID" $GW --file $T/target-timesale.toml --stock 1 --rate "$SOLDOUT_RATE" "${AUTH[@]}"
 load "time-sale sold out, capacity" "$PID" $GW --file $T/target-timesale.toml --stock 1 "${CAP[@]}" "${AUTH[@]}"
+SOLDOUT_CAP=$(field "$LAST_REPORT" 'round(s["refused"]/e)')
+load "time-sale sold out, capacity, keyed" "$PID" $GW --file $T/target-timesale.toml --stock 1 "${CAP[@]}" --idempotency-keys "${AUTH[@]}"
+SOLDOUT_KEYED=$(field "$LAST_REPORT" 'round(s["refused"]/e)')
 step "mixed"
 load "mixed" "$PID" $GW --file $T/target-mixed.toml "${OPEN[@]}" "${AUTH[@]}"
 load "mixed, capacity" "$PID" $GW --file $T/target-mixed.toml "${CAP[@]}" "${AUTH[@]}"
@@ -210,7 +213,7 @@ step "writing $OUT"
   echo
   echo "Issue 18 targets, from the rows above:"
   echo "- 3x capacity ($OVER_RATE/s offered): ok $(field "$OVER" 'round(s["succeeded"]/e)')/s = $(ratio "$(field "$OVER" 's["succeeded"]/e')" "$COUPON_CAP")x the closed-loop capacity (target >= 0.9); ok p99 $(field "$OVER" 's["ok_p99_ms"]') ms (<= 100); $(field "$OVER" 's["shed"]') answered 503, p99 $(field "$OVER" 's["shed_p99_ms"]') ms, max $(field "$OVER" 's["shed_max_ms"]') ms (<= 10); promod RSS peak during ${OVER_RSS_PEAK} MB (<= 150), 60 s after ${OVER_RSS_AFTER} MB (<= 60)."
-  echo "- keyed / unkeyed closed loop: coupon issue $(ratio "$COUPON_KEYED" "$COUPON_CAP") ($COUPON_KEYED vs $COUPON_CAP/s), time-sale order $(ratio "$ORDER_KEYED" "$ORDER_CAP") ($ORDER_KEYED vs $ORDER_CAP/s) (target >= 0.9)."
+  echo "- keyed / unkeyed closed loop: coupon issue $(ratio "$COUPON_KEYED" "$COUPON_CAP") ($COUPON_KEYED vs $COUPON_CAP/s), time-sale order $(ratio "$ORDER_KEYED" "$ORDER_CAP") ($ORDER_KEYED vs $ORDER_CAP/s), time-sale sold out $(ratio "$SOLDOUT_KEYED" "$SOLDOUT_CAP") ($SOLDOUT_KEYED vs $SOLDOUT_CAP refusals/s) (target >= 0.9)."
   echo "- coupon issue capacity / pgbench hot row: $(ratio "$COUPON_CAP" "$PGB") (target >= 10); its p99 at $CONC workers ${COUPON_CAP_P99} ms (<= 25)."
 } >"$OUT"
 cat "$OUT"

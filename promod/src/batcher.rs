@@ -4,7 +4,7 @@
 //! response is never sent before the data is durable.
 
 use promo_domain::DomainError;
-use promo_store::error::{to_json, StoreError, StoreResult};
+use promo_store::error::{StoreError, StoreResult};
 use sqlx::PgPool;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -40,38 +40,6 @@ pub trait BatchStore: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Vec<InsertOutcome<Self::Stored>>>> + Send;
     /// The refusal a constraint violation means, if it is one.
     fn refusal_of(e: &StoreError) -> Option<DomainError>;
-}
-
-/// Claims a batch's idempotency keys inside its transaction, in one statement. A member whose key
-/// another request already took is `Duplicate` and must not be stored; returns
-/// every member's outcome so far and the members to store.
-pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    batch: &'a [T],
-    key: impl Fn(&'a T) -> (uuid::Uuid, Option<&'a crate::idempotency::IdemKey>, &'a R),
-) -> StoreResult<(Vec<InsertOutcome>, Vec<&'a T>)> {
-    let mut keyed = Vec::new();
-    let mut answers = Vec::new();
-    for (i, member) in batch.iter().enumerate() {
-        if let (actor, Some(k), answer) = key(member) {
-            keyed.push(i);
-            answers.push((actor, k, to_json("idempotent response", answer)?));
-        }
-    }
-    let fresh = crate::idempotency::record_many(tx, &answers).await?;
-    let mut outcomes = vec![InsertOutcome::Stored(()); batch.len()];
-    for (i, fresh) in keyed.into_iter().zip(fresh) {
-        if !fresh {
-            outcomes[i] = InsertOutcome::Duplicate;
-        }
-    }
-    let stored = batch
-        .iter()
-        .zip(&outcomes)
-        .filter(|(_, o)| **o == InsertOutcome::Stored(()))
-        .map(|(m, _)| m)
-        .collect();
-    Ok((outcomes, stored))
 }
 
 type Job<T, S> = (T, oneshot::Sender<Result<InsertOutcome<S>, DomainError>>);

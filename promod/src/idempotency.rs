@@ -2,11 +2,12 @@
 //! effect, so that a replay after any crash returns the first answer.
 
 // Re-exported so stores that persist keys need not know where `Ctx` lives.
+use crate::batcher::{BatchStore, Batcher, InsertOutcome};
 use crate::ctx::Ctx;
 pub use crate::ctx::IdemKey;
 use crate::outbox::{delete_in_chunks, Chunks};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::error::{to_json, StoreResult};
+use promo_store::error::{to_json, StoreError, StoreResult};
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -58,83 +59,112 @@ struct StoredRefusal {
     message: String,
 }
 
-/// Records a business refusal as the key's answer, in a transaction of its
-/// own (a refusal has no effect to join). False when the key already has an
-/// answer.
-async fn record_refusal(
-    pool: &PgPool,
-    user_id: Uuid,
-    key: &IdemKey,
-    refusal: &DomainError,
-) -> StoreResult<bool> {
-    let body = StoredRefusal {
-        code: refusal.code().into(),
-        message: refusal.to_string(),
-    };
-    insert(pool, user_id, key, to_json("stored refusal", &body)?, true).await
+/// Stores business refusals as their keys' answers. A refusal has no effect
+/// to join, so refusals are group-committed among themselves: a sold-out burst
+/// of keyed requests would otherwise pay one commit each.
+#[derive(Clone)]
+pub struct Answers {
+    pool: PgPool,
+    refusals: Batcher<Refusals>,
 }
 
-/// One key's answer (or refusal); false when the key already has one.
-async fn insert<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    user_id: Uuid,
-    key: &IdemKey,
-    body: serde_json::Value,
-    refused: bool,
-) -> StoreResult<bool> {
-    let res = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, response, refused)
-         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-    )
-    .bind(user_id)
-    .bind(&key.key)
-    .bind(&key.request_hash)
-    .bind(body)
-    .bind(refused)
-    .execute(db)
-    .await?;
-    Ok(res.rows_affected() == 1)
-}
-
-/// Runs a keyed write and makes its answer final. A success recorded its
-/// answer with its effect. A business refusal is recorded now, before it is
-/// answered, so that a replay is refused the same way; if the key turns out to
-/// have an answer already (an earlier attempt's), that answer is returned
-/// instead. Any other error replays the stored answer when there is one, or is
-/// returned as it is (it stores nothing: the client may retry).
-pub async fn keyed<T: DeserializeOwned>(
-    pool: &PgPool,
-    ctx: &Ctx,
-    work: impl Future<Output = DomainResult<T>>,
-) -> DomainResult<T> {
-    let refused = match work.await {
-        Ok(done) => return Ok(done),
-        Err(e) => e,
-    };
-    let Some(key) = &ctx.idem else {
-        return Err(refused);
-    };
-    let user = ctx.principal.user_id;
-    if refused.is_stored_answer() {
-        match record_refusal(pool, user, key, &refused).await {
-            Ok(true) => return Err(refused),
-            Ok(false) => {}
-            // Answered unrecorded, a retry could be decided otherwise.
-            Err(e) => {
-                tracing::warn!(code = refused.code(), error = %e, "refusal not recorded");
-                return Err(DomainError::Unavailable(
-                    "answer not recorded, retry".into(),
-                ));
-            }
+impl Answers {
+    pub fn start(pool: PgPool) -> Self {
+        Answers {
+            refusals: Batcher::start(pool.clone(), 2),
+            pool,
         }
     }
-    match lookup(pool, user, key).await {
-        Ok(Some(done)) => Ok(done),
-        Err(stored) if stored.is_stored_answer() || stored == DomainError::IdempotencyMismatch => {
-            Err(stored)
+
+    /// Runs a keyed write and makes its answer final. A success recorded its
+    /// answer with its effect. A business refusal is recorded now, before it
+    /// is answered, so that a replay is refused the same way; if the key turns
+    /// out to have an answer already (an earlier attempt's), that answer is
+    /// returned instead. Any other error replays the stored answer when there
+    /// is one, or is returned as it is (it stores nothing: the client may
+    /// retry).
+    pub async fn keyed<T: DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        work: impl Future<Output = DomainResult<T>>,
+    ) -> DomainResult<T> {
+        let refused = match work.await {
+            Ok(done) => return Ok(done),
+            Err(e) => e,
+        };
+        let Some(key) = &ctx.idem else {
+            return Err(refused);
+        };
+        let user = ctx.principal.user_id;
+        if refused.is_stored_answer() {
+            match self.record_refusal(user, key, &refused).await {
+                Ok(true) => return Err(refused),
+                Ok(false) => {}
+                // Answered unrecorded, a retry could be decided otherwise.
+                Err(e) => {
+                    tracing::warn!(code = refused.code(), error = %e, "refusal not recorded");
+                    return Err(DomainError::Unavailable(
+                        "answer not recorded, retry".into(),
+                    ));
+                }
+            }
         }
-        // No answer stored, or none readable now: this attempt's own.
-        Ok(None) | Err(_) => Err(refused),
+        match lookup(&self.pool, user, key).await {
+            Ok(Some(done)) => Ok(done),
+            Err(stored)
+                if stored.is_stored_answer() || stored == DomainError::IdempotencyMismatch =>
+            {
+                Err(stored)
+            }
+            // No answer stored, or none readable now: this attempt's own.
+            Ok(None) | Err(_) => Err(refused),
+        }
+    }
+
+    /// False when the key already has an answer.
+    async fn record_refusal(
+        &self,
+        user_id: Uuid,
+        key: &IdemKey,
+        refusal: &DomainError,
+    ) -> DomainResult<bool> {
+        let body = StoredRefusal {
+            code: refusal.code().into(),
+            message: refusal.to_string(),
+        };
+        let body = to_json("stored refusal", &body)?;
+        match self.refusals.submit((user_id, key.clone(), body)).await? {
+            InsertOutcome::Stored(()) => Ok(true),
+            InsertOutcome::Duplicate => Ok(false),
+            InsertOutcome::Refused(e) => Err(e),
+        }
+    }
+}
+
+/// Refusals, stored many per transaction.
+struct Refusals;
+
+impl BatchStore for Refusals {
+    type Item = (Uuid, IdemKey, serde_json::Value);
+    type Stored = ();
+    const NAME: &'static str = "refusal";
+
+    async fn insert_batch(pool: &PgPool, batch: &[Self::Item]) -> StoreResult<Vec<InsertOutcome>> {
+        let rows: Vec<_> = batch.iter().map(|(u, k, b)| (*u, k, b.clone())).collect();
+        let mut tx = pool.begin().await?;
+        let fresh = record_many(&mut tx, &rows, true).await?;
+        tx.commit().await?;
+        Ok(fresh
+            .into_iter()
+            .map(|f| match f {
+                true => InsertOutcome::Stored(()),
+                false => InsertOutcome::Duplicate,
+            })
+            .collect())
+    }
+
+    fn refusal_of(_: &StoreError) -> Option<DomainError> {
+        None
     }
 }
 
@@ -147,15 +177,26 @@ pub async fn record<T: Serialize>(
     response: &T,
 ) -> StoreResult<bool> {
     let body = to_json("idempotent response", response)?;
-    insert(&mut **tx, user_id, key, body, false).await
+    let res = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
+         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .bind(&key.request_hash)
+    .bind(body)
+    .execute(&mut **tx)
+    .await?;
+    Ok(res.rows_affected() == 1)
 }
 
-/// Records the answers of a batch in one statement inside its transaction;
-/// returns, per member, whether its key was fresh. Of two members with the
-/// same key, the first wins.
-pub async fn record_many(
+/// Records the answers (or refusals) of a batch in one statement inside its
+/// transaction; returns, per member, whether its key was fresh. Of two
+/// members with the same key, the first wins.
+async fn record_many(
     tx: &mut Transaction<'_, Postgres>,
     answers: &[(Uuid, &IdemKey, serde_json::Value)],
+    refused: bool,
 ) -> StoreResult<Vec<bool>> {
     if answers.is_empty() {
         return Ok(Vec::new());
@@ -165,14 +206,16 @@ pub async fn record_many(
     let hashes: Vec<&str> = answers.iter().map(|a| a.1.request_hash.as_str()).collect();
     let bodies: Vec<&serde_json::Value> = answers.iter().map(|a| &a.2).collect();
     let won: Vec<(Uuid, String)> = sqlx::query_as(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
-         SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[])
+        "INSERT INTO idempotency_keys (user_id, key, request_hash, response, refused)
+         SELECT u, k, h, b, $5
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[]) AS a(u, k, h, b)
          ON CONFLICT DO NOTHING RETURNING user_id, key",
     )
     .bind(&users)
     .bind(&keys)
     .bind(&hashes)
     .bind(&bodies)
+    .bind(refused)
     .fetch_all(&mut **tx)
     .await?;
     let mut won: std::collections::HashSet<(Uuid, String)> = won.into_iter().collect();
@@ -180,6 +223,38 @@ pub async fn record_many(
         .iter()
         .map(|(u, k, _)| won.remove(&(*u, k.key.clone())))
         .collect())
+}
+
+/// Claims a batch's idempotency keys inside its transaction, in one statement. A member whose key
+/// another request already took is `Duplicate` and must not be stored; returns
+/// every member's outcome so far and the members to store.
+pub async fn claim_keys<'a, T, R: serde::Serialize + 'a>(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &'a [T],
+    key: impl Fn(&'a T) -> (uuid::Uuid, Option<&'a IdemKey>, &'a R),
+) -> StoreResult<(Vec<InsertOutcome>, Vec<&'a T>)> {
+    let mut keyed = Vec::new();
+    let mut answers = Vec::new();
+    for (i, member) in batch.iter().enumerate() {
+        if let (actor, Some(k), answer) = key(member) {
+            keyed.push(i);
+            answers.push((actor, k, to_json("idempotent response", answer)?));
+        }
+    }
+    let fresh = record_many(tx, &answers, false).await?;
+    let mut outcomes = vec![InsertOutcome::Stored(()); batch.len()];
+    for (i, fresh) in keyed.into_iter().zip(fresh) {
+        if !fresh {
+            outcomes[i] = InsertOutcome::Duplicate;
+        }
+    }
+    let stored = batch
+        .iter()
+        .zip(&outcomes)
+        .filter(|(_, o)| **o == InsertOutcome::Stored(()))
+        .map(|(m, _)| m)
+        .collect();
+    Ok((outcomes, stored))
 }
 
 /// The stored answer of this request's key, if it carries one.

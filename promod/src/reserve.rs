@@ -5,7 +5,7 @@
 //!    rebuild from PostgreSQL when the counter is missing; a keyed request
 //!    claims its key in the same step (`stock::Claim`), so a retry of an
 //!    attempt still running is not decided on its own;
-//! 2. the answer is made final by `idempotency::keyed` (a refusal is stored).
+//! 2. the answer is made final by `Answers::keyed` (a refusal is stored).
 //!    A keyed reservation reads no stored answer before it runs (that read
 //!    was a PostgreSQL round trip per keyed write): a retry of a request that
 //!    has an answer is decided again, the batch finds its key taken
@@ -24,8 +24,9 @@
 //! A row kind plugs in through [`Reservable`]. See ARCHITECTURE.md,
 //! "The reservation engine".
 
-use crate::batcher::{claim_keys, BatchStore, Batcher, InsertOutcome};
+use crate::batcher::{BatchStore, Batcher, InsertOutcome};
 use crate::ctx::Ctx;
+use crate::idempotency::claim_keys;
 use crate::idempotency::IdemKey;
 use crate::outbox::{self, Event};
 use promo_domain::{DomainError, DomainResult};
@@ -216,7 +217,7 @@ impl<K: Reservable> Engine<K> {
 
     /// Takes `ask` and stores the row `make` builds from its id (the
     /// reservation the taking is journaled under: the row must carry it).
-    /// Call it inside `idempotency::keyed`, which makes its answer final.
+    /// Call it inside `Answers::keyed`, which makes its answer final.
     pub async fn take(
         &self,
         ctx: &Ctx,
@@ -270,7 +271,7 @@ impl<K: Reservable> Engine<K> {
             }
             Ok(InsertOutcome::Duplicate) => {
                 // Another attempt stored this key's answer first;
-                // `idempotency::keyed` replays it for any error of this one.
+                // `Answers::keyed` replays it for any error of this one.
                 self.settle(ask.id, &entry, Release::BOTH).await;
                 Err(DomainError::Conflict("idempotent request in flight".into()))
             }
@@ -334,7 +335,7 @@ impl<K: Reservable> Engine<K> {
                     self.rebuild(ask.id, false).await?;
                 }
                 Decision::InFlight => {
-                    // `idempotency::keyed` answers with the stored answer if
+                    // `Answers::keyed` answers with the stored answer if
                     // there is one by then; else "ask again".
                     return Err(DomainError::Conflict(
                         "a request with this idempotency key is in flight".into(),

@@ -47,6 +47,7 @@ const POLICY_CACHE_TTL: Duration = Duration::from_secs(1);
 
 pub struct CouponService {
     pool: PgPool,
+    answers: crate::idempotency::Answers,
     engine: Engine<store::Issued>,
     clock: SharedClock,
     policies: moka::future::Cache<Uuid, Policy>,
@@ -56,6 +57,7 @@ impl CouponService {
     pub fn new(pool: PgPool, stock: Arc<dyn StockPort>, clock: SharedClock) -> Self {
         CouponService {
             engine: Engine::new(pool.clone(), stock),
+            answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             clock,
             policies: moka::future::Cache::builder()
@@ -211,21 +213,23 @@ impl CouponApi for CouponService {
 
     async fn update_policy(&self, ctx: &Ctx, id: Uuid, patch: PolicyPatch) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
-        crate::idempotency::keyed(&self.pool, ctx, self.update_policy_once(ctx, id, patch)).await
+        self.answers
+            .keyed(ctx, self.update_policy_once(ctx, id, patch))
+            .await
     }
 
     async fn issue(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
         let work = self.issue_once(ctx, policy_id, user_id);
-        crate::idempotency::keyed(&self.pool, ctx, work).await
+        self.answers.keyed(ctx, work).await
     }
 
     async fn use_coupon(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
-        crate::idempotency::keyed(&self.pool, ctx, self.use_once(ctx, u)).await
+        self.answers.keyed(ctx, self.use_once(ctx, u)).await
     }
 
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {
-        crate::idempotency::keyed(&self.pool, ctx, self.cancel_use_once(ctx, id)).await
+        self.answers.keyed(ctx, self.cancel_use_once(ctx, id)).await
     }
 
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {

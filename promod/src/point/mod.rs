@@ -43,6 +43,7 @@ pub struct Limits {
 
 pub struct PointService {
     pool: PgPool,
+    answers: crate::idempotency::Answers,
     batcher: Batcher<store::Points>,
     cache: BalanceCache,
     clock: SharedClock,
@@ -63,6 +64,7 @@ impl PointService {
     ) -> Self {
         PointService {
             batcher: Batcher::start(pool.clone(), 2),
+            answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             cache: BalanceCache::new(redis, limits.cache_ttl_secs),
             clock,
@@ -86,7 +88,7 @@ impl PointService {
                 outcome_metric(kind, "ok");
                 Ok(tx)
             }
-            // The key has an answer already; `idempotency::keyed` replays it.
+            // The key has an answer already; `Answers::keyed` replays it.
             Ok(InsertOutcome::Duplicate) => {
                 Err(DomainError::Conflict("idempotent request in flight".into()))
             }
@@ -150,18 +152,20 @@ impl PointApi for PointService {
         ctx.principal.require_admin()?;
         change.validate(self.limits.max_amount)?;
         let work = self.write(ctx, self.new_tx(TxType::Earn, change));
-        crate::idempotency::keyed(&self.pool, ctx, work).await
+        self.answers.keyed(ctx, work).await
     }
 
     async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
         ctx.principal.acting_for(Some(change.user_id))?;
         change.validate(self.limits.max_amount)?;
         let work = self.write(ctx, self.new_tx(TxType::Use, change));
-        crate::idempotency::keyed(&self.pool, ctx, work).await
+        self.answers.keyed(ctx, work).await
     }
 
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction> {
-        crate::idempotency::keyed(&self.pool, ctx, self.cancel_once(ctx, transaction_id)).await
+        self.answers
+            .keyed(ctx, self.cancel_once(ctx, transaction_id))
+            .await
     }
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {

@@ -56,6 +56,7 @@ const SYNC_AFTER_END: chrono::Duration = chrono::Duration::days(1);
 
 pub struct TimesaleService {
     pool: PgPool,
+    answers: crate::idempotency::Answers,
     engine: Engine<store::Orders>,
     clock: SharedClock,
     /// Concurrent misses of one id share one load: a burst of orders on a
@@ -108,6 +109,7 @@ impl TimesaleService {
     pub fn new(pool: PgPool, stock: Arc<dyn StockPort>, clock: SharedClock) -> Self {
         TimesaleService {
             engine: Engine::new(pool.clone(), stock),
+            answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             clock,
             sales: moka::future::Cache::builder()
@@ -288,7 +290,9 @@ impl TimesaleApi for TimesaleService {
 
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         ctx.principal.require_admin()?;
-        crate::idempotency::keyed(&self.pool, ctx, self.update_sale_once(ctx, id, patch)).await
+        self.answers
+            .keyed(ctx, self.update_sale_once(ctx, id, patch))
+            .await
     }
 
     async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
@@ -300,7 +304,7 @@ impl TimesaleApi for TimesaleService {
             ));
         }
         let work = self.order_once(ctx, sale, user, quantity);
-        crate::idempotency::keyed(&self.pool, ctx, work).await
+        self.answers.keyed(ctx, work).await
     }
 
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
@@ -315,6 +319,8 @@ impl TimesaleApi for TimesaleService {
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        crate::idempotency::keyed(&self.pool, ctx, self.cancel_order_once(ctx, id)).await
+        self.answers
+            .keyed(ctx, self.cancel_order_once(ctx, id))
+            .await
     }
 }

@@ -119,3 +119,35 @@ async fn a_request_refused_before_it_started_stores_nothing() {
     let good = keyed(&app, &path, &token, json!({"quantity": 1}), "k").await;
     assert_eq!(good.0, 201, "{}", good.1);
 }
+
+/// Refusals are group-committed: a burst of keyed refusals, each key sent
+/// twice at once, stores one answer per key, and every copy is that answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_keyed_refusals_stores_one_answer_per_key() {
+    let app = spawn_all_roles().await;
+    let sale = app.create_sale(1, 1).await;
+    let path = format!("/time-sales/{sale}/orders");
+    let (_, first) = app.user_token();
+    let order = app.created_by(&path, &first, json!({"quantity": 1})).await;
+    let tokens: Vec<String> = (0..40).map(|_| app.user_token().1).collect();
+    let body = json!({"quantity": 1});
+    let burst = tokens.iter().flat_map(|t| [t, t]).map(|t| {
+        let (app, path, body) = (&app, &path, body.clone());
+        async move { keyed(app, path, t, body, "k").await }
+    });
+    for answer in futures::future::join_all(burst).await {
+        assert_eq!(code(&answer), (409, Some("SOLD_OUT")), "{}", answer.1);
+    }
+    let cancel = format!("/orders/{}/cancel", id(&order));
+    assert_eq!(app.post(&cancel, &first, json!({})).await.0, 200);
+    for t in &tokens {
+        let again = keyed(&app, &path, t, body.clone(), "k").await;
+        assert_eq!(
+            code(&again),
+            (409, Some("SOLD_OUT")),
+            "the replay is the answer"
+        );
+    }
+    let fresh = keyed(&app, &path, &tokens[0], body, "k2").await;
+    assert_eq!(fresh.0, 201, "the stock came back: {}", fresh.1);
+}
