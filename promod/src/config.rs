@@ -161,16 +161,27 @@ pub struct ReservationConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OverloadConfig {
-    /// Requests a port works on at once; one more is answered 503 with
-    /// `Retry-After` at once, never queued. Sized for a 2-core host: well
-    /// above a 64-worker closed loop, yet a full port drains in tens of
-    /// milliseconds at its measured ~6,000 writes/s.
+    /// The most requests a port works on at once; one more is answered 503
+    /// with `Retry-After` at once, never queued.
     pub max_in_flight: usize,
+    /// Whether the bound follows latency between `min_in_flight` and
+    /// `max_in_flight` (else it is `max_in_flight`).
+    pub adaptive: bool,
+    /// The adaptive bound's floor (it starts at `max_in_flight`).
+    pub min_in_flight: usize,
+    /// The adaptive bound falls while requests take longer than this inside
+    /// promod, and grows while they do not.
+    pub latency_target_ms: u64,
 }
 
 impl Default for OverloadConfig {
     fn default() -> Self {
-        OverloadConfig { max_in_flight: 256 }
+        OverloadConfig {
+            max_in_flight: 256,
+            adaptive: true,
+            min_in_flight: 64,
+            latency_target_ms: 25,
+        }
     }
 }
 
@@ -470,9 +481,20 @@ impl Config {
                 "gateway.header_read_timeout_ms must be greater than 0".into(),
             ));
         }
-        if self.overload.max_in_flight == 0 {
+        let o = &self.overload;
+        if o.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "overload.max_in_flight must be greater than 0".into(),
+            ));
+        }
+        if o.min_in_flight == 0 || o.min_in_flight > o.max_in_flight {
+            return Err(ConfigError::Invalid(
+                "overload.min_in_flight must be between 1 and overload.max_in_flight".into(),
+            ));
+        }
+        if o.latency_target_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "overload.latency_target_ms must be greater than 0".into(),
             ));
         }
         // Every role verifies tokens on its REST port, so every role needs the secret.
@@ -698,6 +720,16 @@ mod tests {
             j.set_env("PROMO_OVERLOAD__MAX_IN_FLIGHT", "0");
             let e = load(None, &no_cli()).unwrap_err();
             assert!(e.to_string().contains("overload.max_in_flight"), "{e}");
+
+            j.set_env("PROMO_OVERLOAD__MAX_IN_FLIGHT", "8");
+            j.set_env("PROMO_OVERLOAD__MIN_IN_FLIGHT", "9");
+            let e = load(None, &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("overload.min_in_flight"), "{e}");
+
+            j.set_env("PROMO_OVERLOAD__MIN_IN_FLIGHT", "4");
+            j.set_env("PROMO_OVERLOAD__LATENCY_TARGET_MS", "0");
+            let e = load(None, &no_cli()).unwrap_err();
+            assert!(e.to_string().contains("overload.latency_target_ms"), "{e}");
             Ok(())
         });
     }

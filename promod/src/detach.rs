@@ -13,9 +13,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// Innermost in a stack, below any timeout; only admission control
-/// (`crate::overload`) goes below it, so that its permit lives as long as
-/// the detached work.
+/// Innermost in a stack, below any timeout. The admission permit
+/// (`crate::overload::Held`, in the request's extensions) moves into the
+/// task, so that a port's bound counts detached work until it really ends.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DetachLayer;
 
@@ -30,9 +30,9 @@ impl<S> tower::Layer<S> for DetachLayer {
 #[derive(Debug, Clone)]
 pub struct Detach<S>(S);
 
-impl<S, R> tower::Service<R> for Detach<S>
+impl<S, B> tower::Service<http::Request<B>> for Detach<S>
 where
-    S: tower::Service<R>,
+    S: tower::Service<http::Request<B>>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
     S::Error: Send + 'static,
@@ -45,8 +45,14 @@ where
         self.0.poll_ready(cx)
     }
 
-    fn call(&mut self, req: R) -> Self::Future {
-        let task = tokio::spawn(self.0.call(req));
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        let held = req.extensions_mut().remove::<crate::overload::Held>();
+        let work = self.0.call(req);
+        let task = tokio::spawn(async move {
+            let answer = work.await;
+            drop(held);
+            answer
+        });
         Box::pin(async move {
             match task.await {
                 Ok(answer) => answer,
@@ -72,7 +78,7 @@ mod tests {
     async fn a_dropped_caller_does_not_cancel_the_work() {
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
-        let mut svc = DetachLayer.layer(tower::service_fn(move |(): ()| {
+        let mut svc = DetachLayer.layer(tower::service_fn(move |_: http::Request<()>| {
             let flag = flag.clone();
             async move {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -80,7 +86,7 @@ mod tests {
                 Ok::<_, std::convert::Infallible>(())
             }
         }));
-        let call = svc.ready().await.unwrap().call(());
+        let call = svc.ready().await.unwrap().call(http::Request::new(()));
         // The caller gives up after 1 s, as a timeout layer would.
         assert!(tokio::time::timeout(Duration::from_secs(1), call)
             .await

@@ -164,10 +164,9 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
             .allow_methods(tower_http::cors::Any)
             .allow_headers(tower_http::cors::Any)
     };
-    let gate = Gate::new(role, "rest", cfg.overload.max_in_flight);
+    let gate = Gate::new(role, "rest", &cfg.overload);
     router
         .fallback(h::not_found)
-        .layer(AdmissionLayer::rest(gate))
         .layer(crate::detach::DetachLayer)
         .layer(from_fn_with_state(role, crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(cfg.gateway.body_limit_bytes))
@@ -176,6 +175,9 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
             Duration::from_millis(cfg.gateway.request_timeout_ms),
         ))
         .layer(from_fn(h::json_errors))
+        // A refusal skips everything below; CORS and the request id above
+        // still mark it, so a browser can read the 503.
+        .layer(AdmissionLayer::rest(gate))
         .layer(cors)
         .layer(from_fn(request_id::layer))
 }
@@ -256,8 +258,8 @@ fn serve_grpc(
     tasks.spawn(async move {
         tonic::transport::Server::builder()
             .layer(request_id::GrpcLayer)
-            .layer(crate::detach::DetachLayer)
             .layer(AdmissionLayer::grpc(gate))
+            .layer(crate::detach::DetachLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -360,7 +362,7 @@ impl Shared {
             &self.cfg,
             self.shutdown.clone(),
         );
-        let gate = Gate::new(name, "grpc", self.cfg.overload.max_in_flight);
+        let gate = Gate::new(name, "grpc", &self.cfg.overload);
         serve_grpc(tasks, ports.grpc, grpc, gate, self.shutdown.clone());
         if let Some(client) = &self.etcd {
             let url = format!("http://{}:{}", self.cfg.advertise_host, grpc_addr.port());

@@ -66,6 +66,7 @@ pub fn test_config() -> Config {
     // Race tests fire a thousand requests at once to test what the engine
     // decides, not what the edge sheds; overload.rs tests the bound.
     c.overload.max_in_flight = 100_000;
+    c.overload.adaptive = false;
     c
 }
 

@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 const LIMIT: usize = 2;
+
+/// A bound that does not move, so the test knows when it is full.
+fn fixed(max_in_flight: usize) -> promod::config::OverloadConfig {
+    promod::config::OverloadConfig {
+        max_in_flight,
+        adaptive: false,
+        ..Default::default()
+    }
+}
 /// A refusal is immediate; this only leaves room for a loaded machine. The
 /// admitted requests wait on the lock for as long as the test holds it.
 const AT_ONCE: Duration = Duration::from_secs(2);
@@ -85,7 +94,7 @@ async fn coupons_of(app: &TestApp, policy: Uuid) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_rest_port_sheds_at_once_and_serves_again_when_its_work_is_done() {
-    let app = spawn_app_with(|c| c.overload.max_in_flight = LIMIT).await;
+    let app = spawn_app_with(|c| c.overload = fixed(LIMIT)).await;
     let policy = app.create_policy(10, 1).await;
     let lock = lock_policies(&app.coupon_db).await;
 
@@ -174,7 +183,7 @@ async fn a_full_grpc_port_sheds_at_once_with_unavailable() {
     use pb::coupon_service_client::CouponServiceClient;
     let port = free_port();
     let app = spawn_app_with(|c| {
-        c.overload.max_in_flight = LIMIT;
+        c.overload = fixed(LIMIT);
         c.coupon.grpc_addr = ([127, 0, 0, 1], port).into();
     })
     .await;
