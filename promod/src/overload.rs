@@ -131,7 +131,7 @@ impl Gate {
 
 /// Held while a request is worked on; its drop feeds the request's latency
 /// to the limit.
-pub(crate) struct Permit {
+struct Permit {
     gate: Arc<Bound>,
     since: Instant,
 }
@@ -147,7 +147,7 @@ impl Drop for Permit {
         let mut algorithm = adaptive.lock().unwrap_or_else(|p| p.into_inner());
         algorithm.update(self.since.elapsed(), in_flight, false, false);
         let limit = algorithm.max_concurrency();
-        drop(algorithm);
+        // Stored under the lock, so limits land in the order they were decided.
         if b.limit.swap(limit, Ordering::Relaxed) != limit {
             b.limit_gauge.set(limit as f64);
         }
@@ -158,7 +158,9 @@ impl Drop for Permit {
 /// [`crate::detach::Detach`] moves it into the request's task; dropped with
 /// the request if an answer comes before (a CORS preflight, a 413).
 #[derive(Clone)]
-pub struct Held(#[allow(dead_code)] Arc<Permit>);
+pub struct Held {
+    _permit: Arc<Permit>,
+}
 
 /// The REST refusal: the API's error JSON, as every other 503.
 fn rest_refusal() -> axum::response::Response {
@@ -262,7 +264,9 @@ where
             let Some(permit) = self.gate.try_enter() else {
                 return Either::Left(std::future::ready(Ok((self.refuse)())));
             };
-            req.extensions_mut().insert(Held(Arc::new(permit)));
+            req.extensions_mut().insert(Held {
+                _permit: Arc::new(permit),
+            });
         }
         Either::Right(self.inner.call(req))
     }
