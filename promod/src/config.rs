@@ -487,7 +487,9 @@ impl Config {
                 "overload.max_in_flight must be greater than 0".into(),
             ));
         }
-        if o.min_in_flight == 0 || o.min_in_flight > o.max_in_flight {
+        // The floor means nothing to a fixed bound: old configs that only
+        // lower `max_in_flight` stay valid.
+        if o.adaptive && (o.min_in_flight == 0 || o.min_in_flight > o.max_in_flight) {
             return Err(ConfigError::Invalid(
                 "overload.min_in_flight must be between 1 and overload.max_in_flight".into(),
             ));
@@ -725,6 +727,10 @@ mod tests {
             j.set_env("PROMO_OVERLOAD__MIN_IN_FLIGHT", "9");
             let e = load(None, &no_cli()).unwrap_err();
             assert!(e.to_string().contains("overload.min_in_flight"), "{e}");
+            j.set_env("PROMO_OVERLOAD__ADAPTIVE", "false");
+            j.set_env("PROMO_JWT_SECRET", "a-secret-of-more-than-thirty-two-bytes");
+            load(None, &no_cli()).expect("a fixed bound has no floor to check");
+            j.set_env("PROMO_OVERLOAD__ADAPTIVE", "true");
 
             j.set_env("PROMO_OVERLOAD__MIN_IN_FLIGHT", "4");
             j.set_env("PROMO_OVERLOAD__LATENCY_TARGET_MS", "0");

@@ -96,10 +96,13 @@ impl Answers {
             return Err(refused);
         };
         let user = ctx.principal.user_id;
+        // Set when the key turned out to have an answer: only that answer may
+        // be given then.
+        let mut answered = false;
         if refused.is_stored_answer() {
             match self.record_refusal(user, key, &refused).await {
                 Ok(true) => return Err(refused),
-                Ok(false) => {}
+                Ok(false) => answered = true,
                 // Answered unrecorded, a retry could be decided otherwise.
                 Err(e) => {
                     tracing::warn!(code = refused.code(), error = %e, "refusal not recorded");
@@ -116,6 +119,9 @@ impl Answers {
             {
                 Err(stored)
             }
+            Err(_) if answered => Err(DomainError::Unavailable(
+                "stored answer not readable, retry".into(),
+            )),
             // No answer stored, or none readable now: this attempt's own.
             Ok(None) | Err(_) => Err(refused),
         }
@@ -149,18 +155,28 @@ impl BatchStore for Refusals {
     type Stored = ();
     const NAME: &'static str = "refusal";
 
+    /// Rows go in in key order, so that two batches with common keys take
+    /// their locks in one order instead of deadlocking; of two copies of a
+    /// key in the batch, the earlier is stored and the later is `Duplicate`.
     async fn insert_batch(pool: &PgPool, batch: &[Self::Item]) -> StoreResult<Vec<InsertOutcome>> {
-        let rows: Vec<_> = batch.iter().map(|(u, k, b)| (*u, k, b.clone())).collect();
+        let key = |i: usize| (batch[i].0, batch[i].1.key.as_str());
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by_key(|&i| key(i)); // stable: earlier copies first
+        order.dedup_by_key(|i| key(*i));
+        let rows: Vec<_> = order
+            .iter()
+            .map(|&i| (batch[i].0, &batch[i].1, batch[i].2.clone()))
+            .collect();
         let mut tx = pool.begin().await?;
         let fresh = record_many(&mut tx, &rows, true).await?;
         tx.commit().await?;
-        Ok(fresh
-            .into_iter()
-            .map(|f| match f {
-                true => InsertOutcome::Stored(()),
-                false => InsertOutcome::Duplicate,
-            })
-            .collect())
+        let mut outcomes = vec![InsertOutcome::Duplicate; batch.len()];
+        for (i, fresh) in order.into_iter().zip(fresh) {
+            if fresh {
+                outcomes[i] = InsertOutcome::Stored(());
+            }
+        }
+        Ok(outcomes)
     }
 
     fn refusal_of(_: &StoreError) -> Option<DomainError> {

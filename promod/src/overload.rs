@@ -25,9 +25,10 @@
 //!
 //! The bound is on concurrency, not rate: a fast answer (a sold-out or
 //! over-limit refusal) holds its permit only briefly, so it is not shed
-//! before slow work is. The layer sits inside [`crate::detach`]'s, so a
-//! permit is held until the detached request has really finished, not until
-//! its client hangs up. Health and metrics routes are never shed.
+//! before slow work is. The permit rides in the request into
+//! [`crate::detach`]'s task, so it is held until the detached request has
+//! really finished, not until its client hangs up. Health and metrics routes
+//! are never shed.
 //!
 //! Not here: rate limits per user or IP (`gateway::rate_limit`), timeouts
 //! (the server stacks in `server.rs`).
@@ -145,7 +146,8 @@ impl Drop for Permit {
         // A poisoned lock only means another drop panicked mid-update; the
         // algorithm's state is plain numbers, still usable.
         let mut algorithm = adaptive.lock().unwrap_or_else(|p| p.into_inner());
-        algorithm.update(self.since.elapsed(), in_flight, false, false);
+        // What is still in flight without this one.
+        algorithm.update(self.since.elapsed(), in_flight - 1, false, false);
         let limit = algorithm.max_concurrency();
         // Stored under the lock, so limits land in the order they were decided.
         if b.limit.swap(limit, Ordering::Relaxed) != limit {
@@ -156,7 +158,7 @@ impl Drop for Permit {
 
 /// An admitted request's permit, in its extensions until
 /// [`crate::detach::Detach`] moves it into the request's task; dropped with
-/// the request if an answer comes before (a CORS preflight, a 413).
+/// the request if an answer comes before (a 413 on its Content-Length).
 #[derive(Clone)]
 pub struct Held {
     _permit: Arc<Permit>,
