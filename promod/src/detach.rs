@@ -48,11 +48,11 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let held = req.extensions_mut().remove::<crate::overload::Held>();
         let work = self.0.call(req);
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(crate::request_id::carry(async move {
             let answer = work.await;
             drop(held);
             answer
-        });
+        }));
         Box::pin(async move {
             match task.await {
                 Ok(answer) => answer,
@@ -73,6 +73,18 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
     use tower::{Layer, Service, ServiceExt};
+
+    #[tokio::test]
+    async fn the_work_keeps_the_request_id() {
+        let svc = DetachLayer.layer(tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(crate::request_id::current())
+        }));
+        let seen = crate::request_id::scope_grpc(Some("req-1".into()), async {
+            svc.oneshot(http::Request::new(())).await.unwrap()
+        })
+        .await;
+        assert_eq!(seen.as_deref(), Some("req-1"));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_caller_does_not_cancel_the_work() {

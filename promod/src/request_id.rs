@@ -14,6 +14,19 @@ pub fn current() -> Option<String> {
     REQUEST_ID.try_with(|id| id.clone()).ok()
 }
 
+/// `f` with this request's id and log span, for work moved to a task of its
+/// own (`tokio::spawn` carries neither).
+pub fn carry<F: std::future::Future>(f: F) -> impl std::future::Future<Output = F::Output> {
+    let (id, span) = (current(), tracing::Span::current());
+    let work = tracing::Instrument::instrument(f, span);
+    async move {
+        match id {
+            Some(id) => REQUEST_ID.scope(id, work).await,
+            None => work.await,
+        }
+    }
+}
+
 fn accept(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
 }
