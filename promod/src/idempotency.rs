@@ -62,7 +62,6 @@ struct StoredRefusal {
 /// Stores business refusals as their keys' answers. A refusal has no effect
 /// to join, so refusals are group-committed among themselves: a sold-out burst
 /// of keyed requests would otherwise pay one commit each.
-#[derive(Clone)]
 pub struct Answers {
     pool: PgPool,
     refusals: Batcher<Refusals>,
@@ -193,17 +192,8 @@ pub async fn record<T: Serialize>(
     response: &T,
 ) -> StoreResult<bool> {
     let body = to_json("idempotent response", response)?;
-    let res = sqlx::query(
-        "INSERT INTO idempotency_keys (user_id, key, request_hash, response)
-         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-    )
-    .bind(user_id)
-    .bind(&key.key)
-    .bind(&key.request_hash)
-    .bind(body)
-    .execute(&mut **tx)
-    .await?;
-    Ok(res.rows_affected() == 1)
+    let fresh = record_many(tx, &[(user_id, key, body)], false).await?;
+    Ok(fresh == [true])
 }
 
 /// Records the answers (or refusals) of a batch in one statement inside its

@@ -79,26 +79,24 @@ impl Gate {
     /// `port` is `rest` or `grpc`.
     pub fn new(role: &'static str, port: &'static str, cfg: &OverloadConfig) -> Gate {
         let labels = [("role", role), ("port", port)];
+        // Adaptive or not, the bound starts open: shed only once latency says so.
         let max = cfg.max_in_flight.max(1);
-        let (limit, adaptive) = match cfg.adaptive {
-            false => (max, None),
-            true => {
-                // Starts open: shed only once latency says so.
-                let algorithm = Aimd::builder()
+        let adaptive = cfg.adaptive.then(|| {
+            Mutex::new(
+                Aimd::builder()
                     .min_limit(cfg.min_in_flight.clamp(1, max))
                     .max_limit(max)
                     .initial_limit(max)
                     .timeout(Duration::from_millis(cfg.latency_target_ms))
                     .backoff_ratio(BACKOFF)
-                    .build();
-                (max, Some(Mutex::new(algorithm)))
-            }
-        };
+                    .build(),
+            )
+        });
         let limit_gauge = metrics::gauge!("promo_in_flight_limit", &labels);
-        limit_gauge.set(limit as f64);
+        limit_gauge.set(max as f64);
         Gate(Arc::new(Bound {
             in_flight: AtomicUsize::new(0),
-            limit: AtomicUsize::new(limit),
+            limit: AtomicUsize::new(max),
             adaptive,
             in_flight_gauge: metrics::gauge!("promo_in_flight", &labels),
             limit_gauge,
@@ -280,10 +278,12 @@ mod tests {
     use std::time::Duration;
     use tower::{Layer, ServiceExt};
 
+    /// A floor of 1, so that the bound could fall if it adapted.
     fn fixed(max_in_flight: usize) -> OverloadConfig {
         OverloadConfig {
             max_in_flight,
             adaptive: false,
+            min_in_flight: 1,
             ..OverloadConfig::default()
         }
     }
@@ -336,11 +336,11 @@ mod tests {
         assert_eq!(fill(&gate).len(), 3);
     }
 
-    #[test]
-    fn a_fixed_bound_does_not_move() {
+    #[tokio::test(start_paused = true)]
+    async fn a_fixed_bound_does_not_move() {
         let gate = Gate::new("test", "rest", &fixed(4));
         let slow = fill(&gate);
-        std::thread::sleep(Duration::from_millis(60));
+        tokio::time::advance(Duration::from_secs(1)).await;
         drop(slow);
         assert_eq!(gate.limit(), 4);
     }
