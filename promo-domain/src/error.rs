@@ -27,6 +27,12 @@ pub enum DomainError {
     AlreadyCancelled,
     #[error("insufficient balance")]
     InsufficientBalance,
+    /// A hold's `expires_at` passed before it was confirmed or released.
+    #[error("hold expired")]
+    HoldExpired,
+    /// The hold is no longer pending: confirmed, released or expired already.
+    #[error("hold already resolved")]
+    AlreadyResolved,
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
     #[error("{0}")]
@@ -66,6 +72,8 @@ impl DomainError {
             DomainError::AlreadyUsed => "ALREADY_USED",
             DomainError::AlreadyCancelled => "ALREADY_CANCELLED",
             DomainError::InsufficientBalance => "INSUFFICIENT_BALANCE",
+            DomainError::HoldExpired => "HOLD_EXPIRED",
+            DomainError::AlreadyResolved => "ALREADY_RESOLVED",
             DomainError::IdempotencyMismatch => "IDEMPOTENCY_MISMATCH",
             DomainError::Conflict(_) => "CONFLICT",
             DomainError::NotActive(_) => "NOT_ACTIVE",
@@ -94,6 +102,8 @@ impl DomainError {
             "ALREADY_USED" => DomainError::AlreadyUsed,
             "ALREADY_CANCELLED" => DomainError::AlreadyCancelled,
             "INSUFFICIENT_BALANCE" => DomainError::InsufficientBalance,
+            "HOLD_EXPIRED" => DomainError::HoldExpired,
+            "ALREADY_RESOLVED" => DomainError::AlreadyResolved,
             "IDEMPOTENCY_MISMATCH" => DomainError::IdempotencyMismatch,
             "CONFLICT" => DomainError::Conflict(m),
             "NOT_ACTIVE" => DomainError::NotActive(m),
@@ -124,6 +134,8 @@ impl DomainError {
                 | DomainError::AlreadyUsed
                 | DomainError::AlreadyCancelled
                 | DomainError::InsufficientBalance
+                | DomainError::HoldExpired
+                | DomainError::AlreadyResolved
                 | DomainError::NotActive(_)
         )
     }
@@ -164,6 +176,8 @@ mod tests {
             DomainError::AlreadyUsed,
             DomainError::AlreadyCancelled,
             DomainError::InsufficientBalance,
+            DomainError::HoldExpired,
+            DomainError::AlreadyResolved,
             DomainError::NotActive("time sale is not active".into()),
         ];
         for e in all {

@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod coupon;
 pub mod error;
+pub mod hold;
 pub mod page;
 pub mod point;
 pub mod principal;

@@ -45,6 +45,7 @@ pub struct Config {
     pub timesale: TimesaleConfig,
     pub outbox: OutboxConfig,
     pub reservation: ReservationConfig,
+    pub holds: HoldConfig,
     pub overload: OverloadConfig,
     /// A fixed offset added to the clock (chaos and window tests).
     pub clock_offset_secs: i64,
@@ -156,6 +157,29 @@ pub struct ReservationConfig {
     pub reconcile_every_ms: u64,
 }
 
+/// Holds (`sweep.rs`): checkout reservations that expire by themselves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HoldConfig {
+    /// A hold's lifetime when the request names none (1..=86400).
+    pub default_seconds: i64,
+    /// How often each role looks for holds past their `expires_at`: the
+    /// bound on how late an expiry happens, plus one batch's time.
+    pub sweep_every_ms: u64,
+    /// How many due holds one sweep transaction expires.
+    pub sweep_batch: i64,
+}
+
+impl Default for HoldConfig {
+    fn default() -> Self {
+        HoldConfig {
+            default_seconds: 900,
+            sweep_every_ms: 1_000,
+            sweep_batch: 1_000,
+        }
+    }
+}
+
 /// Admission control (`overload.rs`): the same bound for each REST and
 /// gRPC port on its own.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +240,7 @@ impl Default for Config {
             timesale: TimesaleConfig::default(),
             outbox: OutboxConfig::default(),
             reservation: ReservationConfig::default(),
+            holds: HoldConfig::default(),
             overload: OverloadConfig::default(),
             clock_offset_secs: 0,
         }
@@ -468,6 +493,15 @@ impl Config {
         if self.reservation.bound_ms < 1_000 || self.reservation.reconcile_every_ms == 0 {
             return Err(ConfigError::Invalid(
                 "reservation.bound_ms must be at least 1000 and reservation.reconcile_every_ms greater than 0".into(),
+            ));
+        }
+        let h = &self.holds;
+        if !(1..=promo_domain::hold::MAX_HOLD_SECONDS).contains(&h.default_seconds)
+            || h.sweep_every_ms == 0
+            || !(1..=10_000).contains(&h.sweep_batch)
+        {
+            return Err(ConfigError::Invalid(
+                "holds.default_seconds must be 1..=86400, holds.sweep_every_ms greater than 0 and holds.sweep_batch 1..=10000".into(),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

@@ -44,6 +44,8 @@ pub fn http_status(e: &DomainError) -> StatusCode {
         | DomainError::AlreadyUsed
         | DomainError::AlreadyCancelled
         | DomainError::InsufficientBalance
+        | DomainError::HoldExpired
+        | DomainError::AlreadyResolved
         | DomainError::IdempotencyMismatch
         | DomainError::Conflict(_) => StatusCode::CONFLICT,
         DomainError::NotActive(_) => StatusCode::UNPROCESSABLE_ENTITY,

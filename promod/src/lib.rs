@@ -26,6 +26,7 @@ pub mod reserve;
 pub mod roles;
 pub mod rpc;
 pub mod server;
+pub mod sweep;
 pub mod telemetry;
 pub mod timesale;
 pub mod transact;
