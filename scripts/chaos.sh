@@ -7,7 +7,7 @@
 #   scripts/chaos.sh crash redis      just these (the table keeps the other rows)
 #   scripts/chaos.sh --down           stop the private stack
 #
-# Faults: crash redis broker postgres pause split clock
+# Faults: crash redis broker postgres pause split clock holds
 #
 # Each fault runs a mixed load (`promoctl load --idempotency-keys --retry-for`,
 # so unknown outcomes are resent with the same key, as a careful client does),
@@ -21,7 +21,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-ALL_FAULTS="crash redis broker postgres pause split clock"
+ALL_FAULTS="crash redis broker postgres pause split clock holds"
 RATE=${CHAOS_RATE:-300}
 STOCK=${CHAOS_STOCK:-800}
 WORK="$ROOT/.chaos"
@@ -150,9 +150,10 @@ admin_token() {
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 
-# start_load SECONDS: the mixed load in the background; its acks go to $DIR.
+# start_load SECONDS [SCENARIO]: a load (mixed by default) in the background;
+# its acks go to $DIR.
 start_load() {
-  "$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load mixed \
+  "$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load "${2:-mixed}" \
     --rate "$RATE" --duration "${1}s" --users 100 --stock "$STOCK" --jwt-secret "$SECRET" \
     --idempotency-keys --retry-for 90s --request-timeout 2s --max-in-flight 4096 \
     --acks "$DIR/acks.jsonl" --report "$DIR/report.json" --quiet >"$DIR/load.txt" 2>&1 &
@@ -273,6 +274,31 @@ fault_crash() {
   verify "kill -9 of promod mid-load, restarted" \
     "retries with the same keys converge; nothing lost, doubled or oversold" \
     "down $((down_ms / 1000)).$(( down_ms % 1000 / 100 )) s; $(retries) requests resent"
+  stop_proc promod
+}
+
+# Held orders (the checkout load: most confirmed, some cancelled, one in ten
+# left to expire after 5 s): kill -9 while holds are due and being swept.
+fault_holds() {
+  new_world holds
+  all_in_one
+  start_load 20 checkout
+  sleep 8
+  say "holds: kill -9 promod while holds expire, restart after 2 s"
+  local t0
+  t0=$(now_ms)
+  kill9 promod
+  sleep 2
+  launch promod gateway,coupon,point,timesale
+  wait_ready "http://127.0.0.1:$GW/readyz"
+  local down_ms=$(( $(now_ms) - t0 ))
+  wait_load
+  sleep 7 # the last holds come due and are swept
+  local expired
+  expired=$(psql -tAq "$PG/${RUN}_timesale" -c "SELECT count(*) FROM time_sale_orders WHERE status = 'EXPIRED'")
+  verify "kill -9 of promod while holds expire, restarted" \
+    "each hold resolved once (confirmed, cancelled or expired); every unit back once" \
+    "down $((down_ms / 1000)).$(( down_ms % 1000 / 100 )) s; $expired holds expired; $(retries) requests resent"
   stop_proc promod
 }
 

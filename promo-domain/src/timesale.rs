@@ -269,27 +269,71 @@ pub struct OrderQuery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
+    /// A hold: the units are taken until it is confirmed, cancelled or expires.
+    Pending,
     Confirmed,
     Cancelled,
+    /// A hold that reached its `expires_at`; its units came back.
+    Expired,
 }
 
 impl OrderStatus {
     pub fn as_str(&self) -> &'static str {
         match self {
+            OrderStatus::Pending => "PENDING",
             OrderStatus::Confirmed => "CONFIRMED",
             OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Expired => "EXPIRED",
         }
     }
 
     pub fn parse(s: &str) -> DomainResult<Self> {
         match s {
+            "PENDING" => Ok(OrderStatus::Pending),
             "CONFIRMED" => Ok(OrderStatus::Confirmed),
             "CANCELLED" => Ok(OrderStatus::Cancelled),
+            "EXPIRED" => Ok(OrderStatus::Expired),
             _ => Err(DomainError::validation(
                 "status",
-                "status must be CONFIRMED or CANCELLED",
+                "status must be PENDING, CONFIRMED, CANCELLED or EXPIRED",
             )),
         }
+    }
+
+    /// Whether the order's units are taken (it counts against the stock).
+    pub fn holds_stock(&self) -> bool {
+        matches!(self, OrderStatus::Pending | OrderStatus::Confirmed)
+    }
+}
+
+/// What `POST /time-sales/{id}/orders` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    pub quantity: i64,
+    /// A hold: PENDING until confirmed, cancelled or expired.
+    pub hold: bool,
+    /// The hold's lifetime (default from configuration); only with `hold`.
+    pub hold_seconds: Option<i64>,
+}
+
+impl NewOrder {
+    /// An order's status and expiry when made at `now`.
+    pub fn start(
+        &self,
+        default_hold_seconds: i64,
+        now: DateTime<Utc>,
+    ) -> DomainResult<(OrderStatus, Option<DateTime<Utc>>)> {
+        if !self.hold {
+            if self.hold_seconds.is_some() {
+                return Err(DomainError::validation(
+                    "hold_seconds",
+                    "hold_seconds needs hold: true",
+                ));
+            }
+            return Ok((OrderStatus::Confirmed, None));
+        }
+        let expires = crate::hold::expires_at(self.hold_seconds, default_hold_seconds, now)?;
+        Ok((OrderStatus::Pending, Some(expires)))
     }
 }
 
@@ -303,14 +347,39 @@ pub struct Order {
     pub total_price: i64,
     pub status: OrderStatus,
     pub created_at: DateTime<Utc>,
+    /// When a hold expires; none for an order confirmed at once.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When a hold left PENDING (confirmed, cancelled or expired).
+    pub resolved_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
 impl Order {
-    pub fn check_cancellable(&self) -> DomainResult<()> {
+    fn check_pending(&self, now: DateTime<Utc>) -> DomainResult<()> {
+        let pending = self.status == OrderStatus::Pending;
+        // A PENDING order always has an expiry (a database CHECK); a missing
+        // one reads as already due rather than as a hold for ever.
+        crate::hold::check_resolvable(pending, self.expires_at.unwrap_or(now), now)
+    }
+
+    /// Confirm: only a PENDING order before its expiry.
+    pub fn check_confirmable(&self, now: DateTime<Utc>) -> DomainResult<()> {
+        self.check_pending(now)
+    }
+
+    /// Cancel: a CONFIRMED order (v1), or a PENDING one before its expiry.
+    /// A hold that a cancel released is resolved (`ALREADY_RESOLVED`, as a
+    /// second void); a cancelled confirmed order is `ALREADY_CANCELLED` (v1).
+    pub fn check_cancellable(&self, now: DateTime<Utc>) -> DomainResult<()> {
         match self.status {
             OrderStatus::Confirmed => Ok(()),
+            OrderStatus::Cancelled
+                if self.expires_at.is_some() && self.resolved_at == self.cancelled_at =>
+            {
+                Err(DomainError::AlreadyResolved)
+            }
             OrderStatus::Cancelled => Err(DomainError::AlreadyCancelled),
+            OrderStatus::Pending | OrderStatus::Expired => self.check_pending(now),
         }
     }
 }
@@ -484,11 +553,89 @@ mod tests {
             total_price: 1,
             status: OrderStatus::Cancelled,
             created_at: Utc::now(),
+            expires_at: None,
+            resolved_at: None,
             cancelled_at: Some(Utc::now()),
         };
         assert_eq!(
-            o.check_cancellable().unwrap_err(),
+            o.check_cancellable(Utc::now()).unwrap_err(),
             DomainError::AlreadyCancelled
+        );
+    }
+
+    fn hold(status: OrderStatus, expires_in: i64) -> (Order, DateTime<Utc>) {
+        let now = Utc::now();
+        let o = Order {
+            id: Uuid::nil(),
+            time_sale_id: Uuid::nil(),
+            user_id: Uuid::nil(),
+            quantity: 1,
+            unit_price: 1,
+            total_price: 1,
+            status,
+            created_at: now,
+            expires_at: Some(now + Duration::seconds(expires_in)),
+            resolved_at: None,
+            cancelled_at: None,
+        };
+        (o, now)
+    }
+
+    #[test]
+    fn a_hold_resolves_only_while_pending_and_before_expiry() {
+        let (o, now) = hold(OrderStatus::Pending, 10);
+        assert!(o.check_confirmable(now).is_ok());
+        assert!(o.check_cancellable(now).is_ok());
+        let late = now + Duration::seconds(10);
+        assert_eq!(o.check_confirmable(late), Err(DomainError::HoldExpired));
+        assert_eq!(o.check_cancellable(late), Err(DomainError::HoldExpired));
+        for done in [OrderStatus::Confirmed, OrderStatus::Expired] {
+            let (o, now) = hold(done, 10);
+            assert_eq!(o.check_confirmable(now), Err(DomainError::AlreadyResolved));
+        }
+        let (o, now) = hold(OrderStatus::Expired, -10);
+        assert_eq!(o.check_cancellable(now), Err(DomainError::AlreadyResolved));
+        // A confirmed order stays cancellable as in v1.
+        let (o, now) = hold(OrderStatus::Confirmed, -10);
+        assert!(o.check_cancellable(now).is_ok());
+    }
+
+    #[test]
+    fn only_a_hold_takes_hold_seconds() {
+        let now = Utc::now();
+        let plain = NewOrder {
+            quantity: 1,
+            hold: false,
+            hold_seconds: None,
+        };
+        assert_eq!(
+            plain.start(900, now).unwrap(),
+            (OrderStatus::Confirmed, None)
+        );
+        let stray = NewOrder {
+            hold_seconds: Some(5),
+            ..plain
+        };
+        assert_eq!(
+            stray.start(900, now).unwrap_err().field(),
+            Some("hold_seconds")
+        );
+        let held = NewOrder {
+            hold: true,
+            ..plain
+        };
+        assert_eq!(
+            held.start(900, now).unwrap(),
+            (OrderStatus::Pending, Some(now + Duration::seconds(900)))
+        );
+        let bad = NewOrder {
+            hold: true,
+            hold_seconds: Some(0),
+            ..plain
+        };
+        assert_eq!(
+            bad.start(900, now).unwrap_err().field(),
+            Some("hold_seconds")
         );
     }
 }

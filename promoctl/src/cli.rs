@@ -150,6 +150,8 @@ Examples:
         after_help = "\
 Examples:
   promoctl order create --sale ID --quantity 1
+  promoctl order create --sale ID --quantity 1 --hold --hold-seconds 600
+  promoctl order confirm ID
   promoctl order cancel ID
   promoctl order list"
     )]
@@ -450,7 +452,18 @@ pub enum OrderCmd {
         sale: Uuid,
         #[arg(long)]
         quantity: i64,
+        /// Hold the units (a PENDING order) until confirmed, cancelled or expired
+        #[arg(long)]
+        hold: bool,
+        /// The hold's lifetime (default from the server's configuration)
+        #[arg(long, requires = "hold")]
+        hold_seconds: Option<i64>,
     },
+    /// Confirm a held (PENDING) order
+    Confirm {
+        id: Uuid,
+    },
+    /// Cancel an order; a held one gives its units back
     Cancel {
         id: Uuid,
     },

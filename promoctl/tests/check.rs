@@ -636,6 +636,69 @@ async fn timesale_orders_fall_inside_their_window() {
     assert_names(&after, timesale::WINDOW, &order.to_string(), "window");
 }
 
+/// A PENDING hold holds stock like a confirmed order; one left PENDING
+/// past its expiry plus the sweep bound is a violation, as is a hold whose
+/// outbox shows two resolutions.
+#[tokio::test]
+async fn timesale_holds_are_swept_and_resolved_once() {
+    let pool = fresh(Schema::Timesale).await;
+    let mut r = redis().await;
+    let (sale, user) = sale_world(&pool).await;
+    let hold = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price,
+             total_price, status, expires_at)
+         VALUES ($1, $2, $3, 1, 500, 500, 'PENDING', now() + interval '1 minute')",
+    )
+    .bind(hold)
+    .bind(sale)
+    .bind(user)
+    .execute(&pool)
+    .await
+    .unwrap();
+    exec(
+        &pool,
+        "UPDATE time_sales SET sold_quantity = 3, remaining_quantity = 7",
+    )
+    .await;
+    exec(&pool, "UPDATE time_sale_user_totals SET quantity = 3").await;
+    assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
+
+    let stale = format!("{} seconds", timesale::SWEEP_BOUND_SECS + 5);
+    sqlx::query("UPDATE time_sale_orders SET expires_at = now() - $1::interval WHERE id = $2")
+        .bind(&stale)
+        .bind(hold)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::HOLDS_SWEPT,
+        &hold.to_string(),
+        "pending, expired at",
+    );
+
+    for topic in ["order.expired", "order.confirmed"] {
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, aggregate_id, payload) VALUES ($1, $2, $3, '{}')",
+        )
+        .bind(Uuid::new_v4())
+        .bind(topic)
+        .bind(hold.to_string())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    let after = timesale::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        timesale::RESOLVED_ONCE,
+        &hold.to_string(),
+        "confirmed 1, cancelled 0, expired 1",
+    );
+}
+
 #[tokio::test]
 async fn timesale_remaining_is_never_ahead_of_the_truth() {
     let pool = fresh(Schema::Timesale).await;

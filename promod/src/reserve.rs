@@ -194,6 +194,28 @@ impl<K: Reservable> BatchStore for Rows<K> {
     }
 }
 
+/// Releases journaled for a transaction that has not committed yet.
+#[must_use = "settle the releases after the commit"]
+pub struct Releases {
+    by_parent: std::collections::BTreeMap<Uuid, Vec<Entry>>,
+    at: Instant,
+}
+
+impl Releases {
+    /// A transaction may commit its releases only within the commit
+    /// deadline of their journaling, as a batch may commit its rows: past
+    /// it a reconciler may already have judged them by the uncommitted
+    /// state and dropped them.
+    pub fn check_deadline(&self) -> DomainResult<()> {
+        if self.at.elapsed() >= commit_deadline() {
+            return Err(DomainError::Unavailable(
+                "release took too long, retry".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 pub struct Engine<K: Reservable> {
     pool: PgPool,
     stock: Arc<dyn StockPort>,
@@ -349,12 +371,40 @@ impl<K: Reservable> Engine<K> {
         )))
     }
 
-    /// Gives back units of a stored row (a cancel). A lost release
-    /// under-sells, never oversells, until the next rebuild.
-    pub async fn give_back(&self, id: Uuid, user: Uuid, quantity: i64, what: Release) {
-        let res = self.stock.release(K::KIND, id, user, quantity, what).await;
-        if let Err(e) = res {
-            tracing::warn!(kind = K::NAME, %id, user_id = %user, quantity, error = %e, "stock release failed");
+    /// Journals the units of stored rows that a transaction is about to end
+    /// (a cancel, an expired hold), before it commits: `rows` are (parent,
+    /// row, user, quantity). Commit only if [`Releases::check_deadline`]
+    /// passes, then [`Engine::settle_releases`]. A crash between the commit
+    /// and the settle leaves the entries to the reconciler, which gives back
+    /// those whose row did end; one whose transaction rolled back is dropped.
+    pub async fn journal_releases(
+        &self,
+        rows: impl IntoIterator<Item = (Uuid, Uuid, Uuid, i64)>,
+    ) -> DomainResult<Releases> {
+        let mut by_parent: std::collections::BTreeMap<Uuid, Vec<Entry>> = Default::default();
+        for (parent, row, user, quantity) in rows {
+            let entry = Entry::release_of(row, user, quantity);
+            by_parent.entry(parent).or_default().push(entry);
+        }
+        let at = Instant::now();
+        for (parent, entries) in &by_parent {
+            self.stock.journal(K::KIND, *parent, entries).await?;
+        }
+        Ok(Releases { by_parent, at })
+    }
+
+    /// Gives back the journaled units once their transaction committed. A
+    /// failure is left to the reconciler (it under-sells until then, never
+    /// oversells).
+    pub async fn settle_releases(&self, releases: Releases) {
+        for (parent, entries) in releases.by_parent {
+            let res = self
+                .stock
+                .settle_many(K::KIND, parent, &entries, Release::BOTH)
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(kind = K::NAME, id = %parent, rows = entries.len(), error = %e, "stock release failed, left to the reconciler");
+            }
         }
     }
 

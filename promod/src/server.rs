@@ -516,7 +516,20 @@ async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<d
     let (kind, cfg) = (promo_store::stock::Kind::Sale, &sh.cfg.reservation);
     let reconciled = (pool.clone(), inventory.clone(), sh.shutdown.clone());
     crate::reconcile::spawn(tasks, reconciled.0, reconciled.1, kind, cfg, reconciled.2);
-    let svc = Arc::new(TimesaleService::new(pool, inventory, sh.clock.clone()));
+    let holds = &sh.cfg.holds;
+    let svc = Arc::new(TimesaleService::new(
+        pool,
+        inventory,
+        sh.clock.clone(),
+        holds.default_seconds,
+    ));
+    crate::sweep::spawn(
+        tasks,
+        svc.clone(),
+        sh.clock.clone(),
+        holds,
+        sh.shutdown.clone(),
+    );
     // Rebuild stock counters that Redis lost (a restart of Redis, a flush);
     // live counters are kept, so a restart of promod never resets stock.
     match svc.rebuild_all(false).await {

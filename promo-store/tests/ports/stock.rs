@@ -486,6 +486,49 @@ async fn claims_stop_a_second_attempt(port: Arc<dyn StockPort>, kind: Kind) {
     }
 }
 
+/// Releases journaled before a row ends: settled in one step they give back
+/// once each, beside a taking of the same row that stays journaled; a second
+/// settle of any gives nothing.
+async fn releases_settle_once(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(10), false).await.unwrap();
+    let mut takings = Vec::new();
+    for _ in 0..4 {
+        let a = ask(kind, id, Uuid::new_v4(), 2, 2);
+        let row = Uuid::new_v4();
+        assert!(matches!(
+            port.take(&a, row, None).await.unwrap(),
+            Decision::Taken { .. }
+        ));
+        takings.push(Entry::of(&a, row));
+    }
+    let releases: Vec<Entry> = takings
+        .iter()
+        .map(|t| Entry::release_of(t.reservation, t.user, t.quantity))
+        .collect();
+    port.journal(kind, id, &releases).await.unwrap();
+    let j = journal_of(&*port, kind, id, Age::ZERO).await;
+    assert_eq!(j.size, 8);
+    assert!(releases.iter().all(|r| j.overdue.contains(r)), "{j:?}");
+    let n = port
+        .settle_many(kind, id, &releases[..3], Release::BOTH)
+        .await
+        .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(
+        port.settle_many(kind, id, &releases, Release::BOTH)
+            .await
+            .unwrap(),
+        1
+    );
+    let (left, users) = port.snapshot(kind, id).await.unwrap().unwrap();
+    assert_eq!((left, users.len()), (10, 0));
+    // The takings are still journaled, apart from the releases.
+    let j = journal_of(&*port, kind, id, Age::ZERO).await;
+    assert_eq!(j.size, 4);
+    assert!(takings.iter().all(|t| j.overdue.contains(t)), "{j:?}");
+}
+
 macro_rules! contract {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -538,6 +581,11 @@ macro_rules! contract {
             async fn a_claimed_key_refuses_a_second_attempt() {
                 claims_stop_a_second_attempt($make, Kind::Coupon).await;
                 claims_stop_a_second_attempt($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn journaled_releases_settle_once() {
+                releases_settle_once($make, Kind::Coupon).await;
+                releases_settle_once($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {

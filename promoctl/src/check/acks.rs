@@ -37,7 +37,11 @@ const POINTS: Kind = Kind {
 };
 const ORDERS: Kind = Kind {
     check: "acks.orders",
-    routes: &["time-sales/orders"],
+    routes: &["time-sales/orders", "time-sales/orders (hold)"],
+};
+const CONFIRMS: Kind = Kind {
+    check: "acks.orders.confirmed",
+    routes: &["orders/confirm"],
 };
 
 pub async fn check(
@@ -82,6 +86,19 @@ pub async fn check(
         .fetch_all(timesale)
         .await;
         out.push(compare(&ORDERS, acks, rows, &[])?);
+        if acks.iter().any(|a| CONFIRMS.routes.contains(&&*a.route)) {
+            // Holds confirmed by the run (nothing else confirms or cancels
+            // a confirmed hold of the run's users).
+            let rows = sqlx::query_scalar(
+                "SELECT id FROM time_sale_orders WHERE time_sale_id = $1 AND user_id = ANY($2)
+                   AND status = 'CONFIRMED' AND expires_at IS NOT NULL",
+            )
+            .bind(sale)
+            .bind(&fixtures.users)
+            .fetch_all(timesale)
+            .await;
+            out.push(compare(&CONFIRMS, acks, rows, &[])?);
+        }
     }
     Ok(out)
 }

@@ -1,7 +1,9 @@
-//! Time-sale invariants: sold equals confirmed orders within the total, users
-//! within their limit, the reported remaining never ahead of the truth, and
-//! the Redis stock plus confirmed units equal to the total, and every order
-//! placed (by the service's clock) inside its sale's window.
+//! Time-sale invariants: sold equals the units orders hold (PENDING holds and
+//! CONFIRMED orders) within the total, users within their limit, the reported
+//! remaining never ahead of the truth, the Redis stock plus held units equal
+//! to the total, every order placed (by the service's clock) inside its
+//! sale's window, no hold left PENDING past its expiry plus the sweep bound,
+//! and no hold resolved twice.
 
 use super::counters::Counters;
 use super::{invariants, CheckResult, Invariant, Redis};
@@ -15,20 +17,33 @@ pub const REMAINING: &str = "timesale.remaining_not_ahead";
 pub const REDIS: &str = "timesale.redis_stock";
 pub const USER_TOTALS: &str = "timesale.user_totals_match_orders";
 pub const WINDOW: &str = "timesale.orders_within_window";
+pub const HOLDS_SWEPT: &str = "timesale.holds_swept";
+pub const RESOLVED_ONCE: &str = "timesale.holds_resolved_once";
 
-/// Confirmed units per sale, as the CTE `c`.
+/// How long past its `expires_at` a hold may stay PENDING: the sweep
+/// interval (1 s by default) plus a wide margin for a busy or restarting
+/// role. Measured on the database's clock; a service clock set ahead
+/// (chaos runs) only makes this looser.
+macro_rules! sweep_bound_secs {
+    () => {
+        60
+    };
+}
+pub const SWEEP_BOUND_SECS: i64 = sweep_bound_secs!();
+
+/// Units orders hold per sale (PENDING and CONFIRMED), as the CTE `c`.
 macro_rules! confirmed {
     () => {
         "c AS (SELECT time_sale_id, sum(quantity) AS q FROM time_sale_orders
-               WHERE status = 'CONFIRMED' GROUP BY time_sale_id)"
+               WHERE status IN ('PENDING', 'CONFIRMED') GROUP BY time_sale_id)"
     };
 }
 
-/// Confirmed units per sale and user, as the CTE `u`.
+/// Units held per sale and user, as the CTE `u`.
 macro_rules! per_user {
     () => {
         "u AS (SELECT time_sale_id, user_id, sum(quantity) AS q FROM time_sale_orders
-               WHERE status = 'CONFIRMED' GROUP BY 1, 2)"
+               WHERE status IN ('PENDING', 'CONFIRMED') GROUP BY 1, 2)"
     };
 }
 
@@ -39,6 +54,8 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
         REMAINING_SQL,
         USER_TOTALS_SQL,
         WINDOW_SQL,
+        HOLDS_SWEPT_SQL,
+        RESOLVED_ONCE_SQL,
     ];
     let mut out = invariants(pool, &all).await?;
     out.push(redis_stock(pool, redis).await?);
@@ -115,6 +132,40 @@ const WINDOW_SQL: Invariant = Invariant {
                  WHERE o.created_at < s.start_at OR o.created_at >= s.end_at)",
 };
 
+const HOLDS_SWEPT_SQL: Invariant = Invariant {
+    check: HOLDS_SWEPT,
+    examined: "time_sale_orders",
+    with: concat!(
+        "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
+               FROM time_sale_orders
+               WHERE status = 'PENDING'
+                 AND expires_at < now() - make_interval(secs => ",
+        sweep_bound_secs!(),
+        "))"
+    ),
+};
+
+/// A hold ends once: at most one of each resolution event, and an expired
+/// hold was neither confirmed nor cancelled (a confirmed hold may later be
+/// cancelled, as any confirmed order). Read from the outbox, which keeps
+/// published events for its retention.
+const RESOLVED_ONCE_SQL: Invariant = Invariant {
+    check: RESOLVED_ONCE,
+    examined: "e",
+    with: "e AS (SELECT aggregate_id,
+                        count(*) FILTER (WHERE topic = 'order.confirmed') AS confirmed,
+                        count(*) FILTER (WHERE topic = 'order.cancelled') AS cancelled,
+                        count(*) FILTER (WHERE topic = 'order.expired') AS expired
+                 FROM outbox
+                 WHERE topic IN ('order.confirmed', 'order.cancelled', 'order.expired')
+                 GROUP BY aggregate_id),
+           v AS (SELECT aggregate_id::text || ' (confirmed ' || confirmed || ', cancelled '
+                        || cancelled || ', expired ' || expired || ')' AS what
+                 FROM e
+                 WHERE confirmed > 1 OR cancelled > 1 OR expired > 1
+                    OR (expired > 0 AND confirmed + cancelled > 0))",
+};
+
 /// Where a stock key exists: stock + confirmed == total, and each user's
 /// bought quantity in the hash equals their confirmed orders.
 pub async fn redis_stock(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckResult> {
@@ -133,7 +184,8 @@ pub async fn redis_stock(pool: &PgPool, redis: &mut Redis) -> CtlResult<CheckRes
         users_key: keys::timesale_users,
         per_user: "SELECT time_sale_id AS id, user_id, sum(quantity)::bigint AS n
                    FROM time_sale_orders
-                   WHERE status = 'CONFIRMED' AND time_sale_id = ANY($1) GROUP BY 1, 2",
+                   WHERE status IN ('PENDING', 'CONFIRMED') AND time_sale_id = ANY($1)
+                   GROUP BY 1, 2",
         journal_key: keys::timesale_journal,
     };
     counters.check(pool, redis).await

@@ -25,6 +25,7 @@ const ORDER_COLUMNS: &[&str] = &[
     "total_price",
     "status",
     "created_at",
+    "expires_at",
 ];
 
 pub async fn product(ctx: &Ctx, cmd: ProductCmd) -> CtlResult<()> {
@@ -97,12 +98,22 @@ pub async fn sale(ctx: &Ctx, cmd: SaleCmd) -> CtlResult<()> {
 pub async fn order(ctx: &Ctx, cmd: OrderCmd) -> CtlResult<()> {
     let c = ctx.authed().await?;
     let v = match cmd {
-        OrderCmd::Create { sale, quantity } => {
-            c.post(
-                &format!("/time-sales/{sale}/orders"),
-                serde_json::json!({ "quantity": quantity }),
-            )
-            .await?
+        OrderCmd::Create {
+            sale,
+            quantity,
+            hold,
+            hold_seconds,
+        } => {
+            let mut body = serde_json::json!({ "quantity": quantity });
+            if hold {
+                body["hold"] = true.into();
+                body["hold_seconds"] = hold_seconds.into();
+            }
+            c.post(&format!("/time-sales/{sale}/orders"), body).await?
+        }
+        OrderCmd::Confirm { id } => {
+            c.post(&format!("/orders/{id}/confirm"), serde_json::json!({}))
+                .await?
         }
         OrderCmd::Cancel { id } => {
             c.post(&format!("/orders/{id}/cancel"), serde_json::json!({}))

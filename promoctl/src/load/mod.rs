@@ -177,7 +177,7 @@ impl Shared {
             };
         };
         let status = resp.status().as_u16();
-        if status < 300 && self.acks.is_none() {
+        if status < 300 && self.acks.is_none() && r.then.is_none() {
             // Drain the body so the connection is reused.
             let _ = resp.bytes().await;
             return Answer {
@@ -215,14 +215,23 @@ impl Shared {
         }
     }
 
+    /// Sends the i-th request, then its follow-up on the row it created
+    /// (a hold's confirm or cancel), each recorded as a request.
     async fn send(&self, r: Req, i: u64, intended: Instant) {
+        let key = self.run.as_ref().map(|run| format!("{run}-{i}"));
+        let (then, token) = (r.then, r.token.clone());
+        let answer = self.send_one(r, key.clone(), intended).await;
+        if let (Some(then), Some(201), Some(id)) = (then, answer.status, answer.id) {
+            let key = key.map(|k| format!("{k}-then"));
+            self.send_one(then.request(id, &token), key, Instant::now())
+                .await;
+        }
+    }
+
+    async fn send_one(&self, r: Req, key: Option<String>, intended: Instant) -> Answer {
         let route = r.route;
         let write = r.method != reqwest::Method::GET;
-        let key = self
-            .run
-            .as_ref()
-            .filter(|_| write)
-            .map(|run| format!("{run}-{i}"));
+        let key = key.filter(|_| write);
         let (answer, retries) = self.answer(&r, key.as_deref()).await;
         let outcome = match answer.status {
             Some(s) => classify(s, answer.code.as_deref()),
@@ -233,7 +242,7 @@ impl Shared {
                 route: route.to_owned(),
                 key,
                 status: answer.status.unwrap_or(0),
-                code: answer.code,
+                code: answer.code.clone(),
                 id: answer.id,
                 retries,
             };
@@ -241,17 +250,17 @@ impl Shared {
                 eprintln!("cannot write the ack log: {e}");
             }
         }
-        if intended < self.measured_from {
-            return;
+        if intended >= self.measured_from {
+            let latency = intended.elapsed();
+            self.stats.lock().expect("stats").record(outcome, latency);
+            self.routes
+                .lock()
+                .expect("stats")
+                .entry(route)
+                .or_default()
+                .record(outcome, latency);
         }
-        let latency = intended.elapsed();
-        self.stats.lock().expect("stats").record(outcome, latency);
-        self.routes
-            .lock()
-            .expect("stats")
-            .entry(route)
-            .or_default()
-            .record(outcome, latency);
+        answer
     }
 
     /// (completed, p99 in ms, failed + missed) so far.

@@ -26,6 +26,9 @@ pub enum Scenario {
     Point,
     /// One hot sale, through its sold-out phase.
     TimesaleOrder,
+    /// Held orders on one hot sale: of every ten holds, eight are then
+    /// confirmed, one cancelled and one left to expire (after 5 s).
+    Checkout,
     /// All of the above, weighted 3:1:4:2 (issue:use:point:order).
     Mixed,
     /// GET /healthz: the generator's own ceiling, to compare with wrk.
@@ -41,7 +44,39 @@ pub struct Req {
     pub body: Option<Value>,
     /// Route label for per-route numbers.
     pub route: &'static str,
+    /// What to do with the created row once answered (a hold's second step).
+    pub then: Option<Then>,
 }
+
+/// A follow-up request on the row a request created, sent after its answer
+/// and counted as a request of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// POST /orders/{id}/confirm
+    Confirm,
+    /// POST /orders/{id}/cancel
+    Cancel,
+}
+
+impl Then {
+    /// The follow-up on row `id` of a request made with `token`.
+    pub fn request(self, id: Uuid, token: &Arc<str>) -> Req {
+        let (verb, route) = match self {
+            Then::Confirm => ("confirm", "orders/confirm"),
+            Then::Cancel => ("cancel", "orders/cancel"),
+        };
+        Req::post(
+            format!("/api/v1/orders/{id}/{verb}"),
+            token,
+            json!({}),
+            route,
+        )
+    }
+}
+
+/// How long the checkout scenario's holds last: short, so that the ones
+/// left alone expire (and are swept) during the run.
+const CHECKOUT_HOLD_SECONDS: i64 = 5;
 
 /// How the run gets tokens.
 pub enum Auth {
@@ -178,7 +213,7 @@ impl Scenario {
             Scenario::CouponIssue => (true, false, false),
             Scenario::CouponUse => (true, false, true),
             Scenario::Point => (false, false, false),
-            Scenario::TimesaleOrder => (false, true, false),
+            Scenario::TimesaleOrder | Scenario::Checkout => (false, true, false),
             Scenario::Mixed => (true, true, true),
             Scenario::Health => (false, false, false),
         }
@@ -244,12 +279,27 @@ impl Scenario {
                 json!({"quantity": 1}),
                 "time-sales/orders",
             ),
+            Scenario::Checkout => {
+                let mut r = Req::post(
+                    format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
+                    &user.1,
+                    json!({"quantity": 1, "hold": true, "hold_seconds": CHECKOUT_HOLD_SECONDS}),
+                    "time-sales/orders (hold)",
+                );
+                r.then = match i % 10 {
+                    0..=7 => Some(Then::Confirm),
+                    8 => Some(Then::Cancel),
+                    _ => None,
+                };
+                r
+            }
             Scenario::Health => Req {
                 method: Method::GET,
                 path: "/healthz".into(),
                 token: user.1.clone(),
                 body: None,
                 route: "healthz",
+                then: None,
             },
             Scenario::Mixed => {
                 let (pick, j) = mixed(i);
@@ -267,6 +317,7 @@ impl Req {
             token: token.clone(),
             body: Some(body),
             route,
+            then: None,
         }
     }
 }

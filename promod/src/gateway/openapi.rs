@@ -40,6 +40,7 @@ impl Modify for Bearer {
         crate::timesale::http::update_sale, crate::timesale::http::create_order,
         crate::timesale::http::list_orders, crate::timesale::http::get_order,
         crate::timesale::http::cancel_order,
+        crate::timesale::http::confirm_order,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail))
 )]

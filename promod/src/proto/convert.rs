@@ -15,8 +15,8 @@ use promo_domain::coupon::{
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::timesale::{
-    NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch, SaleQuery,
-    SaleStatus,
+    NewOrder, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch,
+    SaleQuery, SaleStatus,
 };
 use promo_domain::{DomainError, DomainResult};
 use uuid::Uuid;
@@ -222,8 +222,10 @@ mirror!(OrderQuery => timesale::ListOrdersRequest { user_id, page, .. });
 
 mirror!(Order => timesale::Order {
     id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at,
-    cancelled_at
+    expires_at, resolved_at, cancelled_at
 });
+
+mirror!(NewOrder => timesale::CreateOrderRequest { quantity, hold, hold_seconds, .. });
 
 /// The patch only; the client sets the policy id.
 impl From<PolicyPatch> for coupon::UpdatePolicyRequest {
@@ -407,6 +409,8 @@ mod tests {
             total_price: 1_800,
             status: OrderStatus::Cancelled,
             created_at: t(1),
+            expires_at: Some(t(3)),
+            resolved_at: Some(t(2)),
             cancelled_at: Some(t(2)),
         });
         round_trip::<_, coupon::PolicyPage>(Page {

@@ -127,6 +127,7 @@ callers! {
         point::EarnRequest, point::UseRequest, point::CancelRequest,
         timesale::CreateProductRequest, timesale::CreateSaleRequest,
         timesale::UpdateSaleRequest, timesale::CreateOrderRequest, timesale::CancelOrderRequest,
+        timesale::ConfirmOrderRequest,
 }
 
 pub fn page_req(p: PageRequest) -> Option<common::PageRequest> {

@@ -11,7 +11,7 @@ use pb::time_sale_service_client::TimeSaleServiceClient;
 use pb::time_sale_service_server::TimeSaleService as GrpcService;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
-    NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch, SaleQuery,
+    NewOrder, NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch, SaleQuery,
 };
 use promo_domain::DomainResult;
 use std::sync::Arc;
@@ -81,7 +81,7 @@ impl GrpcService for Server {
         serve(req, |ctx, r| async move {
             let sale_id = uuid("time_sale_id", &r.time_sale_id)?;
             let user_id = uuid("user_id", &r.user_id)?;
-            self.0.order(&ctx, sale_id, user_id, r.quantity).await
+            self.0.order(&ctx, sale_id, user_id, r.try_into()?).await
         })
         .await
     }
@@ -104,6 +104,15 @@ impl GrpcService for Server {
         serve(req, |ctx, r| async move {
             self.0
                 .cancel_order(&ctx, uuid("order_id", &r.order_id)?)
+                .await
+        })
+        .await
+    }
+
+    async fn confirm_order(&self, req: Request<pb::ConfirmOrderRequest>) -> R<pb::Order> {
+        serve(req, |ctx, r| async move {
+            self.0
+                .confirm_order(&ctx, uuid("order_id", &r.order_id)?)
                 .await
         })
         .await
@@ -178,12 +187,12 @@ impl TimesaleApi for Client {
         call!(self, update_sale, msg)
     }
 
-    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, o: NewOrder) -> DomainResult<Order> {
         let msg = pb::CreateOrderRequest {
             meta: proto::meta(ctx),
             time_sale_id: sale.to_string(),
             user_id: user.to_string(),
-            quantity,
+            ..o.into()
         };
         call!(self, create_order, msg)
     }
@@ -206,5 +215,13 @@ impl TimesaleApi for Client {
             order_id: id.to_string(),
         };
         call!(self, cancel_order, msg)
+    }
+
+    async fn confirm_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
+        let msg = pb::ConfirmOrderRequest {
+            meta: proto::meta(ctx),
+            order_id: id.to_string(),
+        };
+        call!(self, confirm_order, msg)
     }
 }

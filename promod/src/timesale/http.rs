@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::page::PageRequest;
 use promo_domain::timesale::{
-    parse_status_filter, NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch,
-    SaleQuery, SaleStatus,
+    parse_status_filter, NewOrder, NewProduct, NewSale, Order, OrderQuery, Product, Sale,
+    SalePatch, SaleQuery, SaleStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -42,6 +42,7 @@ pub fn routes(api: Api) -> Router {
         .route("/api/v1/orders", get(list_orders))
         .route("/api/v1/orders/{id}", get(get_order))
         .route("/api/v1/orders/{id}/cancel", post(cancel_order))
+        .route("/api/v1/orders/{id}/confirm", post(confirm_order))
         .with_state(api)
 }
 
@@ -142,6 +143,12 @@ pub struct OrderBody {
     pub quantity: i64,
     /// Admins only: order for this user.
     pub user_id: Option<Uuid>,
+    /// A checkout hold: the order is PENDING until confirmed, cancelled or
+    /// expired, and its units are taken now.
+    #[serde(default)]
+    pub hold: bool,
+    /// The hold's lifetime, 1..=86400 (default from configuration).
+    pub hold_seconds: Option<i64>,
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -152,9 +159,13 @@ pub struct OrderView {
     pub quantity: i64,
     pub unit_price: i64,
     pub total_price: i64,
-    /// CONFIRMED or CANCELLED
+    /// PENDING (a hold), CONFIRMED, CANCELLED or EXPIRED
     pub status: String,
     pub created_at: DateTime<Utc>,
+    /// When a hold expires; null for an order confirmed at once.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When a hold was confirmed, cancelled or expired.
+    pub resolved_at: Option<DateTime<Utc>>,
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
@@ -169,6 +180,8 @@ impl From<Order> for OrderView {
             total_price: o.total_price,
             status: o.status.as_str().to_owned(),
             created_at: o.created_at,
+            expires_at: o.expires_at,
+            resolved_at: o.resolved_at,
             cancelled_at: o.cancelled_at,
         }
     }
@@ -297,7 +310,13 @@ pub async fn create_order(
     w: Write<OrderBody>,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
     let user = w.ctx.principal.acting_for(w.body.user_id)?;
-    let o = api.order(&w.ctx, id, user, w.body.quantity).await?;
+    let b = &w.body;
+    let new = NewOrder {
+        quantity: b.quantity,
+        hold: b.hold,
+        hold_seconds: b.hold_seconds,
+    };
+    let o = api.order(&w.ctx, id, user, new).await?;
     Ok((StatusCode::CREATED, Json(o.into())))
 }
 
@@ -339,4 +358,17 @@ pub async fn cancel_order(
     w: Write<EmptyBody>,
 ) -> Result<Json<OrderView>, ApiError> {
     Ok(Json(api.cancel_order(&w.ctx, id).await?.into()))
+}
+
+#[utoipa::path(post, path = "/api/v1/orders/{id}/confirm", tag = "time sales",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = OrderView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "HOLD_EXPIRED or ALREADY_RESOLVED", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn confirm_order(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    w: Write<EmptyBody>,
+) -> Result<Json<OrderView>, ApiError> {
+    Ok(Json(api.confirm_order(&w.ctx, id).await?.into()))
 }

@@ -16,11 +16,11 @@ use async_trait::async_trait;
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
-    validate_quantity, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale,
-    SalePatch, SaleQuery,
+    validate_quantity, NewOrder, NewProduct, NewSale, Order, OrderQuery, Product, Sale, SalePatch,
+    SaleQuery,
 };
 use promo_domain::{DomainError, DomainResult};
-use promo_store::stock::{Ask, Kind, Release, StockPort, Window};
+use promo_store::stock::{Ask, Kind, StockPort, Window};
 use promo_store::topics;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -38,10 +38,12 @@ pub trait TimesaleApi: Send + Sync + 'static {
     async fn get_sale(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Sale>;
     async fn list_sales(&self, ctx: &Ctx, q: SaleQuery) -> DomainResult<Page<Sale>>;
     async fn update_sale(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale>;
-    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order>;
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, o: NewOrder) -> DomainResult<Order>;
     async fn get_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
     async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>>;
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
+    /// Confirms a PENDING order (a hold).
+    async fn confirm_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order>;
 }
 
 /// How long a sale read stays in the per-process cache on the order path, so
@@ -59,6 +61,8 @@ pub struct TimesaleService {
     answers: crate::idempotency::Answers,
     engine: Engine<store::Orders>,
     clock: SharedClock,
+    /// A hold's lifetime when the request names none.
+    hold_seconds: i64,
     /// Concurrent misses of one id share one load: a burst of orders on a
     /// cold cache makes one query, not one per request.
     sales: moka::future::Cache<Uuid, Sale>,
@@ -72,11 +76,13 @@ impl TimesaleService {
         ctx: &Ctx,
         sale_id: Uuid,
         user_id: Uuid,
-        quantity: i64,
+        new: NewOrder,
     ) -> DomainResult<Order> {
+        let quantity = new.quantity;
         let sale = self.cached_sale(sale_id).await?;
         validate_quantity(quantity, sale.per_user_limit)?;
         let now = self.clock.now();
+        let (status, expires_at) = new.start(self.hold_seconds, now)?;
         sale.check_orderable(now)?;
         let total_price = sale.total_price(quantity)?;
         let ask = Ask {
@@ -99,15 +105,23 @@ impl TimesaleService {
                 quantity,
                 unit_price: sale.sale_price,
                 total_price,
-                status: OrderStatus::Confirmed,
+                status,
                 created_at: now,
+                expires_at,
+                resolved_at: None,
                 cancelled_at: None,
             })
             .await
     }
 
-    pub fn new(pool: PgPool, stock: Arc<dyn StockPort>, clock: SharedClock) -> Self {
+    pub fn new(
+        pool: PgPool,
+        stock: Arc<dyn StockPort>,
+        clock: SharedClock,
+        hold_seconds: i64,
+    ) -> Self {
         TimesaleService {
+            hold_seconds,
             engine: Engine::new(pool.clone(), stock),
             answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
@@ -203,9 +217,9 @@ impl TimesaleService {
     async fn cancel_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
-        let current = store::get_order(&mut **w.tx(), id).await?;
+        let current = store::lock_order(w.tx(), id).await?;
         ctx.principal.require_owner(current.user_id)?;
-        current.check_cancellable()?;
+        current.check_cancellable(now)?;
         let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
@@ -216,15 +230,70 @@ impl TimesaleService {
             now,
             &order,
         )?;
+        let releases = self.engine.journal_releases([units(&order)]).await?;
+        releases.check_deadline()?;
         w.commit(&order, &[ev]).await?;
-        // Only the request that won the conditional UPDATE gets here, once,
-        // and only after commit (a replay returned above): the units come
-        // back exactly once.
-        let (sale, user, units) = (order.time_sale_id, order.user_id, order.quantity);
-        self.engine
-            .give_back(sale, user, units, Release::BOTH)
-            .await;
+        // Only the transaction that ended the order journaled a release that
+        // committed: the units come back exactly once (here, or by the
+        // reconciler after a crash).
+        self.engine.settle_releases(releases).await;
         Ok(order)
+    }
+
+    async fn confirm_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
+        let now = self.clock.now();
+        let mut w = begin!(&self.pool, ctx);
+        let current = store::lock_order(w.tx(), id).await?;
+        ctx.principal.require_owner(current.user_id)?;
+        current.check_confirmable(now)?;
+        let order = store::confirm_order(w.tx(), id, now)
+            .await?
+            .ok_or(DomainError::AlreadyResolved)?;
+        let ev = Event::of(
+            topics::ORDER_CONFIRMED,
+            id,
+            Some(order.user_id),
+            now,
+            &order,
+        )?;
+        w.commit(&order, &[ev]).await?;
+        Ok(order)
+    }
+}
+
+/// What an ended order gives back: (sale, order, user, units).
+fn units(o: &Order) -> (Uuid, Uuid, Uuid, i64) {
+    (o.time_sale_id, o.id, o.user_id, o.quantity)
+}
+
+/// Expiry of held orders: each due PENDING order becomes EXPIRED once, with
+/// its `order.expired` event, and its units come back.
+impl crate::sweep::Expire for TimesaleService {
+    const KIND: &'static str = "order";
+
+    async fn expire_due(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> DomainResult<usize> {
+        let mut tx = self.pool.begin().await.map_err(crate::error::from_sqlx)?;
+        let orders = store::expire_due(&mut tx, now, limit).await?;
+        if orders.is_empty() {
+            return Ok(0);
+        }
+        let events = orders
+            .iter()
+            .map(|o| Event::of(topics::ORDER_EXPIRED, o.id, Some(o.user_id), now, o))
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::outbox::append(&mut tx, &events).await?;
+        let releases = self
+            .engine
+            .journal_releases(orders.iter().map(units))
+            .await?;
+        releases.check_deadline()?;
+        tx.commit().await.map_err(crate::error::from_sqlx)?;
+        self.engine.settle_releases(releases).await;
+        Ok(orders.len())
     }
 }
 
@@ -295,15 +364,15 @@ impl TimesaleApi for TimesaleService {
             .await
     }
 
-    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, quantity: i64) -> DomainResult<Order> {
+    async fn order(&self, ctx: &Ctx, sale: Uuid, user: Uuid, o: NewOrder) -> DomainResult<Order> {
         let user = ctx.principal.acting_for(Some(user))?;
-        if quantity <= 0 {
+        if o.quantity <= 0 {
             return Err(DomainError::validation(
                 "quantity",
                 "quantity must be greater than 0",
             ));
         }
-        let work = self.order_once(ctx, sale, user, quantity);
+        let work = self.order_once(ctx, sale, user, o);
         self.answers.keyed(ctx, work).await
     }
 
@@ -321,6 +390,12 @@ impl TimesaleApi for TimesaleService {
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         self.answers
             .keyed(ctx, self.cancel_order_once(ctx, id))
+            .await
+    }
+
+    async fn confirm_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
+        self.answers
+            .keyed(ctx, self.confirm_order_once(ctx, id))
             .await
     }
 }

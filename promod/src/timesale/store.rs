@@ -23,7 +23,7 @@ pub const SALE_COLUMNS: &str = "id, product_id, total_quantity, sold_quantity, \
     remaining_quantity, sale_price, per_user_limit, start_at, end_at, status, created_at, updated_at";
 
 pub const ORDER_COLUMNS: &str = "id, time_sale_id, user_id, quantity, unit_price, total_price, \
-    status, created_at, cancelled_at";
+    status, created_at, expires_at, resolved_at, cancelled_at";
 
 #[derive(sqlx::FromRow)]
 pub struct ProductRow {
@@ -97,6 +97,8 @@ pub struct OrderRow {
     total_price: i64,
     status: String,
     created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
     cancelled_at: Option<DateTime<Utc>>,
 }
 
@@ -115,6 +117,8 @@ impl TryFrom<OrderRow> for Order {
             total_price: r.total_price,
             status,
             created_at: r.created_at,
+            expires_at: r.expires_at,
+            resolved_at: r.resolved_at,
             cancelled_at: r.cancelled_at,
         })
     }
@@ -303,11 +307,15 @@ impl Reservable for Orders {
         let totals: Vec<i64> = rows.iter().map(|p| p.row.total_price).collect();
         let limits: Vec<i32> = rows.iter().map(|p| p.per_user_limit as i32).collect();
         let created: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.created_at).collect();
+        let status: Vec<&str> = rows.iter().map(|p| p.row.status.as_str()).collect();
+        let expires: Vec<Option<DateTime<Utc>>> = rows.iter().map(|p| p.row.expires_at).collect();
         sqlx::query(
-            "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at)
-             SELECT id, sid, uid, q, unit, total, 'CONFIRMED', at
-             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[], $7::timestamptz[])
-               AS t(id, sid, uid, q, unit, total, at)",
+            "INSERT INTO time_sale_orders (id, time_sale_id, user_id, quantity, unit_price, total_price,
+                status, created_at, expires_at)
+             SELECT id, sid, uid, q, unit, total, st, at, exp
+             FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::bigint[], $6::bigint[],
+                         $7::timestamptz[], $8::text[], $9::timestamptz[])
+               AS t(id, sid, uid, q, unit, total, at, st, exp)",
         )
         .bind(&ids)
         .bind(&sales)
@@ -316,6 +324,8 @@ impl Reservable for Orders {
         .bind(&units)
         .bind(&totals)
         .bind(&created)
+        .bind(&status)
+        .bind(&expires)
         .execute(&mut *conn)
         .await?;
         // Sorted so that concurrent batches lock the rows in the same order.
@@ -398,17 +408,50 @@ pub async fn list_orders(
     page_of(pool, l, &[Arg::Id(user)], page, |r: OrderRow| r.try_into()).await
 }
 
-/// CONFIRMED -> CANCELLED, only if still CONFIRMED; the sale's sold count and
-/// the user's total go down in the same transaction. `None` when another
-/// request won.
+/// Reads an order under a row lock, so that the rules see the state the
+/// transaction will change (a confirm, a cancel and the sweeper contend here).
+pub async fn lock_order(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> DomainResult<Order> {
+    sqlx::query_as::<_, OrderRow>(&format!(
+        "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?
+    .ok_or_else(|| DomainError::NotFound("order".into()))?
+    .try_into()
+}
+
+/// PENDING -> CONFIRMED; the units stay taken. `None` when not PENDING.
+pub async fn confirm_order(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Order>> {
+    let row: Option<OrderRow> = sqlx::query_as(&format!(
+        "UPDATE time_sale_orders SET status = 'CONFIRMED', resolved_at = $2
+         WHERE id = $1 AND status = 'PENDING' RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    row.map(Order::try_from).transpose()
+}
+
+/// CONFIRMED or PENDING -> CANCELLED, only from those; the sale's sold count
+/// and the user's total go down in the same transaction. `None` when the
+/// order was in neither.
 pub async fn cancel_order(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     now: DateTime<Utc>,
 ) -> DomainResult<Option<Order>> {
     let row: Option<OrderRow> = sqlx::query_as(&format!(
-        "UPDATE time_sale_orders SET status = 'CANCELLED', cancelled_at = $2
-         WHERE id = $1 AND status = 'CONFIRMED' RETURNING {ORDER_COLUMNS}"
+        "UPDATE time_sale_orders SET status = 'CANCELLED', cancelled_at = $2,
+            resolved_at = CASE WHEN expires_at IS NULL THEN NULL ELSE COALESCE(resolved_at, $2) END
+         WHERE id = $1 AND status IN ('CONFIRMED', 'PENDING') RETURNING {ORDER_COLUMNS}"
     ))
     .bind(id)
     .bind(now)
@@ -418,25 +461,99 @@ pub async fn cancel_order(
     let Some(order) = row.map(Order::try_from).transpose()? else {
         return Ok(None);
     };
-    // The user's total first, then the sale: the same lock order as the group
-    // commit, so a cancel and a batch of the same user cannot deadlock.
-    sqlx::query(
-        "UPDATE time_sale_user_totals SET quantity = quantity - $3
-         WHERE time_sale_id = $1 AND user_id = $2",
-    )
-    .bind(order.time_sale_id)
-    .bind(order.user_id)
-    .bind(order.quantity)
-    .execute(&mut **tx)
+    untake(tx, std::slice::from_ref(&order)).await?;
+    Ok(Some(order))
+}
+
+/// Up to `limit` PENDING orders due at `now` -> EXPIRED, with their units
+/// given back in PostgreSQL. Orders locked by a confirm, a cancel or another
+/// sweeper are skipped, never waited for.
+pub async fn expire_due(
+    tx: &mut Transaction<'_, Postgres>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> DomainResult<Vec<Order>> {
+    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
+        "WITH due AS (
+            SELECT id FROM time_sale_orders
+            WHERE status = 'PENDING' AND expires_at <= $1
+            ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE time_sale_orders o SET status = 'EXPIRED', resolved_at = $1
+         FROM due WHERE o.id = due.id AND o.status = 'PENDING'
+         RETURNING {}",
+        ORDER_COLUMNS
+            .split(", ")
+            .map(|c| format!("o.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    sqlx::query("UPDATE time_sales SET sold_quantity = sold_quantity - $2 WHERE id = $1")
-        .bind(order.time_sale_id)
-        .bind(order.quantity)
+    let orders = rows
+        .into_iter()
+        .map(Order::try_from)
+        .collect::<DomainResult<Vec<_>>>()?;
+    untake(tx, &orders).await?;
+    Ok(orders)
+}
+
+/// Lowers the users' totals, then the sales' sold counts, by the units of
+/// `orders` that just ended: each table in key order, the group commit's
+/// lock order, so that no two of them deadlock.
+async fn untake(tx: &mut Transaction<'_, Postgres>, orders: &[Order]) -> DomainResult<()> {
+    if orders.is_empty() {
+        return Ok(());
+    }
+    let sales: Vec<Uuid> = orders.iter().map(|o| o.time_sale_id).collect();
+    let users: Vec<Uuid> = orders.iter().map(|o| o.user_id).collect();
+    let qtys: Vec<i64> = orders.iter().map(|o| o.quantity).collect();
+    if orders.len() > 1 {
+        // An UPDATE .. FROM locks in whatever order its plan reads; these
+        // SELECTs lock in key order first.
+        sqlx::query(
+            "SELECT 1 FROM time_sale_user_totals t
+             JOIN unnest($1::uuid[], $2::uuid[]) AS u(sid, uid)
+               ON t.time_sale_id = u.sid AND t.user_id = u.uid
+             ORDER BY t.time_sale_id, t.user_id FOR UPDATE OF t",
+        )
+        .bind(&sales)
+        .bind(&users)
         .execute(&mut **tx)
         .await
         .map_err(from_sqlx)?;
-    Ok(Some(order))
+        sqlx::query("SELECT id FROM time_sales WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .bind(&sales)
+            .execute(&mut **tx)
+            .await
+            .map_err(from_sqlx)?;
+    }
+    sqlx::query(
+        "UPDATE time_sale_user_totals t SET quantity = t.quantity - c.n
+         FROM (SELECT sid, uid, sum(q) AS n FROM unnest($1::uuid[], $2::uuid[], $3::bigint[])
+               AS u(sid, uid, q) GROUP BY sid, uid ORDER BY sid, uid) c
+         WHERE t.time_sale_id = c.sid AND t.user_id = c.uid",
+    )
+    .bind(&sales)
+    .bind(&users)
+    .bind(&qtys)
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    sqlx::query(
+        "UPDATE time_sales s SET sold_quantity = s.sold_quantity - c.n
+         FROM (SELECT sid, sum(q) AS n FROM unnest($1::uuid[], $2::bigint[]) AS u(sid, q)
+               GROUP BY sid ORDER BY sid) c
+         WHERE s.id = c.sid",
+    )
+    .bind(&sales)
+    .bind(&qtys)
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(())
 }
 
 /// Sales whose stock copy may still change: not ended before `since` (orders

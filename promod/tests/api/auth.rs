@@ -209,6 +209,8 @@ async fn ops_routes_and_openapi() {
         ("get", "/orders"),
         ("get", "/orders/{id}"),
         ("post", "/orders/{id}/cancel"),
+        // v1.1: holds
+        ("post", "/orders/{id}/confirm"),
     ] {
         let path = format!("/api/v1{p}");
         assert!(

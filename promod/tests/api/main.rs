@@ -10,6 +10,7 @@ mod detach;
 mod events;
 mod fuzz;
 mod helpers;
+mod order_hold;
 mod overload;
 mod point;
 mod procs;

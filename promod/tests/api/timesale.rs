@@ -242,6 +242,7 @@ async fn a_lost_inventory_is_rebuilt_and_the_invariant_holds() {
         app.db.clone(),
         Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
+        900,
     );
     assert!(svc.rebuild_inventory(sale, false).await.unwrap());
     app.assert_invariant(sale).await;
@@ -579,6 +580,7 @@ async fn the_database_refuses_what_a_wrong_redis_admits() {
         app.db.clone(),
         Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
+        900,
     );
     assert!(svc.rebuild_inventory(sale, true).await.unwrap());
     app.assert_invariant(sale).await;
@@ -798,6 +800,7 @@ async fn order_throughput_probe() {
         app.db.clone(),
         Arc::new(RedisStock::new(app.redis.clone())),
         Arc::new(SystemClock),
+        900,
     ));
     let run = |n: usize| {
         let svc = svc.clone();
@@ -815,7 +818,7 @@ async fn order_throughput_probe() {
                             },
                             idem: None,
                         };
-                        svc.order(&ctx, sale, user, 1).await.is_ok()
+                        svc.order(&ctx, sale, user, one()).await.is_ok()
                     }
                 })
                 .buffer_unordered(512)
@@ -872,4 +875,13 @@ async fn a_retried_order_while_its_first_attempt_runs_is_asked_to_wait_not_refus
     );
     assert_eq!(app.db_sold(sale).await.0, 1);
     app.assert_invariant(sale).await;
+}
+
+/// One unit, confirmed at once.
+fn one() -> promo_domain::timesale::NewOrder {
+    promo_domain::timesale::NewOrder {
+        quantity: 1,
+        hold: false,
+        hold_seconds: None,
+    }
 }

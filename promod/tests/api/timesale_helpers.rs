@@ -189,6 +189,16 @@ impl TimesaleApp {
         b["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// A held order of one unit for `secs` seconds.
+    pub async fn hold(&self, sale: Uuid, token: &str, secs: i64) -> (u16, Value) {
+        self.post(
+            &format!("/time-sales/{sale}/orders"),
+            token,
+            json!({"quantity": 1, "hold": true, "hold_seconds": secs}),
+        )
+        .await
+    }
+
     pub async fn order(&self, sale: Uuid, token: &str, quantity: i64) -> (u16, Value) {
         self.post(
             &format!("/time-sales/{sale}/orders"),
@@ -198,7 +208,8 @@ impl TimesaleApp {
         .await
     }
 
-    /// (sold_quantity, sum of confirmed orders) as PostgreSQL has them.
+    /// (sold_quantity, sum of the orders holding units: PENDING and
+    /// CONFIRMED) as PostgreSQL has them.
     pub async fn db_sold(&self, sale: Uuid) -> (i64, i64) {
         let (sold,): (i64,) = sqlx::query_as("SELECT sold_quantity FROM time_sales WHERE id = $1")
             .bind(sale)
@@ -207,7 +218,7 @@ impl TimesaleApp {
             .unwrap();
         let (confirmed,): (i64,) = sqlx::query_as(
             "SELECT COALESCE(sum(quantity), 0)::bigint FROM time_sale_orders
-             WHERE time_sale_id = $1 AND status = 'CONFIRMED'",
+             WHERE time_sale_id = $1 AND status IN ('PENDING', 'CONFIRMED')",
         )
         .bind(sale)
         .fetch_one(&self.db)
@@ -253,7 +264,7 @@ impl TimesaleApp {
         assert_eq!(stock + confirmed, total, "stock + confirmed == total");
         let over: Vec<(Uuid, i64)> = sqlx::query_as(
             "SELECT user_id, sum(quantity)::bigint FROM time_sale_orders
-             WHERE time_sale_id = $1 AND status = 'CONFIRMED'
+             WHERE time_sale_id = $1 AND status IN ('PENDING', 'CONFIRMED')
              GROUP BY user_id HAVING sum(quantity) > $2",
         )
         .bind(sale)
