@@ -114,6 +114,32 @@ field() {
 }
 ratio() { python3 -c 'import sys; print(f"{float(sys.argv[1])/max(float(sys.argv[2]),1e-9):.2f}")' "$1" "$2"; }
 
+pending_holds() { psql -tAq "$PG/${RUN}_timesale" -c "SELECT count(*) FROM time_sale_orders WHERE status = 'PENDING'"; }
+# route REPORT ROUTE EXPR: a number from one route of a load report (python
+# over `r`, the route's numbers, and `e`, the run's seconds).
+route() {
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); e=max(j["summary"]["elapsed_secs"],1e-9); r=j["routes"].get(sys.argv[2],{}); print(eval(sys.argv[3]))' "$1" "$2" "$3"
+}
+# sweep_holds: piles up 100,000 held orders (closed loop, never resolved),
+# makes them all due at once, then times the sweepers while an open-loop
+# order load runs beside them; sets SWEEP_SECS and SWEEP_LIVE.
+sweep_holds() {
+  while (( $(pending_holds) < 100000 )); do
+    "$BIN/promoctl" --gateway-url $GW load hold --concurrency "$CONC" --duration 10s \
+      --users 100000 --stock 100000 --quiet "${AUTH[@]}" >&2 || true
+  done
+  local held; held=$(pending_holds)
+  psql -q "$PG/${RUN}_timesale" -c "UPDATE time_sale_orders SET expires_at = now() WHERE status = 'PENDING'"
+  "$BIN/promoctl" --gateway-url $GW load timesale-order --rate 1000 --duration 40s --users 100000 \
+    --stock 1000000 --quiet --report "$WORK/sweep-live.json" "${AUTH[@]}" >&2 &
+  local live=$! t0; t0=$(date +%s.%N)
+  while (( $(pending_holds) > 0 )); do sleep 0.2; done
+  SWEEP_SECS=$(echo "$(date +%s.%N) - $t0" | bc -l | xargs printf '%.1f')
+  SWEEP_HELD=$held
+  wait "$live" || true
+  SWEEP_LIVE="$(field "$WORK/sweep-live.json" 'round(s["succeeded"]/e)') ok/s, p99 $(field "$WORK/sweep-live.json" 's["p99_ms"]') ms"
+}
+
 step "promod, all roles in one process"
 start_promod gateway,coupon,point,timesale; PID=$PID_STARTED
 wait_ready $GW
@@ -153,6 +179,12 @@ load "time-sale order, capacity" "$PID" $GW --file $T/target-timesale.toml "${CA
 ORDER_CAP=$(field "$LAST_REPORT" 'round(s["succeeded"]/e)')
 load "time-sale order, capacity, keyed" "$PID" $GW --file $T/target-timesale.toml "${CAP[@]}" --idempotency-keys "${AUTH[@]}"
 ORDER_KEYED=$(field "$LAST_REPORT" 'round(s["succeeded"]/e)')
+# Issue 19: the checkout scenario against the plain order capacity just
+# measured (its req/s counts the holds and their confirms and cancels).
+load "checkout: hold, then 8/10 confirm, 1/10 cancel, 1/10 expire, capacity" "$PID" $GW checkout --file $T/target-timesale.toml "${CAP[@]}" "${AUTH[@]}"
+CHECKOUT=$LAST_REPORT
+step "sweeper: 100,000 due holds under live orders"
+sweep_holds
 load "time-sale sold out" "$PID" $GW --file $T/target-timesale.toml --stock 1 --rate "$SOLDOUT_RATE" "${AUTH[@]}"
 load "time-sale sold out, capacity" "$PID" $GW --file $T/target-timesale.toml --stock 1 "${CAP[@]}" "${AUTH[@]}"
 SOLDOUT_CAP=$(field "$LAST_REPORT" 'round(s["refused"]/e)')
@@ -214,6 +246,10 @@ step "writing $OUT"
   echo "Issue 18 targets, from the rows above:"
   echo "- 3x capacity ($OVER_RATE/s offered): ok $(field "$OVER" 'round(s["succeeded"]/e)')/s = $(ratio "$(field "$OVER" 's["succeeded"]/e')" "$COUPON_CAP")x the closed-loop capacity (target >= 0.9); ok p99 $(field "$OVER" 's["ok_p99_ms"]') ms (<= 100); $(field "$OVER" 's["shed"]') answered 503, p99 $(field "$OVER" 's["shed_p99_ms"]') ms, max $(field "$OVER" 's["shed_max_ms"]') ms (<= 10); promod RSS peak during ${OVER_RSS_PEAK} MB (<= 150), 60 s after ${OVER_RSS_AFTER} MB (<= 60)."
   echo "- keyed / unkeyed closed loop: coupon issue $(ratio "$COUPON_KEYED" "$COUPON_CAP") ($COUPON_KEYED vs $COUPON_CAP/s), time-sale order $(ratio "$ORDER_KEYED" "$ORDER_CAP") ($ORDER_KEYED vs $ORDER_CAP/s), time-sale sold out $(ratio "$SOLDOUT_KEYED" "$SOLDOUT_CAP") ($SOLDOUT_KEYED vs $SOLDOUT_CAP refusals/s) (target >= 0.9)."
+  echo
+  echo "Issue 19 targets:"
+  echo "- checkout / plain order, closed loop: requests $(ratio "$(field "$CHECKOUT" 's["succeeded"]/e')" "$ORDER_CAP") ($(field "$CHECKOUT" 'round(s["succeeded"]/e)') vs $ORDER_CAP ok/s; target >= 0.8); holds alone $(ratio "$(route "$CHECKOUT" 'time-sales/orders (hold)' 'r.get("succeeded",0)/e')" "$ORDER_CAP") ($(route "$CHECKOUT" 'time-sales/orders (hold)' 'round(r.get("succeeded",0)/e)') holds/s, each followed by its confirm or cancel)."
+  echo "- sweeper: $SWEEP_HELD holds made due at once expired in $SWEEP_SECS s (target <= 30 s for 100,000) beside an open-loop order load at 1,000/s: $SWEEP_LIVE."
   echo "- coupon issue capacity / pgbench hot row: $(ratio "$COUPON_CAP" "$PGB") (target >= 10); its p99 at $CONC workers ${COUPON_CAP_P99} ms (<= 25)."
 } >"$OUT"
 cat "$OUT"

@@ -29,6 +29,9 @@ pub enum Scenario {
     /// Held orders on one hot sale: of every ten holds, eight are then
     /// confirmed, one cancelled and one left to expire (after 5 s).
     Checkout,
+    /// Held orders left alone for ten minutes (a pile of holds for the
+    /// sweeper: perf/bench.sh makes them due at once).
+    Hold,
     /// All of the above, weighted 3:1:4:2 (issue:use:point:order).
     Mixed,
     /// GET /healthz: the generator's own ceiling, to compare with wrk.
@@ -213,7 +216,7 @@ impl Scenario {
             Scenario::CouponIssue => (true, false, false),
             Scenario::CouponUse => (true, false, true),
             Scenario::Point => (false, false, false),
-            Scenario::TimesaleOrder | Scenario::Checkout => (false, true, false),
+            Scenario::TimesaleOrder | Scenario::Checkout | Scenario::Hold => (false, true, false),
             Scenario::Mixed => (true, true, true),
             Scenario::Health => (false, false, false),
         }
@@ -280,12 +283,7 @@ impl Scenario {
                 "time-sales/orders",
             ),
             Scenario::Checkout => {
-                let mut r = Req::post(
-                    format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
-                    &user.1,
-                    json!({"quantity": 1, "hold": true, "hold_seconds": CHECKOUT_HOLD_SECONDS}),
-                    "time-sales/orders (hold)",
-                );
+                let mut r = hold(f, &user.1, CHECKOUT_HOLD_SECONDS);
                 r.then = match i % 10 {
                     0..=7 => Some(Then::Confirm),
                     8 => Some(Then::Cancel),
@@ -293,6 +291,7 @@ impl Scenario {
                 };
                 r
             }
+            Scenario::Hold => hold(f, &user.1, 600),
             Scenario::Health => Req {
                 method: Method::GET,
                 path: "/healthz".into(),
@@ -320,6 +319,16 @@ impl Req {
             then: None,
         }
     }
+}
+
+/// One unit of the sale, held for `secs`.
+fn hold(f: &Fixtures, token: &Arc<str>, secs: i64) -> Req {
+    Req::post(
+        format!("/api/v1/time-sales/{}/orders", f.sale.unwrap_or_default()),
+        token,
+        json!({"quantity": 1, "hold": true, "hold_seconds": secs}),
+        "time-sales/orders (hold)",
+    )
 }
 
 /// Pairs: earn for a user, then that user spends most of it.
