@@ -1021,6 +1021,30 @@ async fn time_sale_and_order_changes_publish_exactly_one_event() {
         .post(&format!("/orders/{order_id}/cancel"), &token, json!({}))
         .await;
     assert_eq!(s, 409);
+    // Holds: one confirmed, one left to expire (by the app's clock).
+    let hold = |secs: i64| {
+        let (app, token, sale_id) = (&app, &token, &sale_id);
+        async move {
+            let body = json!({"quantity": 1, "hold": true, "hold_seconds": secs});
+            let (s, b) = app
+                .post(&format!("/time-sales/{sale_id}/orders"), token, body)
+                .await;
+            assert_eq!(s, 201, "{b}");
+            b["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let confirmed = hold(60).await;
+    let (s, b) = app
+        .post(&format!("/orders/{confirmed}/confirm"), &token, json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let expiring = hold(1).await;
+    app.clock.advance(chrono::Duration::seconds(2));
+    super::helpers::eventually("the hold expires", || async {
+        let (_, o) = app.get(&format!("/orders/{expiring}"), &token).await;
+        o["status"] == "EXPIRED"
+    })
+    .await;
 
     drained(&[&db], Duration::from_secs(30)).await;
     let rows = outbox_rows(&db, false).await;
@@ -1028,7 +1052,11 @@ async fn time_sale_and_order_changes_publish_exactly_one_event() {
         sorted_topics(&rows),
         [
             "order.cancelled",
+            "order.confirmed",
             "order.created",
+            "order.created",
+            "order.created",
+            "order.expired",
             "timesale.product_created",
             "timesale.sale_created",
             "timesale.sale_updated",
@@ -1061,4 +1089,8 @@ async fn time_sale_and_order_changes_publish_exactly_one_event() {
         );
     }
     assert_eq!(data("order.cancelled")["data"]["status"], "CANCELLED");
+    assert_eq!(data("order.confirmed")["aggregate_id"], json!(confirmed));
+    assert_eq!(data("order.confirmed")["data"]["status"], "CONFIRMED");
+    assert_eq!(data("order.expired")["aggregate_id"], json!(expiring));
+    assert_eq!(data("order.expired")["data"]["status"], "EXPIRED");
 }
