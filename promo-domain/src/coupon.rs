@@ -1,6 +1,9 @@
 //! Coupon rules: policy validation, the discount arithmetic of API.md, and the
-//! coupon state machine (AVAILABLE -> USED -> AVAILABLE, EXPIRED by time).
+//! coupon state machine: AVAILABLE -> USED -> AVAILABLE, EXPIRED by time, and
+//! the hold AVAILABLE -> RESERVED -> USED (confirmed) or AVAILABLE (released,
+//! expired); see ARCHITECTURE.md, "Holds resolve exactly once".
 
+use crate::hold;
 use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
@@ -45,6 +48,8 @@ pub enum CouponStatus {
     Available,
     Used,
     Expired,
+    /// Held for one order until `reserved_until` (a checkout hold).
+    Reserved,
 }
 
 impl CouponStatus {
@@ -53,6 +58,7 @@ impl CouponStatus {
             CouponStatus::Available => "AVAILABLE",
             CouponStatus::Used => "USED",
             CouponStatus::Expired => "EXPIRED",
+            CouponStatus::Reserved => "RESERVED",
         }
     }
 
@@ -61,9 +67,10 @@ impl CouponStatus {
             "AVAILABLE" => Ok(CouponStatus::Available),
             "USED" => Ok(CouponStatus::Used),
             "EXPIRED" => Ok(CouponStatus::Expired),
+            "RESERVED" => Ok(CouponStatus::Reserved),
             _ => Err(DomainError::validation(
                 "status",
-                "status must be AVAILABLE, USED or EXPIRED",
+                "status must be AVAILABLE, USED, EXPIRED or RESERVED",
             )),
         }
     }
@@ -198,6 +205,16 @@ pub struct CouponUse {
     pub order_amount: i64,
 }
 
+/// A reservation of a coupon for an order of `order_amount`, held for
+/// `hold_seconds` (the configured default when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponReserve {
+    pub id: Uuid,
+    pub order_id: String,
+    pub order_amount: i64,
+    pub hold_seconds: Option<i64>,
+}
+
 /// A page of one user's coupons, optionally of one status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CouponQuery {
@@ -302,6 +319,36 @@ pub struct Coupon {
     pub used_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub issued_at: DateTime<Utc>,
+    /// The order holding it while RESERVED, else none. (`serde(default)`:
+    /// answers stored before holds existed lack these fields.)
+    #[serde(default)]
+    pub reserved_order_id: Option<String>,
+    /// When the hold lapses, while RESERVED.
+    #[serde(default)]
+    pub reserved_until: Option<DateTime<Utc>>,
+    /// The order whose hold was released or expired last, until the next
+    /// reserve or use: a use for that order is a late confirm of a resolved
+    /// hold, not a fresh use.
+    #[serde(default)]
+    pub released_order_id: Option<String>,
+}
+
+/// What a use of a coupon is, by its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseKind {
+    /// An AVAILABLE coupon used at once.
+    Direct,
+    /// The confirm of the order's own reservation.
+    Confirm,
+}
+
+/// What a cancel of a coupon is, by its state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelKind {
+    /// A USED coupon back to AVAILABLE.
+    UndoUse,
+    /// A RESERVED coupon released back to AVAILABLE.
+    Release,
 }
 
 impl Coupon {
@@ -313,20 +360,76 @@ impl Coupon {
         }
     }
 
-    pub fn check_usable(&self, now: DateTime<Utc>) -> DomainResult<()> {
+    /// Whether `order_id` may reserve it at `now`: only an AVAILABLE coupon
+    /// (API.md: 409 `ALREADY_USED` otherwise, 422 once expired).
+    pub fn check_reservable(&self, now: DateTime<Utc>) -> DomainResult<()> {
         match self.effective_status(now) {
             CouponStatus::Available => Ok(()),
+            CouponStatus::Used | CouponStatus::Reserved => Err(DomainError::AlreadyUsed),
+            CouponStatus::Expired => Err(DomainError::NotActive("coupon expired".into())),
+        }
+    }
+
+    /// When a hold asked for at `now` lapses: `hold_seconds` (validated by
+    /// `hold::expires_at`), cut to the coupon's own expiry, so that a
+    /// reservation never outlives the coupon and a confirm in time is always
+    /// a use of a live coupon.
+    pub fn reservation_until(
+        &self,
+        hold_seconds: Option<i64>,
+        default_seconds: i64,
+        now: DateTime<Utc>,
+    ) -> DomainResult<DateTime<Utc>> {
+        Ok(hold::expires_at(hold_seconds, default_seconds, now)?.min(self.expires_at))
+    }
+
+    /// What a use for `order_id` at `now` is. On a RESERVED coupon only the
+    /// holding order may use it (another: `CONFLICT`), and only before the
+    /// hold lapses (`HOLD_EXPIRED`, from `hold::check_resolvable`). A use
+    /// for the order whose hold was released or expired is a confirm of a
+    /// resolved hold: `ALREADY_RESOLVED`, whether or not the sweeper ran.
+    pub fn check_use(&self, order_id: &str, now: DateTime<Utc>) -> DomainResult<UseKind> {
+        if self.released_order_id.as_deref() == Some(order_id) {
+            return Err(DomainError::AlreadyResolved);
+        }
+        match self.effective_status(now) {
+            CouponStatus::Available => Ok(UseKind::Direct),
+            CouponStatus::Reserved => {
+                if self.reserved_order_id.as_deref() != Some(order_id) {
+                    return Err(DomainError::Conflict(
+                        "coupon is reserved for another order".into(),
+                    ));
+                }
+                hold::check_resolvable(true, self.hold_deadline()?, now)?;
+                Ok(UseKind::Confirm)
+            }
             CouponStatus::Used => Err(DomainError::AlreadyUsed),
             CouponStatus::Expired => Err(DomainError::NotActive("coupon expired".into())),
         }
     }
 
-    pub fn check_cancellable(&self) -> DomainResult<()> {
-        if self.status == CouponStatus::Used {
-            Ok(())
-        } else {
-            Err(DomainError::AlreadyCancelled)
+    /// What a cancel at `now` is: a USED coupon's use is undone; a RESERVED
+    /// one is released before its hold lapses (`HOLD_EXPIRED` after); a
+    /// coupon whose hold was released already is `ALREADY_RESOLVED`; any
+    /// other is `ALREADY_CANCELLED` (v1).
+    pub fn check_cancel(&self, now: DateTime<Utc>) -> DomainResult<CancelKind> {
+        match self.status {
+            CouponStatus::Used => Ok(CancelKind::UndoUse),
+            CouponStatus::Reserved => {
+                hold::check_resolvable(true, self.hold_deadline()?, now)?;
+                Ok(CancelKind::Release)
+            }
+            _ if self.released_order_id.is_some() => Err(DomainError::AlreadyResolved),
+            _ => Err(DomainError::AlreadyCancelled),
         }
+    }
+
+    /// A RESERVED coupon's deadline; the database ties the two (CHECK), so
+    /// its absence is corrupt data, not bad input.
+    fn hold_deadline(&self) -> DomainResult<DateTime<Utc>> {
+        self.reserved_until.ok_or_else(|| {
+            DomainError::Internal(format!("reserved coupon {} without deadline", self.id))
+        })
     }
 }
 
@@ -442,10 +545,8 @@ mod tests {
             .all(|c| c == '-' || CODE_ALPHABET.contains(&(c as u8))));
     }
 
-    #[test]
-    fn coupon_states() {
-        let now = Utc::now();
-        let mut c = Coupon {
+    fn available(now: DateTime<Utc>, lifetime: chrono::Duration) -> Coupon {
+        Coupon {
             id: Uuid::nil(),
             code: "x".into(),
             policy_id: Uuid::nil(),
@@ -454,17 +555,88 @@ mod tests {
             order_id: None,
             discount_amount: None,
             used_at: None,
-            expires_at: now + chrono::Duration::seconds(1),
+            expires_at: now + lifetime,
             issued_at: now,
-        };
-        assert!(c.check_usable(now).is_ok());
-        assert!(c.check_cancellable().is_err());
+            reserved_order_id: None,
+            reserved_until: None,
+            released_order_id: None,
+        }
+    }
+
+    /// `c` reserved for order "o" until `until`.
+    fn reserved(mut c: Coupon, until: DateTime<Utc>) -> Coupon {
+        c.status = CouponStatus::Reserved;
+        c.reserved_order_id = Some("o".into());
+        c.reserved_until = Some(until);
+        c
+    }
+
+    #[test]
+    fn coupon_states() {
+        let now = Utc::now();
+        let mut c = available(now, chrono::Duration::seconds(1));
+        assert_eq!(c.check_use("o", now), Ok(UseKind::Direct));
+        assert_eq!(c.check_cancel(now), Err(DomainError::AlreadyCancelled));
         assert_eq!(
             c.effective_status(now + chrono::Duration::seconds(2)),
             CouponStatus::Expired
         );
         c.status = CouponStatus::Used;
-        assert_eq!(c.check_usable(now).unwrap_err(), DomainError::AlreadyUsed);
-        assert!(c.check_cancellable().is_ok());
+        assert_eq!(c.check_use("o", now), Err(DomainError::AlreadyUsed));
+        assert_eq!(c.check_cancel(now), Ok(CancelKind::UndoUse));
+    }
+
+    #[test]
+    fn only_an_available_coupon_is_reservable() {
+        let now = Utc::now();
+        let c = available(now, chrono::Duration::hours(1));
+        assert_eq!(c.check_reservable(now), Ok(()));
+        let later = now + chrono::Duration::hours(2);
+        assert!(matches!(
+            c.check_reservable(later),
+            Err(DomainError::NotActive(_))
+        ));
+        let held = reserved(c.clone(), now + chrono::Duration::minutes(1));
+        assert_eq!(held.check_reservable(now), Err(DomainError::AlreadyUsed));
+        let mut used = c;
+        used.status = CouponStatus::Used;
+        assert_eq!(used.check_reservable(now), Err(DomainError::AlreadyUsed));
+    }
+
+    #[test]
+    fn a_hold_never_outlives_its_coupon() {
+        let now = Utc::now();
+        let c = available(now, chrono::Duration::seconds(60));
+        let until = |s| c.reservation_until(Some(s), 900, now);
+        assert_eq!(until(10), Ok(now + chrono::Duration::seconds(10)));
+        assert_eq!(until(600), Ok(c.expires_at));
+        assert_eq!(c.reservation_until(None, 900, now), Ok(c.expires_at));
+        assert_eq!(until(0).unwrap_err().field(), Some("hold_seconds"));
+    }
+
+    #[test]
+    fn a_reservation_is_confirmed_by_its_order_before_it_lapses() {
+        let now = Utc::now();
+        let until = now + chrono::Duration::seconds(30);
+        let c = reserved(available(now, chrono::Duration::hours(1)), until);
+        assert_eq!(c.check_use("o", now), Ok(UseKind::Confirm));
+        assert!(matches!(
+            c.check_use("p", now),
+            Err(DomainError::Conflict(_))
+        ));
+        assert_eq!(c.check_use("o", until), Err(DomainError::HoldExpired));
+        assert_eq!(c.check_cancel(now), Ok(CancelKind::Release));
+        assert_eq!(c.check_cancel(until), Err(DomainError::HoldExpired));
+    }
+
+    #[test]
+    fn a_released_hold_is_resolved_for_its_order_only() {
+        let now = Utc::now();
+        let mut c = available(now, chrono::Duration::hours(1));
+        c.released_order_id = Some("o".into());
+        assert_eq!(c.check_use("o", now), Err(DomainError::AlreadyResolved));
+        assert_eq!(c.check_cancel(now), Err(DomainError::AlreadyResolved));
+        assert_eq!(c.check_use("p", now), Ok(UseKind::Direct));
+        assert_eq!(c.check_reservable(now), Ok(()));
     }
 }

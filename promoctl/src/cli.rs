@@ -107,7 +107,8 @@ Examples:
   promoctl coupon issue --policy ID
   promoctl coupon issue --policy ID --user USER_ID    # admin, for another user
   promoctl coupon use ID --order-id o-123 --order-amount 25000
-  promoctl coupon cancel ID
+  promoctl coupon reserve ID --order-id o-123 --order-amount 25000 --hold-seconds 600
+  promoctl coupon cancel ID                          # also releases a reservation
   promoctl coupon list --status AVAILABLE -o json"
     )]
     Coupon(CouponCmd),
@@ -329,7 +330,19 @@ pub enum CouponCmd {
         #[arg(long)]
         order_amount: i64,
     },
-    /// Cancel the use of a coupon
+    /// Hold a coupon for an order; `coupon use` with the same order confirms
+    /// it, `coupon cancel` releases it, and it lapses by itself
+    Reserve {
+        id: Uuid,
+        #[arg(long)]
+        order_id: String,
+        #[arg(long)]
+        order_amount: i64,
+        /// 1..=86400; promod's `holds.default_seconds` when absent
+        #[arg(long)]
+        hold_seconds: Option<i64>,
+    },
+    /// Cancel the use of a coupon, or release its reservation
     Cancel {
         id: Uuid,
     },

@@ -328,6 +328,137 @@ async fn coupon_codes_are_unique() {
     assert_names(&after, coupon::CODES, &code, "(2 coupons)");
 }
 
+/// `coupon_world`'s AVAILABLE coupon, reserved for "order-2" until an hour
+/// from now: its id.
+async fn reserve_one(pool: &PgPool) -> Uuid {
+    let (id,): (Uuid,) = sqlx::query_as(
+        "UPDATE coupons SET status = 'RESERVED', reserved_order_id = 'order-2',
+             reserved_until = now() + interval '1 hour'
+         WHERE status = 'AVAILABLE' RETURNING id",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    id
+}
+
+#[tokio::test]
+async fn coupon_reservations_need_an_order_and_a_deadline() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    coupon_world(&pool).await;
+    let id = reserve_one(&pool).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, coupon::RESERVED).examined, 1);
+
+    // Only without the table's CHECK can a reservation lose its order.
+    exec(
+        &pool,
+        "ALTER TABLE coupons DROP CONSTRAINT reserved_has_order_and_deadline",
+    )
+    .await;
+    exec(
+        &pool,
+        "UPDATE coupons SET reserved_order_id = NULL WHERE status = 'RESERVED'",
+    )
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::RESERVED, &id.to_string(), "RESERVED");
+}
+
+#[tokio::test]
+async fn coupon_reservations_past_the_sweep_bound_are_violations() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    coupon_world(&pool).await;
+    let id = reserve_one(&pool).await;
+    // Due, but within the bound: the sweeper may still be on its way.
+    exec(&pool, "UPDATE coupons SET reserved_until = now() - interval '5 seconds' WHERE status = 'RESERVED'").await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+    let late = format!("UPDATE coupons SET reserved_until = now() - interval '{} seconds' WHERE status = 'RESERVED'",
+        coupon::SWEEP_BOUND.as_secs() + 5);
+    exec(&pool, &late).await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::SWEPT, &id.to_string(), "reserved until");
+}
+
+/// Appends hold events of `coupon` to the outbox, in this order.
+async fn hold_events(pool: &PgPool, coupon: Uuid, events: &[(&str, bool)]) {
+    for (topic, confirmed) in events {
+        let until = confirmed.then(|| "2030-01-01T00:00:00Z");
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, aggregate_id, payload)
+             VALUES ($1, $2, $3, jsonb_build_object('data', jsonb_build_object('reserved_until', $4::text)))",
+        )
+        .bind(Uuid::new_v4())
+        .bind(topic)
+        .bind(coupon.to_string())
+        .bind(until)
+        .execute(pool)
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn coupon_reservations_resolve_at_most_once() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (reserved, used, released) = (
+        "coupon.reserved",
+        "coupon.used",
+        "coupon.reservation_released",
+    );
+    // Reserved and confirmed, the use cancelled and used again directly,
+    // reserved and released: each reservation resolved once.
+    let fine = Uuid::new_v4();
+    hold_events(
+        &pool,
+        fine,
+        &[
+            (reserved, false),
+            (used, true),
+            ("coupon.use_cancelled", false),
+            (used, false),
+            (reserved, false),
+            (released, false),
+        ],
+    )
+    .await;
+    // What the pruner leaves: the events after a deleted `coupon.reserved`.
+    let pruned = Uuid::new_v4();
+    hold_events(
+        &pool,
+        pruned,
+        &[(released, false), (reserved, false), (used, true)],
+    )
+    .await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(
+        find(&res, coupon::RESOLVED_ONCE).examined,
+        7,
+        "the hold events only"
+    );
+
+    let twice = Uuid::new_v4();
+    hold_events(
+        &pool,
+        twice,
+        &[(reserved, false), (used, true), (released, false)],
+    )
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::RESOLVED_ONCE,
+        &twice.to_string(),
+        "resolved twice",
+    );
+    assert_eq!(find(&after, coupon::RESOLVED_ONCE).violations, 1);
+}
+
 // ---------------------------------------------------------------- points
 
 /// id, type, amount, delta, balance_after, cancelled transaction.

@@ -248,6 +248,26 @@ async fn issues_uses_and_cancels(ctl: &Ctl<'_>, policy: &str) {
     assert_eq!(cancelled["status"], "AVAILABLE");
     ctl.fails(&["coupon", "cancel", id], 1, "ALREADY_CANCELLED")
         .await;
+
+    // Reserve for an order, refused twice, released by a cancel.
+    let reserve = [
+        "coupon",
+        "reserve",
+        id,
+        "--order-id",
+        "order-2",
+        "--order-amount",
+        "10000",
+        "--hold-seconds",
+        "60",
+    ];
+    let held = ctl.json(&reserve).await;
+    assert_eq!(held["coupon"]["status"], "RESERVED");
+    assert_eq!(held["coupon"]["reserved_order_id"], "order-2");
+    assert_eq!(held["discount_amount"], 500);
+    ctl.fails(&reserve, 1, "ALREADY_USED").await;
+    let released = ctl.json(&["coupon", "cancel", id]).await;
+    assert_eq!(released["status"], "AVAILABLE");
     let table = ctl.table(&["coupon", "list"]).await;
     assert!(table.contains(id) && table.contains("AVAILABLE"), "{table}");
 }

@@ -492,13 +492,27 @@ async fn coupon_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn
     let (kind, cfg) = (promo_store::stock::Kind::Coupon, &sh.cfg.reservation);
     let reconciled = (pool.clone(), admission.clone(), sh.shutdown.clone());
     crate::reconcile::spawn(tasks, reconciled.0, reconciled.1, kind, cfg, reconciled.2);
-    let svc = Arc::new(CouponService::new(pool, admission, sh.clock.clone()));
+    let hold_secs = sh.cfg.holds.default_seconds;
+    let svc = Arc::new(CouponService::new(
+        pool,
+        admission,
+        sh.clock.clone(),
+        hold_secs,
+    ));
     // Rebuild counters that Redis lost (a restart of Redis, a flush).
     match svc.reconcile_all(false).await {
         Ok(n) if n > 0 => tracing::info!(policies = n, "coupon counters rebuilt at start-up"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "coupon reconciliation at start-up failed"),
     }
+    // Due reservations go back to AVAILABLE, in every process of the role.
+    crate::sweep::spawn(
+        tasks,
+        svc.clone(),
+        sh.clock.clone(),
+        &sh.cfg.holds,
+        sh.shutdown.clone(),
+    );
     svc
 }
 

@@ -1,22 +1,37 @@
 //! Coupon invariants: issued counts, per-user limits, admission counters,
-//! used coupons with orders, unique codes.
+//! used coupons with orders, unique codes, and reservations (held with their
+//! order and deadline, swept in time, resolved at most once).
 
 use super::counters::Counters;
-use super::{invariants, CheckResult, Invariant, Redis};
+use super::{invariants, sql_check_with, CheckResult, Invariant, Redis};
 use crate::error::CtlResult;
 use promo_store::keys;
 use sqlx::PgPool;
+use std::time::Duration;
 
 pub const ISSUED: &str = "coupon.issued_matches_coupons";
 pub const PER_USER: &str = "coupon.per_user_limit";
 pub const REDIS: &str = "coupon.redis_counters";
 pub const USED: &str = "coupon.used_has_order";
 pub const CODES: &str = "coupon.unique_codes";
+pub const RESERVED: &str = "coupon.reserved_has_order_and_deadline";
+pub const SWEPT: &str = "coupon.reservations_swept";
+pub const RESOLVED_ONCE: &str = "coupon.reservation_resolved_once";
+
+/// How long past its `reserved_until` a RESERVED coupon may still be
+/// waiting for promod's sweeper (every `holds.sweep_every_ms`, 1 s by
+/// default, plus a batch's time), with room for a slow pass or a restart.
+/// Deadlines are promod's clock and the age is PostgreSQL's `now()`, so a
+/// promod run with `clock_offset_secs` needs a bound above its offset.
+pub const SWEEP_BOUND: Duration = Duration::from_secs(60);
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[ISSUED_SQL, PER_USER_SQL]).await?;
     out.push(redis_counters(pool, redis).await?);
-    out.extend(invariants(pool, &[USED_SQL, CODES_SQL]).await?);
+    out.extend(invariants(pool, &[USED_SQL, CODES_SQL, RESERVED_SQL]).await?);
+    let bound = Some(SWEEP_BOUND.as_secs_f64());
+    out.push(sql_check_with(pool, SWEPT, &SWEPT_SQL.sql(), bound).await?);
+    out.extend(invariants(pool, &[RESOLVED_ONCE_SQL]).await?);
     Ok(out)
 }
 
@@ -54,6 +69,55 @@ const CODES_SQL: Invariant = Invariant {
     examined: "coupons",
     with: "v AS (SELECT code || ' (' || count(*) || ' coupons)' AS what FROM coupons
                  GROUP BY code HAVING count(*) > 1)",
+};
+
+/// The database's CHECK ties RESERVED to an order and a deadline; this
+/// reads it anyway (a dropped or altered constraint), and that nothing else
+/// carries them.
+const RESERVED_SQL: Invariant = Invariant {
+    check: RESERVED,
+    examined: "coupons WHERE status = 'RESERVED'",
+    with: "v AS (SELECT id::text || ' (' || status || ')' AS what FROM coupons
+                 WHERE (status = 'RESERVED' AND (reserved_order_id IS NULL
+                        OR btrim(reserved_order_id) = '' OR reserved_until IS NULL))
+                    OR (status <> 'RESERVED' AND (reserved_order_id IS NOT NULL
+                        OR reserved_until IS NOT NULL)))",
+};
+
+/// A reservation past its deadline by more than `$1` seconds
+/// ([`SWEEP_BOUND`]): the sweeper is not running, or failing.
+const SWEPT_SQL: Invariant = Invariant {
+    check: SWEPT,
+    examined: "coupons WHERE status = 'RESERVED'",
+    with: "v AS (SELECT id::text || ' (reserved until ' || reserved_until || ')' AS what
+                 FROM coupons WHERE status = 'RESERVED'
+                   AND reserved_until < now() - make_interval(secs => $1::float8))",
+};
+
+/// Each reservation resolves at most once, read from the outbox: among a
+/// coupon's hold events in commit order (`coupon.reserved`, a
+/// `coupon.used` that confirmed one, `coupon.reservation_released`), every
+/// resolution follows a `coupon.reserved`, never another resolution. Per
+/// coupon, `seq` follows commit order (each write takes the coupon's row
+/// lock before it appends). Counting reserved against resolved events would
+/// not be sound: the pruner deletes published events past the retention, so
+/// a `coupon.reserved` may be gone while its resolution remains. It deletes
+/// the oldest, so what remains of a coupon's events is a suffix of them,
+/// and a suffix of a valid sequence passes this check (only its first event
+/// may lack its predecessor); a second resolution of one reservation fails
+/// it unless the first was pruned.
+const RESOLVED_ONCE_SQL: Invariant = Invariant {
+    check: RESOLVED_ONCE,
+    examined: "h",
+    with: "h AS (SELECT aggregate_id, seq, topic <> 'coupon.reserved' AS resolution,
+                        lag(topic <> 'coupon.reserved')
+                            OVER (PARTITION BY aggregate_id ORDER BY seq) AS after_resolution
+                 FROM outbox
+                 WHERE topic IN ('coupon.reserved', 'coupon.reservation_released')
+                    OR (topic = 'coupon.used'
+                        AND payload->'data'->>'reserved_until' IS NOT NULL)),
+           v AS (SELECT aggregate_id || ' (resolved twice, outbox seq ' || seq || ')' AS what
+                 FROM h WHERE resolution AND after_resolution)",
 };
 
 /// Live admission counters against PostgreSQL: remaining == total - issued,

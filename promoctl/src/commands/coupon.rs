@@ -25,6 +25,8 @@ const COUPON_COLUMNS: &[&str] = &[
     "user_id",
     "status",
     "order_id",
+    "reserved_order_id",
+    "reserved_until",
     "expires_at",
     "issued_at",
 ];
@@ -86,6 +88,19 @@ pub async fn coupon(ctx: &Ctx, cmd: CouponCmd) -> CtlResult<()> {
                 .set("order_id", order_id)
                 .set("order_amount", order_amount);
             c.post(&format!("/coupons/{id}/use"), body.into_value())
+                .await?
+        }
+        CouponCmd::Reserve {
+            id,
+            order_id,
+            order_amount,
+            hold_seconds,
+        } => {
+            let body = Body::new()
+                .set("order_id", order_id)
+                .set("order_amount", order_amount)
+                .opt("hold_seconds", hold_seconds);
+            c.post(&format!("/coupons/{id}/reserve"), body.into_value())
                 .await?
         }
         CouponCmd::Cancel { id } => {

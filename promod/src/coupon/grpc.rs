@@ -9,7 +9,9 @@ use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
 use pb::coupon_service_client::CouponServiceClient;
 use pb::coupon_service_server::CouponService as GrpcService;
-use promo_domain::coupon::{Coupon, CouponQuery, CouponUse, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{
+    Coupon, CouponQuery, CouponReserve, CouponUse, NewPolicy, Policy, PolicyPatch,
+};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::DomainResult;
 use std::sync::Arc;
@@ -67,6 +69,16 @@ impl GrpcService for Server {
     async fn use_coupon(&self, req: Request<pb::UseCouponRequest>) -> R<pb::UseCouponResponse> {
         serve(req, |ctx, r| async move {
             self.0.use_coupon(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
+    async fn reserve_coupon(
+        &self,
+        req: Request<pb::ReserveCouponRequest>,
+    ) -> R<pb::UseCouponResponse> {
+        serve(req, |ctx, r| async move {
+            self.0.reserve(&ctx, r.try_into()?).await
         })
         .await
     }
@@ -154,6 +166,14 @@ impl CouponApi for Client {
             ..u.into()
         };
         call!(self, use_coupon, msg)
+    }
+
+    async fn reserve(&self, ctx: &Ctx, r: CouponReserve) -> DomainResult<(Coupon, i64)> {
+        let msg = pb::ReserveCouponRequest {
+            meta: proto::meta(ctx),
+            ..r.into()
+        };
+        call!(self, reserve_coupon, msg)
     }
 
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon> {

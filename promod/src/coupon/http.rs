@@ -11,7 +11,8 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{
-    Coupon, CouponQuery, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy, PolicyPatch,
+    Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy,
+    PolicyPatch,
 };
 use promo_domain::page::PageRequest;
 use serde::{Deserialize, Serialize};
@@ -36,6 +37,7 @@ pub fn routes(api: Api) -> Router {
         .route("/api/v1/coupons", get(list_coupons))
         .route("/api/v1/coupons/{id}", get(get_coupon))
         .route("/api/v1/coupons/{id}/use", post(use_coupon))
+        .route("/api/v1/coupons/{id}/reserve", post(reserve))
         .route("/api/v1/coupons/{id}/cancel", post(cancel_use))
         .with_state(api)
 }
@@ -113,13 +115,17 @@ pub struct CouponView {
     pub code: String,
     pub policy_id: Uuid,
     pub user_id: Uuid,
-    /// AVAILABLE, USED or EXPIRED
+    /// AVAILABLE, USED, EXPIRED or RESERVED
     pub status: String,
     pub order_id: Option<String>,
     pub discount_amount: Option<i64>,
     pub used_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
     pub issued_at: DateTime<Utc>,
+    /// The order holding it while RESERVED, else null.
+    pub reserved_order_id: Option<String>,
+    /// When the hold lapses while RESERVED, else null.
+    pub reserved_until: Option<DateTime<Utc>>,
 }
 
 impl From<Coupon> for CouponView {
@@ -135,6 +141,8 @@ impl From<Coupon> for CouponView {
             used_at: c.used_at,
             expires_at: c.expires_at,
             issued_at: c.issued_at,
+            reserved_order_id: c.reserved_order_id,
+            reserved_until: c.reserved_until,
         }
     }
 }
@@ -143,7 +151,7 @@ impl From<Coupon> for CouponView {
 pub struct CouponListQuery {
     pub page: Option<i64>,
     pub size: Option<i64>,
-    /// AVAILABLE, USED or EXPIRED
+    /// AVAILABLE, USED, EXPIRED or RESERVED
     pub status: Option<String>,
     /// Admins only.
     pub user_id: Option<Uuid>,
@@ -162,6 +170,15 @@ pub struct UseBody {
     pub order_amount: i64,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReserveBody {
+    pub order_id: String,
+    pub order_amount: i64,
+    /// 1..=86400; the configured default (`holds.default_seconds`) when absent.
+    pub hold_seconds: Option<i64>,
+}
+
+/// A used or reserved coupon and its discount for the order.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UseView {
     pub coupon: CouponView,
@@ -260,6 +277,28 @@ pub async fn use_coupon(
         order_amount: w.body.order_amount,
     };
     let (c, d) = api.use_coupon(&w.ctx, u).await?;
+    Ok(Json(UseView {
+        coupon: c.into(),
+        discount_amount: d,
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/coupons/{id}/reserve", tag = "coupons", request_body = ReserveBody,
+    params(("id" = Uuid, Path)), responses((status = 200, body = UseView), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn reserve(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    w: Write<ReserveBody>,
+) -> Result<Json<UseView>, ApiError> {
+    let r = CouponReserve {
+        id,
+        order_id: w.body.order_id,
+        order_amount: w.body.order_amount,
+        hold_seconds: w.body.hold_seconds,
+    };
+    let (c, d) = api.reserve(&w.ctx, r).await?;
     Ok(Json(UseView {
         coupon: c.into(),
         discount_amount: d,

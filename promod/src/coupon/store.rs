@@ -20,7 +20,8 @@ pub const POLICY_COLUMNS: &str = "id, name, description, discount_type, discount
     valid_from, valid_until, active, created_at, updated_at";
 
 pub const COUPON_COLUMNS: &str = "id, code, policy_id, user_id, status, order_id, \
-    discount_amount, used_at, expires_at, issued_at";
+    discount_amount, used_at, expires_at, issued_at, reserved_order_id, reserved_until, \
+    released_order_id";
 
 #[derive(sqlx::FromRow)]
 pub struct PolicyRow {
@@ -77,6 +78,9 @@ pub struct CouponRow {
     used_at: Option<DateTime<Utc>>,
     expires_at: DateTime<Utc>,
     issued_at: DateTime<Utc>,
+    reserved_order_id: Option<String>,
+    reserved_until: Option<DateTime<Utc>>,
+    released_order_id: Option<String>,
 }
 
 impl CouponRow {
@@ -95,6 +99,9 @@ impl CouponRow {
             used_at: self.used_at,
             expires_at: self.expires_at,
             issued_at: self.issued_at,
+            reserved_order_id: self.reserved_order_id,
+            reserved_until: self.reserved_until,
+            released_order_id: self.released_order_id,
         };
         c.status = c.effective_status(now);
         Ok(c)
@@ -304,6 +311,7 @@ pub async fn list_coupons(
         Some(CouponStatus::Available) => "status = 'AVAILABLE' AND expires_at > $2",
         Some(CouponStatus::Used) => "status = 'USED'",
         Some(CouponStatus::Expired) => "status = 'AVAILABLE' AND expires_at <= $2",
+        Some(CouponStatus::Reserved) => "status = 'RESERVED'",
     };
     let from =
         format!("FROM coupons WHERE user_id = $1 AND ($2::timestamptz IS NOT NULL) AND {filter}");
@@ -325,7 +333,8 @@ pub async fn mark_used(
     now: DateTime<Utc>,
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
-        "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4
+        "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
+            released_order_id = NULL
          WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
@@ -362,4 +371,126 @@ pub async fn mark_unused(
     .await
     .map_err(from_sqlx)?;
     Ok(Some((row.into_domain(now)?, order_id)))
+}
+
+/// AVAILABLE -> RESERVED for `order_id` until `until`, only if still
+/// AVAILABLE and unexpired at `now`.
+pub async fn mark_reserved(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    order_id: &str,
+    until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Coupon>> {
+    let row: Option<CouponRow> = sqlx::query_as(&format!(
+        "UPDATE coupons SET status = 'RESERVED', reserved_order_id = $2, reserved_until = $3,
+            released_order_id = NULL
+         WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(order_id)
+    .bind(until)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    row.map(|r| r.into_domain(now)).transpose()
+}
+
+/// RESERVED -> USED: the confirm of `order_id`'s hold, only if that hold is
+/// still pending and not lapsed at `now`. None: another resolution won.
+pub async fn confirm_reserved(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    order_id: &str,
+    discount: i64,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Coupon>> {
+    let row: Option<CouponRow> = sqlx::query_as(&format!(
+        "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
+            reserved_order_id = NULL, reserved_until = NULL
+         WHERE id = $1 AND status = 'RESERVED' AND reserved_order_id = $2 AND reserved_until > $4
+         RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(order_id)
+    .bind(discount)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    row.map(|r| r.into_domain(now)).transpose()
+}
+
+/// The SET of a release: back to AVAILABLE, remembering the order.
+const RELEASE: &str = "status = 'AVAILABLE', released_order_id = reserved_order_id, \
+    reserved_order_id = NULL, reserved_until = NULL";
+
+/// RESERVED -> AVAILABLE by the holder, only before the hold lapses at
+/// `now`. None: another resolution won.
+pub async fn release_reserved(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    now: DateTime<Utc>,
+) -> DomainResult<Option<Coupon>> {
+    let row: Option<CouponRow> = sqlx::query_as(&format!(
+        "UPDATE coupons SET {RELEASE}
+         WHERE id = $1 AND status = 'RESERVED' AND reserved_until > $2 RETURNING {COUPON_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    row.map(|r| r.into_domain(now)).transpose()
+}
+
+/// Releases up to `limit` reservations due at `now` in one transaction,
+/// each with its `coupon.reservation_released` event. Rows another
+/// transaction holds (a caller resolving it, another sweeper) are skipped,
+/// and the UPDATE checks the status again, so none is released twice.
+pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> DomainResult<usize> {
+    let mut tx = pool.begin().await.map_err(from_sqlx)?;
+    let rows: Vec<CouponRow> = sqlx::query_as(&format!(
+        "WITH due AS (
+             SELECT id FROM coupons WHERE status = 'RESERVED' AND reserved_until <= $1
+             ORDER BY reserved_until LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE coupons c SET {RELEASE}
+         FROM due WHERE c.id = due.id AND c.status = 'RESERVED' RETURNING {}",
+        qualified("c", COUPON_COLUMNS)
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(from_sqlx)?;
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows {
+        events.push(released_event(&r.into_domain(now)?, "expired", now));
+    }
+    crate::outbox::append(&mut tx, &events).await?;
+    tx.commit().await.map_err(from_sqlx)?;
+    Ok(events.len())
+}
+
+/// `cols` with each column prefixed by `alias.` (a RETURNING after a join).
+fn qualified(alias: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `coupon.reservation_released` of a coupon just released (`reason`:
+/// "cancelled" or "expired"); `released_order_id` is the order that held it.
+pub fn released_event(c: &Coupon, reason: &str, now: DateTime<Utc>) -> Event {
+    let data = serde_json::json!({"coupon_id": c.id, "policy_id": c.policy_id,
+        "user_id": c.user_id, "order_id": c.released_order_id, "reason": reason});
+    Event::new(
+        topics::COUPON_RESERVATION_RELEASED,
+        c.id,
+        Some(c.user_id),
+        now,
+        data,
+    )
 }

@@ -31,7 +31,7 @@ impl Modify for Bearer {
         crate::coupon::http::get_policy, crate::coupon::http::update_policy,
         crate::coupon::http::issue, crate::coupon::http::use_coupon,
         crate::coupon::http::cancel_use, crate::coupon::http::get_coupon,
-        crate::coupon::http::list_coupons,
+        crate::coupon::http::list_coupons, crate::coupon::http::reserve,
         crate::point::http::earn, crate::point::http::use_points, crate::point::http::cancel,
         crate::point::http::balance, crate::point::http::history,
         crate::timesale::http::create_product, crate::timesale::http::list_products,

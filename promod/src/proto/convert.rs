@@ -10,7 +10,8 @@
 use super::{common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid};
 use chrono::{DateTime, Utc};
 use promo_domain::coupon::{
-    Coupon, CouponQuery, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy, PolicyPatch,
+    Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy,
+    PolicyPatch,
 };
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
@@ -183,11 +184,15 @@ mirror!(NewPolicy => coupon::CreatePolicyRequest {
 
 mirror!(CouponUse => coupon::UseCouponRequest { id as coupon_id, order_id, order_amount, .. });
 
+mirror!(CouponReserve => coupon::ReserveCouponRequest {
+    id as coupon_id, order_id, order_amount, hold_seconds, ..
+});
+
 mirror!(CouponQuery => coupon::ListCouponsRequest { status, user_id, page, .. });
 
 mirror!(Coupon => coupon::Coupon {
     id, code, policy_id, user_id, status, order_id, discount_amount, used_at, expires_at,
-    issued_at
+    issued_at, reserved_order_id, reserved_until, released_order_id
 });
 
 mirror!(Transaction => point::Transaction {
@@ -350,6 +355,22 @@ mod tests {
             used_at: Some(t(1)),
             expires_at: t(2),
             issued_at: t(3),
+            reserved_order_id: None,
+            reserved_until: None,
+            released_order_id: Some("o-0".into()),
+        }
+    }
+
+    fn reserved_coupon() -> Coupon {
+        Coupon {
+            status: CouponStatus::Reserved,
+            order_id: None,
+            discount_amount: None,
+            used_at: None,
+            reserved_order_id: Some("o-2".into()),
+            reserved_until: Some(t(4)),
+            released_order_id: None,
+            ..coupon()
         }
     }
 
@@ -375,6 +396,7 @@ mod tests {
         round_trip::<_, coupon::Policy>(policy());
         round_trip::<_, coupon::Coupon>(coupon());
         round_trip::<_, coupon::UseCouponResponse>((coupon(), 300));
+        round_trip::<_, coupon::Coupon>(reserved_coupon());
         round_trip::<_, point::Transaction>(Transaction {
             id: Uuid::new_v4(),
             user_id: Uuid::new_v4(),
@@ -436,6 +458,14 @@ mod tests {
             valid_until: t(2),
         };
         round_trip::<_, coupon::CreatePolicyRequest>(p);
+        for hold_seconds in [None, Some(60)] {
+            round_trip::<_, coupon::ReserveCouponRequest>(CouponReserve {
+                id: Uuid::new_v4(),
+                order_id: "o-1".into(),
+                order_amount: 20_000,
+                hold_seconds,
+            });
+        }
         let patch = PolicyPatch {
             name: Some("m".into()),
             description: Some("d".into()),

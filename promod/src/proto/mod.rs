@@ -123,7 +123,7 @@ callers! {
         timesale::ListOrdersRequest;
     writes:
         coupon::CreatePolicyRequest, coupon::UpdatePolicyRequest, coupon::IssueCouponRequest,
-        coupon::UseCouponRequest, coupon::CancelCouponUseRequest,
+        coupon::UseCouponRequest, coupon::ReserveCouponRequest, coupon::CancelCouponUseRequest,
         point::EarnRequest, point::UseRequest, point::CancelRequest,
         timesale::CreateProductRequest, timesale::CreateSaleRequest,
         timesale::UpdateSaleRequest, timesale::CreateOrderRequest, timesale::CancelOrderRequest,

@@ -590,6 +590,18 @@ fn write_routes(app: &TestApp, w: &World) -> Vec<Route> {
         ),
         route(
             Method::POST,
+            "/coupons/{id}/reserve",
+            Some(&w.coupon),
+            &user,
+            vec![
+                ("order_id", json!("order-1")),
+                ("order_amount", json!(5000)),
+                ("hold_seconds", json!(60)),
+            ],
+            4,
+        ),
+        route(
+            Method::POST,
             "/coupons/{id}/cancel",
             Some(&w.coupon),
             &user,

@@ -5,6 +5,7 @@ mod auth;
 mod authz;
 mod coupon;
 mod coupon_db_guards;
+mod coupon_reserve;
 mod crash;
 mod detach;
 mod events;
