@@ -56,8 +56,14 @@ mod tests {
 
     #[test]
     fn the_default_applies_and_the_range_is_enforced() {
-        assert_eq!(expires_at(None, 900, t0()).unwrap(), t0() + Duration::seconds(900));
-        assert_eq!(expires_at(Some(1), 900, t0()).unwrap(), t0() + Duration::seconds(1));
+        assert_eq!(
+            expires_at(None, 900, t0()).unwrap(),
+            t0() + Duration::seconds(900)
+        );
+        assert_eq!(
+            expires_at(Some(1), 900, t0()).unwrap(),
+            t0() + Duration::seconds(1)
+        );
         for bad in [0, -1, MAX_HOLD_SECONDS + 1] {
             let e = expires_at(Some(bad), 900, t0()).unwrap_err();
             assert_eq!(e.field(), Some("hold_seconds"), "{bad}");

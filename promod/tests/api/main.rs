@@ -12,6 +12,7 @@ mod fuzz;
 mod helpers;
 mod overload;
 mod point;
+mod point_hold;
 mod procs;
 mod prune;
 mod rate_limit;
