@@ -1,5 +1,9 @@
 //! Point ledger rules: amounts, balance transitions and cancellation.
-//! The ledger is append-only; a correction is a CANCEL row.
+//! The ledger is append-only; a correction is a CANCEL row. Holds reserve
+//! part of a balance for a checkout ([`hold`]); every change spends only what
+//! they leave available ([`Funds`]).
+
+pub mod hold;
 
 use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
@@ -53,6 +57,9 @@ pub struct Transaction {
     pub reference: Option<String>,
     pub description: Option<String>,
     pub cancelled_transaction_id: Option<Uuid>,
+    /// The hold a USE captured, if it is a capture.
+    #[serde(default)]
+    pub hold_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -93,6 +100,57 @@ pub fn apply(balance: i64, delta: i64) -> DomainResult<i64> {
     Ok(next)
 }
 
+/// A user's points as holds see them: the balance and the part of it that
+/// pending holds reserve. Invariant (also a CHECK of the balance row):
+/// `0 <= held <= balance`, so `available` is never negative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Funds {
+    pub balance: i64,
+    pub held: i64,
+}
+
+impl Funds {
+    pub fn available(&self) -> i64 {
+        self.balance - self.held
+    }
+
+    /// A ledger change (earn, use, cancel): a debit may take only what is
+    /// available, so no change can spend points a hold reserved.
+    pub fn apply(self, delta: i64) -> DomainResult<Funds> {
+        let balance = apply(self.balance, delta)?;
+        if balance < self.held {
+            return Err(DomainError::InsufficientBalance);
+        }
+        Ok(Funds { balance, ..self })
+    }
+
+    /// Reserves `amount` (> 0) of what is available.
+    pub fn hold(self, amount: i64) -> DomainResult<Funds> {
+        if amount > self.available() {
+            return Err(DomainError::InsufficientBalance);
+        }
+        Ok(Funds {
+            held: self.held + amount,
+            ..self
+        })
+    }
+
+    /// Resolves a hold of `held` points, spending `spent` of them (a capture;
+    /// 0 for a void or an expiry); the rest becomes available again. Fails
+    /// only on data that breaks the invariant, which no request can cause.
+    pub fn release(self, held: i64, spent: i64) -> DomainResult<Funds> {
+        if !(0..=held).contains(&spent) || held > self.held {
+            return Err(DomainError::Internal(format!(
+                "release of {held} (spending {spent}) from {self:?}"
+            )));
+        }
+        Ok(Funds {
+            balance: self.balance - spent,
+            held: self.held - held,
+        })
+    }
+}
+
 /// The signed delta of cancelling `original`; a CANCEL cannot itself be cancelled.
 pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
     match original.tx_type {
@@ -119,6 +177,9 @@ pub struct BatchMember<K> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BalanceRow {
     pub balance: i64,
+    /// The sum of the user's pending holds; a batch never changes it, and no
+    /// hold can change while the batch holds the row's lock.
+    pub held: i64,
     pub version: i64,
 }
 
@@ -136,9 +197,11 @@ pub struct Committed<K> {
 /// The decision on one member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Stored: the balance after it and the row's version at that point.
+    /// Stored: the balance after it, what holds reserve of it, and the
+    /// row's version at that point.
     Applied {
         balance: i64,
+        held: i64,
         version: i64,
     },
     /// Its key was used before (committed, or by an earlier member).
@@ -199,14 +262,15 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
             if m.cancels.is_some_and(|orig| cancelled.contains(&orig)) {
                 return Decision::Refused(DomainError::AlreadyCancelled);
             }
+            let held = rows.get(&m.user_id).map_or(0, |r| r.held);
             let (balance, version) = match moved.get(&m.user_id) {
                 Some(r) => (r.balance, r.version),
                 None => rows
                     .get(&m.user_id)
                     .map_or((0, 0), |r| (r.balance, r.version)),
             };
-            let balance = match apply(balance, m.delta) {
-                Ok(b) => b,
+            let balance = match (Funds { balance, held }).apply(m.delta) {
+                Ok(f) => f.balance,
                 Err(e) => return Decision::Refused(e),
             };
             let row = moved.entry(m.user_id).or_insert_with(|| RowChange {
@@ -227,6 +291,7 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
             }
             Decision::Applied {
                 balance,
+                held,
                 version: row.version,
             }
         })
@@ -270,11 +335,23 @@ impl PointChange {
     }
 }
 
-/// A user's balance.
+/// A user's balance, and what pending holds reserve of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     pub user_id: Uuid,
     pub balance: i64,
+    pub held: i64,
+}
+
+impl Balance {
+    /// What a use or a new hold may spend.
+    pub fn available(&self) -> i64 {
+        Funds {
+            balance: self.balance,
+            held: self.held,
+        }
+        .available()
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +387,7 @@ mod tests {
             reference: None,
             description: None,
             cancelled_transaction_id: None,
+            hold_id: None,
             created_at: chrono::Utc::now(),
         }
     }
@@ -375,14 +453,25 @@ mod tests {
 
         fn committed() -> impl Strategy<Value = Committed<Key>> {
             (
-                proptest::collection::hash_map(0u8..3, (0i64..100, 1i64..10), 0..3),
+                proptest::collection::hash_map(0u8..3, (0i64..100, 0i64..100, 1i64..10), 0..3),
                 proptest::collection::hash_set(0u8..4, 0..2),
                 proptest::collection::hash_set(0u8..4, 0..2),
             )
                 .prop_map(|(rows, cancelled, keys)| Committed {
                     rows: rows
                         .into_iter()
-                        .map(|(u, (balance, version))| (user(u), BalanceRow { balance, version }))
+                        .map(|(u, (balance, held, version))| {
+                            // Any held amount the row's CHECK allows.
+                            let held = held.min(balance);
+                            (
+                                user(u),
+                                BalanceRow {
+                                    balance,
+                                    held,
+                                    version,
+                                },
+                            )
+                        })
                         .collect(),
                     cancelled: cancelled
                         .into_iter()
@@ -395,6 +484,7 @@ mod tests {
         fn start(c: &Committed<Key>, u: Uuid) -> BalanceRow {
             c.rows.get(&u).copied().unwrap_or(BalanceRow {
                 balance: 0,
+                held: 0,
                 version: 0,
             })
         }
@@ -411,14 +501,16 @@ mod tests {
                 for (m, decision) in members.iter().zip(&d.decisions) {
                     let prev = now.get(&m.user_id).copied().unwrap_or(start(&c, m.user_id));
                     match decision {
-                        Decision::Applied { balance, version } => {
-                            prop_assert!(*balance >= 0);
+                        Decision::Applied { balance, held, version } => {
+                            // Never below what holds reserve, so never negative.
+                            prop_assert_eq!(*held, prev.held);
+                            prop_assert!(*balance >= *held && *held >= 0);
                             prop_assert_eq!(Some(*balance), prev.balance.checked_add(m.delta));
                             prop_assert_eq!(*version, prev.version + 1);
-                            now.insert(m.user_id, BalanceRow { balance: *balance, version: *version });
+                            now.insert(m.user_id, BalanceRow { balance: *balance, held: *held, version: *version });
                         }
                         Decision::Refused(DomainError::InsufficientBalance) => {
-                            prop_assert!(prev.balance.checked_add(m.delta).is_some_and(|b| b < 0));
+                            prop_assert!(prev.balance.checked_add(m.delta).is_some_and(|b| b < prev.held));
                         }
                         Decision::Refused(DomainError::Validation { .. }) => {
                             prop_assert!(prev.balance.checked_add(m.delta).is_none());
@@ -502,7 +594,8 @@ mod tests {
                 rows: HashMap::from([(
                     u,
                     BalanceRow {
-                        balance: 10,
+                        balance: 12,
+                        held: 2,
                         version: 3,
                     },
                 )]),
@@ -525,12 +618,14 @@ mod tests {
                 vec![
                     Decision::Refused(DomainError::InsufficientBalance),
                     Decision::Applied {
-                        balance: 30,
+                        balance: 32,
+                        held: 2,
                         version: 4
                     },
                     Decision::Duplicate,
                     Decision::Applied {
-                        balance: 15,
+                        balance: 17,
+                        held: 2,
                         version: 5
                     },
                     Decision::Refused(DomainError::AlreadyCancelled),
@@ -542,7 +637,7 @@ mod tests {
                 vec![RowChange {
                     user_id: u,
                     was: Some(3),
-                    balance: 15,
+                    balance: 17,
                     version: 5,
                     at
                 }]

@@ -26,6 +26,44 @@ pub fn point_balance(user: Uuid) -> String {
     format!("point:balance:{user}")
 }
 
+/// A user's points as cached at [`point_balance`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedBalance {
+    pub balance: i64,
+    /// What pending holds reserve of it.
+    pub held: i64,
+    /// The balance row's version: its writers keep only the newest.
+    pub version: i64,
+}
+
+impl CachedBalance {
+    /// `"{balance}:{held}:{version}"`: the version last, where the cache's
+    /// write script reads it.
+    pub fn entry(&self) -> String {
+        format!("{}:{}:{}", self.balance, self.held, self.version)
+    }
+
+    /// Reads [`CachedBalance::entry`]. A two-field `"{balance}:{version}"`
+    /// was written before holds existed, when nothing could be held (any
+    /// hold since moved the version on); anything else is `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let n: Vec<i64> = s
+            .split(':')
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        let (balance, held, version) = match n[..] {
+            [b, v] => (b, 0, v),
+            [b, h, v] => (b, h, v),
+            _ => return None,
+        };
+        Some(CachedBalance {
+            balance,
+            held,
+            version,
+        })
+    }
+}
+
 /// The stock of a sale, under the original's name, inside a hash tag.
 pub fn timesale_inventory(sale: Uuid) -> String {
     format!("{{timesale:inventory:{sale}}}")
@@ -83,5 +121,23 @@ mod tests {
             tag(&super::timesale_inventory(id)),
             tag(&super::timesale_journal(id))
         );
+    }
+
+    #[test]
+    fn cached_balances_parse_with_or_without_held() {
+        use super::CachedBalance;
+        let c = CachedBalance {
+            balance: 120,
+            held: 20,
+            version: 7,
+        };
+        assert_eq!(CachedBalance::parse(&c.entry()), Some(c));
+        assert_eq!(
+            CachedBalance::parse("120:7"),
+            Some(CachedBalance { held: 0, ..c })
+        );
+        for bad in ["120", "x:1", "1:2:3:4", ""] {
+            assert_eq!(CachedBalance::parse(bad), None, "{bad}");
+        }
     }
 }

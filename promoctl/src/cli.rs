@@ -121,7 +121,11 @@ Examples:
   promoctl point use --amount 300
   promoctl point cancel TRANSACTION_ID
   promoctl point balance --user USER_ID
-  promoctl point history --type EARN"
+  promoctl point history --type EARN
+  promoctl point hold create --amount 300 --hold-seconds 600 --reference cart-1
+  promoctl point hold capture HOLD_ID --amount 200   # the rest is released
+  promoctl point hold void HOLD_ID
+  promoctl point hold get HOLD_ID"
     )]
     Point(PointCmd),
     /// Products
@@ -400,6 +404,39 @@ pub enum PointCmd {
         kind: Option<String>,
         #[command(flatten)]
         page: PageArgs,
+    },
+    /// Holds: reserve points for a checkout, then capture or void them
+    #[command(subcommand)]
+    Hold(HoldCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCmd {
+    /// Reserve points (admins may pass --user); they stay in the balance
+    /// but are no longer available until captured, voided or expired
+    Create {
+        #[arg(long)]
+        user: Option<Uuid>,
+        #[arg(long)]
+        amount: i64,
+        #[arg(long)]
+        reference: Option<String>,
+        /// 1..=86400; the server's default without it
+        #[arg(long)]
+        hold_seconds: Option<i64>,
+    },
+    /// Spend a pending hold as a USE: all of it, or --amount (the rest is released)
+    Capture {
+        id: Uuid,
+        #[arg(long)]
+        amount: Option<i64>,
+    },
+    /// Release a pending hold
+    Void {
+        id: Uuid,
+    },
+    Get {
+        id: Uuid,
     },
 }
 

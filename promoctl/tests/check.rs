@@ -573,7 +573,7 @@ async fn point_cache_in_redis_matches_postgres() {
         &res,
         point::REDIS,
         &user.to_string(),
-        "cached 100:4, postgres 100:3",
+        "cached 100:4, postgres 100:0:3",
     );
 
     redis_set(&mut r, &key, "90:3").await;
@@ -582,8 +582,13 @@ async fn point_cache_in_redis_matches_postgres() {
         &res,
         point::REDIS,
         &user.to_string(),
-        "cached 90:3, postgres 100:3",
+        "cached 90:3, postgres 100:0:3",
     );
+
+    // The same balance with another held amount is as wrong.
+    redis_set(&mut r, &key, "100:5:3").await;
+    let res = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&res, point::REDIS, &user.to_string(), "cached 100:5:3");
 
     redis_set(&mut r, &key, "garbage").await;
     let res = point::check(&pool, &mut r).await.unwrap();
@@ -628,6 +633,160 @@ async fn point_transactions_are_cancelled_at_most_once() {
         point::CANCELLED_ONCE,
         &used.to_string(),
         "cancelled 2 times",
+    );
+}
+
+/// `point_world`, plus a pending hold of 20 and a hold of 30 captured for 10
+/// (its USE takes the balance to 90): (user, pending hold, captured hold).
+async fn hold_world(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
+    let (user, _) = point_world(pool).await;
+    let (pending, captured) = (Uuid::new_v4(), Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO point_holds (id, user_id, amount, status, expires_at, created_at,
+             resolved_at, captured_amount)
+         VALUES ($1, $3, 20, 'PENDING', now() + interval '1 hour', now(), NULL, NULL),
+                ($2, $3, 30, 'CAPTURED', now() + interval '1 hour', now(), now(), 10)",
+    )
+    .bind(pending)
+    .bind(captured)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    capture_use(pool, user, captured, 90).await;
+    exec(
+        pool,
+        "UPDATE point_balances SET balance = 90, held = 20, version = 4",
+    )
+    .await;
+    (user, pending, captured)
+}
+
+/// A USE of 10 naming `hold`, leaving `after`.
+async fn capture_use(pool: &PgPool, user: Uuid, hold: Uuid, after: i64) {
+    sqlx::query(
+        "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after, hold_id)
+         VALUES ($1, $2, 'USE', 10, -10, $3, $4)",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(after)
+    .bind(hold)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn point_held_is_the_sum_of_pending_holds_within_the_balance() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, pending, _) = hold_world(&pool).await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::HELD).examined, 1);
+
+    exec(&pool, "UPDATE point_balances SET held = 25").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::HELD,
+        &user.to_string(),
+        "held 25, pending holds 20",
+    );
+
+    // Past the balance: only without the row's CHECK.
+    exec(
+        &pool,
+        "ALTER TABLE point_balances DROP CONSTRAINT held_within_balance",
+    )
+    .await;
+    sqlx::query("UPDATE point_holds SET amount = 95 WHERE id = $1")
+        .bind(pending)
+        .execute(&pool)
+        .await
+        .unwrap();
+    exec(&pool, "UPDATE point_balances SET held = 95").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert!(!find(&after, point::HELD).failed());
+    assert_names(
+        &after,
+        point::AVAILABLE,
+        &user.to_string(),
+        "balance 90, held 95",
+    );
+}
+
+#[tokio::test]
+async fn point_holds_are_swept_within_the_bound() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (_, pending, _) = hold_world(&pool).await;
+    // Due a moment ago: the sweeper has until the bound.
+    sqlx::query("UPDATE point_holds SET expires_at = now() - interval '5 seconds' WHERE id = $1")
+        .bind(pending)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::SWEPT).examined, 1);
+
+    let late = format!(
+        "{} seconds",
+        point::SWEEP_BOUND_SECS.parse::<i64>().unwrap() + 5
+    );
+    sqlx::query("UPDATE point_holds SET expires_at = now() - $2::interval WHERE id = $1")
+        .bind(pending)
+        .bind(late)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::SWEPT,
+        &pending.to_string(),
+        "pending, expired at",
+    );
+}
+
+#[tokio::test]
+async fn point_holds_are_resolved_at_most_once() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, pending, captured) = hold_world(&pool).await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::RESOLVED_ONCE).examined, 2);
+
+    // A second USE of the captured hold, with its balance effect, so only
+    // this invariant breaks.
+    exec(
+        &pool,
+        "ALTER TABLE point_transactions DROP CONSTRAINT captured_once",
+    )
+    .await;
+    capture_use(&pool, user, captured, 80).await;
+    exec(&pool, "UPDATE point_balances SET balance = 80").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert!(!find(&after, point::LEDGER).failed());
+    assert_names(
+        &after,
+        point::RESOLVED_ONCE,
+        &captured.to_string(),
+        "CAPTURED, 2 uses of 20, captured 10",
+    );
+
+    // A use of a hold that was never captured.
+    capture_use(&pool, user, pending, 70).await;
+    exec(&pool, "UPDATE point_balances SET balance = 70").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::RESOLVED_ONCE,
+        &pending.to_string(),
+        "PENDING, 1 uses of 10",
     );
 }
 

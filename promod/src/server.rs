@@ -516,13 +516,17 @@ async fn coupon_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn
     svc
 }
 
-async fn point_service(sh: &Shared, pool: PgPool, _: &mut Tasks) -> Arc<dyn PointApi> {
+async fn point_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn PointApi> {
     let limits = point::Limits {
         max_amount: sh.cfg.point.max_earn_amount,
         cache_ttl_secs: sh.cfg.point.cache_ttl_secs,
+        hold_seconds: sh.cfg.holds.default_seconds,
     };
     let redis = Some(sh.redis.clone());
-    Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits))
+    let svc = Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits));
+    let (clock, shutdown) = (sh.clock.clone(), sh.shutdown.clone());
+    crate::sweep::spawn(tasks, svc.clone(), clock, &sh.cfg.holds, shutdown);
+    svc
 }
 
 async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn TimesaleApi> {

@@ -1,9 +1,11 @@
 //! Point invariants: the balance is the sum of the ledger and never negative,
-//! the Redis cache agrees, no transaction is cancelled twice.
+//! the Redis cache agrees, no transaction is cancelled twice; `held` is the
+//! sum of the pending holds and within the balance, due holds are swept, and
+//! each hold is resolved at most once.
 
 use super::{invariants, redis_err, settle, CheckResult, Invariant, Redis};
 use crate::error::CtlResult;
-use promo_store::keys;
+use promo_store::keys::{self, CachedBalance};
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -12,11 +14,33 @@ pub const LEDGER: &str = "point.balance_matches_ledger";
 pub const NON_NEGATIVE: &str = "point.balance_not_negative";
 pub const REDIS: &str = "point.redis_cache";
 pub const CANCELLED_ONCE: &str = "point.cancelled_once";
+pub const HELD: &str = "point.held_matches_holds";
+pub const AVAILABLE: &str = "point.available_not_negative";
+pub const SWEPT: &str = "point.holds_swept";
+pub const RESOLVED_ONCE: &str = "point.holds_resolved_once";
+
+/// How long past its `expires_at` a hold may still be PENDING: the sweep
+/// interval (`holds.sweep_every_ms`, 1 s by default) and a batch's time, with
+/// room for a restart. Judged by the database's clock, so it also assumes
+/// promod's clock is not behind it by more than this.
+macro_rules! sweep_bound_secs {
+    () => {
+        "60"
+    };
+}
+pub const SWEEP_BOUND_SECS: &str = sweep_bound_secs!();
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[LEDGER_SQL, NON_NEGATIVE_SQL]).await?;
     out.push(redis_cache(pool, redis).await?);
-    out.extend(invariants(pool, &[CANCELLED_ONCE_SQL]).await?);
+    let holds = [
+        CANCELLED_ONCE_SQL,
+        HELD_SQL,
+        AVAILABLE_SQL,
+        SWEPT_SQL,
+        RESOLVED_ONCE_SQL,
+    ];
+    out.extend(invariants(pool, &holds).await?);
     Ok(out)
 }
 
@@ -50,11 +74,56 @@ const CANCELLED_ONCE_SQL: Invariant = Invariant {
                  GROUP BY cancelled_transaction_id HAVING count(*) > 1)",
 };
 
-/// `"{balance}:{version}"`.
-pub fn parse_cached(s: &str) -> Option<(i64, i64)> {
-    let (b, v) = s.split_once(':')?;
-    Some((b.parse().ok()?, v.parse().ok()?))
-}
+const HELD_SQL: Invariant = Invariant {
+    check: HELD,
+    examined: "j",
+    with: "p AS (SELECT user_id, sum(amount) AS s FROM point_holds
+                 WHERE status = 'PENDING' GROUP BY user_id),
+           j AS (SELECT coalesce(b.user_id, p.user_id) AS user_id, b.held, coalesce(p.s, 0) AS s
+                 FROM point_balances b FULL JOIN p ON p.user_id = b.user_id),
+           v AS (SELECT user_id::text || ' (held ' || coalesce(held::text, 'missing')
+                        || ', pending holds ' || s || ')' AS what
+                 FROM j WHERE held IS DISTINCT FROM s)",
+};
+
+const AVAILABLE_SQL: Invariant = Invariant {
+    check: AVAILABLE,
+    examined: "point_balances",
+    with:
+        "v AS (SELECT user_id::text || ' (balance ' || balance || ', held ' || held || ')' AS what
+                 FROM point_balances WHERE held < 0 OR held > balance)",
+};
+
+const SWEPT_SQL: Invariant = Invariant {
+    check: SWEPT,
+    examined: "point_holds WHERE status = 'PENDING'",
+    with: concat!(
+        "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
+                 FROM point_holds WHERE status = 'PENDING'
+                  AND expires_at < now() - interval '",
+        sweep_bound_secs!(),
+        " seconds')"
+    ),
+};
+
+/// A captured hold has exactly one USE naming it, of the captured amount;
+/// no other hold has any.
+const RESOLVED_ONCE_SQL: Invariant = Invariant {
+    check: RESOLVED_ONCE,
+    examined: "point_holds",
+    with: "t AS (SELECT hold_id, count(*) AS n, sum(amount) AS spent FROM point_transactions
+                 WHERE hold_id IS NOT NULL GROUP BY hold_id),
+           v AS (SELECT h.id::text || ' (' || h.status || ', ' || coalesce(t.n, 0)
+                        || ' uses of ' || coalesce(t.spent::text, 'nothing') || ', captured '
+                        || coalesce(h.captured_amount::text, 'nothing') || ')' AS what
+                 FROM point_holds h LEFT JOIN t ON t.hold_id = h.id
+                 WHERE CASE WHEN h.status = 'CAPTURED'
+                            THEN t.n IS DISTINCT FROM 1 OR t.spent IS DISTINCT FROM h.captured_amount
+                            ELSE t.n IS NOT NULL END
+                 UNION ALL
+                 SELECT t.hold_id::text || ' (' || t.n || ' uses of a missing hold)'
+                 FROM t LEFT JOIN point_holds h ON h.id = t.hold_id WHERE h.id IS NULL)",
+};
 
 /// Cached balances, where present, equal PostgreSQL. A cache of an older
 /// version with the same balance is harmless; a newer version than the
@@ -124,8 +193,8 @@ async fn judge(
         pipe.get(keys::point_balance(*u));
     }
     let values: Vec<Option<String>> = pipe.query_async(redis).await.map_err(redis_err)?;
-    let rows: Vec<(Uuid, i64, i64)> = match sqlx::query_as(
-        "SELECT user_id, balance, version FROM point_balances WHERE user_id = ANY($1)",
+    let rows: Vec<(Uuid, i64, i64, i64)> = match sqlx::query_as(
+        "SELECT user_id, balance, held, version FROM point_balances WHERE user_id = ANY($1)",
     )
     .bind(users)
     .fetch_all(pool)
@@ -137,19 +206,30 @@ async fn judge(
             return Ok(None);
         }
     };
-    let pg: HashMap<Uuid, (i64, i64)> = rows.into_iter().map(|(u, b, v)| (u, (b, v))).collect();
+    let pg: HashMap<Uuid, CachedBalance> = rows
+        .into_iter()
+        .map(|(u, balance, held, version)| {
+            let row = CachedBalance {
+                balance,
+                held,
+                version,
+            };
+            (u, row)
+        })
+        .collect();
     let mut unknown = 0;
     for (user, v) in users.iter().zip(values) {
         // Expired between SCAN and GET.
         let Some(v) = v else { continue };
-        let Some((balance, version)) = pg.get(user).copied() else {
+        let Some(row) = pg.get(user).copied() else {
             unknown += 1;
             continue;
         };
         r.examined += 1;
-        match parse_cached(&v) {
-            Some((b, ver)) if b == balance && ver <= version => {}
-            Some(_) => r.violation(format!("{user} cached {v}, postgres {balance}:{version}")),
+        match CachedBalance::parse(&v) {
+            Some(c)
+                if (c.balance, c.held) == (row.balance, row.held) && c.version <= row.version => {}
+            Some(_) => r.violation(format!("{user} cached {v}, postgres {}", row.entry())),
             None => r.violation(format!("{user} unreadable cache {v:?}")),
         }
     }
@@ -171,10 +251,9 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn cached_balances_parse() {
-        assert_eq!(super::parse_cached("120:7"), Some((120, 7)));
-        assert_eq!(super::parse_cached("120"), None);
-        assert_eq!(super::parse_cached("x:1"), None);
+    fn globs_are_escaped_and_the_sweep_bound_is_in_its_query() {
         assert_eq!(super::glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+        let bound = format!("interval '{} seconds'", super::SWEEP_BOUND_SECS);
+        assert!(super::SWEPT_SQL.with.contains(&bound));
     }
 }

@@ -1,8 +1,10 @@
 //! point commands.
 
 use super::{page_query, Body, Ctx};
-use crate::cli::{PointChange, PointCmd};
+use crate::cli::{HoldCmd, PointChange, PointCmd};
+use crate::client::Client;
 use crate::error::CtlResult;
+use serde_json::Value;
 
 const TX_COLUMNS: &[&str] = &[
     "id",
@@ -11,8 +13,24 @@ const TX_COLUMNS: &[&str] = &[
     "amount",
     "balance_after",
     "cancelled_transaction_id",
+    "hold_id",
     "reference",
     "created_at",
+];
+
+const BALANCE_COLUMNS: &[&str] = &["user_id", "balance", "available", "held"];
+
+const HOLD_COLUMNS: &[&str] = &[
+    "id",
+    "user_id",
+    "amount",
+    "status",
+    "expires_at",
+    "captured_amount",
+    "transaction_id",
+    "reference",
+    "created_at",
+    "resolved_at",
 ];
 
 fn change(body: Body, ch: PointChange) -> Body {
@@ -23,6 +41,7 @@ fn change(body: Body, ch: PointChange) -> Body {
 
 pub async fn point(ctx: &Ctx, cmd: PointCmd) -> CtlResult<()> {
     let c = ctx.authed().await?;
+    let mut columns = TX_COLUMNS;
     let v = match cmd {
         PointCmd::Earn { user, change: ch } => {
             let body = change(Body::new().set("user_id", user.to_string()), ch);
@@ -44,6 +63,7 @@ pub async fn point(ctx: &Ctx, cmd: PointCmd) -> CtlResult<()> {
                 .map(|u| ("user_id", u.to_string()))
                 .into_iter()
                 .collect();
+            columns = BALANCE_COLUMNS;
             c.get("/points/balance", &q).await?
         }
         PointCmd::History { user, kind, page } => {
@@ -56,7 +76,47 @@ pub async fn point(ctx: &Ctx, cmd: PointCmd) -> CtlResult<()> {
             }
             c.get("/points/history", &q).await?
         }
+        PointCmd::Hold(cmd) => {
+            let (v, is_hold) = hold(&c, cmd).await?;
+            if is_hold {
+                columns = HOLD_COLUMNS;
+            }
+            v
+        }
     };
-    ctx.print(&v, TX_COLUMNS);
+    ctx.print(&v, columns);
     Ok(())
+}
+
+/// One hold call: its answer, and whether that is a hold (a capture
+/// answers with its USE transaction).
+async fn hold(c: &Client, cmd: HoldCmd) -> CtlResult<(Value, bool)> {
+    let path = |id: uuid::Uuid, verb: &str| format!("/points/holds/{id}/{verb}");
+    Ok(match cmd {
+        HoldCmd::Create {
+            user,
+            amount,
+            reference,
+            hold_seconds,
+        } => {
+            let body = Body::new()
+                .set("amount", amount)
+                .opt("reference", reference)
+                .opt("hold_seconds", hold_seconds)
+                .opt("user_id", user.map(|u| u.to_string()));
+            (c.post("/points/holds", body.into_value()).await?, true)
+        }
+        HoldCmd::Capture { id, amount } => {
+            let body = Body::new().opt("amount", amount);
+            (
+                c.post(&path(id, "capture"), body.into_value()).await?,
+                false,
+            )
+        }
+        HoldCmd::Void { id } => (
+            c.post(&path(id, "void"), serde_json::json!({})).await?,
+            true,
+        ),
+        HoldCmd::Get { id } => (c.get(&format!("/points/holds/{id}"), &[]).await?, true),
+    })
 }

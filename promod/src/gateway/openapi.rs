@@ -34,6 +34,8 @@ impl Modify for Bearer {
         crate::coupon::http::list_coupons, crate::coupon::http::reserve,
         crate::point::http::earn, crate::point::http::use_points, crate::point::http::cancel,
         crate::point::http::balance, crate::point::http::history,
+        crate::point::http::create_hold, crate::point::http::capture_hold,
+        crate::point::http::void_hold, crate::point::http::get_hold,
         crate::timesale::http::create_product, crate::timesale::http::list_products,
         crate::timesale::http::get_product, crate::timesale::http::create_sale,
         crate::timesale::http::list_sales, crate::timesale::http::get_sale,

@@ -1,11 +1,12 @@
 //! The balance cache at `point:balance:{user}` (5-minute TTL, as in the
-//! original). Entries are `"{balance}:{version}"` and a write only replaces an
+//! original). Entries are `"{balance}:{held}:{version}"`
+//! ([`CachedBalance`]) and a write only replaces an
 //! older version, so concurrent writers and read-through fills can never put a
 //! stale balance over a newer one. Decisions never read it: a use is decided
 //! by PostgreSQL. Redis errors are logged and ignored (reads fall back).
 
 use promo_store::cache::Redis;
-use promo_store::keys;
+use promo_store::keys::{self, CachedBalance};
 use redis::Script;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -19,7 +20,7 @@ if cur then
   local v = tonumber(string.match(cur, ':(%-?%d+)$'))
   if v and v >= tonumber(ARGV[2]) then return 0 end
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ':' .. ARGV[2], 'EX', ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
 return 1
 ",
     )
@@ -31,25 +32,20 @@ pub struct BalanceCache {
     ttl_secs: u64,
 }
 
-/// Parses `"{balance}:{version}"`; anything else is a miss.
-pub fn parse_entry(s: &str) -> Option<(i64, i64)> {
-    let (b, v) = s.split_once(':')?;
-    Some((b.parse().ok()?, v.parse().ok()?))
-}
-
 impl BalanceCache {
     pub fn new(redis: Option<Redis>, ttl_secs: u64) -> Self {
         BalanceCache { redis, ttl_secs }
     }
 
-    pub async fn get(&self, user: Uuid) -> Option<i64> {
+    /// The cached balance and held amount; an unreadable entry is a miss.
+    pub async fn get(&self, user: Uuid) -> Option<(i64, i64)> {
         let mut r = self.redis.clone()?;
         let got: Result<Option<String>, _> = redis::cmd("GET")
             .arg(keys::point_balance(user))
             .query_async(&mut r)
             .await;
         match got {
-            Ok(Some(s)) => parse_entry(&s).map(|(b, _)| b),
+            Ok(Some(s)) => CachedBalance::parse(&s).map(|c| (c.balance, c.held)),
             Ok(None) => None,
             Err(e) => {
                 tracing::debug!(user_id = %user, error = %e, "balance cache read failed");
@@ -58,14 +54,14 @@ impl BalanceCache {
         }
     }
 
-    pub async fn put(&self, user: Uuid, balance: i64, version: i64) {
+    pub async fn put(&self, user: Uuid, c: CachedBalance) {
         let Some(mut r) = self.redis.clone() else {
             return;
         };
         let res: Result<i64, _> = PUT
             .key(keys::point_balance(user))
-            .arg(balance)
-            .arg(version)
+            .arg(c.entry())
+            .arg(c.version)
             .arg(self.ttl_secs.max(1))
             .invoke_async(&mut r)
             .await;
@@ -74,15 +70,5 @@ impl BalanceCache {
             tracing::warn!(user_id = %user, error = %e, "balance cache update failed");
             metrics::counter!("promo_point_cache_errors_total").increment(1);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn entries_parse_or_miss() {
-        assert_eq!(super::parse_entry("120:7"), Some((120, 7)));
-        assert_eq!(super::parse_entry("120"), None);
-        assert_eq!(super::parse_entry("x:1"), None);
     }
 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use pb::point_service_client::PointServiceClient;
 use pb::point_service_server::PointService as GrpcService;
 use promo_domain::page::Page;
+use promo_domain::point::hold::{NewHold, PointHold};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction};
 use promo_domain::DomainResult;
 use std::sync::Arc;
@@ -56,6 +57,35 @@ impl GrpcService for Server {
     async fn history(&self, req: Request<pb::HistoryRequest>) -> R<pb::TransactionPage> {
         serve(req, |ctx, r| async move {
             self.0.history(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
+    async fn create_hold(&self, req: Request<pb::CreateHoldRequest>) -> R<pb::Hold> {
+        serve(req, |ctx, r| async move {
+            self.0.create_hold(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
+    async fn capture_hold(&self, req: Request<pb::CaptureHoldRequest>) -> R<pb::Transaction> {
+        serve(req, |ctx, r| async move {
+            let id = uuid("hold_id", &r.hold_id)?;
+            self.0.capture_hold(&ctx, id, r.amount).await
+        })
+        .await
+    }
+
+    async fn void_hold(&self, req: Request<pb::VoidHoldRequest>) -> R<pb::Hold> {
+        serve(req, |ctx, r| async move {
+            self.0.void_hold(&ctx, uuid("hold_id", &r.hold_id)?).await
+        })
+        .await
+    }
+
+    async fn get_hold(&self, req: Request<pb::GetHoldRequest>) -> R<pb::Hold> {
+        serve(req, |ctx, r| async move {
+            self.0.get_hold(&ctx, uuid("hold_id", &r.hold_id)?).await
         })
         .await
     }
@@ -108,5 +138,43 @@ impl PointApi for Client {
             ..q.into()
         };
         call!(self, history, msg)
+    }
+
+    async fn create_hold(&self, ctx: &Ctx, h: NewHold) -> DomainResult<PointHold> {
+        let msg = pb::CreateHoldRequest {
+            meta: proto::meta(ctx),
+            ..h.into()
+        };
+        call!(self, create_hold, msg)
+    }
+
+    async fn capture_hold(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        amount: Option<i64>,
+    ) -> DomainResult<Transaction> {
+        let msg = pb::CaptureHoldRequest {
+            meta: proto::meta(ctx),
+            hold_id: id.to_string(),
+            amount,
+        };
+        call!(self, capture_hold, msg)
+    }
+
+    async fn void_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold> {
+        let msg = pb::VoidHoldRequest {
+            meta: proto::meta(ctx),
+            hold_id: id.to_string(),
+        };
+        call!(self, void_hold, msg)
+    }
+
+    async fn get_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold> {
+        let msg = pb::GetHoldRequest {
+            actor: proto::actor(ctx),
+            hold_id: id.to_string(),
+        };
+        call!(self, get_hold, msg)
     }
 }

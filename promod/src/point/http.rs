@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::page::PageRequest;
+use promo_domain::point::hold::{NewHold, PointHold};
 use promo_domain::point::{Balance, PointChange, Transaction, TxType};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -27,6 +28,10 @@ pub fn routes(api: Api) -> Router {
         .route("/api/v1/points/transactions/{id}/cancel", post(cancel))
         .route("/api/v1/points/balance", get(balance))
         .route("/api/v1/points/history", get(history))
+        .route("/api/v1/points/holds", post(create_hold))
+        .route("/api/v1/points/holds/{id}", get(get_hold))
+        .route("/api/v1/points/holds/{id}/capture", post(capture_hold))
+        .route("/api/v1/points/holds/{id}/void", post(void_hold))
         .with_state(api)
 }
 
@@ -62,6 +67,8 @@ pub struct TransactionView {
     pub reference: Option<String>,
     pub description: Option<String>,
     pub cancelled_transaction_id: Option<Uuid>,
+    /// The hold this USE captured.
+    pub hold_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -77,6 +84,7 @@ impl From<Transaction> for TransactionView {
             reference: t.reference,
             description: t.description,
             cancelled_transaction_id: t.cancelled_transaction_id,
+            hold_id: t.hold_id,
             created_at: t.created_at,
         }
     }
@@ -86,6 +94,10 @@ impl From<Transaction> for TransactionView {
 pub struct BalanceView {
     pub user_id: Uuid,
     pub balance: i64,
+    /// What a use or a new hold may spend: the balance less pending holds.
+    pub available: i64,
+    /// The sum of pending holds.
+    pub held: i64,
 }
 
 impl From<Balance> for BalanceView {
@@ -93,6 +105,60 @@ impl From<Balance> for BalanceView {
         BalanceView {
             user_id: b.user_id,
             balance: b.balance,
+            available: b.available(),
+            held: b.held,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HoldBody {
+    /// Points to reserve (> 0), at most what is available.
+    pub amount: i64,
+    pub reference: Option<String>,
+    /// 1..=86400; the configured default (`holds.default_seconds`) without it.
+    pub hold_seconds: Option<i64>,
+    /// Admins only: hold this user's points.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CaptureBody {
+    /// 1..=the held amount; without it, all of it.
+    pub amount: Option<i64>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct HoldView {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+    /// PENDING, CAPTURED, VOIDED or EXPIRED
+    pub status: String,
+    pub reference: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// When it was captured, voided or expired.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// What a capture spent; the rest was released.
+    pub captured_amount: Option<i64>,
+    /// The USE transaction of a capture.
+    pub transaction_id: Option<Uuid>,
+}
+
+impl From<PointHold> for HoldView {
+    fn from(h: PointHold) -> Self {
+        HoldView {
+            id: h.id,
+            user_id: h.user_id,
+            amount: h.amount,
+            status: h.status.as_str().to_owned(),
+            reference: h.reference,
+            expires_at: h.expires_at,
+            created_at: h.created_at,
+            resolved_at: h.resolved_at,
+            captured_amount: h.captured_amount,
+            transaction_id: h.transaction_id,
         }
     }
 }
@@ -184,4 +250,63 @@ pub async fn history(
     };
     let res = api.history(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, TransactionView::from)))
+}
+
+#[utoipa::path(post, path = "/api/v1/points/holds", tag = "points", request_body = HoldBody,
+    responses((status = 201, body = HoldView), (status = 400, body = ErrorBody),
+        (status = 409, description = "INSUFFICIENT_BALANCE: more than is available", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_hold(
+    State(api): State<Api>,
+    w: Write<HoldBody>,
+) -> Result<(StatusCode, Json<HoldView>), ApiError> {
+    let b = w.body;
+    let ask = NewHold {
+        user_id: w.ctx.principal.acting_for(b.user_id)?,
+        amount: b.amount,
+        reference: b.reference,
+        hold_seconds: b.hold_seconds,
+    };
+    let h = api.create_hold(&w.ctx, ask).await?;
+    Ok((StatusCode::CREATED, Json(h.into())))
+}
+
+#[utoipa::path(post, path = "/api/v1/points/holds/{id}/capture", tag = "points",
+    params(("id" = Uuid, Path)), request_body = CaptureBody,
+    responses((status = 201, description = "the USE transaction, with hold_id", body = TransactionView),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "HOLD_EXPIRED or ALREADY_RESOLVED", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn capture_hold(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    w: Write<CaptureBody>,
+) -> Created {
+    let t = api.capture_hold(&w.ctx, id, w.body.amount).await?;
+    Ok((StatusCode::CREATED, Json(t.into())))
+}
+
+#[utoipa::path(post, path = "/api/v1/points/holds/{id}/void", tag = "points",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = HoldView), (status = 404, body = ErrorBody),
+        (status = 409, description = "HOLD_EXPIRED or ALREADY_RESOLVED", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn void_hold(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    w: Write<EmptyBody>,
+) -> Result<Json<HoldView>, ApiError> {
+    Ok(Json(api.void_hold(&w.ctx, id).await?.into()))
+}
+
+#[utoipa::path(get, path = "/api/v1/points/holds/{id}", tag = "points",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = HoldView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_hold(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    PathId(id): PathId,
+) -> Result<Json<HoldView>, ApiError> {
+    Ok(Json(api.get_hold(&read_ctx(p), id).await?.into()))
 }

@@ -6,6 +6,8 @@
 
 pub mod balance_cache;
 pub mod grpc;
+mod hold;
+pub mod hold_store;
 pub mod http;
 pub mod store;
 
@@ -15,10 +17,11 @@ use async_trait::async_trait;
 use balance_cache::BalanceCache;
 use promo_domain::clock::SharedClock;
 use promo_domain::page::Page;
+use promo_domain::point::hold::{NewHold, PointHold};
 use promo_domain::point::{self, Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
-use store::{Applied, PendingChange};
+use store::PendingChange;
 use uuid::Uuid;
 
 /// What the gateway (in process or over gRPC) and the REST routes call.
@@ -32,6 +35,19 @@ pub trait PointApi: Send + Sync + 'static {
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction>;
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance>;
     async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>>;
+    /// Reserves points for a checkout: the user for themself, or an admin.
+    async fn create_hold(&self, ctx: &Ctx, hold: NewHold) -> DomainResult<PointHold>;
+    /// Spends `amount` (default: all) of a pending hold as a USE; the rest
+    /// is released. The owner or an admin.
+    async fn capture_hold(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        amount: Option<i64>,
+    ) -> DomainResult<Transaction>;
+    /// Releases a pending hold. The owner or an admin.
+    async fn void_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold>;
+    async fn get_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold>;
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +55,8 @@ pub struct Limits {
     /// The largest amount of one earn or use.
     pub max_amount: i64,
     pub cache_ttl_secs: u64,
+    /// A hold's lifetime when the request names none (`holds.default_seconds`).
+    pub hold_seconds: i64,
 }
 
 pub struct PointService {
@@ -82,9 +100,9 @@ impl PointService {
             idem: ctx.idem.clone().map(|k| (k, ctx.principal.user_id)),
         };
         match self.batcher.submit(change).await {
-            Ok(InsertOutcome::Stored(Applied { balance, version })) => {
-                tx.balance_after = balance;
-                self.cache.put(tx.user_id, balance, version).await;
+            Ok(InsertOutcome::Stored(applied)) => {
+                tx.balance_after = applied.balance;
+                self.cache.put(tx.user_id, applied).await;
                 outcome_metric(kind, "ok");
                 Ok(tx)
             }
@@ -115,6 +133,7 @@ impl PointService {
             reference: change.reference,
             description: change.description,
             cancelled_transaction_id: None,
+            hold_id: None,
             created_at: self.clock.now(),
         }
     }
@@ -140,6 +159,7 @@ impl PointService {
             reference: original.reference.clone(),
             description: Some(format!("cancel of {transaction_id}")),
             cancelled_transaction_id: Some(transaction_id),
+            hold_id: None,
             created_at: self.clock.now(),
         };
         self.write(ctx, tx).await
@@ -170,16 +190,48 @@ impl PointApi for PointService {
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
-        if let Some(balance) = self.cache.get(user_id).await {
-            return Ok(Balance { user_id, balance });
+        if let Some((balance, held)) = self.cache.get(user_id).await {
+            return Ok(Balance {
+                user_id,
+                balance,
+                held,
+            });
         }
-        let (balance, version) = store::balance(&self.pool, user_id).await?;
-        self.cache.put(user_id, balance, version).await;
-        Ok(Balance { user_id, balance })
+        let row = store::balance(&self.pool, user_id).await?;
+        self.cache.put(user_id, row).await;
+        Ok(Balance {
+            user_id,
+            balance: row.balance,
+            held: row.held,
+        })
     }
 
     async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>> {
         let user_id = ctx.principal.acting_for(Some(q.user_id))?;
         store::history(&self.pool, user_id, q.kind, q.page).await
+    }
+
+    async fn create_hold(&self, ctx: &Ctx, hold: NewHold) -> DomainResult<PointHold> {
+        ctx.principal.acting_for(Some(hold.user_id))?;
+        let work = self.create_hold_once(ctx, hold);
+        self.hold_op("create", ctx, work).await
+    }
+
+    async fn capture_hold(
+        &self,
+        ctx: &Ctx,
+        id: Uuid,
+        amount: Option<i64>,
+    ) -> DomainResult<Transaction> {
+        let work = self.capture_once(ctx, id, amount);
+        self.hold_op("capture", ctx, work).await
+    }
+
+    async fn void_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold> {
+        self.hold_op("void", ctx, self.void_once(ctx, id)).await
+    }
+
+    async fn get_hold(&self, ctx: &Ctx, id: Uuid) -> DomainResult<PointHold> {
+        self.get_hold_of(ctx, id).await
     }
 }

@@ -16,13 +16,14 @@ use promo_domain::point::{
 };
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{to_json, StoreError, StoreResult};
+use promo_store::keys::CachedBalance;
 use promo_store::topics;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 const TX_COLUMNS: &str = "id, user_id, type, amount, delta, balance_after, reference, \
-    description, cancelled_transaction_id, created_at";
+    description, cancelled_transaction_id, hold_id, created_at";
 
 #[derive(sqlx::FromRow)]
 struct TxRow {
@@ -36,6 +37,7 @@ struct TxRow {
     reference: Option<String>,
     description: Option<String>,
     cancelled_transaction_id: Option<Uuid>,
+    hold_id: Option<Uuid>,
     created_at: DateTime<Utc>,
 }
 
@@ -51,6 +53,7 @@ impl TxRow {
             reference: self.reference,
             description: self.description,
             cancelled_transaction_id: self.cancelled_transaction_id,
+            hold_id: self.hold_id,
             created_at: self.created_at,
         }
     }
@@ -65,13 +68,10 @@ pub struct PendingChange {
     pub idem: Option<(IdemKey, Uuid)>,
 }
 
-/// What a stored change answers with: the balance after it and the balance
-/// row's version at that point (for the versioned cache).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    pub balance: i64,
-    pub version: i64,
-}
+/// What a stored change answers with: the balance after it, what holds
+/// reserve of it, and the balance row's version at that point (for the
+/// versioned cache).
+pub type Applied = CachedBalance;
 
 fn event_type(kind: TxType) -> &'static str {
     match kind {
@@ -82,7 +82,7 @@ fn event_type(kind: TxType) -> &'static str {
 }
 
 /// The event of a stored change (docs/events.md).
-fn event(t: &Transaction) -> Event {
+pub fn event(t: &Transaction) -> Event {
     Event::new(
         event_type(t.tx_type),
         t.user_id,
@@ -97,6 +97,7 @@ fn event(t: &Transaction) -> Event {
             "balance_after": t.balance_after,
             "reference": t.reference,
             "cancelled_transaction_id": t.cancelled_transaction_id,
+            "hold_id": t.hold_id,
         }),
     )
 }
@@ -173,9 +174,15 @@ async fn try_batch(
 
 fn outcome(d: Decision) -> InsertOutcome<Applied> {
     match d {
-        Decision::Applied { balance, version } => {
-            InsertOutcome::Stored(Applied { balance, version })
-        }
+        Decision::Applied {
+            balance,
+            held,
+            version,
+        } => InsertOutcome::Stored(Applied {
+            balance,
+            held,
+            version,
+        }),
         Decision::Duplicate => InsertOutcome::Duplicate,
         Decision::Refused(e) => InsertOutcome::Refused(e),
     }
@@ -200,8 +207,8 @@ async fn read_committed(
     // Every writer locks its users' balance rows first, in user id order, so
     // concurrent batches queue and never wait in a cycle. The reads below run
     // after the locks, so they see every committed change of these users.
-    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
-        "SELECT user_id, balance, version FROM point_balances
+    let rows: Vec<(Uuid, i64, i64, i64)> = sqlx::query_as(
+        "SELECT user_id, balance, held, version FROM point_balances
          WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
     )
     .bind(&users)
@@ -248,7 +255,14 @@ async fn read_committed(
     Ok(Read {
         rows: rows
             .into_iter()
-            .map(|(u, balance, version)| (u, BalanceRow { balance, version }))
+            .map(|(u, balance, held, version)| {
+                let row = BalanceRow {
+                    balance,
+                    held,
+                    version,
+                };
+                (u, row)
+            })
             .collect(),
         cancelled,
         keys,
@@ -430,7 +444,9 @@ pub fn refusal_of(e: &StoreError) -> Option<DomainError> {
     let d = e.database()?;
     match (d.code().as_deref(), d.constraint()) {
         (Some("23505"), Some("cancelled_once")) => Some(DomainError::AlreadyCancelled),
-        (Some("23514"), Some("balance_not_negative")) => Some(DomainError::InsufficientBalance),
+        (Some("23514"), Some("balance_not_negative" | "held_within_balance")) => {
+            Some(DomainError::InsufficientBalance)
+        }
         // bigint out of range: the balance would overflow.
         (Some("22003"), _) => Some(DomainError::validation(
             "amount",
@@ -482,15 +498,21 @@ pub async fn is_cancelled(pool: &PgPool, id: Uuid) -> DomainResult<bool> {
     Ok(row.is_some())
 }
 
-/// The balance and its version; a user without a row has (0, 0).
-pub async fn balance(pool: &PgPool, user: Uuid) -> DomainResult<(i64, i64)> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT balance, version FROM point_balances WHERE user_id = $1")
+/// The balance, what holds reserve of it, and its version; a user without a
+/// row has nothing, at version 0.
+pub async fn balance(pool: &PgPool, user: Uuid) -> DomainResult<CachedBalance> {
+    let row: Option<(i64, i64, i64)> =
+        sqlx::query_as("SELECT balance, held, version FROM point_balances WHERE user_id = $1")
             .bind(user)
             .fetch_optional(pool)
             .await
             .map_err(from_sqlx)?;
-    Ok(row.unwrap_or((0, 0)))
+    let (balance, held, version) = row.unwrap_or((0, 0, 0));
+    Ok(CachedBalance {
+        balance,
+        held,
+        version,
+    })
 }
 
 pub async fn history(

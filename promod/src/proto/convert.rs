@@ -14,6 +14,7 @@ use promo_domain::coupon::{
     PolicyPatch,
 };
 use promo_domain::page::{Page, PageRequest};
+use promo_domain::point::hold::{HoldStatus, NewHold, PointHold};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::timesale::{
     NewOrder, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch,
@@ -62,7 +63,14 @@ macro_rules! wire_by_name {
     )*};
 }
 
-wire_by_name!(DiscountType, CouponStatus, TxType, SaleStatus, OrderStatus);
+wire_by_name!(
+    DiscountType,
+    CouponStatus,
+    TxType,
+    SaleStatus,
+    OrderStatus,
+    HoldStatus
+);
 
 impl Wire for Uuid {
     type Pb = String;
@@ -197,14 +205,21 @@ mirror!(Coupon => coupon::Coupon {
 
 mirror!(Transaction => point::Transaction {
     id, user_id, tx_type as r#type, amount, delta, balance_after, reference, description,
-    cancelled_transaction_id, created_at
+    cancelled_transaction_id, hold_id, created_at
 });
 
 // Earn and use carry the same change.
 mirror!(PointChange => point::EarnRequest { user_id, amount, reference, description, .. });
 mirror!(PointChange => point::UseRequest { user_id, amount, reference, description, .. });
 
-mirror!(Balance => point::Balance { user_id, balance });
+mirror!(Balance => point::Balance { user_id, balance, held });
+
+mirror!(PointHold => point::Hold {
+    id, user_id, amount, status, reference, expires_at, created_at, resolved_at,
+    captured_amount, transaction_id
+});
+
+mirror!(NewHold => point::CreateHoldRequest { user_id, amount, reference, hold_seconds, .. });
 
 mirror!(HistoryQuery => point::HistoryRequest { kind as r#type, user_id, page, .. });
 
@@ -407,11 +422,25 @@ mod tests {
             reference: Some("r".into()),
             description: Some("d".into()),
             cancelled_transaction_id: Some(Uuid::new_v4()),
+            hold_id: Some(Uuid::new_v4()),
             created_at: t(1),
         });
         round_trip::<_, point::Balance>(Balance {
             user_id: Uuid::new_v4(),
             balance: 42,
+            held: 40,
+        });
+        round_trip::<_, point::Hold>(PointHold {
+            id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            amount: 30,
+            status: HoldStatus::Captured,
+            reference: Some("r".into()),
+            expires_at: t(1),
+            created_at: t(2),
+            resolved_at: Some(t(3)),
+            captured_amount: Some(20),
+            transaction_id: Some(Uuid::new_v4()),
         });
         round_trip::<_, timesale::Product>(Product {
             id: Uuid::new_v4(),
@@ -483,6 +512,12 @@ mod tests {
         };
         round_trip::<_, point::EarnRequest>(c.clone());
         round_trip::<_, point::UseRequest>(c);
+        round_trip::<_, point::CreateHoldRequest>(NewHold {
+            user_id: Uuid::new_v4(),
+            amount: 9,
+            reference: None,
+            hold_seconds: Some(60),
+        });
         let p = NewProduct {
             name: "p".into(),
             description: Some("d".into()),

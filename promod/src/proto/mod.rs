@@ -118,13 +118,14 @@ macro_rules! callers {
 callers! {
     reads:
         coupon::GetByIdRequest, coupon::ListPoliciesRequest, coupon::ListCouponsRequest,
-        point::BalanceRequest, point::HistoryRequest,
+        point::BalanceRequest, point::HistoryRequest, point::GetHoldRequest,
         timesale::GetByIdRequest, timesale::ListRequest, timesale::ListSalesRequest,
         timesale::ListOrdersRequest;
     writes:
         coupon::CreatePolicyRequest, coupon::UpdatePolicyRequest, coupon::IssueCouponRequest,
         coupon::UseCouponRequest, coupon::ReserveCouponRequest, coupon::CancelCouponUseRequest,
         point::EarnRequest, point::UseRequest, point::CancelRequest,
+        point::CreateHoldRequest, point::CaptureHoldRequest, point::VoidHoldRequest,
         timesale::CreateProductRequest, timesale::CreateSaleRequest,
         timesale::UpdateSaleRequest, timesale::CreateOrderRequest, timesale::CancelOrderRequest,
         timesale::ConfirmOrderRequest,

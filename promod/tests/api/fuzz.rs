@@ -283,7 +283,7 @@ impl Digest<'_> {
                 "idempotency_keys",
                 "CASE WHEN t.refused AND t.response->>'code' IN ('NOT_FOUND', 'SOLD_OUT', \
                  'LIMIT_EXCEEDED', 'ALREADY_USED', 'ALREADY_CANCELLED', 'INSUFFICIENT_BALANCE', \
-                 'NOT_ACTIVE') THEN NULL ELSE t::text END",
+                 'HOLD_EXPIRED', 'ALREADY_RESOLVED', 'NOT_ACTIVE') THEN NULL ELSE t::text END",
             ),
         ];
         let mut gateway = vec![("users", "t::text")];
@@ -296,6 +296,7 @@ impl Digest<'_> {
         let point = [
             ("point_balances", "t::text"),
             ("point_transactions", "t::text"),
+            ("point_holds", "t::text"),
         ];
         d += &tables(&self.app.point_db, &[&point[..], &common[..]].concat()).await;
         let ts = [
@@ -402,6 +403,7 @@ struct World {
     policy: String,
     coupon: String,
     transaction: String,
+    hold: String,
     product: String,
     sale: String,
     order: String,
@@ -421,6 +423,9 @@ async fn world(app: &TestApp) -> World {
     .await;
     let tx = app
         .created_by("/points/use", &user_token, json!({"amount": 1}))
+        .await;
+    let hold = app
+        .created_by("/points/holds", &user_token, json!({"amount": 5}))
         .await;
     let product = app
         .created("/products", json!({"name": "p", "price": 100_000}))
@@ -469,6 +474,7 @@ async fn world(app: &TestApp) -> World {
         policy,
         coupon: id(&coupon),
         transaction: id(&tx),
+        hold: id(&hold),
         product: id(&product),
         sale: id(&sale),
         order: id(&order),
@@ -640,6 +646,26 @@ fn write_routes(app: &TestApp, w: &World) -> Vec<Route> {
             &user,
             vec![],
             2,
+        ),
+        route(
+            Method::POST,
+            "/points/holds",
+            None,
+            &user,
+            vec![
+                ("amount", json!(1)),
+                ("reference", json!("ref")),
+                ("hold_seconds", json!(60)),
+            ],
+            6,
+        ),
+        route(
+            Method::POST,
+            "/points/holds/{id}/capture",
+            Some(&w.hold),
+            &user,
+            vec![("amount", json!(1))],
+            4,
         ),
         route(
             Method::POST,

@@ -14,6 +14,7 @@ mod helpers;
 mod order_hold;
 mod overload;
 mod point;
+mod point_hold;
 mod procs;
 mod prune;
 mod rate_limit;

@@ -528,6 +528,7 @@ fn pending(
             reference: None,
             description: None,
             cancelled_transaction_id: cancels,
+            hold_id: None,
             created_at: chrono::Utc::now(),
         },
         idem: key.map(|k| {
@@ -557,6 +558,7 @@ async fn a_batch_applies_one_users_changes_in_order() {
         out,
         [Stored(Applied {
             balance: 30,
+            held: 0,
             version: 1
         })]
     );
@@ -575,7 +577,13 @@ async fn a_batch_applies_one_users_changes_in_order() {
         pending(v, Use, 5, None, None),           // 0
     ];
     let out = insert_batch(&app.point_db, &batch).await.unwrap();
-    let s = |balance, version| Stored(Applied { balance, version });
+    let s = |balance, version| {
+        Stored(Applied {
+            balance,
+            held: 0,
+            version,
+        })
+    };
     assert_eq!(
         out,
         [
@@ -718,7 +726,7 @@ async fn the_cache_ends_at_the_databases_balance_and_version() {
             .query_async(&mut redis)
             .await
             .unwrap();
-        assert_eq!(cached, format!("{balance}:{version}"));
+        assert_eq!(cached, format!("{balance}:0:{version}"));
     }
     app.assert_ledger_invariant().await;
 }

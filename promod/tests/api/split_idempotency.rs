@@ -196,4 +196,56 @@ async fn idempotency_keys_reach_roles_in_another_process() {
     let (s, balance) = send_api(req, Some(&token), None, None).await;
     assert_eq!(s, 200, "{balance}");
     assert_eq!(balance["balance"], 90, "one use for one key: {balance}");
+
+    // A point hold and its capture over gRPC: the hold, the balance's held
+    // amount and the capture's hold_id cross the wire.
+    let (user, token) = app.user();
+    app.created("/points/earn", json!({"user_id": user, "amount": 90}))
+        .await;
+    let hold = app
+        .replay_and_mismatch(
+            "point hold",
+            "/points/holds",
+            &token,
+            json!({"amount": 30, "reference": "cart"}),
+            json!({"amount": 31}),
+        )
+        .await;
+    let get = |path: String| {
+        let req = api_request(&app.client, &app.base, Method::GET, &path);
+        send_api(req, Some(&token), None, None)
+    };
+    let (_, balance) = get("/points/balance".into()).await;
+    assert_eq!(
+        (balance["available"].as_i64(), balance["held"].as_i64()),
+        (Some(60), Some(30))
+    );
+    let hold_path = format!("/points/holds/{}", hold["id"].as_str().unwrap());
+    let (s, used) = app
+        .call(
+            &format!("{hold_path}/capture"),
+            &token,
+            json!({"amount": 20}),
+            None,
+        )
+        .await;
+    assert_eq!((s, &used["hold_id"]), (201, &hold["id"]), "{used}");
+    let (s, again) = app
+        .call(&format!("{hold_path}/void"), &token, json!({}), None)
+        .await;
+    assert_eq!(
+        (s, again["error"]["code"].as_str()),
+        (409, Some("ALREADY_RESOLVED"))
+    );
+    let (_, now) = get(hold_path).await;
+    assert_eq!(
+        (now["status"].as_str(), now["captured_amount"].as_i64()),
+        (Some("CAPTURED"), Some(20))
+    );
+    assert_eq!(now["transaction_id"], used["id"]);
+    let (_, balance) = get("/points/balance".into()).await;
+    assert_eq!(
+        (balance["balance"].as_i64(), balance["held"].as_i64()),
+        (Some(70), Some(0))
+    );
 }
