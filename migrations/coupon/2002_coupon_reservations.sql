@@ -5,8 +5,9 @@
 ALTER TABLE coupons
     ADD COLUMN reserved_order_id text,
     ADD COLUMN reserved_until    timestamptz,
-    -- The order whose hold was released or expired last, until the next
-    -- reserve or use: its late confirm is ALREADY_RESOLVED, not a fresh use.
+    -- The order whose hold was resolved last (confirmed, released or
+    -- expired), until the next reserve, direct use or undone use: its second
+    -- or late confirm is ALREADY_RESOLVED, not a fresh use.
     ADD COLUMN released_order_id text;
 
 ALTER TABLE coupons DROP CONSTRAINT coupons_status_check;

@@ -326,9 +326,10 @@ pub struct Coupon {
     /// When the hold lapses, while RESERVED.
     #[serde(default)]
     pub reserved_until: Option<DateTime<Utc>>,
-    /// The order whose hold was released or expired last, until the next
-    /// reserve or use: a use for that order is a late confirm of a resolved
-    /// hold, not a fresh use.
+    /// The order whose hold was resolved last (confirmed, released or
+    /// expired), until the next reserve, direct use or undone use: a use for
+    /// that order is a second or late confirm of a resolved hold
+    /// (`ALREADY_RESOLVED`), not a fresh use.
     #[serde(default)]
     pub released_order_id: Option<String>,
 }
@@ -386,8 +387,9 @@ impl Coupon {
     /// What a use for `order_id` at `now` is. On a RESERVED coupon only the
     /// holding order may use it (another: `CONFLICT`), and only before the
     /// hold lapses (`HOLD_EXPIRED`, from `hold::check_resolvable`). A use
-    /// for the order whose hold was released or expired is a confirm of a
-    /// resolved hold: `ALREADY_RESOLVED`, whether or not the sweeper ran.
+    /// for the order whose hold was resolved (confirmed, released or
+    /// expired) is a confirm of a resolved hold: `ALREADY_RESOLVED`, a
+    /// second confirm included, whether or not the sweeper ran.
     pub fn check_use(&self, order_id: &str, now: DateTime<Utc>) -> DomainResult<UseKind> {
         if self.released_order_id.as_deref() == Some(order_id) {
             return Err(DomainError::AlreadyResolved);

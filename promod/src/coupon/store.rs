@@ -363,7 +363,8 @@ pub async fn mark_unused(
         return Ok(None);
     };
     let row: CouponRow = sqlx::query_as(&format!(
-        "UPDATE coupons SET status = 'AVAILABLE', order_id = NULL, discount_amount = NULL, used_at = NULL
+        "UPDATE coupons SET status = 'AVAILABLE', order_id = NULL, discount_amount = NULL, used_at = NULL,
+            released_order_id = NULL
          WHERE id = $1 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
@@ -408,7 +409,7 @@ pub async fn confirm_reserved(
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
-            reserved_order_id = NULL, reserved_until = NULL
+            released_order_id = reserved_order_id, reserved_order_id = NULL, reserved_until = NULL
          WHERE id = $1 AND status = 'RESERVED' AND reserved_order_id = $2 AND reserved_until > $4
          RETURNING {COUPON_COLUMNS}"
     ))
