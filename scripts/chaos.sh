@@ -257,23 +257,30 @@ all_in_one() {
   PROBE_POLICY=$(probe_policy)
 }
 
+# crash_restart: kill -9 of the all-in-one promod, restarted after 2 s; sets
+# DOWN (how long it did not answer, "1.2 s").
+crash_restart() {
+  local t0 ms
+  t0=$(now_ms)
+  kill9 promod
+  sleep 2
+  launch promod gateway,coupon,point,timesale
+  wait_ready "http://127.0.0.1:$GW/readyz"
+  ms=$(( $(now_ms) - t0 ))
+  DOWN="$((ms / 1000)).$(( ms % 1000 / 100 )) s"
+}
+
 fault_crash() {
   new_world crash
   all_in_one
   start_load 20
   sleep 5
   say "crash: kill -9 promod mid-load, restart after 2 s"
-  local t0
-  t0=$(now_ms)
-  kill9 promod
-  sleep 2
-  launch promod gateway,coupon,point,timesale
-  wait_ready "http://127.0.0.1:$GW/readyz"
-  local down_ms=$(( $(now_ms) - t0 ))
+  crash_restart
   wait_load
   verify "kill -9 of promod mid-load, restarted" \
     "retries with the same keys converge; nothing lost, doubled or oversold" \
-    "down $((down_ms / 1000)).$(( down_ms % 1000 / 100 )) s; $(retries) requests resent"
+    "down $DOWN; $(retries) requests resent"
   stop_proc promod
 }
 
@@ -285,20 +292,14 @@ fault_holds() {
   start_load 20 checkout
   sleep 8
   say "holds: kill -9 promod while holds expire, restart after 2 s"
-  local t0
-  t0=$(now_ms)
-  kill9 promod
-  sleep 2
-  launch promod gateway,coupon,point,timesale
-  wait_ready "http://127.0.0.1:$GW/readyz"
-  local down_ms=$(( $(now_ms) - t0 ))
+  crash_restart
   wait_load
   sleep 7 # the last holds come due and are swept
   local expired
   expired=$(psql -tAq "$PG/${RUN}_timesale" -c "SELECT count(*) FROM time_sale_orders WHERE status = 'EXPIRED'")
   verify "kill -9 of promod while holds expire, restarted" \
     "each hold resolved once (confirmed, cancelled or expired); every unit back once" \
-    "down $((down_ms / 1000)).$(( down_ms % 1000 / 100 )) s; $expired holds expired; $(retries) requests resent"
+    "down $DOWN; $expired holds expired; $(retries) requests resent"
   stop_proc promod
 }
 

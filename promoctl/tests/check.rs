@@ -377,7 +377,7 @@ async fn coupon_reservations_past_the_sweep_bound_are_violations() {
     exec(&pool, "UPDATE coupons SET reserved_until = now() - interval '5 seconds' WHERE status = 'RESERVED'").await;
     assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
     let late = format!("UPDATE coupons SET reserved_until = now() - interval '{} seconds' WHERE status = 'RESERVED'",
-        coupon::SWEEP_BOUND.as_secs() + 5);
+        promoctl::check::SWEEP_BOUND.as_secs() + 5);
     exec(&pool, &late).await;
     let after = coupon::check(&pool, &mut r).await.unwrap();
     assert_names(&after, coupon::SWEPT, &id.to_string(), "reserved until");
@@ -732,10 +732,7 @@ async fn point_holds_are_swept_within_the_bound() {
     assert_clean(&before);
     assert_eq!(find(&before, point::SWEPT).examined, 1);
 
-    let late = format!(
-        "{} seconds",
-        point::SWEEP_BOUND_SECS.parse::<i64>().unwrap() + 5
-    );
+    let late = format!("{} seconds", promoctl::check::SWEEP_BOUND.as_secs() + 5);
     sqlx::query("UPDATE point_holds SET expires_at = now() - $2::interval WHERE id = $1")
         .bind(pending)
         .bind(late)
@@ -954,7 +951,7 @@ async fn timesale_holds_are_swept_and_resolved_once() {
     exec(&pool, "UPDATE time_sale_user_totals SET quantity = 3").await;
     assert_clean(&timesale::check(&pool, &mut r).await.unwrap());
 
-    let stale = format!("{} seconds", timesale::SWEEP_BOUND_SECS + 5);
+    let stale = format!("{} seconds", promoctl::check::SWEEP_BOUND.as_secs() + 5);
     sqlx::query("UPDATE time_sale_orders SET expires_at = now() - $1::interval WHERE id = $2")
         .bind(&stale)
         .bind(hold)

@@ -3,11 +3,10 @@
 //! order and deadline, swept in time, resolved at most once).
 
 use super::counters::Counters;
-use super::{invariants, sql_check_with, CheckResult, Invariant, Redis};
+use super::{invariants, CheckResult, Invariant, Redis};
 use crate::error::CtlResult;
 use promo_store::keys;
 use sqlx::PgPool;
-use std::time::Duration;
 
 pub const ISSUED: &str = "coupon.issued_matches_coupons";
 pub const PER_USER: &str = "coupon.per_user_limit";
@@ -18,19 +17,11 @@ pub const RESERVED: &str = "coupon.reserved_has_order_and_deadline";
 pub const SWEPT: &str = "coupon.reservations_swept";
 pub const RESOLVED_ONCE: &str = "coupon.reservation_resolved_once";
 
-/// How long past its `reserved_until` a RESERVED coupon may still be
-/// waiting for promod's sweeper (every `holds.sweep_every_ms`, 1 s by
-/// default, plus a batch's time), with room for a slow pass or a restart.
-/// Deadlines are promod's clock and the age is PostgreSQL's `now()`, so a
-/// promod run with `clock_offset_secs` needs a bound above its offset.
-pub const SWEEP_BOUND: Duration = Duration::from_secs(60);
-
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[ISSUED_SQL, PER_USER_SQL]).await?;
     out.push(redis_counters(pool, redis).await?);
     out.extend(invariants(pool, &[USED_SQL, CODES_SQL, RESERVED_SQL]).await?);
-    let bound = Some(SWEEP_BOUND.as_secs_f64());
-    out.push(sql_check_with(pool, SWEPT, &SWEPT_SQL.sql(), bound).await?);
+    out.push(super::swept(pool, &SWEPT_SQL).await?);
     out.extend(invariants(pool, &[RESOLVED_ONCE_SQL]).await?);
     Ok(out)
 }
@@ -85,7 +76,7 @@ const RESERVED_SQL: Invariant = Invariant {
 };
 
 /// A reservation past its deadline by more than `$1` seconds
-/// ([`SWEEP_BOUND`]): the sweeper is not running, or failing.
+/// ([`super::SWEEP_BOUND`]): the sweeper is not running, or failing.
 const SWEPT_SQL: Invariant = Invariant {
     check: SWEPT,
     examined: "coupons WHERE status = 'RESERVED'",

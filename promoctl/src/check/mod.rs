@@ -233,6 +233,20 @@ pub async fn sql_check(pool: &PgPool, check: &str, sql: &str) -> CtlResult<Check
     finish(CheckResult::new(check), row)
 }
 
+/// How long past its expiry a hold of any kind (an order, a coupon
+/// reservation, a point hold) may stay pending: promod's sweepers run every
+/// `holds.sweep_every_ms` (1 s by default) plus a batch's time; the rest is
+/// room for a slow pass or a restart. Expiries are promod's clock and the
+/// age is PostgreSQL's `now()`, so a promod run with `clock_offset_secs`
+/// behind the database needs a larger bound.
+pub const SWEEP_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs a "holds are swept" invariant: its query reads the bound, in
+/// seconds, as `$1`.
+pub async fn swept(pool: &PgPool, i: &Invariant) -> CtlResult<CheckResult> {
+    sql_check_with(pool, i.check, &i.sql(), Some(SWEEP_BOUND.as_secs_f64())).await
+}
+
 /// `sql_check` with one nullable float parameter (`$1`).
 pub async fn sql_check_with(
     pool: &PgPool,

@@ -23,12 +23,6 @@ pub const RESOLVED_ONCE: &str = "point.holds_resolved_once";
 /// interval (`holds.sweep_every_ms`, 1 s by default) and a batch's time, with
 /// room for a restart. Judged by the database's clock, so it also assumes
 /// promod's clock is not behind it by more than this.
-macro_rules! sweep_bound_secs {
-    () => {
-        "60"
-    };
-}
-pub const SWEEP_BOUND_SECS: &str = sweep_bound_secs!();
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[LEDGER_SQL, NON_NEGATIVE_SQL]).await?;
@@ -37,10 +31,10 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
         CANCELLED_ONCE_SQL,
         HELD_SQL,
         AVAILABLE_SQL,
-        SWEPT_SQL,
         RESOLVED_ONCE_SQL,
     ];
     out.extend(invariants(pool, &holds).await?);
+    out.push(super::swept(pool, &SWEPT_SQL).await?);
     Ok(out)
 }
 
@@ -97,13 +91,9 @@ const AVAILABLE_SQL: Invariant = Invariant {
 const SWEPT_SQL: Invariant = Invariant {
     check: SWEPT,
     examined: "point_holds WHERE status = 'PENDING'",
-    with: concat!(
-        "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
+    with: "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
                  FROM point_holds WHERE status = 'PENDING'
-                  AND expires_at < now() - interval '",
-        sweep_bound_secs!(),
-        " seconds')"
-    ),
+                  AND expires_at < now() - make_interval(secs => $1::float8))",
 };
 
 /// A captured hold has exactly one USE naming it, of the captured amount;
@@ -253,7 +243,8 @@ mod tests {
     #[test]
     fn globs_are_escaped_and_the_sweep_bound_is_in_its_query() {
         assert_eq!(super::glob_escape("a*b[c]"), "a\\*b\\[c\\]");
-        let bound = format!("interval '{} seconds'", super::SWEEP_BOUND_SECS);
-        assert!(super::SWEPT_SQL.with.contains(&bound));
+        assert!(super::SWEPT_SQL
+            .with
+            .contains("make_interval(secs => $1::float8)"));
     }
 }

@@ -20,17 +20,6 @@ pub const WINDOW: &str = "timesale.orders_within_window";
 pub const HOLDS_SWEPT: &str = "timesale.holds_swept";
 pub const RESOLVED_ONCE: &str = "timesale.holds_resolved_once";
 
-/// How long past its `expires_at` a hold may stay PENDING: the sweep
-/// interval (1 s by default) plus a wide margin for a busy or restarting
-/// role. Measured on the database's clock; a service clock set ahead
-/// (chaos runs) only makes this looser.
-macro_rules! sweep_bound_secs {
-    () => {
-        60
-    };
-}
-pub const SWEEP_BOUND_SECS: i64 = sweep_bound_secs!();
-
 /// Units orders hold per sale (PENDING and CONFIRMED), as the CTE `c`.
 macro_rules! confirmed {
     () => {
@@ -54,10 +43,10 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
         REMAINING_SQL,
         USER_TOTALS_SQL,
         WINDOW_SQL,
-        HOLDS_SWEPT_SQL,
         RESOLVED_ONCE_SQL,
     ];
     let mut out = invariants(pool, &all).await?;
+    out.push(super::swept(pool, &HOLDS_SWEPT_SQL).await?);
     out.push(redis_stock(pool, redis).await?);
     Ok(out)
 }
@@ -135,14 +124,10 @@ const WINDOW_SQL: Invariant = Invariant {
 const HOLDS_SWEPT_SQL: Invariant = Invariant {
     check: HOLDS_SWEPT,
     examined: "time_sale_orders",
-    with: concat!(
-        "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
-               FROM time_sale_orders
-               WHERE status = 'PENDING'
-                 AND expires_at < now() - make_interval(secs => ",
-        sweep_bound_secs!(),
-        "))"
-    ),
+    with: "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
+                 FROM time_sale_orders
+                 WHERE status = 'PENDING'
+                   AND expires_at < now() - make_interval(secs => $1::float8))",
 };
 
 /// A hold ends once: at most one of each resolution event, and an expired
