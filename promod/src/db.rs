@@ -119,3 +119,34 @@ where
     let items = rows.into_iter().map(into).collect::<DomainResult<_>>()?;
     Ok(Page::new(items, page, total))
 }
+
+/// The one statement every sweeper resolves its due holds with (`$1` = now,
+/// `$2` = the batch size): it claims the holds of `table` still `pending`
+/// whose `deadline` has passed, soonest first, skipping rows another
+/// transaction holds, and applies `set` to them under the same status
+/// condition (rows aliased `h`; `returning` names what comes back, with
+/// `h.` before the hold's own columns).
+pub fn due_update(
+    table: &str,
+    pending: &str,
+    deadline: &str,
+    set: &str,
+    returning: &str,
+) -> String {
+    format!(
+        "WITH due AS (
+           SELECT id FROM {table} WHERE status = '{pending}' AND {deadline} <= $1
+           ORDER BY {deadline} LIMIT $2 FOR UPDATE SKIP LOCKED)
+         UPDATE {table} h SET {set}
+         FROM due WHERE h.id = due.id AND h.status = '{pending}'
+         RETURNING {returning}"
+    )
+}
+
+/// `cols` with each column prefixed by `alias.` (a RETURNING after a join).
+pub fn qualified(alias: &str, cols: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,7 +1,7 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::db::{page_of, Arg, Listing};
+use crate::db::{due_update, page_of, qualified, Arg, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -452,13 +452,13 @@ pub async fn release_reserved(
 /// and the UPDATE checks the status again, so none is released twice.
 pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> DomainResult<usize> {
     let mut tx = pool.begin().await.map_err(from_sqlx)?;
-    let rows: Vec<CouponRow> = sqlx::query_as(&format!(
-        "WITH due AS (
-             SELECT id FROM coupons WHERE status = 'RESERVED' AND reserved_until <= $1
-             ORDER BY reserved_until LIMIT $2 FOR UPDATE SKIP LOCKED)
-         UPDATE coupons c SET {RELEASE}
-         FROM due WHERE c.id = due.id AND c.status = 'RESERVED' RETURNING {}",
-        qualified("c", COUPON_COLUMNS)
+    let returning = qualified("h", COUPON_COLUMNS);
+    let rows: Vec<CouponRow> = sqlx::query_as(&due_update(
+        "coupons",
+        "RESERVED",
+        "reserved_until",
+        RELEASE,
+        &returning,
     ))
     .bind(now)
     .bind(limit)
@@ -472,14 +472,6 @@ pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Domain
     crate::outbox::append(&mut tx, &events).await?;
     tx.commit().await.map_err(from_sqlx)?;
     Ok(events.len())
-}
-
-/// `cols` with each column prefixed by `alias.` (a RETURNING after a join).
-fn qualified(alias: &str, cols: &str) -> String {
-    cols.split(',')
-        .map(|c| format!("{alias}.{}", c.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `coupon.reservation_released` of a coupon just released (`reason`:

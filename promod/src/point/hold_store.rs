@@ -6,6 +6,7 @@
 //! balance rows, balance rows in user id order; see ARCHITECTURE.md,
 //! "Point holds".
 
+use crate::db::due_update;
 use crate::error::from_sqlx;
 use chrono::{DateTime, Utc};
 use promo_domain::point::hold::{HoldStatus, PointHold};
@@ -117,16 +118,14 @@ pub async fn expire_due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> DomainResult<Vec<PointHold>> {
-    let rows: Vec<HoldRow> = sqlx::query_as(&format!(
-        "WITH due AS (
-           SELECT id FROM point_holds
-            WHERE status = 'PENDING' AND expires_at <= $1
-            ORDER BY expires_at LIMIT $2
-            FOR UPDATE SKIP LOCKED
-         )
-         UPDATE point_holds h SET status = 'EXPIRED', resolved_at = $1
-           FROM due WHERE h.id = due.id AND h.status = 'PENDING'
-         RETURNING {HOLD_COLUMNS}, NULL::uuid AS transaction_id"
+    let returning = format!("{HOLD_COLUMNS}, NULL::uuid AS transaction_id");
+    let set = "status = 'EXPIRED', resolved_at = $1";
+    let rows: Vec<HoldRow> = sqlx::query_as(&due_update(
+        "point_holds",
+        "PENDING",
+        "expires_at",
+        set,
+        &returning,
     ))
     .bind(now)
     .bind(limit)

@@ -1,7 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::db::{page_of, Arg, Listing};
+use crate::db::{due_update, page_of, qualified, Arg, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -473,19 +473,14 @@ pub async fn expire_due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> DomainResult<Vec<Order>> {
-    let rows: Vec<OrderRow> = sqlx::query_as(&format!(
-        "WITH due AS (
-            SELECT id FROM time_sale_orders
-            WHERE status = 'PENDING' AND expires_at <= $1
-            ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
-         UPDATE time_sale_orders o SET status = 'EXPIRED', resolved_at = $1
-         FROM due WHERE o.id = due.id AND o.status = 'PENDING'
-         RETURNING {}",
-        ORDER_COLUMNS
-            .split(", ")
-            .map(|c| format!("o.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let returning = qualified("h", ORDER_COLUMNS);
+    let set = "status = 'EXPIRED', resolved_at = $1";
+    let rows: Vec<OrderRow> = sqlx::query_as(&due_update(
+        "time_sale_orders",
+        "PENDING",
+        "expires_at",
+        set,
+        &returning,
     ))
     .bind(now)
     .bind(limit)
