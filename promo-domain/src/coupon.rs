@@ -323,7 +323,9 @@ pub struct Coupon {
     /// answers stored before holds existed lack these fields.)
     #[serde(default)]
     pub reserved_order_id: Option<String>,
-    /// When the hold lapses, while RESERVED.
+    /// When the hold lapses, while RESERVED; after the sweeper expired it,
+    /// the deadline that lapsed (until the next reserve or use), which tells
+    /// a late confirm `HOLD_EXPIRED` from a second one's `ALREADY_RESOLVED`.
     #[serde(default)]
     pub reserved_until: Option<DateTime<Utc>>,
     /// The order whose hold was resolved last (confirmed, released or
@@ -392,7 +394,7 @@ impl Coupon {
     /// second confirm included, whether or not the sweeper ran.
     pub fn check_use(&self, order_id: &str, now: DateTime<Utc>) -> DomainResult<UseKind> {
         if self.released_order_id.as_deref() == Some(order_id) {
-            return Err(DomainError::AlreadyResolved);
+            return Err(self.resolved_hold());
         }
         match self.effective_status(now) {
             CouponStatus::Available => Ok(UseKind::Direct),
@@ -402,7 +404,7 @@ impl Coupon {
                         "coupon is reserved for another order".into(),
                     ));
                 }
-                hold::check_resolvable(true, self.hold_deadline()?, now)?;
+                hold::check_resolvable(hold::HoldState::Pending, self.hold_deadline()?, now)?;
                 Ok(UseKind::Confirm)
             }
             CouponStatus::Used => Err(DomainError::AlreadyUsed),
@@ -418,11 +420,21 @@ impl Coupon {
         match self.status {
             CouponStatus::Used => Ok(CancelKind::UndoUse),
             CouponStatus::Reserved => {
-                hold::check_resolvable(true, self.hold_deadline()?, now)?;
+                hold::check_resolvable(hold::HoldState::Pending, self.hold_deadline()?, now)?;
                 Ok(CancelKind::Release)
             }
-            _ if self.released_order_id.is_some() => Err(DomainError::AlreadyResolved),
+            _ if self.released_order_id.is_some() => Err(self.resolved_hold()),
             _ => Err(DomainError::AlreadyCancelled),
+        }
+    }
+
+    /// What a caller resolving the hold that already ended hears: it
+    /// expired (the sweeper keeps the lapsed `reserved_until`), or it was
+    /// confirmed or released.
+    fn resolved_hold(&self) -> DomainError {
+        match self.reserved_until {
+            Some(_) => DomainError::HoldExpired,
+            None => DomainError::AlreadyResolved,
         }
     }
 

@@ -26,23 +26,32 @@ pub fn expires_at(
     Ok(now + Duration::seconds(secs))
 }
 
-/// Whether a hold may still be resolved by a caller at `now`. A hold that is
-/// no longer pending is `ALREADY_RESOLVED`; a pending one whose `expires_at`
-/// has passed is `HOLD_EXPIRED` whatever the caller asks (confirm or
-/// release): from that instant only the sweeper resolves it, so the outcome
-/// follows the clock, not the race between a late caller and the sweeper.
+/// Where a hold stands, as far as a caller resolving it is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldState {
+    Pending,
+    /// Expired by the sweeper.
+    Expired,
+    /// Confirmed, captured, cancelled or voided.
+    Resolved,
+}
+
+/// Whether a hold may still be resolved by a caller at `now`. A hold past
+/// its `expires_at` is `HOLD_EXPIRED` whatever the caller asks (confirm or
+/// release), swept or not: from that instant only the sweeper resolves it,
+/// so the answer follows the clock, not the race between a late caller and
+/// the sweeper. A hold resolved otherwise is `ALREADY_RESOLVED`.
 pub fn check_resolvable(
-    pending: bool,
+    state: HoldState,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> DomainResult<()> {
-    if !pending {
-        return Err(DomainError::AlreadyResolved);
+    match state {
+        HoldState::Resolved => Err(DomainError::AlreadyResolved),
+        HoldState::Expired => Err(DomainError::HoldExpired),
+        HoldState::Pending if now >= expires_at => Err(DomainError::HoldExpired),
+        HoldState::Pending => Ok(()),
     }
-    if now >= expires_at {
-        return Err(DomainError::HoldExpired);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -71,12 +80,18 @@ mod tests {
     }
 
     #[test]
-    fn a_resolved_hold_is_already_resolved_even_after_expiry() {
-        let later = t0() + Duration::seconds(10);
-        assert_eq!(
-            check_resolvable(false, t0(), later),
-            Err(DomainError::AlreadyResolved)
-        );
+    fn a_resolved_hold_is_already_resolved_and_an_expired_one_expired() {
+        let (early, later) = (t0() - Duration::seconds(10), t0() + Duration::seconds(10));
+        for now in [early, later] {
+            assert_eq!(
+                check_resolvable(HoldState::Resolved, t0(), now),
+                Err(DomainError::AlreadyResolved)
+            );
+            assert_eq!(
+                check_resolvable(HoldState::Expired, t0(), now),
+                Err(DomainError::HoldExpired)
+            );
+        }
     }
 
     proptest! {
@@ -85,7 +100,7 @@ mod tests {
         fn pending_is_resolvable_only_before_expiry(secs in 1i64..=MAX_HOLD_SECONDS, at in 0i64..=2 * MAX_HOLD_SECONDS) {
             let expires = expires_at(Some(secs), 900, t0()).unwrap();
             let now = t0() + Duration::seconds(at);
-            let r = check_resolvable(true, expires, now);
+            let r = check_resolvable(HoldState::Pending, expires, now);
             prop_assert_eq!(r.is_ok(), at < secs);
             if at >= secs {
                 prop_assert_eq!(r, Err(DomainError::HoldExpired));

@@ -356,10 +356,15 @@ pub struct Order {
 
 impl Order {
     fn check_pending(&self, now: DateTime<Utc>) -> DomainResult<()> {
-        let pending = self.status == OrderStatus::Pending;
+        use crate::hold::HoldState;
+        let state = match self.status {
+            OrderStatus::Pending => HoldState::Pending,
+            OrderStatus::Expired => HoldState::Expired,
+            _ => HoldState::Resolved,
+        };
         // A PENDING order always has an expiry (a database CHECK); a missing
         // one reads as already due rather than as a hold for ever.
-        crate::hold::check_resolvable(pending, self.expires_at.unwrap_or(now), now)
+        crate::hold::check_resolvable(state, self.expires_at.unwrap_or(now), now)
     }
 
     /// Confirm: only a PENDING order before its expiry.
@@ -589,12 +594,12 @@ mod tests {
         let late = now + Duration::seconds(10);
         assert_eq!(o.check_confirmable(late), Err(DomainError::HoldExpired));
         assert_eq!(o.check_cancellable(late), Err(DomainError::HoldExpired));
-        for done in [OrderStatus::Confirmed, OrderStatus::Expired] {
-            let (o, now) = hold(done, 10);
-            assert_eq!(o.check_confirmable(now), Err(DomainError::AlreadyResolved));
-        }
+        let (o, now) = hold(OrderStatus::Confirmed, 10);
+        assert_eq!(o.check_confirmable(now), Err(DomainError::AlreadyResolved));
+        // Swept or not, a late caller hears that the hold expired.
         let (o, now) = hold(OrderStatus::Expired, -10);
-        assert_eq!(o.check_cancellable(now), Err(DomainError::AlreadyResolved));
+        assert_eq!(o.check_confirmable(now), Err(DomainError::HoldExpired));
+        assert_eq!(o.check_cancellable(now), Err(DomainError::HoldExpired));
         // A confirmed order stays cancellable as in v1.
         let (o, now) = hold(OrderStatus::Confirmed, -10);
         assert!(o.check_cancellable(now).is_ok());

@@ -248,6 +248,18 @@ pub trait StockPort: Send + Sync + 'static {
         entry: &Entry,
         what: Release,
     ) -> DomainResult<bool>;
+    /// Removes `entry`, giving nothing back, only if it is still at least
+    /// `older_than` old by the journal's clock: a reconciler that judged it
+    /// not owed must not remove the same member journaled again meanwhile
+    /// (a release retried after its first transaction rolled back). Returns
+    /// whether it was removed.
+    async fn drop_overdue(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        entry: &Entry,
+        older_than: std::time::Duration,
+    ) -> DomainResult<bool>;
     /// Journals releases (`Entry::release_of`) at the journal's clock, before
     /// the transaction that ends their rows commits; settle them after it.
     async fn journal(&self, kind: Kind, id: Uuid, entries: &[Entry]) -> DomainResult<()>;
@@ -370,6 +382,21 @@ local t = redis.call('TIME')
 local at = t[1] * 1000 + math.floor(t[2] / 1000)
 for i = 1, #ARGV do redis.call('ZADD', KEYS[1], at, ARGV[i]) end
 return #ARGV
+"#,
+    )
+});
+
+/// KEYS = journal; ARGV = member, age in ms. Removes the member only if it
+/// was scored at least that long ago by Redis's clock.
+static DROP_OVERDUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score then return 0 end
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if tonumber(score) > now - tonumber(ARGV[2]) then return 0 end
+return redis.call('ZREM', KEYS[1], ARGV[1])
 "#,
     )
 });
@@ -520,6 +547,23 @@ impl StockPort for RedisStock {
     ) -> DomainResult<bool> {
         let (member, user, qty) = (entry.member(), entry.user, entry.quantity);
         Ok(self.give_back(kind, id, &member, user, qty, what).await? == 1)
+    }
+
+    async fn drop_overdue(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        entry: &Entry,
+        older_than: std::time::Duration,
+    ) -> DomainResult<bool> {
+        let removed: i64 = DROP_OVERDUE
+            .key(kind.keys(id).journal)
+            .arg(entry.member())
+            .arg(older_than.as_millis() as u64)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(StoreError::from)?;
+        Ok(removed == 1)
     }
 
     async fn journal(&self, kind: Kind, id: Uuid, entries: &[Entry]) -> DomainResult<()> {
@@ -787,6 +831,24 @@ impl StockPort for MemoryStock {
         }))
     }
 
+    async fn drop_overdue(
+        &self,
+        kind: Kind,
+        id: Uuid,
+        entry: &Entry,
+        older_than: std::time::Duration,
+    ) -> DomainResult<bool> {
+        Ok(self.with(|state| {
+            let Some(j) = state.journals.get_mut(&(kind, id)) else {
+                return false;
+            };
+            match j.get(entry) {
+                Some(at) if at.elapsed() >= older_than => j.remove(entry).is_some(),
+                _ => false,
+            }
+        }))
+    }
+
     async fn journal(&self, kind: Kind, id: Uuid, entries: &[Entry]) -> DomainResult<()> {
         let now = std::time::Instant::now();
         self.with(|state| {
@@ -1018,19 +1080,15 @@ pub async fn reconcile(
         }
         let owed = owed_back(pool, kind, &journal.overdue).await?;
         for entry in &journal.overdue {
-            let what = if owed.contains(&(entry.reservation, entry.release)) {
-                Release::BOTH
-            } else {
-                Release::NONE
-            };
-            if !stock.settle(kind, *id, entry, what).await? {
-                continue;
-            }
-            if what == Release::BOTH {
+            if !owed.contains(&(entry.reservation, entry.release)) {
+                // Not owed as of the row just read; dropped only if nobody
+                // journaled it again since.
+                if stock.drop_overdue(kind, *id, entry, bound).await? {
+                    done.cleared += 1;
+                }
+            } else if stock.settle(kind, *id, entry, Release::BOTH).await? {
                 tracing::info!(kind = kind.as_str(), %id, reservation = %entry.reservation, user_id = %entry.user, quantity = entry.quantity, release = entry.release, "unsettled entry given back");
                 done.released += 1;
-            } else {
-                done.cleared += 1;
             }
         }
     }

@@ -4,6 +4,7 @@
 //! arithmetic of what a hold reserves is [`super::Funds`].
 
 use super::{validate_amount, validate_text};
+use crate::hold::HoldState;
 use crate::{DomainError, DomainResult};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,7 +65,12 @@ pub struct PointHold {
 impl PointHold {
     /// Whether a caller may capture or void it at `now` ([`crate::hold`]).
     pub fn check_resolvable(&self, now: DateTime<Utc>) -> DomainResult<()> {
-        crate::hold::check_resolvable(self.status == HoldStatus::Pending, self.expires_at, now)
+        let state = match self.status {
+            HoldStatus::Pending => HoldState::Pending,
+            HoldStatus::Expired => HoldState::Expired,
+            _ => HoldState::Resolved,
+        };
+        crate::hold::check_resolvable(state, self.expires_at, now)
     }
 
     /// What a capture spends: `asked`, or the whole hold. Anything outside

@@ -529,6 +529,38 @@ async fn releases_settle_once(port: Arc<dyn StockPort>, kind: Kind) {
     assert!(takings.iter().all(|t| j.overdue.contains(t)), "{j:?}");
 }
 
+/// A reconciler drops an entry it judged not owed only if nobody journaled
+/// the same member again since it read it.
+async fn drops_only_what_stayed_overdue(port: Arc<dyn StockPort>, kind: Kind) {
+    let id = Uuid::new_v4();
+    port.seed(kind, id, &stock(3), false).await.unwrap();
+    let entry = Entry::release_of(Uuid::new_v4(), Uuid::new_v4(), 1);
+    port.journal(kind, id, &[entry]).await.unwrap();
+    tokio::time::sleep(Age::from_millis(60)).await;
+    // Journaled again (a retried release) after the reconciler's read.
+    port.journal(kind, id, &[entry]).await.unwrap();
+    let dropped = port
+        .drop_overdue(kind, id, &entry, Age::from_millis(50))
+        .await
+        .unwrap();
+    assert!(!dropped, "a fresh entry stays");
+    assert_eq!(journal_of(&*port, kind, id, Age::ZERO).await.size, 1);
+    tokio::time::sleep(Age::from_millis(60)).await;
+    assert!(port
+        .drop_overdue(kind, id, &entry, Age::from_millis(50))
+        .await
+        .unwrap());
+    assert!(!port
+        .drop_overdue(kind, id, &entry, Age::ZERO)
+        .await
+        .unwrap());
+    assert_eq!(
+        port.remaining(kind, id).await.unwrap(),
+        Some(3),
+        "nothing given back"
+    );
+}
+
 macro_rules! contract {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -586,6 +618,11 @@ macro_rules! contract {
             async fn journaled_releases_settle_once() {
                 releases_settle_once($make, Kind::Coupon).await;
                 releases_settle_once($make, Kind::Sale).await;
+            }
+            #[tokio::test]
+            async fn an_entry_journaled_again_is_not_dropped() {
+                drops_only_what_stayed_overdue($make, Kind::Coupon).await;
+                drops_only_what_stayed_overdue($make, Kind::Sale).await;
             }
             #[tokio::test]
             async fn kinds_keep_their_own_counters() {

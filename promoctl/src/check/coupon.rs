@@ -64,7 +64,8 @@ const CODES_SQL: Invariant = Invariant {
 
 /// The database's CHECK ties RESERVED to an order and a deadline; this
 /// reads it anyway (a dropped or altered constraint), and that nothing else
-/// carries them.
+/// carries an order, nor a deadline unless it lapsed (an expired hold keeps
+/// it, with the order it held in `released_order_id`).
 const RESERVED_SQL: Invariant = Invariant {
     check: RESERVED,
     examined: "coupons WHERE status = 'RESERVED'",
@@ -72,7 +73,7 @@ const RESERVED_SQL: Invariant = Invariant {
                  WHERE (status = 'RESERVED' AND (reserved_order_id IS NULL
                         OR btrim(reserved_order_id) = '' OR reserved_until IS NULL))
                     OR (status <> 'RESERVED' AND (reserved_order_id IS NOT NULL
-                        OR reserved_until IS NOT NULL)))",
+                        OR (reserved_until IS NOT NULL AND released_order_id IS NULL))))",
 };
 
 /// A reservation past its deadline by more than `$1` seconds

@@ -19,11 +19,6 @@ pub const AVAILABLE: &str = "point.available_not_negative";
 pub const SWEPT: &str = "point.holds_swept";
 pub const RESOLVED_ONCE: &str = "point.holds_resolved_once";
 
-/// How long past its `expires_at` a hold may still be PENDING: the sweep
-/// interval (`holds.sweep_every_ms`, 1 s by default) and a batch's time, with
-/// room for a restart. Judged by the database's clock, so it also assumes
-/// promod's clock is not behind it by more than this.
-
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[LEDGER_SQL, NON_NEGATIVE_SQL]).await?;
     out.push(redis_cache(pool, redis).await?);

@@ -130,24 +130,35 @@ const HOLDS_SWEPT_SQL: Invariant = Invariant {
                    AND expires_at < now() - make_interval(secs => $1::float8))",
 };
 
-/// A hold ends once: at most one of each resolution event, and an expired
-/// hold was neither confirmed nor cancelled (a confirmed hold may later be
-/// cancelled, as any confirmed order). Read from the outbox, which keeps
-/// published events for its retention.
+/// A hold ends once: per order, in commit order (`seq`; each change of an
+/// order holds its row lock), at most one of each resolution event, an
+/// expired hold neither confirmed nor cancelled, and no confirm after the
+/// order was cancelled or expired (its units released, then sold: an
+/// oversell). A confirmed hold may later be cancelled, as any confirmed
+/// order. Read from the outbox, which keeps published events for its
+/// retention; pruning only removes a prefix, so it hides, never invents, a
+/// violation.
 const RESOLVED_ONCE_SQL: Invariant = Invariant {
     check: RESOLVED_ONCE,
-    examined: "e",
-    with: "e AS (SELECT aggregate_id,
+    examined: "a",
+    with: "e AS (SELECT aggregate_id, topic,
+                        count(*) FILTER (WHERE topic IN ('order.cancelled', 'order.expired'))
+                          OVER (PARTITION BY aggregate_id ORDER BY seq
+                                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS ended_before
+                 FROM outbox
+                 WHERE topic IN ('order.confirmed', 'order.cancelled', 'order.expired')),
+           a AS (SELECT aggregate_id,
                         count(*) FILTER (WHERE topic = 'order.confirmed') AS confirmed,
                         count(*) FILTER (WHERE topic = 'order.cancelled') AS cancelled,
-                        count(*) FILTER (WHERE topic = 'order.expired') AS expired
-                 FROM outbox
-                 WHERE topic IN ('order.confirmed', 'order.cancelled', 'order.expired')
-                 GROUP BY aggregate_id),
+                        count(*) FILTER (WHERE topic = 'order.expired') AS expired,
+                        bool_or(topic = 'order.confirmed' AND ended_before > 0) AS late_confirm
+                 FROM e GROUP BY aggregate_id),
            v AS (SELECT aggregate_id::text || ' (confirmed ' || confirmed || ', cancelled '
-                        || cancelled || ', expired ' || expired || ')' AS what
-                 FROM e
-                 WHERE confirmed > 1 OR cancelled > 1 OR expired > 1
+                        || cancelled || ', expired ' || expired
+                        || CASE WHEN late_confirm THEN ', confirmed after it ended' ELSE '' END
+                        || ')' AS what
+                 FROM a
+                 WHERE confirmed > 1 OR cancelled > 1 OR expired > 1 OR late_confirm
                     OR (expired > 0 AND confirmed + cancelled > 0))",
 };
 

@@ -142,7 +142,10 @@ impl From<Coupon> for CouponView {
             expires_at: c.expires_at,
             issued_at: c.issued_at,
             reserved_order_id: c.reserved_order_id,
-            reserved_until: c.reserved_until,
+            // An expired hold's lapsed deadline is kept for the rules only.
+            reserved_until: c
+                .reserved_until
+                .filter(|_| c.status == CouponStatus::Reserved),
         }
     }
 }

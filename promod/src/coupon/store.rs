@@ -334,7 +334,7 @@ pub async fn mark_used(
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
-            released_order_id = NULL
+            released_order_id = NULL, reserved_until = NULL
          WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
@@ -364,7 +364,7 @@ pub async fn mark_unused(
     };
     let row: CouponRow = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'AVAILABLE', order_id = NULL, discount_amount = NULL, used_at = NULL,
-            released_order_id = NULL
+            released_order_id = NULL, reserved_until = NULL
          WHERE id = $1 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
@@ -423,9 +423,15 @@ pub async fn confirm_reserved(
     row.map(|r| r.into_domain(now)).transpose()
 }
 
-/// The SET of a release: back to AVAILABLE, remembering the order.
+/// The SET of a release by its holder: back to AVAILABLE, remembering the
+/// order.
 const RELEASE: &str = "status = 'AVAILABLE', released_order_id = reserved_order_id, \
     reserved_order_id = NULL, reserved_until = NULL";
+
+/// The SET of an expiry: as a release, but the lapsed deadline stays, so
+/// that a late confirm or cancel hears `HOLD_EXPIRED` (`Coupon::check_use`).
+const EXPIRE: &str = "status = 'AVAILABLE', released_order_id = reserved_order_id, \
+    reserved_order_id = NULL";
 
 /// RESERVED -> AVAILABLE by the holder, only before the hold lapses at
 /// `now`. None: another resolution won.
@@ -457,7 +463,7 @@ pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> Domain
         "coupons",
         "RESERVED",
         "reserved_until",
-        RELEASE,
+        EXPIRE,
         &returning,
     ))
     .bind(now)

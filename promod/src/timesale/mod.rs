@@ -223,6 +223,10 @@ impl TimesaleService {
         let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
             return Err(DomainError::AlreadyCancelled);
         };
+        // Journaled before the counters' rows are locked, so that the hot
+        // sale row is not held across Redis round trips.
+        let releases = self.engine.journal_releases([units(&order)]).await?;
+        store::untake(w.tx(), std::slice::from_ref(&order)).await?;
         let ev = Event::of(
             topics::ORDER_CANCELLED,
             id,
@@ -230,9 +234,8 @@ impl TimesaleService {
             now,
             &order,
         )?;
-        let releases = self.engine.journal_releases([units(&order)]).await?;
-        releases.check_deadline()?;
-        w.commit(&order, &[ev]).await?;
+        w.commit_if(&order, &[ev], || releases.check_deadline())
+            .await?;
         // Only the transaction that ended the order journaled a release that
         // committed: the units come back exactly once (here, or by the
         // reconciler after a crash).
@@ -281,15 +284,16 @@ impl crate::sweep::Expire for TimesaleService {
         if orders.is_empty() {
             return Ok(0);
         }
+        let releases = self
+            .engine
+            .journal_releases(orders.iter().map(units))
+            .await?;
+        store::untake(&mut tx, &orders).await?;
         let events = orders
             .iter()
             .map(|o| Event::of(topics::ORDER_EXPIRED, o.id, Some(o.user_id), now, o))
             .collect::<Result<Vec<_>, _>>()?;
         crate::outbox::append(&mut tx, &events).await?;
-        let releases = self
-            .engine
-            .journal_releases(orders.iter().map(units))
-            .await?;
         releases.check_deadline()?;
         tx.commit().await.map_err(crate::error::from_sqlx)?;
         self.engine.settle_releases(releases).await;

@@ -440,9 +440,8 @@ pub async fn confirm_order(
     row.map(Order::try_from).transpose()
 }
 
-/// CONFIRMED or PENDING -> CANCELLED, only from those; the sale's sold count
-/// and the user's total go down in the same transaction. `None` when the
-/// order was in neither.
+/// CONFIRMED or PENDING -> CANCELLED, only from those (the caller lowers
+/// the counters with [`untake`]). `None` when the order was in neither.
 pub async fn cancel_order(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
@@ -458,16 +457,12 @@ pub async fn cancel_order(
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    let Some(order) = row.map(Order::try_from).transpose()? else {
-        return Ok(None);
-    };
-    untake(tx, std::slice::from_ref(&order)).await?;
-    Ok(Some(order))
+    row.map(Order::try_from).transpose()
 }
 
-/// Up to `limit` PENDING orders due at `now` -> EXPIRED, with their units
-/// given back in PostgreSQL. Orders locked by a confirm, a cancel or another
-/// sweeper are skipped, never waited for.
+/// Up to `limit` PENDING orders due at `now` -> EXPIRED (the caller lowers
+/// the counters with [`untake`]). Orders locked by a confirm, a cancel or
+/// another sweeper are skipped, never waited for.
 pub async fn expire_due(
     tx: &mut Transaction<'_, Postgres>,
     now: DateTime<Utc>,
@@ -487,18 +482,15 @@ pub async fn expire_due(
     .fetch_all(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    let orders = rows
-        .into_iter()
-        .map(Order::try_from)
-        .collect::<DomainResult<Vec<_>>>()?;
-    untake(tx, &orders).await?;
-    Ok(orders)
+    rows.into_iter().map(Order::try_from).collect()
 }
 
 /// Lowers the users' totals, then the sales' sold counts, by the units of
 /// `orders` that just ended: each table in key order, the group commit's
-/// lock order, so that no two of them deadlock.
-async fn untake(tx: &mut Transaction<'_, Postgres>, orders: &[Order]) -> DomainResult<()> {
+/// lock order, so that no two of them deadlock. Marks the sales changed, so
+/// that the reconciler keeps visiting a sale whose orders still end (holds
+/// expire, orders are cancelled) long after its window.
+pub async fn untake(tx: &mut Transaction<'_, Postgres>, orders: &[Order]) -> DomainResult<()> {
     if orders.is_empty() {
         return Ok(());
     }
@@ -538,7 +530,7 @@ async fn untake(tx: &mut Transaction<'_, Postgres>, orders: &[Order]) -> DomainR
     .await
     .map_err(from_sqlx)?;
     sqlx::query(
-        "UPDATE time_sales s SET sold_quantity = s.sold_quantity - c.n
+        "UPDATE time_sales s SET sold_quantity = s.sold_quantity - c.n, updated_at = now()
          FROM (SELECT sid, sum(q) AS n FROM unnest($1::uuid[], $2::bigint[]) AS u(sid, q)
                GROUP BY sid ORDER BY sid) c
          WHERE s.id = c.sid",

@@ -160,12 +160,13 @@ async fn a_hold_confirms_once_and_a_late_confirm_is_expired() {
         o["status"] == "EXPIRED"
     })
     .await;
+    // Swept or not, a late confirm hears that the hold expired.
     let (s, b) = app
         .post(&format!("/orders/{late}/confirm"), &token, json!({}))
         .await;
     assert_eq!(
         (s, b["error"]["code"].as_str()),
-        (409, Some("ALREADY_RESOLVED"))
+        (409, Some("HOLD_EXPIRED"))
     );
     app.assert_invariant(sale).await;
     assert_eq!(app.redis_stock(sale).await, Some(10));
