@@ -4,10 +4,12 @@
 //! sale's stock in Redis, then a group commit to PostgreSQL whose constraints
 //! are the last line of defence. See ARCHITECTURE.md, "The reservation engine".
 
+mod confirm;
 pub mod grpc;
 pub mod http;
 pub mod store;
 
+use crate::batcher::InsertOutcome;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::Engine;
@@ -60,6 +62,7 @@ pub struct TimesaleService {
     pool: PgPool,
     answers: crate::idempotency::Answers,
     engine: Engine<store::Orders>,
+    confirms: crate::batcher::Batcher<confirm::Confirms>,
     clock: SharedClock,
     /// A hold's lifetime when the request names none.
     hold_seconds: i64,
@@ -123,6 +126,7 @@ impl TimesaleService {
         TimesaleService {
             hold_seconds,
             engine: Engine::new(pool.clone(), stock),
+            confirms: crate::batcher::Batcher::start(pool.clone(), 2),
             answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             clock,
@@ -243,24 +247,22 @@ impl TimesaleService {
         Ok(order)
     }
 
+    /// A confirm, group-committed with others (`confirm.rs`).
     async fn confirm_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        let now = self.clock.now();
-        let mut w = begin!(&self.pool, ctx);
-        let current = store::lock_order(w.tx(), id).await?;
-        ctx.principal.require_owner(current.user_id)?;
-        current.check_confirmable(now)?;
-        let order = store::confirm_order(w.tx(), id, now)
-            .await?
-            .ok_or(DomainError::AlreadyResolved)?;
-        let ev = Event::of(
-            topics::ORDER_CONFIRMED,
-            id,
-            Some(order.user_id),
-            now,
-            &order,
-        )?;
-        w.commit(&order, &[ev]).await?;
-        Ok(order)
+        let member = confirm::Confirm {
+            order: id,
+            principal: ctx.principal,
+            idem: ctx.idem.clone(),
+            now: self.clock.now(),
+        };
+        match self.confirms.submit(member).await? {
+            InsertOutcome::Stored(order) => Ok(order),
+            InsertOutcome::Refused(e) => Err(e),
+            // `Answers::keyed` replays the answer the key already has.
+            InsertOutcome::Duplicate => Err(DomainError::Conflict(
+                "a request with this idempotency key is in flight".into(),
+            )),
+        }
     }
 }
 

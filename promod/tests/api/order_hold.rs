@@ -419,3 +419,41 @@ async fn the_reconciler_settles_releases_by_what_committed() {
     assert_eq!(app.redis_stock(sale).await, Some(3));
     app.assert_invariant(sale).await;
 }
+
+/// Confirms are group-committed: fifty at once all succeed, each once with
+/// one event; replaying a key gives the same answer, and a confirm of a
+/// confirmed hold under a new key is `ALREADY_RESOLVED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyed_confirms_commit_in_groups_and_replay() {
+    let app = Arc::new(spawn_timesale_app().await);
+    let sale = app.create_sale(50, 1).await;
+    let holds = concurrently(50, |_| {
+        let app = app.clone();
+        async move {
+            let (_, token) = app.user_token();
+            let (s, b) = app.hold(sale, &token, 60).await;
+            assert_eq!(s, 201, "{b}");
+            (b["id"].as_str().unwrap().to_owned(), token)
+        }
+    })
+    .await;
+    let holds = Arc::new(holds);
+    let confirm = |i: usize, key: String| {
+        let (app, holds) = (app.clone(), holds.clone());
+        async move {
+            let (id, token) = &holds[i];
+            let path = format!("/orders/{id}/confirm");
+            app.call(reqwest::Method::POST, &path, token, Some(json!({})), Some(&key))
+                .await
+        }
+    };
+    let first = concurrently(50, |i| confirm(i, format!("k-{i}"))).await;
+    assert!(first.iter().all(|(s, b)| *s == 200 && b["status"] == "CONFIRMED"), "{first:?}");
+    let again = concurrently(50, |i| confirm(i, format!("k-{i}"))).await;
+    assert_eq!(first, again, "a replay answers as the first time");
+    let (s, b) = confirm(0, "another".into()).await;
+    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("ALREADY_RESOLVED")));
+    assert_eq!(events(&app, sale, "order.confirmed").await, 50);
+    assert_eq!(statuses(&app, sale, "CONFIRMED").await, 50);
+    app.assert_invariant(sale).await;
+}
