@@ -197,11 +197,41 @@ impl<K: Reservable> BatchStore for Rows<K> {
 /// Releases journaled for a transaction that has not committed yet.
 #[must_use = "settle the releases after the commit"]
 pub struct Releases {
+    stock: Arc<dyn StockPort>,
+    kind: Kind,
     by_parent: std::collections::BTreeMap<Uuid, Vec<Entry>>,
     at: Instant,
 }
 
 impl Releases {
+    /// Journals the units of stored rows that a transaction is about to end
+    /// (a cancel, an expired hold), before it commits: `rows` are (parent,
+    /// row, user, quantity). Commit only if [`Releases::check_deadline`]
+    /// passes, then [`Releases::settle`]. A crash between the commit and the
+    /// settle leaves the entries to the reconciler, which gives back those
+    /// whose row did end; one whose transaction rolled back is dropped.
+    pub async fn journal(
+        stock: Arc<dyn StockPort>,
+        kind: Kind,
+        rows: impl IntoIterator<Item = (Uuid, Uuid, Uuid, i64)>,
+    ) -> DomainResult<Releases> {
+        let mut by_parent: std::collections::BTreeMap<Uuid, Vec<Entry>> = Default::default();
+        for (parent, row, user, quantity) in rows {
+            let entry = Entry::release_of(row, user, quantity);
+            by_parent.entry(parent).or_default().push(entry);
+        }
+        let at = Instant::now();
+        for (parent, entries) in &by_parent {
+            stock.journal(kind, *parent, entries).await?;
+        }
+        Ok(Releases {
+            stock,
+            kind,
+            by_parent,
+            at,
+        })
+    }
+
     /// A transaction may commit its releases only within the commit
     /// deadline of their journaling, as a batch may commit its rows: past
     /// it a reconciler may already have judged them by the uncommitted
@@ -213,6 +243,21 @@ impl Releases {
             ));
         }
         Ok(())
+    }
+
+    /// Gives back the journaled units once their transaction committed. A
+    /// failure is left to the reconciler (it under-sells until then, never
+    /// oversells).
+    pub async fn settle(self) {
+        for (parent, entries) in self.by_parent {
+            let res = self
+                .stock
+                .settle_many(self.kind, parent, &entries, Release::BOTH)
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(kind = self.kind.as_str(), id = %parent, rows = entries.len(), error = %e, "stock release failed, left to the reconciler");
+            }
+        }
     }
 }
 
@@ -371,41 +416,12 @@ impl<K: Reservable> Engine<K> {
         )))
     }
 
-    /// Journals the units of stored rows that a transaction is about to end
-    /// (a cancel, an expired hold), before it commits: `rows` are (parent,
-    /// row, user, quantity). Commit only if [`Releases::check_deadline`]
-    /// passes, then [`Engine::settle_releases`]. A crash between the commit
-    /// and the settle leaves the entries to the reconciler, which gives back
-    /// those whose row did end; one whose transaction rolled back is dropped.
+    /// [`Releases::journal`] on this engine's stock.
     pub async fn journal_releases(
         &self,
         rows: impl IntoIterator<Item = (Uuid, Uuid, Uuid, i64)>,
     ) -> DomainResult<Releases> {
-        let mut by_parent: std::collections::BTreeMap<Uuid, Vec<Entry>> = Default::default();
-        for (parent, row, user, quantity) in rows {
-            let entry = Entry::release_of(row, user, quantity);
-            by_parent.entry(parent).or_default().push(entry);
-        }
-        let at = Instant::now();
-        for (parent, entries) in &by_parent {
-            self.stock.journal(K::KIND, *parent, entries).await?;
-        }
-        Ok(Releases { by_parent, at })
-    }
-
-    /// Gives back the journaled units once their transaction committed. A
-    /// failure is left to the reconciler (it under-sells until then, never
-    /// oversells).
-    pub async fn settle_releases(&self, releases: Releases) {
-        for (parent, entries) in releases.by_parent {
-            let res = self
-                .stock
-                .settle_many(K::KIND, parent, &entries, Release::BOTH)
-                .await;
-            if let Err(e) = res {
-                tracing::warn!(kind = K::NAME, id = %parent, rows = entries.len(), error = %e, "stock release failed, left to the reconciler");
-            }
-        }
+        Releases::journal(self.stock.clone(), K::KIND, rows).await
     }
 
     /// Seeds the counters of a just-created parent with its whole `total`

@@ -54,21 +54,9 @@ impl<'c> Write<'c> {
     }
 
     /// Records `answer` under the request's key, appends `events`, commits.
-    pub async fn commit<T: Serialize>(self, answer: &T, events: &[Event]) -> DomainResult<()> {
-        self.commit_if(answer, events, || Ok(())).await
-    }
-
-    /// [`Write::commit`], but `ready` decides, after every statement and
-    /// just before `COMMIT`, whether it may still commit (a deadline).
-    pub async fn commit_if<T: Serialize>(
-        mut self,
-        answer: &T,
-        events: &[Event],
-        ready: impl FnOnce() -> DomainResult<()>,
-    ) -> DomainResult<()> {
+    pub async fn commit<T: Serialize>(mut self, answer: &T, events: &[Event]) -> DomainResult<()> {
         idempotency::record_answer(&mut self.tx, self.ctx, answer).await?;
         outbox::append(&mut self.tx, events).await?;
-        ready()?;
         self.tx.commit().await.map_err(from_sqlx)
     }
 }

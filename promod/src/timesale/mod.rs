@@ -4,9 +4,9 @@
 //! sale's stock in Redis, then a group commit to PostgreSQL whose constraints
 //! are the last line of defence. See ARCHITECTURE.md, "The reservation engine".
 
-mod confirm;
 pub mod grpc;
 pub mod http;
+mod resolve;
 pub mod store;
 
 use crate::batcher::InsertOutcome;
@@ -62,7 +62,9 @@ pub struct TimesaleService {
     pool: PgPool,
     answers: crate::idempotency::Answers,
     engine: Engine<store::Orders>,
-    confirms: crate::batcher::Batcher<confirm::Confirms>,
+    /// Confirms and cancels, group-committed (`resolve.rs`).
+    resolutions: crate::batcher::Batcher<resolve::Resolutions>,
+    stock: Arc<dyn StockPort>,
     clock: SharedClock,
     /// A hold's lifetime when the request names none.
     hold_seconds: i64,
@@ -125,8 +127,9 @@ impl TimesaleService {
     ) -> Self {
         TimesaleService {
             hold_seconds,
-            engine: Engine::new(pool.clone(), stock),
-            confirms: crate::batcher::Batcher::start(pool.clone(), 2),
+            engine: Engine::new(pool.clone(), stock.clone()),
+            resolutions: crate::batcher::Batcher::start(pool.clone(), 2),
+            stock,
             answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             clock,
@@ -218,44 +221,17 @@ impl TimesaleService {
         Ok(after)
     }
 
-    async fn cancel_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        let now = self.clock.now();
-        let mut w = begin!(&self.pool, ctx);
-        let current = store::lock_order(w.tx(), id).await?;
-        ctx.principal.require_owner(current.user_id)?;
-        current.check_cancellable(now)?;
-        let Some(order) = store::cancel_order(w.tx(), id, now).await? else {
-            return Err(DomainError::AlreadyCancelled);
-        };
-        // Journaled before the counters' rows are locked, so that the hot
-        // sale row is not held across Redis round trips.
-        let releases = self.engine.journal_releases([units(&order)]).await?;
-        store::untake(w.tx(), std::slice::from_ref(&order)).await?;
-        let ev = Event::of(
-            topics::ORDER_CANCELLED,
-            id,
-            Some(order.user_id),
-            now,
-            &order,
-        )?;
-        w.commit_if(&order, &[ev], || releases.check_deadline())
-            .await?;
-        // Only the transaction that ended the order journaled a release that
-        // committed: the units come back exactly once (here, or by the
-        // reconciler after a crash).
-        self.engine.settle_releases(releases).await;
-        Ok(order)
-    }
-
-    /// A confirm, group-committed with others (`confirm.rs`).
-    async fn confirm_order_once(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
-        let member = confirm::Confirm {
+    /// A confirm or cancel, group-committed with others (`resolve.rs`).
+    async fn resolve(&self, ctx: &Ctx, id: Uuid, action: resolve::Action) -> DomainResult<Order> {
+        let member = resolve::Resolve {
             order: id,
+            action,
             principal: ctx.principal,
             idem: ctx.idem.clone(),
             now: self.clock.now(),
+            stock: self.stock.clone(),
         };
-        match self.confirms.submit(member).await? {
+        match self.resolutions.submit(member).await? {
             InsertOutcome::Stored(order) => Ok(order),
             InsertOutcome::Refused(e) => Err(e),
             // `Answers::keyed` replays the answer the key already has.
@@ -298,7 +274,7 @@ impl crate::sweep::Expire for TimesaleService {
         crate::outbox::append(&mut tx, &events).await?;
         releases.check_deadline()?;
         tx.commit().await.map_err(crate::error::from_sqlx)?;
-        self.engine.settle_releases(releases).await;
+        releases.settle().await;
         Ok(orders.len())
     }
 }
@@ -395,13 +371,13 @@ impl TimesaleApi for TimesaleService {
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         self.answers
-            .keyed(ctx, self.cancel_order_once(ctx, id))
+            .keyed(ctx, self.resolve(ctx, id, resolve::Action::Cancel))
             .await
     }
 
     async fn confirm_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {
         self.answers
-            .keyed(ctx, self.confirm_order_once(ctx, id))
+            .keyed(ctx, self.resolve(ctx, id, resolve::Action::Confirm))
             .await
     }
 }

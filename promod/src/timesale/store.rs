@@ -408,58 +408,6 @@ pub async fn list_orders(
     page_of(pool, l, &[Arg::Id(user)], page, |r: OrderRow| r.try_into()).await
 }
 
-/// Reads an order under a row lock, so that the rules see the state the
-/// transaction will change (a confirm, a cancel and the sweeper contend here).
-pub async fn lock_order(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> DomainResult<Order> {
-    sqlx::query_as::<_, OrderRow>(&format!(
-        "SELECT {ORDER_COLUMNS} FROM time_sale_orders WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?
-    .ok_or_else(|| DomainError::NotFound("order".into()))?
-    .try_into()
-}
-
-/// PENDING -> CONFIRMED; the units stay taken. `None` when not PENDING.
-pub async fn confirm_order(
-    tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> DomainResult<Option<Order>> {
-    let row: Option<OrderRow> = sqlx::query_as(&format!(
-        "UPDATE time_sale_orders SET status = 'CONFIRMED', resolved_at = $2
-         WHERE id = $1 AND status = 'PENDING' RETURNING {ORDER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
-    row.map(Order::try_from).transpose()
-}
-
-/// CONFIRMED or PENDING -> CANCELLED, only from those (the caller lowers
-/// the counters with [`untake`]). `None` when the order was in neither.
-pub async fn cancel_order(
-    tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    now: DateTime<Utc>,
-) -> DomainResult<Option<Order>> {
-    let row: Option<OrderRow> = sqlx::query_as(&format!(
-        "UPDATE time_sale_orders SET status = 'CANCELLED', cancelled_at = $2,
-            resolved_at = CASE WHEN expires_at IS NULL THEN NULL ELSE COALESCE(resolved_at, $2) END
-         WHERE id = $1 AND status IN ('CONFIRMED', 'PENDING') RETURNING {ORDER_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
-    row.map(Order::try_from).transpose()
-}
-
 /// Up to `limit` PENDING orders due at `now` -> EXPIRED (the caller lowers
 /// the counters with [`untake`]). Orders locked by a confirm, a cancel or
 /// another sweeper are skipped, never waited for.

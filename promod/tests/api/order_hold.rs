@@ -443,16 +443,30 @@ async fn keyed_confirms_commit_in_groups_and_replay() {
         async move {
             let (id, token) = &holds[i];
             let path = format!("/orders/{id}/confirm");
-            app.call(reqwest::Method::POST, &path, token, Some(json!({})), Some(&key))
-                .await
+            app.call(
+                reqwest::Method::POST,
+                &path,
+                token,
+                Some(json!({})),
+                Some(&key),
+            )
+            .await
         }
     };
     let first = concurrently(50, |i| confirm(i, format!("k-{i}"))).await;
-    assert!(first.iter().all(|(s, b)| *s == 200 && b["status"] == "CONFIRMED"), "{first:?}");
+    assert!(
+        first
+            .iter()
+            .all(|(s, b)| *s == 200 && b["status"] == "CONFIRMED"),
+        "{first:?}"
+    );
     let again = concurrently(50, |i| confirm(i, format!("k-{i}"))).await;
     assert_eq!(first, again, "a replay answers as the first time");
     let (s, b) = confirm(0, "another".into()).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (409, Some("ALREADY_RESOLVED")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (409, Some("ALREADY_RESOLVED"))
+    );
     assert_eq!(events(&app, sale, "order.confirmed").await, 50);
     assert_eq!(statuses(&app, sale, "CONFIRMED").await, 50);
     app.assert_invariant(sale).await;
