@@ -290,8 +290,16 @@ fault_holds() {
   new_world holds
   all_in_one
   start_load 20 checkout
-  sleep 8
-  say "holds: kill -9 promod while holds expire, restart after 2 s"
+  sleep 5
+  # A pile of holds besides (10 min each), all made due at once, so that the
+  # kill lands while the sweeper works through them.
+  "$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load hold --concurrency 32 --duration 3s \
+    --users 5000 --stock 100000 --jwt-secret "$SECRET" --quiet >"$DIR/pile.txt" 2>&1 || true
+  local pile
+  pile=$(psql -tAq "$PG/${RUN}_timesale" -c "WITH d AS (UPDATE time_sale_orders SET expires_at = now()
+    WHERE status = 'PENDING' AND expires_at > now() + interval '1 minute' RETURNING 1) SELECT count(*) FROM d")
+  sleep 0.2
+  say "holds: kill -9 promod while $pile holds expire, restart after 2 s"
   crash_restart
   wait_load
   sleep 7 # the last holds come due and are swept
