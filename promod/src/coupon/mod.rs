@@ -207,10 +207,12 @@ impl CouponService {
         let mut w = begin!(&self.pool, ctx);
         let current = store::get_coupon(&mut **w.tx(), r.id, now).await?;
         ctx.principal.require_owner(current.user_id)?;
-        current.check_reservable(now)?;
-        let until = current.reservation_until(r.hold_seconds, self.hold_default_secs, now)?;
+        // The request's own input first: a bad order_amount is a 400 naming
+        // it, whatever the coupon's state.
         let policy = store::get_policy(&mut **w.tx(), current.policy_id).await?;
         let discount = policy.discount_for(r.order_amount)?;
+        current.check_reservable(now)?;
+        let until = current.reservation_until(r.hold_seconds, self.hold_default_secs, now)?;
         let Some(held) = store::mark_reserved(w.tx(), r.id, &r.order_id, until, now).await? else {
             // Lost a race (used, reserved, expired in between).
             store::get_coupon(&mut **w.tx(), r.id, now)

@@ -1,7 +1,7 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::db::{due_update, page_of, qualified, Arg, Listing};
+use crate::db::{page_of, qualified, Arg, Due, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -459,18 +459,14 @@ pub async fn release_reserved(
 pub async fn expire_due(pool: &PgPool, now: DateTime<Utc>, limit: i64) -> DomainResult<usize> {
     let mut tx = pool.begin().await.map_err(from_sqlx)?;
     let returning = qualified("h", COUPON_COLUMNS);
-    let rows: Vec<CouponRow> = sqlx::query_as(&due_update(
-        "coupons",
-        "RESERVED",
-        "reserved_until",
-        EXPIRE,
-        &returning,
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(from_sqlx)?;
+    let due = Due {
+        table: "coupons",
+        pending: "RESERVED",
+        deadline: "reserved_until",
+        set: EXPIRE,
+        returning: &returning,
+    };
+    let rows: Vec<CouponRow> = due.fetch(&mut tx, now, limit).await?;
     let mut events = Vec::with_capacity(rows.len());
     for r in rows {
         events.push(released_event(&r.into_domain(now)?, "expired", now));

@@ -6,7 +6,7 @@
 //! balance rows, balance rows in user id order; see ARCHITECTURE.md,
 //! "Point holds".
 
-use crate::db::due_update;
+use crate::db::Due;
 use crate::error::from_sqlx;
 use chrono::{DateTime, Utc};
 use promo_domain::point::hold::{HoldStatus, PointHold};
@@ -120,18 +120,14 @@ pub async fn expire_due(
 ) -> DomainResult<Vec<PointHold>> {
     let returning = format!("{HOLD_COLUMNS}, NULL::uuid AS transaction_id");
     let set = "status = 'EXPIRED', resolved_at = $1";
-    let rows: Vec<HoldRow> = sqlx::query_as(&due_update(
-        "point_holds",
-        "PENDING",
-        "expires_at",
+    let due = Due {
+        table: "point_holds",
+        pending: "PENDING",
+        deadline: "expires_at",
         set,
-        &returning,
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-    .map_err(from_sqlx)?;
+        returning: &returning,
+    };
+    let rows: Vec<HoldRow> = due.fetch(db, now, limit).await?;
     Ok(rows.into_iter().map(HoldRow::into_domain).collect())
 }
 

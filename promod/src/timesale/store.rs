@@ -1,7 +1,7 @@
 //! PostgreSQL access of the timesale role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::db::{due_update, page_of, qualified, Arg, Listing};
+use crate::db::{page_of, qualified, Arg, Due, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
@@ -418,18 +418,14 @@ pub async fn expire_due(
 ) -> DomainResult<Vec<Order>> {
     let returning = qualified("h", ORDER_COLUMNS);
     let set = "status = 'EXPIRED', resolved_at = $1";
-    let rows: Vec<OrderRow> = sqlx::query_as(&due_update(
-        "time_sale_orders",
-        "PENDING",
-        "expires_at",
+    let due = Due {
+        table: "time_sale_orders",
+        pending: "PENDING",
+        deadline: "expires_at",
         set,
-        &returning,
-    ))
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(from_sqlx)?;
+        returning: &returning,
+    };
+    let rows: Vec<OrderRow> = due.fetch(tx, now, limit).await?;
     rows.into_iter().map(Order::try_from).collect()
 }
 
