@@ -278,8 +278,8 @@ impl<K: Reservable> Engine<K> {
         }
     }
 
-    pub fn stock(&self) -> &dyn StockPort {
-        &*self.stock
+    pub fn stock(&self) -> &Arc<dyn StockPort> {
+        &self.stock
     }
 
     /// Takes `ask` and stores the row `make` builds from its id (the

@@ -21,7 +21,7 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
     let mut out = invariants(pool, &[ISSUED_SQL, PER_USER_SQL]).await?;
     out.push(redis_counters(pool, redis).await?);
     out.extend(invariants(pool, &[USED_SQL, CODES_SQL, RESERVED_SQL]).await?);
-    out.push(super::swept(pool, &SWEPT_SQL).await?);
+    out.push(super::swept(pool, &HOLDS).await?);
     out.extend(invariants(pool, &[RESOLVED_ONCE_SQL]).await?);
     Ok(out)
 }
@@ -76,14 +76,12 @@ const RESERVED_SQL: Invariant = Invariant {
                         OR (reserved_until IS NOT NULL AND released_order_id IS NULL))))",
 };
 
-/// A reservation past its deadline by more than `$1` seconds
-/// ([`super::SWEEP_BOUND`]): the sweeper is not running, or failing.
-const SWEPT_SQL: Invariant = Invariant {
+pub(crate) const HOLDS: super::Holds = super::Holds {
     check: SWEPT,
-    examined: "coupons WHERE status = 'RESERVED'",
-    with: "v AS (SELECT id::text || ' (reserved until ' || reserved_until || ')' AS what
-                 FROM coupons WHERE status = 'RESERVED'
-                   AND reserved_until < now() - make_interval(secs => $1::float8))",
+    table: "coupons",
+    pending: "RESERVED",
+    deadline: "reserved_until",
+    label: "reserved until",
 };
 
 /// Each reservation resolves at most once, read from the outbox: among a

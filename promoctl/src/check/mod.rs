@@ -206,13 +206,16 @@ pub struct Invariant {
 
 impl Invariant {
     pub fn sql(&self) -> String {
-        format!(
-            "WITH {}
-             SELECT (SELECT count(*) FROM {}), (SELECT count(*) FROM v),
-                    ARRAY(SELECT what FROM v ORDER BY what LIMIT {SAMPLE})",
-            self.with, self.examined
-        )
+        invariant_sql(self.with, self.examined)
     }
+}
+
+fn invariant_sql(with: &str, examined: &str) -> String {
+    format!(
+        "WITH {with}
+         SELECT (SELECT count(*) FROM {examined}), (SELECT count(*) FROM v),
+                ARRAY(SELECT what FROM v ORDER BY what LIMIT {SAMPLE})"
+    )
 }
 
 /// Runs the invariants one after the other, in their order.
@@ -241,10 +244,40 @@ pub async fn sql_check(pool: &PgPool, check: &str, sql: &str) -> CtlResult<Check
 /// behind the database needs a larger bound.
 pub const SWEEP_BOUND: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Runs a "holds are swept" invariant: its query reads the bound, in
-/// seconds, as `$1`.
-pub async fn swept(pool: &PgPool, i: &Invariant) -> CtlResult<CheckResult> {
-    sql_check_with(pool, i.check, &i.sql(), Some(SWEEP_BOUND.as_secs_f64())).await
+/// The holds of one kind, as their "swept" check reads them: rows of
+/// `table` whose `status` is `pending` until `deadline`.
+pub struct Holds {
+    pub check: &'static str,
+    pub table: &'static str,
+    pub pending: &'static str,
+    pub deadline: &'static str,
+    /// How a violation's sample names the deadline ("reserved until").
+    pub label: &'static str,
+}
+
+/// "Holds are swept", the one check of every kind of hold: none still
+/// pending more than [`SWEEP_BOUND`] past its deadline (the sweeper is not
+/// running, or failing).
+pub async fn swept(pool: &PgPool, h: &Holds) -> CtlResult<CheckResult> {
+    let bound = Some(SWEEP_BOUND.as_secs_f64());
+    sql_check_with(pool, h.check, &swept_sql(h), bound).await
+}
+
+/// The query of [`swept`]; the bound, in seconds, is `$1`.
+fn swept_sql(h: &Holds) -> String {
+    let Holds {
+        table,
+        pending,
+        deadline,
+        label,
+        ..
+    } = h;
+    let with = format!(
+        "v AS (SELECT id::text || ' ({label} ' || {deadline} || ')' AS what
+               FROM {table} WHERE status = '{pending}'
+                 AND {deadline} < now() - make_interval(secs => $1::float8))"
+    );
+    invariant_sql(&with, &format!("{table} WHERE status = '{pending}'"))
 }
 
 /// `sql_check` with one nullable float parameter (`$1`).
@@ -429,6 +462,15 @@ async fn connect_if<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_swept_check_reads_the_sweep_bound_as_its_parameter() {
+        for h in [&point::HOLDS, &coupon::HOLDS, &timesale::HOLDS] {
+            let sql = swept_sql(h);
+            assert!(sql.contains("make_interval(secs => $1::float8)"), "{sql}");
+            assert!(sql.contains(&format!("status = '{}'", h.pending)), "{sql}");
+        }
+    }
 
     #[test]
     fn a_report_fails_on_violations_and_errors_not_warnings() {

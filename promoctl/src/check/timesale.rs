@@ -46,7 +46,7 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
         RESOLVED_ONCE_SQL,
     ];
     let mut out = invariants(pool, &all).await?;
-    out.push(super::swept(pool, &HOLDS_SWEPT_SQL).await?);
+    out.push(super::swept(pool, &HOLDS).await?);
     out.push(redis_stock(pool, redis).await?);
     Ok(out)
 }
@@ -121,13 +121,12 @@ const WINDOW_SQL: Invariant = Invariant {
                  WHERE o.created_at < s.start_at OR o.created_at >= s.end_at)",
 };
 
-const HOLDS_SWEPT_SQL: Invariant = Invariant {
+pub(crate) const HOLDS: super::Holds = super::Holds {
     check: HOLDS_SWEPT,
-    examined: "time_sale_orders",
-    with: "v AS (SELECT id::text || ' (pending, expired at ' || expires_at || ')' AS what
-                 FROM time_sale_orders
-                 WHERE status = 'PENDING'
-                   AND expires_at < now() - make_interval(secs => $1::float8))",
+    table: "time_sale_orders",
+    pending: "PENDING",
+    deadline: "expires_at",
+    label: "pending, expired at",
 };
 
 /// A hold ends once: per order, in commit order (`seq`; each change of an

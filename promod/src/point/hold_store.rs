@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use promo_domain::point::hold::{HoldStatus, PointHold};
 use promo_domain::point::{Funds, Transaction};
 use promo_domain::{DomainError, DomainResult};
+use promo_store::error::StoreError;
 use promo_store::keys::CachedBalance;
 use sqlx::{PgConnection, PgExecutor};
 use std::collections::HashMap;
@@ -36,20 +37,22 @@ struct HoldRow {
 }
 
 impl HoldRow {
-    fn into_domain(self) -> PointHold {
-        PointHold {
+    /// An unknown stored status is corrupt data, never a default.
+    fn into_domain(self) -> DomainResult<PointHold> {
+        let status = HoldStatus::parse(&self.status)
+            .map_err(|_| StoreError::corrupt("point hold status", &self.status))?;
+        Ok(PointHold {
             id: self.id,
             user_id: self.user_id,
             amount: self.amount,
-            // The column's CHECK admits only the four names.
-            status: HoldStatus::parse(&self.status).unwrap_or(HoldStatus::Pending),
+            status,
             reference: self.reference,
             expires_at: self.expires_at,
             created_at: self.created_at,
             resolved_at: self.resolved_at,
             captured_amount: self.captured_amount,
             transaction_id: self.transaction_id,
-        }
+        })
     }
 }
 
@@ -63,8 +66,8 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> DomainResult<PointHold> {
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?
-    .map(HoldRow::into_domain)
-    .ok_or_else(|| DomainError::NotFound("point hold".into()))
+    .ok_or_else(|| DomainError::NotFound("point hold".into()))?
+    .into_domain()
 }
 
 pub async fn insert(db: &mut PgConnection, h: &PointHold) -> DomainResult<()> {
@@ -107,7 +110,7 @@ pub async fn resolve(
     .fetch_optional(db)
     .await
     .map_err(from_sqlx)?;
-    Ok(row.map(HoldRow::into_domain))
+    row.map(HoldRow::into_domain).transpose()
 }
 
 /// Expires up to `limit` PENDING holds due at `now`, soonest first. Holds
@@ -128,7 +131,7 @@ pub async fn expire_due(
         returning: &returning,
     };
     let rows: Vec<HoldRow> = due.fetch(db, now, limit).await?;
-    Ok(rows.into_iter().map(HoldRow::into_domain).collect())
+    rows.into_iter().map(HoldRow::into_domain).collect()
 }
 
 /// Locks the balance rows of `users` in user id order (the order of every

@@ -64,7 +64,6 @@ pub struct TimesaleService {
     engine: Engine<store::Orders>,
     /// Confirms and cancels, group-committed (`resolve.rs`).
     resolutions: crate::batcher::Batcher<resolve::Resolutions>,
-    stock: Arc<dyn StockPort>,
     clock: SharedClock,
     /// A hold's lifetime when the request names none.
     hold_seconds: i64,
@@ -127,9 +126,8 @@ impl TimesaleService {
     ) -> Self {
         TimesaleService {
             hold_seconds,
-            engine: Engine::new(pool.clone(), stock.clone()),
+            engine: Engine::new(pool.clone(), stock),
             resolutions: crate::batcher::Batcher::start(pool.clone(), 2),
-            stock,
             answers: crate::idempotency::Answers::start(pool.clone()),
             pool,
             clock,
@@ -229,7 +227,7 @@ impl TimesaleService {
             principal: ctx.principal,
             idem: ctx.idem.clone(),
             now: self.clock.now(),
-            stock: self.stock.clone(),
+            stock: self.engine.stock().clone(),
         };
         match self.resolutions.submit(member).await? {
             InsertOutcome::Stored(order) => Ok(order),
