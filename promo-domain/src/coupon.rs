@@ -3,6 +3,7 @@
 //! the hold AVAILABLE -> RESERVED -> USED (confirmed) or AVAILABLE (released,
 //! expired); see ARCHITECTURE.md, "Holds resolve exactly once".
 
+use crate::code::{self, CodeMode};
 use crate::hold;
 use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
@@ -89,6 +90,13 @@ pub struct NewPolicy {
     pub per_user_limit: i64,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
+    /// How its coupons are handed out (API.md, "Coupon codes").
+    pub code_mode: CodeMode,
+    /// The public code of a SHARED policy, as given (upper-cased by
+    /// `validate`); none for the other modes.
+    pub shared_code: Option<String>,
+    /// Whether its coupons may share an order with other stackable ones.
+    pub stackable: bool,
 }
 
 fn check_range(field: &str, value: i64, min: i64, max: i64) -> DomainResult<()> {
@@ -123,7 +131,7 @@ pub fn validate_description(d: Option<&str>) -> DomainResult<()> {
 }
 
 impl NewPolicy {
-    pub fn validate(&self) -> DomainResult<()> {
+    pub fn validate(&mut self) -> DomainResult<()> {
         validate_name(&self.name)?;
         validate_description(self.description.as_deref())?;
         match self.discount_type {
@@ -144,7 +152,27 @@ impl NewPolicy {
                 "valid_until must be after valid_from",
             ));
         }
-        Ok(())
+        self.validate_code()
+    }
+
+    /// A SHARED policy names its code; the other modes name none. Upper-cases
+    /// the shared code.
+    fn validate_code(&mut self) -> DomainResult<()> {
+        match (self.code_mode, self.shared_code.as_deref()) {
+            (CodeMode::Shared, Some(c)) => {
+                self.shared_code = Some(code::validate_shared(c)?);
+                Ok(())
+            }
+            (CodeMode::Shared, None) => Err(DomainError::validation(
+                "shared_code",
+                "shared_code is required when code_mode is SHARED",
+            )),
+            (_, Some(_)) => Err(DomainError::validation(
+                "shared_code",
+                "shared_code is only for code_mode SHARED",
+            )),
+            (_, None) => Ok(()),
+        }
     }
 }
 
@@ -166,6 +194,11 @@ pub struct Policy {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    pub code_mode: CodeMode,
+    pub shared_code: Option<String>,
+    pub stackable: bool,
+    /// BATCH codes generated so far (never more than `total_quantity`).
+    pub codes_generated: i64,
 }
 
 impl Policy {
@@ -184,6 +217,25 @@ impl Policy {
             ));
         }
         Ok(())
+    }
+
+    /// Issue by policy id is for GENERATED policies, redeem by code for the
+    /// others (API.md: 409 `CONFLICT` otherwise).
+    pub fn check_mode(&self, how: CodeMode) -> DomainResult<()> {
+        if self.code_mode == how {
+            return Ok(());
+        }
+        Err(DomainError::Conflict(match self.code_mode {
+            CodeMode::Generated => "policy hands out coupons by issue, not by code".into(),
+            other => format!(
+                "policy hands out coupons by {} code, not {}",
+                other.as_str().to_ascii_lowercase(),
+                match how {
+                    CodeMode::Generated => "by issue".to_owned(),
+                    other => format!("by {} code", other.as_str().to_ascii_lowercase()),
+                }
+            ),
+        }))
     }
 
     pub fn discount_for(&self, order_amount: i64) -> DomainResult<i64> {
@@ -242,6 +294,15 @@ impl PolicyPatch {
         validate_description(self.description.as_deref())?;
         if let Some(q) = self.total_quantity {
             check_range("total_quantity", q, 1, MAX_QUANTITY)?;
+            if q < current.codes_generated {
+                return Err(DomainError::validation(
+                    "total_quantity",
+                    format!(
+                        "total_quantity must be at least the codes generated ({})",
+                        current.codes_generated
+                    ),
+                ));
+            }
             if q < current.issued_quantity {
                 return Err(DomainError::validation(
                     "total_quantity",
@@ -334,6 +395,12 @@ pub struct Coupon {
     /// (`ALREADY_RESOLVED`), not a fresh use.
     #[serde(default)]
     pub released_order_id: Option<String>,
+    /// The code (normalized) it was redeemed with, if it was.
+    #[serde(default)]
+    pub redeemed_code: Option<String>,
+    /// Whether that code is a SHARED policy's.
+    #[serde(default)]
+    pub redeemed_shared: bool,
 }
 
 /// What a use of a coupon is, by its state.
@@ -531,6 +598,9 @@ mod tests {
             per_user_limit: 1,
             valid_from: now,
             valid_until: now + chrono::Duration::days(1),
+            code_mode: CodeMode::Generated,
+            shared_code: None,
+            stackable: false,
         }
     }
 
@@ -574,6 +644,8 @@ mod tests {
             reserved_order_id: None,
             reserved_until: None,
             released_order_id: None,
+            redeemed_code: None,
+            redeemed_shared: false,
         }
     }
 

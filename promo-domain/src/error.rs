@@ -33,6 +33,12 @@ pub enum DomainError {
     /// The hold is no longer pending: confirmed, released or expired already.
     #[error("hold already resolved")]
     AlreadyResolved,
+    /// A single-use coupon code was redeemed already.
+    #[error("code already redeemed")]
+    AlreadyRedeemed,
+    /// An order may carry several coupons only if every one is stackable.
+    #[error("{0}")]
+    NotStackable(String),
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
     #[error("{0}")]
@@ -74,6 +80,8 @@ impl DomainError {
             DomainError::InsufficientBalance => "INSUFFICIENT_BALANCE",
             DomainError::HoldExpired => "HOLD_EXPIRED",
             DomainError::AlreadyResolved => "ALREADY_RESOLVED",
+            DomainError::AlreadyRedeemed => "ALREADY_REDEEMED",
+            DomainError::NotStackable(_) => "NOT_STACKABLE",
             DomainError::IdempotencyMismatch => "IDEMPOTENCY_MISMATCH",
             DomainError::Conflict(_) => "CONFLICT",
             DomainError::NotActive(_) => "NOT_ACTIVE",
@@ -104,6 +112,8 @@ impl DomainError {
             "INSUFFICIENT_BALANCE" => DomainError::InsufficientBalance,
             "HOLD_EXPIRED" => DomainError::HoldExpired,
             "ALREADY_RESOLVED" => DomainError::AlreadyResolved,
+            "ALREADY_REDEEMED" => DomainError::AlreadyRedeemed,
+            "NOT_STACKABLE" => DomainError::NotStackable(m),
             "IDEMPOTENCY_MISMATCH" => DomainError::IdempotencyMismatch,
             "CONFLICT" => DomainError::Conflict(m),
             "NOT_ACTIVE" => DomainError::NotActive(m),
@@ -136,6 +146,8 @@ impl DomainError {
                 | DomainError::InsufficientBalance
                 | DomainError::HoldExpired
                 | DomainError::AlreadyResolved
+                | DomainError::AlreadyRedeemed
+                | DomainError::NotStackable(_)
                 | DomainError::NotActive(_)
         )
     }
@@ -178,6 +190,8 @@ mod tests {
             DomainError::InsufficientBalance,
             DomainError::HoldExpired,
             DomainError::AlreadyResolved,
+            DomainError::AlreadyRedeemed,
+            DomainError::NotStackable("coupon is not stackable".into()),
             DomainError::NotActive("time sale is not active".into()),
         ];
         for e in all {

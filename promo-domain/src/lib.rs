@@ -7,6 +7,7 @@
 //! the same guarantees.
 
 pub mod clock;
+pub mod code;
 pub mod coupon;
 pub mod error;
 pub mod hold;

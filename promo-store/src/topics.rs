@@ -17,6 +17,7 @@ pub const COUPON_RESERVED: &str = find("coupon.reserved");
 pub const COUPON_RESERVATION_RELEASED: &str = find("coupon.reservation_released");
 pub const COUPON_POLICY_CREATED: &str = find("coupon.policy_created");
 pub const COUPON_POLICY_UPDATED: &str = find("coupon.policy_updated");
+pub const COUPON_CODES_GENERATED: &str = find("coupon.codes_generated");
 pub const POINT_EARNED: &str = find("point.earned");
 pub const POINT_USED: &str = find("point.used");
 pub const POINT_CANCELLED: &str = find("point.cancelled");

@@ -103,8 +103,13 @@ pub struct GatewayConfig {
     pub call_timeout_ms: u64,
     pub breaker: BreakerConfig,
     pub rate_limit: RateLimitConfig,
+    /// Failed code redemptions, limited whether or not `rate_limit` is on.
+    pub code_guard: CodeGuardConfig,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    /// The deadline of bulk writes (code generation), which answer once
+    /// up to a million rows are committed.
+    pub bulk_timeout_ms: u64,
     /// A connection that has not sent a complete request head within this
     /// time is closed (idle keep-alive connections too), so slow or silent
     /// clients cannot hold sockets for ever.
@@ -135,6 +140,19 @@ pub struct RateLimitConfig {
     pub user_burst: u32,
     pub user_per_sec: f64,
     pub user_fail_open: bool,
+}
+
+/// Buckets of failed code redemptions (a mistyped, unknown or spent code),
+/// per user and per client IP: each failure takes a token, and while either
+/// bucket is empty every redemption of its owner is 429. Refills are per
+/// minute: guessing stays at a handful of tries a minute.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CodeGuardConfig {
+    pub user_burst: u32,
+    pub user_per_min: f64,
+    pub ip_burst: u32,
+    pub ip_per_min: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,8 +321,10 @@ impl Default for GatewayConfig {
             call_timeout_ms: 3000,
             breaker: BreakerConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            code_guard: CodeGuardConfig::default(),
             body_limit_bytes: 64 * 1024,
             request_timeout_ms: 10_000,
+            bulk_timeout_ms: 300_000,
             header_read_timeout_ms: 10_000,
             cors_origins: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -333,6 +353,17 @@ impl Default for RateLimitConfig {
             user_burst: 1000,
             user_per_sec: 500.0,
             user_fail_open: true,
+        }
+    }
+}
+
+impl Default for CodeGuardConfig {
+    fn default() -> Self {
+        CodeGuardConfig {
+            user_burst: 10,
+            user_per_min: 10.0,
+            ip_burst: 30,
+            ip_per_min: 30.0,
         }
     }
 }
@@ -513,6 +544,12 @@ impl Config {
         if self.gateway.header_read_timeout_ms == 0 {
             return Err(ConfigError::Invalid(
                 "gateway.header_read_timeout_ms must be greater than 0".into(),
+            ));
+        }
+        let g = &self.gateway.code_guard;
+        if g.user_burst == 0 || g.ip_burst == 0 || g.user_per_min <= 0.0 || g.ip_per_min <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "gateway.code_guard bursts and refills must be greater than 0".into(),
             ));
         }
         let o = &self.overload;

@@ -46,6 +46,8 @@ pub fn http_status(e: &DomainError) -> StatusCode {
         | DomainError::InsufficientBalance
         | DomainError::HoldExpired
         | DomainError::AlreadyResolved
+        | DomainError::AlreadyRedeemed
+        | DomainError::NotStackable(_)
         | DomainError::IdempotencyMismatch
         | DomainError::Conflict(_) => StatusCode::CONFLICT,
         DomainError::NotActive(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -300,6 +301,32 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
         _ => return resp,
     };
     ApiError(err).into_response()
+}
+
+/// A request's deadline: `gateway.request_timeout_ms`, or
+/// `gateway.bulk_timeout_ms` for bulk writes (code generation answers once
+/// up to a million codes are committed). Past it the answer is 503, made a
+/// JSON error by [`json_errors`]; a detached write still finishes.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub normal: Duration,
+    pub bulk: Duration,
+}
+
+/// Whether a request is a bulk write: `POST /coupon-policies/{id}/codes`.
+fn is_bulk(req: &Request) -> bool {
+    let path = req.uri().path();
+    req.method() == axum::http::Method::POST
+        && path.starts_with("/api/v1/coupon-policies/")
+        && path.ends_with("/codes")
+}
+
+pub async fn deadline(State(d): State<Deadlines>, req: Request, next: Next) -> Response {
+    let limit = if is_bulk(&req) { d.bulk } else { d.normal };
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
 }
 
 /// Fallback for unknown routes, in the contract's error format.

@@ -77,6 +77,8 @@ pub enum Refusal {
     LimitExceeded,
     /// A generated value collided (a coupon code); the client may retry.
     Collision,
+    /// A single-use code was redeemed by another row.
+    AlreadyRedeemed,
 }
 
 /// One kind of row that takes stock.
@@ -190,6 +192,7 @@ impl<K: Reservable> BatchStore for Rows<K> {
             Refusal::SoldOut => DomainError::SoldOut,
             Refusal::LimitExceeded => DomainError::LimitExceeded,
             Refusal::Collision => DomainError::Conflict(format!("{} collision, retry", K::NAME)),
+            Refusal::AlreadyRedeemed => DomainError::AlreadyRedeemed,
         })
     }
 }

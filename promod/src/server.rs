@@ -4,6 +4,7 @@
 use crate::config::{Config, GatewayConfig, ServiceConfig};
 use crate::coupon::{self, CouponApi, CouponService};
 use crate::db::{self, Schema};
+use crate::gateway::code_guard::{self, CodeGuard};
 use crate::gateway::rate_limit::{self, RateLimiter};
 use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
@@ -170,9 +171,12 @@ fn edge(router: Router, role: &'static str, cfg: &Config) -> Router {
         .layer(crate::detach::DetachLayer)
         .layer(from_fn_with_state(role, crate::metrics::track))
         .layer(RequestBodyLimitLayer::new(cfg.gateway.body_limit_bytes))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(cfg.gateway.request_timeout_ms),
+        .layer(from_fn_with_state(
+            h::Deadlines {
+                normal: Duration::from_millis(cfg.gateway.request_timeout_ms),
+                bulk: Duration::from_millis(cfg.gateway.bulk_timeout_ms),
+            },
+            h::deadline,
         ))
         .layer(from_fn(h::json_errors))
         // A refusal skips everything below; CORS and the request id above
@@ -639,15 +643,25 @@ async fn start_gateway(
 /// token check and the rate limits, OpenAPI and the ops routes.
 fn gateway_router(sh: &Shared, users: Users, pool: PgPool, apis: Apis) -> anyhow::Result<Router> {
     let cfg = &sh.cfg.gateway;
+    let trusted = rate_limit::parse_trusted(&cfg.trusted_proxies)?;
     let limiter = Arc::new(RateLimiter::new(
         sh.redis.clone(),
         cfg.rate_limit.clone(),
-        rate_limit::parse_trusted(&cfg.trusted_proxies)?,
+        trusted.clone(),
+    ));
+    let guard = Arc::new(CodeGuard::new(
+        sh.redis.clone(),
+        cfg.code_guard.clone(),
+        trusted,
     ));
     // require_auth is the outer layer, so the per-user bucket knows the user.
     let private = Router::new()
         .merge(gateway::private_routes(users.clone()))
-        .merge(coupon::http::routes(apis.coupon))
+        .merge(coupon::http::routes_but_redeem(apis.coupon.clone()))
+        .merge(
+            coupon::http::redeem_route(apis.coupon)
+                .layer(from_fn_with_state(guard, code_guard::guard)),
+        )
         .merge(point::http::routes(apis.point))
         .merge(timesale::http::routes(apis.timesale))
         .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))

@@ -1,14 +1,17 @@
 //! The coupon role's gRPC server and the client that implements [`CouponApi`]
 //! for a gateway in another process.
 
+use super::codes::CsvStream;
 use super::CouponApi;
 use crate::ctx::Ctx;
 use crate::proto::coupon as pb;
 use crate::proto::{self, uuid};
 use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use pb::coupon_service_client::CouponServiceClient;
 use pb::coupon_service_server::CouponService as GrpcService;
+use promo_domain::code::{Code, CodeBatch, CodeQuery, NewCodes, Redeem};
 use promo_domain::coupon::{
     Coupon, CouponQuery, CouponReserve, CouponUse, NewPolicy, Policy, PolicyPatch,
 };
@@ -24,8 +27,44 @@ pub struct Server(pub Arc<dyn CouponApi>);
 
 type R<T> = Result<Response<T>, Status>;
 
+type CsvChunks = futures::stream::BoxStream<'static, Result<pb::CsvChunk, Status>>;
+
 #[async_trait]
 impl GrpcService for Server {
+    type ExportCodesStream = CsvChunks;
+
+    async fn generate_codes(&self, req: Request<pb::GenerateCodesRequest>) -> R<pb::CodeBatch> {
+        serve(req, |ctx, r| async move {
+            self.0.generate_codes(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
+    async fn list_codes(&self, req: Request<pb::ListCodesRequest>) -> R<pb::CodePage> {
+        serve(req, |ctx, r| async move {
+            self.0.list_codes(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
+    async fn export_codes(&self, req: Request<pb::ExportCodesRequest>) -> R<CsvChunks> {
+        serve(req, |ctx, r| async move {
+            let csv = self
+                .0
+                .export_codes(&ctx, uuid("policy_id", &r.policy_id)?)
+                .await?;
+            Ok(Chunks(csv))
+        })
+        .await
+    }
+
+    async fn redeem_code(&self, req: Request<pb::RedeemCodeRequest>) -> R<pb::Coupon> {
+        serve(req, |ctx, r| async move {
+            self.0.redeem(&ctx, r.try_into()?).await
+        })
+        .await
+    }
+
     async fn create_policy(&self, req: Request<pb::CreatePolicyRequest>) -> R<pb::Policy> {
         serve(req, |ctx, r| async move {
             self.0.create_policy(&ctx, r.try_into()?).await
@@ -102,6 +141,21 @@ impl GrpcService for Server {
             self.0.list_coupons(&ctx, r.try_into()?).await
         })
         .await
+    }
+}
+
+/// An export on the wire: each chunk a message, an error the stream's status.
+struct Chunks(CsvStream);
+
+impl From<Chunks> for CsvChunks {
+    fn from(c: Chunks) -> Self {
+        c.0.map(|r| {
+            r.map(|data| pb::CsvChunk {
+                data: data.to_vec(),
+            })
+            .map_err(crate::error::to_status)
+        })
+        .boxed()
     }
 }
 
@@ -195,4 +249,50 @@ impl CouponApi for Client {
         };
         call!(self, list_coupons, msg)
     }
+
+    async fn generate_codes(&self, ctx: &Ctx, n: NewCodes) -> DomainResult<CodeBatch> {
+        let msg = pb::GenerateCodesRequest {
+            meta: proto::meta(ctx),
+            ..n.into()
+        };
+        // A million codes take longer than a call: the REST edge's bulk
+        // deadline bounds this one.
+        let mut req = self.req(msg);
+        req.set_timeout(BULK_CALL_TIMEOUT);
+        self.call(self.stub().generate_codes(req)).await
+    }
+
+    async fn list_codes(&self, ctx: &Ctx, q: CodeQuery) -> DomainResult<Page<Code>> {
+        let msg = pb::ListCodesRequest {
+            actor: proto::actor(ctx),
+            ..q.into()
+        };
+        call!(self, list_codes, msg)
+    }
+
+    async fn export_codes(&self, ctx: &Ctx, policy_id: Uuid) -> DomainResult<CsvStream> {
+        let msg = pb::ExportCodesRequest {
+            actor: proto::actor(ctx),
+            policy_id: policy_id.to_string(),
+        };
+        let mut req = self.req(msg);
+        req.set_timeout(BULK_CALL_TIMEOUT);
+        let stream = self.call_raw(self.stub().export_codes(req)).await?;
+        Ok(stream
+            .map_ok(|c| bytes::Bytes::from(c.data))
+            .map_err(crate::error::from_status)
+            .boxed())
+    }
+
+    async fn redeem(&self, ctx: &Ctx, r: Redeem) -> DomainResult<Coupon> {
+        let msg = pb::RedeemCodeRequest {
+            meta: proto::meta(ctx),
+            ..r.into()
+        };
+        call!(self, redeem_code, msg)
+    }
 }
+
+/// The gRPC deadline of bulk calls (code generation and export), which the
+/// REST edge bounds with `gateway.bulk_timeout_ms` anyway.
+const BULK_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);

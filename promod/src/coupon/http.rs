@@ -5,16 +5,20 @@ use super::CouponApi;
 use crate::ctx::read_ctx;
 use crate::error::{ApiError, ErrorBody};
 use crate::http::{Auth, EmptyBody, PageQuery, PageView, PathId, Query, Write};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use promo_domain::code::{Code, CodeBatch, CodeMode, CodeQuery, CodeStatus, NewCodes, Redeem};
 use promo_domain::coupon::{
     Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy,
     PolicyPatch,
 };
 use promo_domain::page::PageRequest;
+use promo_domain::DomainError;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -22,9 +26,30 @@ use uuid::Uuid;
 
 type Api = Arc<dyn CouponApi>;
 
+/// Every coupon route.
 pub fn routes(api: Api) -> Router {
+    routes_but_redeem(api.clone()).merge(redeem_route(api))
+}
+
+/// The redemption route alone, so that the gateway can wrap it in the limit
+/// on failed redemptions (`gateway::code_guard`).
+pub fn redeem_route(api: Api) -> Router {
+    Router::new()
+        .route("/api/v1/coupons/redeem", post(redeem))
+        .with_state(api)
+}
+
+pub fn routes_but_redeem(api: Api) -> Router {
     let admin = || axum::middleware::from_fn(crate::http::require_admin);
     Router::new()
+        .route(
+            "/api/v1/coupon-policies/{id}/codes",
+            post(generate_codes).get(list_codes).route_layer(admin()),
+        )
+        .route(
+            "/api/v1/coupon-policies/{id}/codes/export",
+            get(export_codes).route_layer(admin()),
+        )
         .route(
             "/api/v1/coupon-policies",
             post(create_policy).route_layer(admin()).get(list_policies),
@@ -55,6 +80,12 @@ pub struct CreatePolicyBody {
     pub per_user_limit: Option<i64>,
     pub valid_from: DateTime<Utc>,
     pub valid_until: DateTime<Utc>,
+    /// GENERATED (default), SHARED or BATCH
+    pub code_mode: Option<String>,
+    /// SHARED only: the public code, 4-32 characters of A-Z, 0-9 and -.
+    pub shared_code: Option<String>,
+    /// Whether its coupons may share an order with other stackable ones (default false).
+    pub stackable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -84,6 +115,12 @@ pub struct PolicyView {
     pub active: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// GENERATED, SHARED or BATCH
+    pub code_mode: String,
+    pub shared_code: Option<String>,
+    pub stackable: bool,
+    /// BATCH codes generated so far.
+    pub codes_generated: i64,
 }
 
 impl From<Policy> for PolicyView {
@@ -105,6 +142,10 @@ impl From<Policy> for PolicyView {
             active: p.active,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            code_mode: p.code_mode.as_str().to_owned(),
+            shared_code: p.shared_code,
+            stackable: p.stackable,
+            codes_generated: p.codes_generated,
         }
     }
 }
@@ -207,6 +248,14 @@ pub async fn create_policy(
         per_user_limit: b.per_user_limit.unwrap_or(1),
         valid_from: b.valid_from,
         valid_until: b.valid_until,
+        code_mode: b
+            .code_mode
+            .as_deref()
+            .map(CodeMode::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        shared_code: b.shared_code,
+        stackable: b.stackable.unwrap_or(false),
     };
     let policy = api.create_policy(&w.ctx, p).await?;
     Ok((StatusCode::CREATED, Json(policy.into())))
@@ -347,4 +396,170 @@ pub async fn list_coupons(
     };
     let res = api.list_coupons(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, CouponView::from)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct GenerateCodesBody {
+    /// 1..=1000000; with the codes generated so far, at most total_quantity.
+    pub count: i64,
+    /// Up to 10 characters of A-Z and 0-9, put before each code.
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CodeBatchView {
+    pub policy_id: Uuid,
+    pub generated: i64,
+    pub total_codes: i64,
+}
+
+impl From<CodeBatch> for CodeBatchView {
+    fn from(b: CodeBatch) -> Self {
+        CodeBatchView {
+            policy_id: b.policy_id,
+            generated: b.generated,
+            total_codes: b.total_codes,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CodeView {
+    pub code: String,
+    /// UNREDEEMED or REDEEMED
+    pub status: String,
+    pub coupon_id: Option<Uuid>,
+    pub redeemed_at: Option<DateTime<Utc>>,
+}
+
+impl From<Code> for CodeView {
+    fn from(c: Code) -> Self {
+        CodeView {
+            code: c.code,
+            status: c.status.as_str().to_owned(),
+            coupon_id: c.coupon_id,
+            redeemed_at: c.redeemed_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct CodeListQuery {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+    /// UNREDEEMED or REDEEMED
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RedeemBody {
+    /// Case-insensitive; hyphens and spaces are ignored.
+    pub code: String,
+    /// Admins only: redeem for this user.
+    pub user_id: Option<Uuid>,
+}
+
+#[utoipa::path(post, path = "/api/v1/coupon-policies/{id}/codes", tag = "codes", request_body = GenerateCodesBody,
+    params(("id" = Uuid, Path)),
+    responses((status = 201, body = CodeBatchView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "not a BATCH policy", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn generate_codes(
+    State(api): State<Api>,
+    PathId(id): PathId,
+    w: Write<GenerateCodesBody>,
+) -> Result<(StatusCode, Json<CodeBatchView>), ApiError> {
+    let n = NewCodes {
+        policy_id: id,
+        count: w.body.count,
+        prefix: w.body.prefix,
+    };
+    let batch = api.generate_codes(&w.ctx, n).await?;
+    Ok((StatusCode::CREATED, Json(batch.into())))
+}
+
+#[utoipa::path(get, path = "/api/v1/coupon-policies/{id}/codes", tag = "codes",
+    params(("id" = Uuid, Path), CodeListQuery),
+    responses((status = 200, body = PageView<CodeView>), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_codes(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    PathId(id): PathId,
+    Query(q): Query<CodeListQuery>,
+) -> Result<Json<PageView<CodeView>>, ApiError> {
+    let q = CodeQuery {
+        policy_id: id,
+        status: q.status.as_deref().map(CodeStatus::parse).transpose()?,
+        page: PageRequest::parse(q.page, q.size)?,
+    };
+    let res = api.list_codes(&read_ctx(p), q).await?;
+    Ok(Json(PageView::from_page(res, CodeView::from)))
+}
+
+#[utoipa::path(get, path = "/api/v1/coupon-policies/{id}/codes/export", tag = "codes",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, description = "`code,status` then one line per code, streamed", content_type = "text/csv", body = String),
+        (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn export_codes(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    PathId(id): PathId,
+) -> Result<Response, ApiError> {
+    use futures::TryStreamExt;
+    let csv = api.export_codes(&read_ctx(p), id).await?;
+    // An error mid-stream cuts the body short: the client sees a truncated
+    // transfer, never a partial file that looks complete.
+    let body = Body::from_stream(csv.map_err(|e| std::io::Error::other(e.to_string())));
+    let disposition = format!("attachment; filename=\"codes-{id}.csv\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Marks the answer of a failed redemption (a mistyped, unknown or spent
+/// code), which the gateway's `code_guard` counts against its sender.
+#[derive(Debug, Clone, Copy)]
+pub struct FailedRedemption;
+
+/// Whether a redemption's refusal is what guessing would produce.
+fn is_guess(e: &DomainError) -> bool {
+    match e {
+        DomainError::Validation { field, .. } => field == "code",
+        DomainError::NotFound(_) | DomainError::AlreadyRedeemed => true,
+        _ => false,
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/coupons/redeem", tag = "codes", request_body = RedeemBody,
+    responses((status = 201, body = CouponView), (status = 400, description = "malformed or mistyped code", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "ALREADY_REDEEMED, SOLD_OUT, LIMIT_EXCEEDED, or CONFLICT for a GENERATED policy", body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 429, description = "too many failed redemptions", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn redeem(State(api): State<Api>, w: Write<RedeemBody>) -> Response {
+    let run = async {
+        let r = Redeem {
+            user_id: w.ctx.principal.acting_for(w.body.user_id)?,
+            code: w.body.code.clone(),
+        };
+        api.redeem(&w.ctx, r).await
+    };
+    match run.await {
+        Ok(c) => (StatusCode::CREATED, Json(CouponView::from(c))).into_response(),
+        Err(e) => {
+            let guess = is_guess(&e);
+            let mut resp = ApiError(e).into_response();
+            if guess {
+                resp.extensions_mut().insert(FailedRedemption);
+            }
+            resp
+        }
+    }
 }

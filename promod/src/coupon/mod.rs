@@ -8,6 +8,7 @@
 //! use for the same order, released by a cancel, or expired by the sweeper
 //! (`crate::sweep`); see ARCHITECTURE.md, "Holds resolve exactly once".
 
+pub mod codes;
 pub mod grpc;
 pub mod http;
 pub mod store;
@@ -19,6 +20,7 @@ use crate::transact::begin;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use promo_domain::clock::SharedClock;
+use promo_domain::code::{self, Code, CodeBatch, CodeMode, CodeQuery, NewCodes, Redeem, Typed};
 use promo_domain::coupon::{
     self, CancelKind, Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, NewPolicy,
     Policy, PolicyPatch, UseKind,
@@ -28,6 +30,7 @@ use promo_domain::{DomainError, DomainResult};
 use promo_store::stock::{Ask, Kind, StockPort};
 use promo_store::topics;
 use sqlx::PgPool;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -46,6 +49,13 @@ pub trait CouponApi: Send + Sync + 'static {
     async fn cancel_use(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
     async fn get_coupon(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Coupon>;
     async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>>;
+    /// Generates a BATCH policy's codes; answers once all are committed.
+    async fn generate_codes(&self, ctx: &Ctx, n: NewCodes) -> DomainResult<CodeBatch>;
+    async fn list_codes(&self, ctx: &Ctx, q: CodeQuery) -> DomainResult<Page<Code>>;
+    /// A BATCH policy's codes as CSV, streamed.
+    async fn export_codes(&self, ctx: &Ctx, policy_id: Uuid) -> DomainResult<codes::CsvStream>;
+    /// Issues the coupon a code stands for to `r.user_id`.
+    async fn redeem(&self, ctx: &Ctx, r: Redeem) -> DomainResult<Coupon>;
 }
 
 /// How long a policy read stays in the per-process cache on the issue path.
@@ -59,6 +69,9 @@ pub struct CouponService {
     engine: Engine<store::Issued>,
     clock: SharedClock,
     policies: moka::future::Cache<Uuid, Policy>,
+    /// Every shared code and its policy, read at most once per
+    /// `POLICY_CACHE_TTL` (shared codes carry no check character).
+    shared: moka::future::Cache<(), Arc<HashMap<String, Uuid>>>,
     /// A reservation's lifetime when the request names none.
     hold_default_secs: i64,
 }
@@ -79,6 +92,9 @@ impl CouponService {
             policies: moka::future::Cache::builder()
                 .time_to_live(POLICY_CACHE_TTL)
                 .max_capacity(100_000)
+                .build(),
+            shared: moka::future::Cache::builder()
+                .time_to_live(POLICY_CACHE_TTL)
                 .build(),
         }
     }
@@ -101,24 +117,44 @@ impl CouponService {
         self.engine.rebuild_all(force).await
     }
 
-    /// One decision of an issue: the policy's window, then the engine.
+    /// One decision of an issue: the policy's mode and window, then the engine.
     async fn issue_once(&self, ctx: &Ctx, policy_id: Uuid, user_id: Uuid) -> DomainResult<Coupon> {
         let policy = self.cached_policy(policy_id).await?;
+        policy.check_mode(CodeMode::Generated)?;
+        self.take(ctx, &policy, user_id, None).await
+    }
+
+    /// Takes one of `policy`'s coupons for `user_id` through the engine;
+    /// `redeemed` is the code found for a redemption (issue has none).
+    async fn take(
+        &self,
+        ctx: &Ctx,
+        policy: &Policy,
+        user_id: Uuid,
+        redeemed: Option<codes::Found>,
+    ) -> DomainResult<Coupon> {
         let now = self.clock.now();
         policy.check_issuable(now)?;
         let ask = Ask {
             kind: Kind::Coupon,
-            id: policy_id,
+            id: policy.id,
             user: user_id,
             quantity: 1,
             per_user_limit: policy.per_user_limit,
             window: None,
         };
+        // A shared code's coupons show the code itself, a batch code's the
+        // code redeemed; an issued one gets a code of its own.
+        let code = match &redeemed {
+            Some(f) if f.shared => policy.shared_code.clone().unwrap_or_else(|| f.code.clone()),
+            Some(f) => f.code.clone(),
+            None => coupon::coupon_code(rand::random()),
+        };
         self.engine
             .take(ctx, ask, |id| Coupon {
                 id,
-                code: coupon::coupon_code(rand::random()),
-                policy_id,
+                code,
+                policy_id: policy.id,
                 user_id,
                 status: CouponStatus::Available,
                 order_id: None,
@@ -129,8 +165,77 @@ impl CouponService {
                 reserved_order_id: None,
                 reserved_until: None,
                 released_order_id: None,
+                redeemed_shared: redeemed.as_ref().is_some_and(|f| f.shared),
+                redeemed_code: redeemed.map(|f| f.code),
             })
             .await
+    }
+
+    /// A redemption: the code's policy, found without a query for a shared
+    /// code or a mistyped one, then the same taking as an issue. A batch
+    /// code redeemed already is refused before admission; two racing for
+    /// one are decided by `coupons_redeemed_once`.
+    async fn redeem_once(&self, ctx: &Ctx, r: &Redeem) -> DomainResult<Coupon> {
+        let found = match code::read_typed(&r.code)? {
+            Typed::Checked(c) => codes::lookup(&self.pool, &c).await?,
+            Typed::Unchecked(c) => {
+                let shared = self
+                    .shared
+                    .try_get_with((), async {
+                        codes::shared_codes(&self.pool).await.map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| (*e).clone())?;
+                let policy_id = *shared.get(&c).ok_or_else(code::mistyped)?;
+                Some(codes::Found {
+                    code: c,
+                    policy_id,
+                    shared: true,
+                    redeemed: false,
+                })
+            }
+        };
+        let found = found.ok_or_else(|| DomainError::NotFound("code".into()))?;
+        if found.redeemed {
+            return Err(DomainError::AlreadyRedeemed);
+        }
+        let policy = self.cached_policy(found.policy_id).await?;
+        policy.check_mode(if found.shared {
+            CodeMode::Shared
+        } else {
+            CodeMode::Batch
+        })?;
+        self.take(ctx, &policy, r.user_id, Some(found)).await
+    }
+
+    async fn generate_codes_once(&self, ctx: &Ctx, n: &NewCodes) -> DomainResult<CodeBatch> {
+        let prefix = code::validate_prefix(n.prefix.as_deref())?;
+        let now = self.clock.now();
+        let mut w = begin!(&self.pool, ctx);
+        let policy = store::lock_policy(w.tx(), n.policy_id).await?;
+        policy.check_mode(CodeMode::Batch)?;
+        code::validate_count(n.count, policy.codes_generated, policy.total_quantity)?;
+        let generated = codes::generate(w.tx(), n.policy_id, n.count, &prefix, now).await?;
+        let total_codes = store::add_codes(w.tx(), n.policy_id, generated, now).await?;
+        let batch = CodeBatch {
+            policy_id: n.policy_id,
+            generated,
+            total_codes,
+        };
+        let data = serde_json::json!({"policy_id": n.policy_id, "count": generated,
+            "prefix": prefix, "total_codes": total_codes});
+        let ev = Event::new(topics::COUPON_CODES_GENERATED, n.policy_id, None, now, data);
+        w.commit(&batch, &[ev]).await?;
+        self.policies.invalidate(&n.policy_id).await;
+        Ok(batch)
+    }
+
+    /// A BATCH policy, for its codes' listing and export.
+    async fn batch_policy(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Policy> {
+        ctx.principal.require_admin()?;
+        let policy = store::get_policy(&self.pool, id).await?;
+        policy.check_mode(CodeMode::Batch)?;
+        Ok(policy)
     }
 
     async fn update_policy_once(
@@ -271,7 +376,7 @@ impl crate::sweep::Expire for CouponService {
 
 #[async_trait]
 impl CouponApi for CouponService {
-    async fn create_policy(&self, ctx: &Ctx, p: NewPolicy) -> DomainResult<Policy> {
+    async fn create_policy(&self, ctx: &Ctx, mut p: NewPolicy) -> DomainResult<Policy> {
         ctx.principal.require_admin()?;
         p.validate()?;
         let now = self.clock.now();
@@ -280,6 +385,9 @@ impl CouponApi for CouponService {
         let ev = Event::of(topics::COUPON_POLICY_CREATED, policy.id, None, now, &policy)?;
         w.commit(&policy, &[ev]).await?;
         self.engine.seed_new(policy.id, policy.total_quantity).await;
+        if policy.code_mode == CodeMode::Shared {
+            self.shared.invalidate(&()).await;
+        }
         Ok(policy)
     }
 
@@ -325,5 +433,30 @@ impl CouponApi for CouponService {
     async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>> {
         let user_id = ctx.principal.acting_for(Some(q.user_id))?;
         store::list_coupons(&self.pool, user_id, q.status, q.page, self.clock.now()).await
+    }
+
+    async fn generate_codes(&self, ctx: &Ctx, n: NewCodes) -> DomainResult<CodeBatch> {
+        ctx.principal.require_admin()?;
+        self.answers
+            .keyed(ctx, self.generate_codes_once(ctx, &n))
+            .await
+    }
+
+    async fn list_codes(&self, ctx: &Ctx, q: CodeQuery) -> DomainResult<Page<Code>> {
+        self.batch_policy(ctx, q.policy_id).await?;
+        codes::list(&self.pool, q).await
+    }
+
+    async fn export_codes(&self, ctx: &Ctx, policy_id: Uuid) -> DomainResult<codes::CsvStream> {
+        self.batch_policy(ctx, policy_id).await?;
+        Ok(codes::export(self.pool.clone(), policy_id))
+    }
+
+    async fn redeem(&self, ctx: &Ctx, r: Redeem) -> DomainResult<Coupon> {
+        let r = Redeem {
+            user_id: ctx.principal.acting_for(Some(r.user_id))?,
+            ..r
+        };
+        self.answers.keyed(ctx, self.redeem_once(ctx, &r)).await
     }
 }

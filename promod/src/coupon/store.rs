@@ -6,6 +6,7 @@ use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use chrono::{DateTime, Utc};
+use promo_domain::code::CodeMode;
 use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
@@ -17,11 +18,12 @@ use uuid::Uuid;
 
 pub const POLICY_COLUMNS: &str = "id, name, description, discount_type, discount_value, \
     min_order_amount, max_discount_amount, total_quantity, issued_quantity, per_user_limit, \
-    valid_from, valid_until, active, created_at, updated_at";
+    valid_from, valid_until, active, created_at, updated_at, code_mode, shared_code, stackable, \
+    codes_generated";
 
 pub const COUPON_COLUMNS: &str = "id, code, policy_id, user_id, status, order_id, \
     discount_amount, used_at, expires_at, issued_at, reserved_order_id, reserved_until, \
-    released_order_id";
+    released_order_id, redeemed_code, redeemed_shared";
 
 #[derive(sqlx::FromRow)]
 pub struct PolicyRow {
@@ -40,12 +42,18 @@ pub struct PolicyRow {
     active: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    code_mode: String,
+    shared_code: Option<String>,
+    stackable: bool,
+    codes_generated: i64,
 }
 
 impl PolicyRow {
     pub fn into_domain(self) -> DomainResult<Policy> {
         let discount_type = DiscountType::parse(&self.discount_type)
             .map_err(|_| StoreError::corrupt("discount type", &self.discount_type))?;
+        let code_mode = CodeMode::parse(&self.code_mode)
+            .map_err(|_| StoreError::corrupt("code mode", &self.code_mode))?;
         Ok(Policy {
             id: self.id,
             name: self.name,
@@ -62,6 +70,10 @@ impl PolicyRow {
             active: self.active,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            code_mode,
+            shared_code: self.shared_code,
+            stackable: self.stackable,
+            codes_generated: self.codes_generated,
         })
     }
 }
@@ -81,6 +93,8 @@ pub struct CouponRow {
     reserved_order_id: Option<String>,
     reserved_until: Option<DateTime<Utc>>,
     released_order_id: Option<String>,
+    redeemed_code: Option<String>,
+    redeemed_shared: bool,
 }
 
 impl CouponRow {
@@ -102,6 +116,8 @@ impl CouponRow {
             reserved_order_id: self.reserved_order_id,
             reserved_until: self.reserved_until,
             released_order_id: self.released_order_id,
+            redeemed_code: self.redeemed_code,
+            redeemed_shared: self.redeemed_shared,
         };
         c.status = c.effective_status(now);
         Ok(c)
@@ -117,8 +133,9 @@ pub async fn insert_policy(
     let row: PolicyRow = sqlx::query_as(&format!(
         "INSERT INTO coupon_policies (id, name, description, discount_type, discount_value,
             min_order_amount, max_discount_amount, total_quantity, per_user_limit,
-            valid_from, valid_until, created_at, updated_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12) RETURNING {POLICY_COLUMNS}"
+            valid_from, valid_until, created_at, updated_at, code_mode, shared_code, stackable)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$12,$13,$14,$15)
+         RETURNING {POLICY_COLUMNS}"
     ))
     .bind(id)
     .bind(&p.name)
@@ -132,10 +149,46 @@ pub async fn insert_policy(
     .bind(p.valid_from)
     .bind(p.valid_until)
     .bind(now)
+    .bind(p.code_mode.as_str())
+    .bind(&p.shared_code)
+    .bind(p.stackable)
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
+    if let Some(shared) = &p.shared_code {
+        insert_shared_code(tx, id, shared, now).await?;
+    }
     row.into_domain()
+}
+
+/// A SHARED policy's code in the one key space of codes: taken (by another
+/// shared code or a generated one) is a 409.
+async fn insert_shared_code(
+    tx: &mut Transaction<'_, Postgres>,
+    policy: Uuid,
+    shared: &str,
+    now: DateTime<Utc>,
+) -> DomainResult<()> {
+    let code = promo_domain::code::normalize(shared)
+        .map_err(|_| DomainError::validation("shared_code", "shared_code is not a valid code"))?;
+    let taken = sqlx::query(
+        "INSERT INTO coupon_codes (code, policy_id, shared, created_at) VALUES ($1, $2, true, $3)
+         ON CONFLICT (code) DO NOTHING",
+    )
+    .bind(&code)
+    .bind(policy)
+    .bind(now)
+    .execute(&mut **tx)
+    .await
+    .map_err(from_sqlx)?
+    .rows_affected()
+        == 0;
+    if taken {
+        return Err(DomainError::Conflict(format!(
+            "shared_code {shared} is already taken"
+        )));
+    }
+    Ok(())
 }
 
 pub async fn get_policy<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainResult<Policy> {
@@ -159,6 +212,40 @@ pub async fn list_policies(pool: &PgPool, page: PageRequest) -> DomainResult<Pag
     page_of(pool, l, &[], page, PolicyRow::into_domain).await
 }
 
+/// A policy under its row lock, until the transaction ends.
+pub async fn lock_policy(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> DomainResult<Policy> {
+    sqlx::query_as::<_, PolicyRow>(&format!(
+        "SELECT {POLICY_COLUMNS} FROM coupon_policies WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(from_sqlx)?
+    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?
+    .into_domain()
+}
+
+/// Counts `n` more codes of a policy; returns its codes. `codes_within_total`
+/// refuses more codes than coupons, whatever the caller checked.
+pub async fn add_codes(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    n: i64,
+    now: DateTime<Utc>,
+) -> DomainResult<i64> {
+    let (total,): (i64,) = sqlx::query_as(
+        "UPDATE coupon_policies SET codes_generated = codes_generated + $2, updated_at = $3
+         WHERE id = $1 RETURNING codes_generated",
+    )
+    .bind(id)
+    .bind(n)
+    .bind(now)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(from_sqlx)?;
+    Ok(total)
+}
+
 /// Applies a patch under a row lock; the CHECK constraint refuses a total below
 /// the issued quantity even if a concurrent issue slipped in.
 pub async fn update_policy(
@@ -167,15 +254,7 @@ pub async fn update_policy(
     patch: &PolicyPatch,
     now: DateTime<Utc>,
 ) -> DomainResult<(Policy, Policy)> {
-    let before: PolicyRow = sqlx::query_as(&format!(
-        "SELECT {POLICY_COLUMNS} FROM coupon_policies WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await
-    .map_err(from_sqlx)?
-    .ok_or_else(|| DomainError::NotFound("coupon policy".into()))?;
-    let before = before.into_domain()?;
+    let before = lock_policy(tx, id).await?;
     patch.validate_against(&before)?;
     let row: PolicyRow = sqlx::query_as(&format!(
         "UPDATE coupon_policies SET
@@ -197,7 +276,12 @@ pub async fn update_policy(
     .fetch_one(&mut **tx)
     .await
     .map_err(|e| match &e {
-        sqlx::Error::Database(d) if d.constraint() == Some("issued_within_total") => {
+        sqlx::Error::Database(d)
+            if matches!(
+                d.constraint(),
+                Some("issued_within_total" | "codes_within_total")
+            ) =>
+        {
             DomainError::validation(
                 "total_quantity",
                 "total_quantity must be at least the issued quantity",
@@ -223,6 +307,7 @@ impl Reservable for Issued {
         ("user_seq_within_limit", Refusal::LimitExceeded),
         ("issued_within_total", Refusal::SoldOut),
         ("coupons_code_key", Refusal::Collision),
+        ("coupons_redeemed_once", Refusal::AlreadyRedeemed),
     ];
 
     /// The coupons and their policies' issued counters. `user_seq` is the
@@ -237,11 +322,18 @@ impl Reservable for Issued {
         let limits: Vec<i32> = rows.iter().map(|p| p.per_user_limit as i32).collect();
         let expires: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.expires_at).collect();
         let issued: Vec<DateTime<Utc>> = rows.iter().map(|p| p.row.issued_at).collect();
+        let redeemed: Vec<Option<&str>> = rows
+            .iter()
+            .map(|p| p.row.redeemed_code.as_deref())
+            .collect();
+        let shared: Vec<bool> = rows.iter().map(|p| p.row.redeemed_shared).collect();
         sqlx::query(
-            "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status, expires_at, issued_at)
-             SELECT id, code, policy_id, user_id, seq, lim, 'AVAILABLE', exp, iss
-             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[], $6::int[], $7::timestamptz[], $8::timestamptz[])
-               AS t(id, code, policy_id, user_id, seq, lim, exp, iss)",
+            "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status,
+                 expires_at, issued_at, redeemed_code, redeemed_shared)
+             SELECT id, code, policy_id, user_id, seq, lim, 'AVAILABLE', exp, iss, red, sh
+             FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int[], $6::int[],
+                         $7::timestamptz[], $8::timestamptz[], $9::text[], $10::bool[])
+               AS t(id, code, policy_id, user_id, seq, lim, exp, iss, red, sh)",
         )
         .bind(&ids)
         .bind(&codes)
@@ -251,6 +343,8 @@ impl Reservable for Issued {
         .bind(&limits)
         .bind(&expires)
         .bind(&issued)
+        .bind(&redeemed)
+        .bind(&shared)
         .execute(&mut *conn)
         .await?;
         sqlx::query(
@@ -268,6 +362,7 @@ impl Reservable for Issued {
         let data = serde_json::json!({
             "coupon_id": c.id,
             "code": c.code,
+            "redeemed": c.redeemed_code.is_some(),
             "policy_id": c.policy_id,
             "user_id": c.user_id,
             "expires_at": c.expires_at,

@@ -9,6 +9,7 @@
 
 use super::{common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid};
 use chrono::{DateTime, Utc};
+use promo_domain::code::{Code, CodeBatch, CodeMode, CodeQuery, CodeStatus, NewCodes, Redeem};
 use promo_domain::coupon::{
     Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy,
     PolicyPatch,
@@ -64,6 +65,8 @@ macro_rules! wire_by_name {
 }
 
 wire_by_name!(
+    CodeMode,
+    CodeStatus,
     DiscountType,
     CouponStatus,
     TxType,
@@ -173,6 +176,7 @@ macro_rules! pages {
 pages! {
     coupon::PolicyPage => Policy,
     coupon::CouponPage => Coupon,
+    coupon::CodePage => Code,
     point::TransactionPage => Transaction,
     timesale::ProductPage => Product,
     timesale::SalePage => Sale,
@@ -182,12 +186,12 @@ pages! {
 mirror!(Policy => coupon::Policy {
     id, name, description, discount_type, discount_value, min_order_amount, max_discount_amount,
     total_quantity, issued_quantity, per_user_limit, valid_from, valid_until, active,
-    created_at, updated_at
+    created_at, updated_at, code_mode, shared_code, stackable, codes_generated
 });
 
 mirror!(NewPolicy => coupon::CreatePolicyRequest {
     name, description, discount_type, discount_value, min_order_amount, max_discount_amount,
-    total_quantity, per_user_limit, valid_from, valid_until, ..
+    total_quantity, per_user_limit, valid_from, valid_until, code_mode, shared_code, stackable, ..
 });
 
 mirror!(CouponUse => coupon::UseCouponRequest { id as coupon_id, order_id, order_amount, .. });
@@ -200,8 +204,19 @@ mirror!(CouponQuery => coupon::ListCouponsRequest { status, user_id, page, .. })
 
 mirror!(Coupon => coupon::Coupon {
     id, code, policy_id, user_id, status, order_id, discount_amount, used_at, expires_at,
-    issued_at, reserved_order_id, reserved_until, released_order_id
+    issued_at, reserved_order_id, reserved_until, released_order_id, redeemed_code,
+    redeemed_shared
 });
+
+mirror!(NewCodes => coupon::GenerateCodesRequest { policy_id, count, prefix, .. });
+
+mirror!(CodeBatch => coupon::CodeBatch { policy_id, generated, total_codes });
+
+mirror!(Code => coupon::Code { code, status, coupon_id, redeemed_at });
+
+mirror!(CodeQuery => coupon::ListCodesRequest { policy_id, status, page, .. });
+
+mirror!(Redeem => coupon::RedeemCodeRequest { code, user_id, .. });
 
 mirror!(Transaction => point::Transaction {
     id, user_id, tx_type as r#type, amount, delta, balance_after, reference, description,
@@ -355,6 +370,10 @@ mod tests {
             active: true,
             created_at: t(3),
             updated_at: t(4),
+            code_mode: CodeMode::Shared,
+            shared_code: Some("SPRING-10".into()),
+            stackable: true,
+            codes_generated: 0,
         }
     }
 
@@ -373,6 +392,8 @@ mod tests {
             reserved_order_id: None,
             reserved_until: None,
             released_order_id: Some("o-0".into()),
+            redeemed_code: Some("SPRING10".into()),
+            redeemed_shared: true,
         }
     }
 
@@ -485,6 +506,9 @@ mod tests {
             per_user_limit: 1,
             valid_from: t(1),
             valid_until: t(2),
+            code_mode: CodeMode::Batch,
+            shared_code: None,
+            stackable: true,
         };
         round_trip::<_, coupon::CreatePolicyRequest>(p);
         for hold_seconds in [None, Some(60)] {

@@ -118,12 +118,14 @@ macro_rules! callers {
 callers! {
     reads:
         coupon::GetByIdRequest, coupon::ListPoliciesRequest, coupon::ListCouponsRequest,
+        coupon::ListCodesRequest, coupon::ExportCodesRequest,
         point::BalanceRequest, point::HistoryRequest, point::GetHoldRequest,
         timesale::GetByIdRequest, timesale::ListRequest, timesale::ListSalesRequest,
         timesale::ListOrdersRequest;
     writes:
         coupon::CreatePolicyRequest, coupon::UpdatePolicyRequest, coupon::IssueCouponRequest,
         coupon::UseCouponRequest, coupon::ReserveCouponRequest, coupon::CancelCouponUseRequest,
+        coupon::GenerateCodesRequest, coupon::RedeemCodeRequest,
         point::EarnRequest, point::UseRequest, point::CancelRequest,
         point::CreateHoldRequest, point::CaptureHoldRequest, point::VoidHoldRequest,
         timesale::CreateProductRequest, timesale::CreateSaleRequest,

@@ -90,11 +90,18 @@ impl<C: Stub> Remote<C> {
     where
         T: TryFrom<P, Error = DomainError>,
     {
-        let msg = self
-            .breaker
+        T::try_from(self.call_raw(call).await?)
+    }
+
+    /// [`Remote::call`] without the conversion: the message as it came (a
+    /// server stream, say).
+    pub async fn call_raw<P>(
+        &self,
+        call: impl Future<Output = Result<Response<P>, Status>>,
+    ) -> DomainResult<P> {
+        self.breaker
             .call(async { call.await.map(Response::into_inner).map_err(from_status) })
-            .await?;
-        T::try_from(msg)
+            .await
     }
 
     /// A request with the timeout and the request id.
