@@ -63,6 +63,10 @@ pub fn test_config() -> Config {
     c.timesale.service.http_addr = any;
     c.timesale.service.grpc_addr = any;
     c.gateway.rate_limit.enabled = false;
+    // Every test app shares one Redis and sends from 127.0.0.1: one test's
+    // failed redemptions must not lock out another's. code_guard.rs tests
+    // the per-IP bucket with addresses of its own.
+    c.gateway.code_guard.ip_burst = 1_000_000;
     // Race tests fire a thousand requests at once to test what the engine
     // decides, not what the edge sheds; overload.rs tests the bound.
     c.overload.max_in_flight = 100_000;

@@ -4,6 +4,7 @@
 mod auth;
 mod authz;
 mod coupon;
+mod coupon_codes;
 mod coupon_db_guards;
 mod coupon_reserve;
 mod crash;
