@@ -32,6 +32,8 @@ impl Modify for Bearer {
         crate::coupon::http::issue, crate::coupon::http::use_coupon,
         crate::coupon::http::cancel_use, crate::coupon::http::get_coupon,
         crate::coupon::http::list_coupons, crate::coupon::http::reserve,
+        crate::coupon::http::generate_codes, crate::coupon::http::list_codes,
+        crate::coupon::http::export_codes, crate::coupon::http::redeem,
         crate::point::http::earn, crate::point::http::use_points, crate::point::http::cancel,
         crate::point::http::balance, crate::point::http::history,
         crate::point::http::create_hold, crate::point::http::capture_hold,

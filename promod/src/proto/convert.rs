@@ -511,6 +511,35 @@ mod tests {
             stackable: true,
         };
         round_trip::<_, coupon::CreatePolicyRequest>(p);
+        for prefix in [None, Some("SPR".to_owned())] {
+            let n = NewCodes {
+                policy_id: Uuid::new_v4(),
+                count: 1_000_000,
+                prefix,
+            };
+            round_trip::<_, coupon::GenerateCodesRequest>(n);
+        }
+        round_trip::<_, coupon::CodeBatch>(CodeBatch {
+            policy_id: Uuid::new_v4(),
+            generated: 10,
+            total_codes: 30,
+        });
+        let redeemed = Code {
+            code: "ABCD".into(),
+            status: CodeStatus::Redeemed,
+            coupon_id: Some(Uuid::new_v4()),
+            redeemed_at: Some(t(5)),
+        };
+        round_trip::<_, coupon::Code>(redeemed);
+        round_trip::<_, coupon::ListCodesRequest>(CodeQuery {
+            policy_id: Uuid::new_v4(),
+            status: Some(CodeStatus::Unredeemed),
+            page: PageRequest { page: 2, size: 50 },
+        });
+        round_trip::<_, coupon::RedeemCodeRequest>(Redeem {
+            code: "spring-10".into(),
+            user_id: Uuid::new_v4(),
+        });
         for hold_seconds in [None, Some(60)] {
             round_trip::<_, coupon::ReserveCouponRequest>(CouponReserve {
                 id: Uuid::new_v4(),

@@ -215,6 +215,12 @@ async fn ops_routes_and_openapi() {
         ("post", "/orders/{id}/cancel"),
         // v1.1: holds
         ("post", "/orders/{id}/confirm"),
+        ("post", "/coupons/{id}/reserve"),
+        // v1.1: coupon codes
+        ("post", "/coupon-policies/{id}/codes"),
+        ("get", "/coupon-policies/{id}/codes"),
+        ("get", "/coupon-policies/{id}/codes/export"),
+        ("post", "/coupons/redeem"),
     ] {
         let path = format!("/api/v1{p}");
         assert!(
