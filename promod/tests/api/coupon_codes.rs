@@ -375,3 +375,80 @@ async fn failed_redemptions_are_limited_even_without_rate_limits() {
     let (s, _) = send(carol, codes[3].clone()).await;
     assert_eq!(s, 429, "the address's bucket is empty");
 }
+
+/// The gateway calling the coupon role over gRPC: generation, the listing,
+/// the export as a server stream, redemption and its refusals cross the wire.
+#[tokio::test]
+async fn codes_work_over_grpc() {
+    let (coupon, point) = (super::helpers::free_port(), super::helpers::free_port());
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.in_process = false;
+            c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
+            c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
+            c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
+            c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
+        })
+        .await,
+    );
+    // Enough codes for several chunks of the stream.
+    let (p, codes) = batch(&app, 20_000, 10_000).await;
+    assert_eq!(codes.len(), 10_000);
+    let (s, page) = app
+        .get(&format!("/coupon-policies/{p}/codes?size=3"), &app.admin)
+        .await;
+    assert_eq!((s, page["total"].as_i64()), (200, Some(10_000)), "{page}");
+    let (_, token) = app.user_token();
+    let (s, c) = redeem(&app, &token, &codes[9_999]).await;
+    assert_eq!(
+        (s, c["code"].as_str()),
+        (201, Some(codes[9_999].as_str())),
+        "{c}"
+    );
+    let (s, b) = redeem(&app, &token, &codes[9_999]).await;
+    assert_eq!((s, err(&b)), (409, "ALREADY_REDEEMED"));
+    let rows = export(&app, &p).await;
+    assert_eq!(rows.iter().filter(|(_, s)| s == "REDEEMED").count(), 1);
+    let (s, b) = generate(&app, &p, 10_001, None).await;
+    assert_eq!(
+        (s, b["error"]["field"].as_str()),
+        (400, Some("count")),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn a_keyed_generation_replays_instead_of_generating_again() {
+    let app = app().await;
+    let p = policy(&app, "BATCH", 100, 1, json!({})).await;
+    let path = format!("/coupon-policies/{p}/codes");
+    let body = json!({"count": 40});
+    let post = || {
+        app.call(
+            reqwest::Method::POST,
+            &path,
+            Some(&app.admin),
+            Some(body.clone()),
+            Some("gen-1"),
+        )
+    };
+    let (s1, a1) = post().await;
+    let (s2, a2) = post().await;
+    assert_eq!((s1, s2), (201, 201));
+    assert_eq!(a1, a2);
+    assert_eq!(export(&app, &p).await.len(), 40);
+    // Listing and export are for existing BATCH policies.
+    let missing = Uuid::new_v4();
+    let (s, _) = app
+        .get(&format!("/coupon-policies/{missing}/codes"), &app.admin)
+        .await;
+    assert_eq!(s, 404);
+    let shared = policy(&app, "SHARED", 10, 1, json!({"shared_code": "NOTBATCH"})).await;
+    let (s, b) = app
+        .get(
+            &format!("/coupon-policies/{shared}/codes/export"),
+            &app.admin,
+        )
+        .await;
+    assert_eq!((s, err(&b)), (409, "CONFLICT"), "{b}");
+}
