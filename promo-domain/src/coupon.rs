@@ -219,23 +219,19 @@ impl Policy {
         Ok(())
     }
 
-    /// Issue by policy id is for GENERATED policies, redeem by code for the
-    /// others (API.md: 409 `CONFLICT` otherwise).
+    /// Issue by policy id is for GENERATED policies, redemption and code
+    /// generation for the others (API.md: 409 `CONFLICT` otherwise).
     pub fn check_mode(&self, how: CodeMode) -> DomainResult<()> {
         if self.code_mode == how {
             return Ok(());
         }
-        Err(DomainError::Conflict(match self.code_mode {
-            CodeMode::Generated => "policy hands out coupons by issue, not by code".into(),
-            other => format!(
-                "policy hands out coupons by {} code, not {}",
-                other.as_str().to_ascii_lowercase(),
-                match how {
-                    CodeMode::Generated => "by issue".to_owned(),
-                    other => format!("by {} code", other.as_str().to_ascii_lowercase()),
-                }
-            ),
-        }))
+        let why = match (self.code_mode, how) {
+            (CodeMode::Generated, _) => "policy hands out coupons by issue, not by code",
+            (_, CodeMode::Generated) => "policy hands out coupons by code: redeem one",
+            (CodeMode::Shared, _) => "policy has one shared code, no generated codes",
+            (CodeMode::Batch, _) => "policy has generated codes, no shared code",
+        };
+        Err(DomainError::Conflict(why.into()))
     }
 
     pub fn discount_for(&self, order_amount: i64) -> DomainResult<i64> {
@@ -616,6 +612,67 @@ mod tests {
         let mut p = policy();
         p.total_quantity = 0;
         assert_eq!(p.validate().unwrap_err().field(), Some("total_quantity"));
+    }
+
+    #[test]
+    fn only_a_shared_policy_names_a_shared_code() {
+        let mut p = policy();
+        p.code_mode = CodeMode::Shared;
+        assert_eq!(p.validate().unwrap_err().field(), Some("shared_code"));
+        p.shared_code = Some("spring-10".into());
+        assert!(p.validate().is_ok());
+        assert_eq!(p.shared_code.as_deref(), Some("SPRING-10"));
+        p.code_mode = CodeMode::Batch;
+        assert_eq!(p.validate().unwrap_err().field(), Some("shared_code"));
+    }
+
+    #[test]
+    fn each_mode_hands_out_coupons_its_own_way() {
+        let mut p = stored(CodeMode::Batch);
+        assert!(p.check_mode(CodeMode::Batch).is_ok());
+        for other in [CodeMode::Generated, CodeMode::Shared] {
+            assert!(matches!(p.check_mode(other), Err(DomainError::Conflict(_))));
+        }
+        p.code_mode = CodeMode::Generated;
+        assert!(p.check_mode(CodeMode::Generated).is_ok());
+        assert!(p.check_mode(CodeMode::Batch).is_err());
+    }
+
+    #[test]
+    fn a_total_below_the_codes_generated_is_refused() {
+        let mut p = stored(CodeMode::Batch);
+        p.codes_generated = 50;
+        let patch = PolicyPatch {
+            total_quantity: Some(49),
+            ..PolicyPatch::default()
+        };
+        let e = patch.validate_against(&p).unwrap_err();
+        assert_eq!(e.field(), Some("total_quantity"));
+    }
+
+    fn stored(code_mode: CodeMode) -> Policy {
+        let n = policy();
+        Policy {
+            id: Uuid::nil(),
+            name: n.name,
+            description: None,
+            discount_type: n.discount_type,
+            discount_value: n.discount_value,
+            min_order_amount: 0,
+            max_discount_amount: None,
+            total_quantity: 100,
+            issued_quantity: 0,
+            per_user_limit: 1,
+            valid_from: n.valid_from,
+            valid_until: n.valid_until,
+            active: true,
+            created_at: n.valid_from,
+            updated_at: n.valid_from,
+            code_mode,
+            shared_code: None,
+            stackable: false,
+            codes_generated: 0,
+        }
     }
 
     #[test]
