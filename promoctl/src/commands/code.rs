@@ -7,7 +7,7 @@ use crate::cli::{CodeCmd, CodeGenerate};
 use crate::client::Client;
 use crate::error::{CtlError, CtlResult};
 use crate::stream;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanCount, ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,7 +52,10 @@ fn codes_path(policy: Uuid) -> String {
 /// download of every code of the policy.
 async fn generate(ctx: &Ctx, c: &Client, a: CodeGenerate) -> CtlResult<()> {
     let body = Body::new().set("count", a.count).opt("prefix", a.prefix);
-    let spinner = spinner(format!("generating {} codes", a.count));
+    let spinner = spinner(format!(
+        "generating {} codes",
+        HumanCount(a.count.max(0) as u64)
+    ));
     let answer = c
         .clone()
         .with_timeout(GENERATE_TIMEOUT)
@@ -155,7 +158,7 @@ fn codes_bar(expected: u64) -> ProgressBar {
     let pb = ProgressBar::new(expected);
     pb.set_style(
         ProgressStyle::with_template(
-            "{spinner} [{elapsed}] {bar:30} {pos}/{len} codes ({per_sec}, eta {eta})",
+            "{spinner} [{elapsed}] {bar:30} {human_pos}/{human_len} codes (eta {eta})",
         )
         .expect("template"),
     );
