@@ -20,6 +20,8 @@ const ADMIN_PASSWORD: &str = "admin-password";
 struct App {
     base: String,
     gateway_db: String,
+    /// The service databases of the roles it runs (check's flags).
+    stores: Vec<String>,
     shutdown: CancellationToken,
 }
 
@@ -30,6 +32,11 @@ impl Drop for App {
 }
 
 async fn spawn_promod() -> App {
+    spawn_promod_with("gateway,coupon").await
+}
+
+/// promod with `roles`, each on fresh databases and port 0.
+async fn spawn_promod_with(roles: &str) -> App {
     let mut cfg = Config {
         jwt_secret: SecretString::from(SECRET.to_owned()),
         redis_url: std::env::var("PROMO_TEST_REDIS")
@@ -42,10 +49,24 @@ async fn spawn_promod() -> App {
     cfg.gateway.http_addr = any;
     cfg.coupon.http_addr = any;
     cfg.coupon.grpc_addr = any;
+    for s in [&mut cfg.point.service, &mut cfg.timesale.service] {
+        (s.http_addr, s.grpc_addr) = (any, any);
+    }
     cfg.gateway.rate_limit.enabled = false;
-    cfg.roles = "gateway,coupon".parse().unwrap();
+    cfg.roles = roles.parse().unwrap();
     cfg.coupon.database_url = fresh_db("coupon").await;
     cfg.gateway.database_url = fresh_db("gateway").await;
+    let mut stores = vec!["--coupon-db".to_owned(), cfg.coupon.database_url.clone()];
+    if roles.contains("point") {
+        cfg.point.service.database_url = fresh_db("point").await;
+        stores.extend(["--point-db".into(), cfg.point.service.database_url.clone()]);
+    }
+    if roles.contains("timesale") {
+        cfg.timesale.service.database_url = fresh_db("timesale").await;
+        let url = cfg.timesale.service.database_url.clone();
+        stores.extend(["--timesale-db".into(), url]);
+    }
+    stores.extend(["--redis-url".into(), cfg.redis_url.clone()]);
     let gateway_db = cfg.gateway.database_url.clone();
     let shutdown = CancellationToken::new();
     let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
@@ -55,6 +76,7 @@ async fn spawn_promod() -> App {
     App {
         base: format!("http://{}", bound.gateway_http.expect("gateway bound")),
         gateway_db,
+        stores,
         shutdown,
     }
 }
@@ -520,6 +542,50 @@ async fn redeems_a_shared_code(ctl: &Ctl<'_>) {
         .json(&["policy", "get", shared["id"].as_str().unwrap()])
         .await;
     assert_eq!(got["issued_quantity"], 2);
+}
+
+/// `load redeem` generates its codes, redeems each once, and `--check`
+/// then finds every invariant holding on promod's own stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_redeem_redeems_each_code_once_and_checks() {
+    let app = spawn_promod_with("gateway,coupon,point,timesale").await;
+    let ctl = Ctl::new(&app.base);
+    let report = ctl.dir.join("report.json");
+    std::fs::create_dir_all(&ctl.dir).unwrap();
+    #[rustfmt::skip]
+    let load = [
+        "load", "redeem", "--rate", "100", "--duration", "2s", "--users", "7",
+        "--jwt-secret", SECRET, "--quiet", "--check", "--report", report.to_str().unwrap(),
+    ];
+    let args = [
+        &load[..],
+        &app.stores.iter().map(String::as_str).collect::<Vec<_>>(),
+    ]
+    .concat();
+    let out = ctl.run(&args).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("coupon.codes_redeemed_once"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("all invariants hold"), "{}", out.stdout);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["scenario"], "redeem");
+    assert_eq!(r["summary"]["attempted"], 200, "{r}");
+    assert_eq!(r["summary"]["succeeded"], 200, "{r}");
+
+    // Fewer codes than requests: the reused ones are failures.
+    #[rustfmt::skip]
+    let short = [
+        "load", "redeem", "--rate", "20", "--duration", "1s", "--users", "3", "--codes", "15",
+        "--jwt-secret", SECRET, "--quiet", "--report", report.to_str().unwrap(),
+    ];
+    let out = ctl.run(&short).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["summary"]["succeeded"], 15, "{r}");
+    assert_eq!(r["summary"]["failed"], 5, "{r}");
 }
 
 /// A scenario file drives the run, a flag overrides it, and the warm-up's
