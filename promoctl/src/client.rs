@@ -8,6 +8,11 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The whole-request deadline of a streamed GET: in effect none, the idle
+/// deadline of `crate::stream` does the work (reqwest can only override a
+/// client's deadline per request, not remove it).
+pub const NO_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -134,7 +139,7 @@ impl Client {
     pub async fn get_stream(&self, path: &str) -> CtlResult<reqwest::Response> {
         let resp = self
             .request(Method::GET, path)
-            .timeout(crate::stream::NO_DEADLINE)
+            .timeout(NO_DEADLINE)
             .send()
             .await
             .map_err(|e| transport_error(&self.base, e))?;

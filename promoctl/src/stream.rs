@@ -13,11 +13,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// The longest a streamed body may go without sending anything.
 pub const IDLE: Duration = Duration::from_secs(30);
 
-/// The whole-request deadline of a streamed GET: in effect none, the idle
-/// deadline does the work (reqwest can only override a client's deadline
-/// per request, not remove it).
-pub const NO_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
-
 /// The next chunk of `resp`, or None at its end.
 async fn next_chunk(resp: &mut Response, base: &str) -> CtlResult<Option<Bytes>> {
     match tokio::time::timeout(IDLE, resp.chunk()).await {

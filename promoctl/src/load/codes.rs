@@ -64,7 +64,7 @@ async fn read_back(api: &Api<'_>, admin: &str, policy: Uuid, n: u64) -> CtlResul
     let path = format!("/coupon-policies/{policy}/codes/export");
     let resp = api
         .request(Method::GET, &path, Some(admin))
-        .timeout(crate::stream::NO_DEADLINE)
+        .timeout(crate::client::NO_DEADLINE)
         .send()
         .await
         .map_err(|e| crate::client::transport_error(api.base, e))?;
