@@ -19,7 +19,13 @@ HEADER = (
     "|---|---|---|---|---|---|---|---|\n"
 )
 OVERSOLD = {"coupon.issued_matches_coupons", "timesale.sold_matches_orders"}
-DOUBLED = {"coupon.per_user_limit", "timesale.per_user_limit", "point.cancelled_once", "events.unique_ids"}
+DOUBLED = {
+    "coupon.per_user_limit",
+    "coupon.codes_redeemed_once",
+    "timesale.per_user_limit",
+    "point.cancelled_once",
+    "events.unique_ids",
+}
 
 
 def row(fault, expected, observed, settled, run_dir):

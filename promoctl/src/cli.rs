@@ -4,6 +4,7 @@ use crate::output::Format;
 use crate::time::parse_time;
 use chrono::{DateTime, Utc};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
 use uuid::Uuid;
 
 const EXAMPLES: &str = "\
@@ -13,6 +14,8 @@ Examples:
       --total-quantity 1000 --valid-until +7d
   promoctl policy list -o json
   promoctl coupon issue --policy 0190...
+  promoctl code generate --policy 0190... --count 100000 --out codes.csv
+  promoctl coupon redeem --code SPRING-10
   promoctl sale create --product 0190... --total-quantity 100 --sale-price 900 --start +5m --end 2h
   promoctl check --coupon --point
   promoctl events tail --topic coupon.issued --follow
@@ -95,6 +98,10 @@ pub enum Command {
 Examples:
   promoctl policy create --name 'Spring' --discount-type fixed --discount-value 500 \\
       --total-quantity 1000 --per-user-limit 2 --valid-from +1h --valid-until 2026-12-31T23:59:59Z
+  promoctl policy create --name 'Spring code' --discount-type fixed --discount-value 500 \\
+      --total-quantity 1000 --valid-until +7d --code-mode shared --shared-code SPRING-10
+  promoctl policy create --name 'Mailing' --discount-type percentage --discount-value 10 \\
+      --total-quantity 100000 --valid-until +30d --code-mode batch --stackable
   promoctl policy list --page 2 --size 50
   promoctl policy update ID --total-quantity 2000 --active false"
     )]
@@ -108,10 +115,24 @@ Examples:
   promoctl coupon issue --policy ID --user USER_ID    # admin, for another user
   promoctl coupon use ID --order-id o-123 --order-amount 25000
   promoctl coupon reserve ID --order-id o-123 --order-amount 25000 --hold-seconds 600
+  promoctl coupon redeem --code SPRING-10             # a SHARED or BATCH policy's code
+  promoctl coupon redeem --code K7QM-X4TP-2ZR --user USER_ID   # admin, for another user
   promoctl coupon cancel ID                          # also releases a reservation
   promoctl coupon list --status AVAILABLE -o json"
     )]
     Coupon(CouponCmd),
+    /// Coupon codes of BATCH policies: generate, list, export
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl code generate --policy ID --count 100000 --prefix SPRING
+  promoctl code generate --policy ID --count 1000000 --out codes.csv   # then download them
+  promoctl code list --policy ID --status UNREDEEMED
+  promoctl code export --policy ID > codes.csv
+  promoctl code export --policy ID --out codes.csv                     # with a progress bar"
+    )]
+    Code(CodeCmd),
     /// Points
     #[command(
         subcommand,
@@ -266,6 +287,27 @@ impl DiscountType {
     }
 }
 
+/// How a policy hands out its coupons (API.md, "Coupon codes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CodeMode {
+    /// Issued by policy id (`coupon issue`), each with a code of its own
+    Generated,
+    /// Redeemed with one public code (`--shared-code`)
+    Shared,
+    /// Redeemed with single-use codes generated ahead (`code generate`)
+    Batch,
+}
+
+impl CodeMode {
+    pub fn api(self) -> &'static str {
+        match self {
+            CodeMode::Generated => "GENERATED",
+            CodeMode::Shared => "SHARED",
+            CodeMode::Batch => "BATCH",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {
     /// Create a coupon policy (admin)
@@ -300,6 +342,15 @@ pub struct PolicyCreate {
     pub valid_from: DateTime<Utc>,
     #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
     pub valid_until: DateTime<Utc>,
+    /// How its coupons are handed out [server default: generated]
+    #[arg(long, value_enum)]
+    pub code_mode: Option<CodeMode>,
+    /// The public code of a shared policy: 4-32 characters of A-Z, 0-9 and -
+    #[arg(long, required_if_eq("code_mode", "shared"))]
+    pub shared_code: Option<String>,
+    /// Its coupons may share an order with other stackable coupons
+    #[arg(long)]
+    pub stackable: bool,
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +401,14 @@ pub enum CouponCmd {
     Cancel {
         id: Uuid,
     },
+    /// Redeem a SHARED or BATCH policy's code (admins may pass --user)
+    Redeem {
+        /// Case-insensitive; hyphens and spaces are ignored
+        #[arg(long)]
+        code: String,
+        #[arg(long)]
+        user: Option<Uuid>,
+    },
     Get {
         id: Uuid,
     },
@@ -362,6 +421,46 @@ pub enum CouponCmd {
         #[command(flatten)]
         page: PageArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CodeCmd {
+    /// Generate single-use codes for a BATCH policy (admin); with --out,
+    /// then download all of the policy's codes into a file
+    Generate(CodeGenerate),
+    /// A page of a BATCH policy's codes (admin)
+    List {
+        #[arg(long)]
+        policy: Uuid,
+        /// UNREDEEMED or REDEEMED
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Every code of a BATCH policy as CSV (`code,status`), streamed (admin)
+    Export {
+        #[arg(long)]
+        policy: Uuid,
+        /// Write here (with a progress bar) instead of stdout
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CodeGenerate {
+    #[arg(long)]
+    pub policy: Uuid,
+    /// 1..=1000000; with the codes generated so far, at most the policy's total
+    #[arg(long)]
+    pub count: i64,
+    /// Up to 10 characters of A-Z and 0-9 put before each code
+    #[arg(long)]
+    pub prefix: Option<String>,
+    /// Then download every code of the policy into this CSV file
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -8,12 +8,19 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The whole-request deadline of a streamed GET: in effect none, the idle
+/// deadline of `crate::stream` does the work (reqwest can only override a
+/// client's deadline per request, not remove it).
+pub const NO_DEADLINE: Duration = Duration::from_secs(7 * 24 * 3600);
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
     idempotency_key: String,
+    /// Overrides the client's 30 s deadline for every request (`with_timeout`).
+    timeout: Option<Duration>,
 }
 
 impl Client {
@@ -36,7 +43,16 @@ impl Client {
             // One key per invocation: a retry of the same command line with
             // `--idempotency-key` replays instead of acting twice.
             idempotency_key: idempotency_key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            timeout: None,
         })
+    }
+
+    /// The same client with a deadline of `t` per request: a bulk write
+    /// (code generation) answers only once all of it is committed, which may
+    /// take minutes.
+    pub fn with_timeout(mut self, t: Duration) -> Client {
+        self.timeout = Some(t);
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -72,13 +88,9 @@ impl Client {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> CtlResult<Value> {
-        let url = format!("{}/api/v1{path}", self.base);
-        let mut req = self.http.request(method.clone(), &url);
+        let mut req = self.request(method.clone(), path);
         if !query.is_empty() {
             req = req.query(query);
-        }
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
         }
         if matches!(method, Method::POST | Method::PATCH) && self.token.is_some() {
             req = req.header("Idempotency-Key", &self.idempotency_key);
@@ -102,6 +114,40 @@ impl Client {
             return serde_json::from_str(&text)
                 .map_err(|e| CtlError::other("the gateway answered invalid json", e));
         }
+        Err(CtlError::Refused(parse_error(status.as_u16(), &text)))
+    }
+
+    /// `/api/v1{path}` with the token and the deadline of this client.
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api/v1{path}", self.base));
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(t) = self.timeout {
+            req = req.timeout(t);
+        }
+        req
+    }
+
+    /// GETs `/api/v1{path}` for a body to stream (the codes export): the
+    /// response once its status is a success, its body unread. A million
+    /// lines may take longer than any whole-request deadline on a slow link,
+    /// so this one has none; `crate::stream` reads each chunk within an idle
+    /// deadline instead.
+    pub async fn get_stream(&self, path: &str) -> CtlResult<reqwest::Response> {
+        let resp = self
+            .request(Method::GET, path)
+            .timeout(NO_DEADLINE)
+            .send()
+            .await
+            .map_err(|e| transport_error(&self.base, e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
         Err(CtlError::Refused(parse_error(status.as_u16(), &text)))
     }
 }

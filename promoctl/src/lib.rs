@@ -13,4 +13,5 @@ pub mod etcd;
 pub mod events;
 pub mod load;
 pub mod output;
+pub mod stream;
 pub mod time;

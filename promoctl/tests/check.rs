@@ -313,11 +313,8 @@ async fn coupon_codes_are_unique() {
     let (policy, _) = coupon_world(&pool).await;
     assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
 
-    exec(
-        &pool,
-        "ALTER TABLE coupons DROP CONSTRAINT coupons_code_key",
-    )
-    .await;
+    // A unique index, partial since coupon codes (2003_coupon_codes.sql).
+    exec(&pool, "DROP INDEX coupons_code_key").await;
     let code = format!("CODE-{}-1", policy.simple());
     sqlx::query("UPDATE coupons SET code = $1")
         .bind(&code)
@@ -326,6 +323,305 @@ async fn coupon_codes_are_unique() {
         .unwrap();
     let after = coupon::check(&pool, &mut r).await.unwrap();
     assert_names(&after, coupon::CODES, &code, "(2 coupons)");
+}
+
+/// A BATCH policy (total 5) with two codes, one redeemed, and a SHARED
+/// policy whose code two users redeemed, as promod stores them.
+struct CodeWorld {
+    batch: Uuid,
+    shared: Uuid,
+    /// The redeemed BATCH code's coupon, and the SHARED policy's two.
+    batch_coupon: Uuid,
+    shared_coupons: [Uuid; 2],
+}
+
+const BATCH_CODES: [&str; 2] = ["LOADAAAAAAAAAA2", "LOADBBBBBBBBBB3"];
+
+async fn insert_policy(pool: &PgPool, mode: &str, shared_code: Option<&str>, codes: i64) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO coupon_policies (id, name, discount_type, discount_value, total_quantity,
+             issued_quantity, per_user_limit, valid_from, valid_until, code_mode, shared_code,
+             codes_generated)
+         VALUES ($1, 'p', 'FIXED', 100, 5, 0, 1, now() - interval '1 day',
+                 now() + interval '1 day', $2, $3, $4)",
+    )
+    .bind(id)
+    .bind(mode)
+    .bind(shared_code)
+    .bind(codes)
+    .execute(pool)
+    .await
+    .unwrap();
+    id
+}
+
+async fn insert_code(pool: &PgPool, code: &str, policy: Uuid, shared: bool) {
+    sqlx::query(
+        "INSERT INTO coupon_codes (code, policy_id, shared, created_at) VALUES ($1, $2, $3, now())",
+    )
+    .bind(code)
+    .bind(policy)
+    .bind(shared)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A coupon redeemed with `code` (normalized) showing `shown`.
+async fn redeemed(pool: &PgPool, policy: Uuid, shown: &str, code: &str, shared: bool) -> Uuid {
+    let id = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO coupons (id, code, policy_id, user_id, user_seq, per_user_limit, status,
+             expires_at, redeemed_code, redeemed_shared)
+         VALUES ($1, $2, $3, $4, 1, 1, 'AVAILABLE', now() + interval '1 day', $5, $6)",
+    )
+    .bind(id)
+    .bind(shown)
+    .bind(policy)
+    .bind(Uuid::new_v4())
+    .bind(code)
+    .bind(shared)
+    .execute(pool)
+    .await
+    .unwrap();
+    exec(
+        pool,
+        &format!("UPDATE coupon_policies SET issued_quantity = issued_quantity + 1 WHERE id = '{policy}'"),
+    )
+    .await;
+    id
+}
+
+async fn code_world(pool: &PgPool) -> CodeWorld {
+    let batch = insert_policy(pool, "BATCH", None, 2).await;
+    for code in BATCH_CODES {
+        insert_code(pool, code, batch, false).await;
+    }
+    let batch_coupon = redeemed(pool, batch, BATCH_CODES[0], BATCH_CODES[0], false).await;
+    let shared = insert_policy(pool, "SHARED", Some("SPRING-10"), 0).await;
+    insert_code(pool, "SPRING10", shared, true).await;
+    let mut shared_coupons = [Uuid::nil(); 2];
+    for c in &mut shared_coupons {
+        *c = redeemed(pool, shared, "SPRING-10", "SPRING10", true).await;
+    }
+    CodeWorld {
+        batch,
+        shared,
+        batch_coupon,
+        shared_coupons,
+    }
+}
+
+/// Every shared code's coupons show the same code: not a duplicate.
+#[tokio::test]
+async fn coupon_codes_of_a_world_with_codes_are_clean() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    coupon_world(&pool).await;
+    code_world(&pool).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(
+        find(&res, coupon::CODES).examined,
+        2,
+        "only coupons not redeemed by code"
+    );
+    assert_eq!(find(&res, coupon::REDEEMED_ONCE).examined, 1);
+    assert_eq!(find(&res, coupon::CODES_MATCH).examined, 5);
+    assert_eq!(find(&res, coupon::CODES_GENERATED).examined, 3);
+}
+
+#[tokio::test]
+async fn coupon_batch_codes_are_redeemed_once() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let w = code_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+
+    exec(&pool, "DROP INDEX coupons_redeemed_once").await;
+    redeemed(&pool, w.batch, BATCH_CODES[0], BATCH_CODES[0], false).await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::REDEEMED_ONCE, BATCH_CODES[0], "(2 coupons)");
+}
+
+/// A coupon marked shared slips past the unique index; the code's own
+/// row still says BATCH.
+#[tokio::test]
+async fn coupon_batch_codes_marked_shared_still_count_once() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let w = code_world(&pool).await;
+    redeemed(&pool, w.batch, BATCH_CODES[0], BATCH_CODES[0], true).await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, coupon::REDEEMED_ONCE, BATCH_CODES[0], "(2 coupons)");
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        BATCH_CODES[0],
+        "is batch, the coupon says shared",
+    );
+}
+
+#[tokio::test]
+async fn coupon_redeemed_codes_match_their_policy_and_mode() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let (generated, _) = coupon_world(&pool).await;
+    let w = code_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+    let update = |sql: String| {
+        let pool = pool.clone();
+        async move { exec(&pool, &sql).await }
+    };
+
+    // A BATCH policy's coupon without its code.
+    update(format!(
+        "UPDATE coupons SET redeemed_code = NULL WHERE id = '{}'",
+        w.batch_coupon
+    ))
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        &w.batch_coupon.to_string(),
+        "BATCH policy, no code",
+    );
+
+    // A GENERATED policy's coupon carrying a code.
+    let (issued,): (Uuid,) =
+        sqlx::query_as("SELECT id FROM coupons WHERE policy_id = $1 AND status = 'AVAILABLE'")
+            .bind(generated)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    update(format!(
+        "UPDATE coupons SET redeemed_code = '{}' WHERE id = '{issued}'",
+        BATCH_CODES[1]
+    ))
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        &issued.to_string(),
+        "on a GENERATED policy",
+    );
+
+    // A shared coupon that says its code is a batch one.
+    let [one, two] = w.shared_coupons;
+    update(format!(
+        "UPDATE coupons SET redeemed_shared = false WHERE id = '{one}'"
+    ))
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        &one.to_string(),
+        "SPRING10 is shared, the coupon says batch",
+    );
+
+    // A code of another policy, and one that does not exist.
+    update(format!(
+        "UPDATE coupons SET redeemed_code = '{}' WHERE id = '{two}'",
+        BATCH_CODES[1]
+    ))
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        &two.to_string(),
+        &format!("is of policy {}", w.batch),
+    );
+    exec(
+        &pool,
+        "ALTER TABLE coupons DROP CONSTRAINT coupons_redeemed_code_fkey",
+    )
+    .await;
+    update(format!(
+        "UPDATE coupons SET redeemed_code = 'NOSUCHCODE' WHERE id = '{two}'"
+    ))
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_MATCH,
+        &two.to_string(),
+        "NOSUCHCODE does not exist",
+    );
+    assert_eq!(find(&after, coupon::CODES_MATCH).violations, 4);
+}
+
+#[tokio::test]
+async fn coupon_codes_generated_counts_each_policys_codes() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let w = code_world(&pool).await;
+    assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+
+    // A count behind the codes.
+    exec(
+        &pool,
+        &format!(
+            "UPDATE coupon_policies SET codes_generated = 1 WHERE id = '{}'",
+            w.batch
+        ),
+    )
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_GENERATED,
+        &w.batch.to_string(),
+        "codes_generated 1, codes 2",
+    );
+
+    // A shared code that is not the policy's.
+    exec(
+        &pool,
+        &format!(
+            "UPDATE coupon_policies SET shared_code = 'SUMMER-5' WHERE id = '{}'",
+            w.shared
+        ),
+    )
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_GENERATED,
+        &w.shared.to_string(),
+        "shared code SUMMER5, codes [SPRING10]",
+    );
+
+    // A second shared code on a BATCH policy, and codes of no policy.
+    insert_code(&pool, "EXTRA2024", w.batch, true).await;
+    let ghost = Uuid::new_v4();
+    insert_code(&pool, "GHOSTCODE2", ghost, false).await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_GENERATED,
+        &ghost.to_string(),
+        "1 codes of no policy",
+    );
+    exec(
+        &pool,
+        &format!(
+            "UPDATE coupon_policies SET codes_generated = 2 WHERE id = '{}'",
+            w.batch
+        ),
+    )
+    .await;
+    let after = coupon::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        coupon::CODES_GENERATED,
+        &w.batch.to_string(),
+        "BATCH policy with shared codes [EXTRA2024]",
+    );
 }
 
 /// `coupon_world`'s AVAILABLE coupon, reserved for "order-2" until an hour

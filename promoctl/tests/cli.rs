@@ -20,6 +20,8 @@ const ADMIN_PASSWORD: &str = "admin-password";
 struct App {
     base: String,
     gateway_db: String,
+    /// The service databases of the roles it runs (check's flags).
+    stores: Vec<String>,
     shutdown: CancellationToken,
 }
 
@@ -30,6 +32,11 @@ impl Drop for App {
 }
 
 async fn spawn_promod() -> App {
+    spawn_promod_with("gateway,coupon").await
+}
+
+/// promod with `roles`, each on fresh databases and port 0.
+async fn spawn_promod_with(roles: &str) -> App {
     let mut cfg = Config {
         jwt_secret: SecretString::from(SECRET.to_owned()),
         redis_url: std::env::var("PROMO_TEST_REDIS")
@@ -42,10 +49,24 @@ async fn spawn_promod() -> App {
     cfg.gateway.http_addr = any;
     cfg.coupon.http_addr = any;
     cfg.coupon.grpc_addr = any;
+    for s in [&mut cfg.point.service, &mut cfg.timesale.service] {
+        (s.http_addr, s.grpc_addr) = (any, any);
+    }
     cfg.gateway.rate_limit.enabled = false;
-    cfg.roles = "gateway,coupon".parse().unwrap();
+    cfg.roles = roles.parse().unwrap();
     cfg.coupon.database_url = fresh_db("coupon").await;
     cfg.gateway.database_url = fresh_db("gateway").await;
+    let mut stores = vec!["--coupon-db".to_owned(), cfg.coupon.database_url.clone()];
+    if roles.contains("point") {
+        cfg.point.service.database_url = fresh_db("point").await;
+        stores.extend(["--point-db".into(), cfg.point.service.database_url.clone()]);
+    }
+    if roles.contains("timesale") {
+        cfg.timesale.service.database_url = fresh_db("timesale").await;
+        let url = cfg.timesale.service.database_url.clone();
+        stores.extend(["--timesale-db".into(), url]);
+    }
+    stores.extend(["--redis-url".into(), cfg.redis_url.clone()]);
     let gateway_db = cfg.gateway.database_url.clone();
     let shutdown = CancellationToken::new();
     let (tasks, bound) = promod::server::start(cfg, shutdown.clone())
@@ -55,6 +76,7 @@ async fn spawn_promod() -> App {
     App {
         base: format!("http://{}", bound.gateway_http.expect("gateway bound")),
         gateway_db,
+        stores,
         shutdown,
     }
 }
@@ -321,6 +343,249 @@ async fn creates_users_and_admins(ctl: &Ctl<'_>, app: &App, policy: &str) {
     boss.table(&login).await;
     let update = ["policy", "update", policy, "--total-quantity", "3"];
     assert_eq!(boss.json(&update).await["total_quantity"], 3);
+}
+
+/// `policy create` with a code mode, then a BATCH policy's codes generated
+/// (and downloaded), listed, exported and redeemed, and a SHARED code
+/// redeemed by two users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coupon_codes_generate_list_export_and_redeem() {
+    let app = spawn_promod().await;
+    let ctl = Ctl::new(&app.base);
+    logs_in(&ctl).await;
+    let batch = create_policy(&ctl, &["--code-mode", "batch", "--stackable"], "30030").await;
+    assert_eq!(batch["code_mode"], "BATCH");
+    assert_eq!(batch["stackable"], true);
+    let id = batch["id"].as_str().expect("policy id").to_owned();
+    let codes = generates_and_downloads(&ctl, &id).await;
+    redeems_a_batch_code(&ctl, &id, &codes[0]).await;
+    exports(&ctl, &id, &codes).await;
+    refuses_what_the_server_refuses(&ctl, &id).await;
+    redeems_a_shared_code(&ctl).await;
+}
+
+/// A policy of `total` coupons created with `extra` flags.
+async fn create_policy(ctl: &Ctl<'_>, extra: &[&str], total: &str) -> Value {
+    #[rustfmt::skip]
+    let create = [
+        "policy", "create", "--name", "codes", "--discount-type", "fixed",
+        "--discount-value", "500", "--total-quantity", total, "--per-user-limit", "3",
+        "--valid-from", "-1m", "--valid-until", "+1d",
+    ];
+    ctl.json(&[&create[..], extra].concat()).await
+}
+
+/// Lines of a CSV export, without the header (checked).
+fn csv_lines(csv: &str) -> Vec<(String, String)> {
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("code,status"), "{csv}");
+    lines
+        .map(|l| {
+            let (code, status) = l.split_once(',').expect("code,status");
+            (code.to_owned(), status.to_owned())
+        })
+        .collect()
+}
+
+/// 20 codes, downloaded into a file as they are generated; their codes.
+async fn generates_and_downloads(ctl: &Ctl<'_>, policy: &str) -> Vec<String> {
+    let out = ctl.dir.join("codes.csv");
+    let path = out.to_str().unwrap();
+    #[rustfmt::skip]
+    let generate = ["code", "generate", "--policy", policy, "--count", "20", "--prefix", "TEST", "--out", path];
+    let v = ctl.json(&generate).await;
+    assert_eq!(
+        (v["generated"].as_i64(), v["total_codes"].as_i64()),
+        (Some(20), Some(20)),
+        "{v}"
+    );
+    assert_eq!(
+        (v["exported"].as_i64(), v["out"].as_str()),
+        (Some(20), Some(path)),
+        "{v}"
+    );
+    assert!(
+        !ctl.dir.join("codes.csv.part").exists(),
+        "the part file is renamed"
+    );
+    let lines = csv_lines(&std::fs::read_to_string(&out).unwrap());
+    assert_eq!(lines.len(), 20);
+    assert!(
+        lines
+            .iter()
+            .all(|(c, s)| c.starts_with("TEST") && s == "UNREDEEMED"),
+        "{lines:?}"
+    );
+    let page = ctl
+        .json(&["code", "list", "--policy", policy, "--size", "5"])
+        .await;
+    assert_eq!(
+        (
+            page["total"].as_i64(),
+            page["items"].as_array().map(Vec::len)
+        ),
+        (Some(20), Some(5))
+    );
+    lines.into_iter().map(|(c, _)| c).collect()
+}
+
+/// Typed in lower case with a hyphen, once; a second time is refused.
+async fn redeems_a_batch_code(ctl: &Ctl<'_>, policy: &str, code: &str) {
+    let typed = format!("{}-{}", &code[..4], &code[4..]).to_lowercase();
+    let coupon = ctl.json(&["coupon", "redeem", "--code", &typed]).await;
+    assert_eq!(coupon["policy_id"], policy);
+    assert_eq!(coupon["status"], "AVAILABLE");
+    ctl.fails(&["coupon", "redeem", "--code", code], 1, "ALREADY_REDEEMED")
+        .await;
+    let page = ctl
+        .json(&["code", "list", "--policy", policy, "--status", "redeemed"])
+        .await;
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["items"][0]["code"], code);
+    assert_eq!(page["items"][0]["coupon_id"], coupon["id"]);
+    let table = ctl
+        .table(&["code", "list", "--policy", policy, "--status", "REDEEMED"])
+        .await;
+    assert!(
+        table.contains(code) && table.contains("REDEEMED"),
+        "{table}"
+    );
+}
+
+/// To stdout, and into a file with the policy's count as the bar's length;
+/// a second batch of 30,000 spans many chunks of the stream.
+async fn exports(ctl: &Ctl<'_>, policy: &str, codes: &[String]) {
+    let out = ctl.table(&["code", "export", "--policy", policy]).await;
+    let lines = csv_lines(&out);
+    assert_eq!(lines.len(), 20);
+    let redeemed: Vec<_> = lines.iter().filter(|(_, s)| s == "REDEEMED").collect();
+    assert_eq!(redeemed.len(), 1);
+    assert_eq!(redeemed[0].0, codes[0]);
+    #[rustfmt::skip]
+    let more = ["code", "generate", "--policy", policy, "--count", "30000"];
+    assert_eq!(ctl.json(&more).await["total_codes"], 30_020);
+    let file = ctl.dir.join("all.csv");
+    let path = file.to_str().unwrap();
+    let v = ctl
+        .json(&["code", "export", "--policy", policy, "--out", path])
+        .await;
+    assert_eq!(v["exported"], 30_020, "{v}");
+    let all = csv_lines(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(all.len(), 30_020);
+    let unique: std::collections::HashSet<_> = all.iter().map(|(c, _)| c).collect();
+    assert_eq!(unique.len(), 30_020);
+}
+
+async fn refuses_what_the_server_refuses(ctl: &Ctl<'_>, policy: &str) {
+    // More codes than coupons left (30,030 - 30,020).
+    let over = ["code", "generate", "--policy", policy, "--count", "11"];
+    ctl.fails(&over, 1, "VALIDATION_ERROR").await;
+    ctl.fails(&["coupon", "redeem", "--code", "NOPE-NOPE"], 1, "")
+        .await;
+    // Codes are for BATCH policies; issue is for GENERATED ones.
+    let plain = create_policy(ctl, &[], "5").await;
+    let plain = plain["id"].as_str().unwrap();
+    ctl.fails(
+        &["code", "generate", "--policy", plain, "--count", "1"],
+        1,
+        "CONFLICT",
+    )
+    .await;
+    ctl.fails(&["coupon", "issue", "--policy", policy], 1, "CONFLICT")
+        .await;
+    // A shared policy needs its code: refused before any request.
+    ctl.fails(
+        &[
+            "policy",
+            "create",
+            "--name",
+            "x",
+            "--discount-type",
+            "fixed",
+            "--discount-value",
+            "1",
+            "--total-quantity",
+            "1",
+            "--valid-until",
+            "+1d",
+            "--code-mode",
+            "shared",
+        ],
+        2,
+        "--shared-code",
+    )
+    .await;
+}
+
+async fn redeems_a_shared_code(ctl: &Ctl<'_>) {
+    let shared = create_policy(
+        ctl,
+        &["--code-mode", "shared", "--shared-code", "spring-10"],
+        "5",
+    )
+    .await;
+    assert_eq!(
+        (shared["code_mode"].as_str(), shared["shared_code"].as_str()),
+        (Some("SHARED"), Some("SPRING-10"))
+    );
+    let mine = ctl.json(&["coupon", "redeem", "--code", "spring 10"]).await;
+    assert_eq!(mine["code"], "SPRING-10");
+    let user = Uuid::new_v4().to_string();
+    let theirs = ctl
+        .json(&["coupon", "redeem", "--code", "SPRING10", "--user", &user])
+        .await;
+    assert_eq!(
+        (theirs["user_id"].as_str(), theirs["code"].as_str()),
+        (Some(user.as_str()), Some("SPRING-10"))
+    );
+    let got = ctl
+        .json(&["policy", "get", shared["id"].as_str().unwrap()])
+        .await;
+    assert_eq!(got["issued_quantity"], 2);
+}
+
+/// `load redeem` generates its codes, redeems each once, and `--check`
+/// then finds every invariant holding on promod's own stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_redeem_redeems_each_code_once_and_checks() {
+    let app = spawn_promod_with("gateway,coupon,point,timesale").await;
+    let ctl = Ctl::new(&app.base);
+    let report = ctl.dir.join("report.json");
+    std::fs::create_dir_all(&ctl.dir).unwrap();
+    #[rustfmt::skip]
+    let load = [
+        "load", "redeem", "--rate", "100", "--duration", "2s", "--users", "7",
+        "--jwt-secret", SECRET, "--quiet", "--check", "--report", report.to_str().unwrap(),
+    ];
+    let args = [
+        &load[..],
+        &app.stores.iter().map(String::as_str).collect::<Vec<_>>(),
+    ]
+    .concat();
+    let out = ctl.run(&args).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("coupon.codes_redeemed_once"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("all invariants hold"), "{}", out.stdout);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["scenario"], "redeem");
+    assert_eq!(r["summary"]["attempted"], 200, "{r}");
+    assert_eq!(r["summary"]["succeeded"], 200, "{r}");
+
+    // Fewer codes than requests: the reused ones are failures.
+    #[rustfmt::skip]
+    let short = [
+        "load", "redeem", "--rate", "20", "--duration", "1s", "--users", "3", "--codes", "15",
+        "--jwt-secret", SECRET, "--quiet", "--report", report.to_str().unwrap(),
+    ];
+    let out = ctl.run(&short).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["summary"]["succeeded"], 15, "{r}");
+    assert_eq!(r["summary"]["failed"], 5, "{r}");
 }
 
 /// A scenario file drives the run, a flag overrides it, and the warm-up's

@@ -23,9 +23,10 @@ struct Kind<'a> {
     routes: &'a [&'a str],
 }
 
+/// A redemption issues a coupon of the run's policy like an issue does.
 const ISSUES: Kind = Kind {
     check: "acks.coupons.issued",
-    routes: &["coupons/issue"],
+    routes: &["coupons/issue", "coupons/redeem"],
 };
 const USES: Kind = Kind {
     check: "acks.coupons.used",

@@ -1,6 +1,8 @@
 //! Coupon invariants: issued counts, per-user limits, admission counters,
-//! used coupons with orders, unique codes, and reservations (held with their
-//! order and deadline, swept in time, resolved at most once).
+//! used coupons with orders, unique codes, redemption codes (each BATCH code
+//! redeemed once, each redemption naming a code of its own policy and mode,
+//! each policy's codes counted), and reservations (held with their order
+//! and deadline, swept in time, resolved at most once).
 
 use super::counters::Counters;
 use super::{invariants, CheckResult, Invariant, Redis};
@@ -13,6 +15,9 @@ pub const PER_USER: &str = "coupon.per_user_limit";
 pub const REDIS: &str = "coupon.redis_counters";
 pub const USED: &str = "coupon.used_has_order";
 pub const CODES: &str = "coupon.unique_codes";
+pub const REDEEMED_ONCE: &str = "coupon.codes_redeemed_once";
+pub const CODES_MATCH: &str = "coupon.redeemed_codes_match";
+pub const CODES_GENERATED: &str = "coupon.codes_generated";
 pub const RESERVED: &str = "coupon.reserved_has_order_and_deadline";
 pub const SWEPT: &str = "coupon.reservations_swept";
 pub const RESOLVED_ONCE: &str = "coupon.reservation_resolved_once";
@@ -20,7 +25,20 @@ pub const RESOLVED_ONCE: &str = "coupon.reservation_resolved_once";
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[ISSUED_SQL, PER_USER_SQL]).await?;
     out.push(redis_counters(pool, redis).await?);
-    out.extend(invariants(pool, &[USED_SQL, CODES_SQL, RESERVED_SQL]).await?);
+    out.extend(
+        invariants(
+            pool,
+            &[
+                USED_SQL,
+                CODES_SQL,
+                REDEEMED_ONCE_SQL,
+                CODES_MATCH_SQL,
+                CODES_GENERATED_SQL,
+                RESERVED_SQL,
+            ],
+        )
+        .await?,
+    );
     out.push(super::swept(pool, &HOLDS).await?);
     out.extend(invariants(pool, &[RESOLVED_ONCE_SQL]).await?);
     Ok(out)
@@ -55,11 +73,85 @@ const USED_SQL: Invariant = Invariant {
                  WHERE status = 'USED' AND (order_id IS NULL OR btrim(order_id) = ''))",
 };
 
+/// Codes are unique among coupons not redeemed by code: a SHARED policy's
+/// coupons all show its shared code, and a BATCH code's uniqueness is
+/// `REDEEMED_ONCE_SQL`'s.
 const CODES_SQL: Invariant = Invariant {
     check: CODES,
-    examined: "coupons",
+    examined: "coupons WHERE redeemed_code IS NULL",
     with: "v AS (SELECT code || ' (' || count(*) || ' coupons)' AS what FROM coupons
+                 WHERE redeemed_code IS NULL GROUP BY code HAVING count(*) > 1)",
+};
+
+/// No BATCH code carried by two coupons. The unique index
+/// `coupons_redeemed_once` guarantees it; this reads it anyway (a dropped
+/// index, a coupon marked shared to slip past it). A code is BATCH if the
+/// coupon says so or its row does.
+const REDEEMED_ONCE_SQL: Invariant = Invariant {
+    check: REDEEMED_ONCE,
+    examined: "b",
+    with: "b AS (SELECT c.redeemed_code AS code FROM coupons c
+                 LEFT JOIN coupon_codes k ON k.code = c.redeemed_code
+                 WHERE c.redeemed_code IS NOT NULL
+                   AND (NOT c.redeemed_shared OR NOT k.shared)),
+           v AS (SELECT code || ' (' || count(*) || ' coupons)' AS what FROM b
                  GROUP BY code HAVING count(*) > 1)",
+};
+
+/// A redemption names a code that exists, of the coupon's own policy, as
+/// shared as the coupon says, on a policy of that mode (SHARED for a shared
+/// code, BATCH otherwise); a SHARED or BATCH policy's coupons all came by
+/// code and a GENERATED one's none. The first problem found is named.
+const CODES_MATCH_SQL: Invariant = Invariant {
+    check: CODES_MATCH,
+    examined: "coupons",
+    with: "m AS (SELECT c.id, CASE
+                   WHEN c.redeemed_code IS NULL THEN
+                        CASE WHEN p.code_mode <> 'GENERATED' THEN p.code_mode || ' policy, no code' END
+                   WHEN p.code_mode = 'GENERATED' THEN 'code ' || c.redeemed_code || ' on a GENERATED policy'
+                   WHEN k.code IS NULL THEN 'code ' || c.redeemed_code || ' does not exist'
+                   WHEN k.policy_id <> c.policy_id THEN
+                        'code ' || c.redeemed_code || ' is of policy ' || k.policy_id
+                   WHEN k.shared <> c.redeemed_shared THEN 'code ' || c.redeemed_code
+                        || CASE WHEN k.shared THEN ' is shared, the coupon says batch'
+                                ELSE ' is batch, the coupon says shared' END
+                   WHEN p.code_mode <> CASE WHEN c.redeemed_shared THEN 'SHARED' ELSE 'BATCH' END
+                        THEN 'code ' || c.redeemed_code || ' on a ' || p.code_mode || ' policy'
+                 END AS problem
+                 FROM coupons c JOIN coupon_policies p ON p.id = c.policy_id
+                 LEFT JOIN coupon_codes k ON k.code = c.redeemed_code),
+           v AS (SELECT id::text || ' (' || problem || ')' AS what FROM m WHERE problem IS NOT NULL)",
+};
+
+/// Every policy's `codes_generated` is the count of its BATCH codes (and
+/// within its total); a SHARED policy has exactly one shared code, its
+/// `shared_code` normalized (upper case, no hyphens or spaces), and no
+/// other policy has one. `coupon_codes` has no foreign key to the policies
+/// (a batch is a million rows), so codes of no policy are named too.
+const CODES_GENERATED_SQL: Invariant = Invariant {
+    check: CODES_GENERATED,
+    examined: "j",
+    with: "k AS (SELECT policy_id, count(*) FILTER (WHERE NOT shared) AS batch,
+                        array_agg(code ORDER BY code) FILTER (WHERE shared) AS shared
+                 FROM coupon_codes GROUP BY policy_id),
+           j AS (SELECT coalesce(p.id, k.policy_id) AS id, p.id IS NULL AS orphan, p.code_mode,
+                        p.codes_generated, p.total_quantity,
+                        upper(replace(replace(p.shared_code, '-', ''), ' ', '')) AS want,
+                        coalesce(k.batch, 0) AS batch, coalesce(k.shared, '{}') AS shared
+                 FROM coupon_policies p FULL JOIN k ON k.policy_id = p.id),
+           m AS (SELECT id, CASE
+                   WHEN orphan THEN (batch + cardinality(shared)) || ' codes of no policy'
+                   WHEN codes_generated <> batch THEN
+                        'codes_generated ' || codes_generated || ', codes ' || batch
+                   WHEN codes_generated > total_quantity THEN
+                        'codes_generated ' || codes_generated || ' > total ' || total_quantity
+                   WHEN code_mode = 'SHARED' AND shared IS DISTINCT FROM ARRAY[want] THEN
+                        'shared code ' || coalesce(want, '-') || ', codes ['
+                        || array_to_string(shared, ',') || ']'
+                   WHEN code_mode <> 'SHARED' AND cardinality(shared) > 0 THEN
+                        code_mode || ' policy with shared codes [' || array_to_string(shared, ',') || ']'
+                 END AS problem FROM j),
+           v AS (SELECT id::text || ' (' || problem || ')' AS what FROM m WHERE problem IS NOT NULL)",
 };
 
 /// The database's CHECK ties RESERVED to an order and a deadline; this

@@ -16,6 +16,10 @@ const POLICY_COLUMNS: &[&str] = &[
     "valid_from",
     "valid_until",
     "active",
+    "code_mode",
+    "shared_code",
+    "stackable",
+    "codes_generated",
 ];
 
 const COUPON_COLUMNS: &[&str] = &[
@@ -45,7 +49,10 @@ pub async fn policy(ctx: &Ctx, cmd: PolicyCmd) -> CtlResult<()> {
                 .set("total_quantity", a.total_quantity)
                 .opt("per_user_limit", a.per_user_limit)
                 .set("valid_from", rfc3339(a.valid_from))
-                .set("valid_until", rfc3339(a.valid_until));
+                .set("valid_until", rfc3339(a.valid_until))
+                .opt("code_mode", a.code_mode.map(|m| m.api()))
+                .opt("shared_code", a.shared_code)
+                .opt("stackable", a.stackable.then_some(true));
             c.post("/coupon-policies", body.into_value()).await?
         }
         PolicyCmd::List(p) => c.get("/coupon-policies", &page_query(&p)).await?,
@@ -106,6 +113,12 @@ pub async fn coupon(ctx: &Ctx, cmd: CouponCmd) -> CtlResult<()> {
         CouponCmd::Cancel { id } => {
             c.post(&format!("/coupons/{id}/cancel"), serde_json::json!({}))
                 .await?
+        }
+        CouponCmd::Redeem { code, user } => {
+            let body = Body::new()
+                .set("code", code)
+                .opt("user_id", user.map(|u| u.to_string()));
+            c.post("/coupons/redeem", body.into_value()).await?
         }
         CouponCmd::Get { id } => c.get(&format!("/coupons/{id}"), &[]).await?,
         CouponCmd::List { status, user, page } => {

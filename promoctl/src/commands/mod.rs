@@ -1,6 +1,7 @@
 //! Management commands: each one is a call (or two) to the gateway REST API.
 
 mod auth;
+mod code;
 mod coupon;
 mod inventory;
 mod point;
@@ -93,6 +94,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 Command::User(c) => auth::user(&ctx, c).await,
                 Command::Policy(c) => coupon::policy(&ctx, c).await,
                 Command::Coupon(c) => coupon::coupon(&ctx, c).await,
+                Command::Code(c) => code::code(&ctx, c).await,
                 Command::Point(c) => point::point(&ctx, c).await,
                 Command::Product(c) => timesale::product(&ctx, c).await,
                 Command::Sale(c) => timesale::sale(&ctx, c).await,

@@ -26,6 +26,8 @@ pub struct ScenarioFile {
     pub max_in_flight: Option<u64>,
     pub users: Option<usize>,
     pub stock: Option<i64>,
+    /// redeem: the codes to generate.
+    pub codes: Option<u64>,
     #[serde(default, deserialize_with = "crate::time::duration")]
     pub warmup: Option<Duration>,
     #[serde(default)]
@@ -88,6 +90,7 @@ fn merge(args: &mut LoadArgs, f: ScenarioFile, given: impl Fn(&str) -> bool) {
     );
     fill(&mut args.users, f.users, given("users"));
     fill(&mut args.stock, f.stock.map(Some), given("stock"));
+    fill(&mut args.codes, f.codes.map(Some), given("codes"));
     let t = f.thresholds;
     fill(&mut args.p95_max, t.p95_max.map(Some), given("p95_max"));
     fill(&mut args.p99_max, t.p99_max.map(Some), given("p99_max"));
@@ -138,6 +141,7 @@ warmup = "5s"
 max_in_flight = 100
 users = 7
 stock = 9
+codes = 11
 
 [thresholds]
 p95_max = "200ms"
@@ -155,6 +159,7 @@ min_rps = 450.0
         assert_eq!(a.duration, Duration::from_secs(30));
         assert_eq!(a.warmup, Duration::from_secs(5));
         assert_eq!((a.max_in_flight, a.users, a.stock), (100, 7, Some(9)));
+        assert_eq!(a.codes, Some(11));
         assert_eq!(a.p95_max, Some(Duration::from_millis(200)));
         assert_eq!(a.p99_max, Some(Duration::from_millis(25)));
         assert_eq!((a.error_rate_max, a.min_rps), (Some(0.01), Some(450.0)));

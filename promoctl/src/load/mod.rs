@@ -2,6 +2,7 @@
 //! closed-loop (fixed concurrency) load against the gateway, with HDR
 //! percentiles, live progress, a JSON report and k6-like thresholds.
 
+mod codes;
 pub mod file;
 pub mod pacing;
 pub mod scenario;
@@ -14,7 +15,7 @@ use crate::output::Format;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Client;
-use scenario::{Api, Auth, Fixtures, Req, Scenario};
+use scenario::{Api, Auth, Fixtures, Plan, Req, Scenario};
 use secrecy::SecretString;
 use serde::Serialize;
 use stats::{classify, Outcome, Stats, Summary, Thresholds};
@@ -30,6 +31,7 @@ use std::time::{Duration, Instant};
   promoctl load timesale-order --concurrency 64 --duration 10s --stock 1000
   promoctl load mixed --rate 300 --duration 5s --p95-max 200ms --error-rate-max 0.01 --check
   promoctl load --file perf/scenarios/target-coupon.toml --rate 2000
+  promoctl load redeem --rate 500 --duration 10s --check   # a BATCH code per request
 
 A --file (perf/scenarios/*.toml) fills what the command line leaves unset;
 flags given explicitly win.")]
@@ -61,6 +63,9 @@ pub struct LoadArgs {
     /// Coupon total or sale stock (default: coupons never run out, sales have 1000).
     #[arg(long)]
     pub stock: Option<i64>,
+    /// redeem: the codes to generate [default: the run's requests plus 5 % and 100]
+    #[arg(long)]
+    pub codes: Option<u64>,
     /// Mint tokens with the gateway's signing secret instead of registering users.
     #[arg(long, env = "PROMO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -415,8 +420,13 @@ async fn fixtures(
     };
     eprintln!("setting up {scenario:?} fixtures ({} users)", args.users);
     let api = Api { client, base };
+    let plan = Plan {
+        requests: planned,
+        stock: args.stock,
+        codes: args.codes,
+    };
     scenario
-        .setup(&api, &auth, args.users, planned, args.stock)
+        .setup(&api, &auth, args.users, plan)
         .await
         .map_err(|e| e.context("fixtures"))
 }

@@ -10,7 +10,7 @@ use clap::ValueEnum;
 use futures::{StreamExt, TryStreamExt};
 use promo_domain::principal::Role;
 use promo_store::auth::JwtKeys;
-use reqwest::{Client, Method};
+use reqwest::{Client, Method, RequestBuilder};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -36,6 +36,9 @@ pub enum Scenario {
     Mixed,
     /// GET /healthz: the generator's own ceiling, to compare with wrk.
     Health,
+    /// Redeeming the single-use codes of one BATCH policy, generated for the
+    /// run: a distinct code per request, from many users.
+    Redeem,
 }
 
 /// One request of the run.
@@ -96,6 +99,19 @@ pub struct Fixtures {
     pub sale: Option<Uuid>,
     /// coupon-use: (coupon id, owner's token), one per request.
     pub coupons: Vec<(Uuid, Arc<str>)>,
+    /// redeem: the BATCH codes generated for the run, one per request.
+    pub codes: Vec<Box<str>>,
+}
+
+/// What a run will send, which its fixtures are sized for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Plan {
+    /// Requests of the run, the warm-up's included.
+    pub requests: u64,
+    /// `--stock`: the coupon total or the sale's stock.
+    pub stock: Option<i64>,
+    /// `--codes`: the codes to generate for `redeem`.
+    pub codes: Option<u64>,
 }
 
 /// A thin REST helper for fixtures: errors carry the server's answer.
@@ -112,12 +128,29 @@ impl Api<'_> {
         token: Option<&str>,
         body: Option<Value>,
     ) -> CtlResult<Value> {
-        let mut rb = self
+        let rb = self.request(method.clone(), path, token);
+        self.send(rb, &method, path, body).await
+    }
+
+    /// `/api/v1{path}`, with a token when given.
+    pub fn request(&self, method: Method, path: &str, token: Option<&str>) -> RequestBuilder {
+        let rb = self
             .client
-            .request(method.clone(), format!("{}/api/v1{path}", self.base));
-        if let Some(t) = token {
-            rb = rb.bearer_auth(t);
+            .request(method, format!("{}/api/v1{path}", self.base));
+        match token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
         }
+    }
+
+    /// Sends `rb` with `body`; the answer's JSON, or the server's refusal.
+    pub async fn send(
+        &self,
+        mut rb: RequestBuilder,
+        method: &Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> CtlResult<Value> {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -131,7 +164,7 @@ impl Api<'_> {
     }
 
     /// POSTs a new resource and returns its id.
-    async fn create(&self, path: &str, token: &str, body: Value) -> CtlResult<Uuid> {
+    pub(super) async fn create(&self, path: &str, token: &str, body: Value) -> CtlResult<Uuid> {
         let v = self
             .call(Method::POST, path, Some(token), Some(body))
             .await?;
@@ -180,6 +213,7 @@ async fn sessions(api: &Api<'_>, auth: &Auth, users: usize) -> CtlResult<Fixture
         policy: None,
         sale: None,
         coupons: Vec::new(),
+        codes: Vec::new(),
     })
 }
 
@@ -218,23 +252,33 @@ impl Scenario {
             Scenario::Point => (false, false, false),
             Scenario::TimesaleOrder | Scenario::Checkout | Scenario::Hold => (false, true, false),
             Scenario::Mixed => (true, true, true),
-            Scenario::Health => (false, false, false),
+            // Its BATCH policy and codes are fixtures of their own (`codes.rs`).
+            Scenario::Health | Scenario::Redeem => (false, false, false),
         }
     }
 
-    /// Creates the fixtures of a run of `planned` requests.
+    /// Creates the fixtures of a run as `plan` describes it.
     pub async fn setup(
         self,
         api: &Api<'_>,
         auth: &Auth,
         users: usize,
-        planned: u64,
-        stock: Option<i64>,
+        plan: Plan,
     ) -> CtlResult<Fixtures> {
+        let Plan {
+            requests: planned,
+            stock,
+            ..
+        } = plan;
         let mut f = sessions(api, auth, users.max(1)).await?;
         let (policy, sale, coupons) = self.needs();
         let per_user = (planned / users.max(1) as u64 + 2).min(1000) as i64;
         let total = stock.unwrap_or((planned as i64 * 2).max(100));
+        if self == Scenario::Redeem {
+            let n = plan.codes.unwrap_or_else(|| super::codes::enough(planned));
+            let (id, codes) = super::codes::fixture(api, &f.admin, n, per_user, stock).await?;
+            (f.policy, f.codes) = (Some(id), codes);
+        }
         if policy {
             f.policy = Some(create_policy(api, &f.admin, total, per_user).await?);
         }
@@ -304,6 +348,12 @@ impl Scenario {
                 let (pick, j) = mixed(i);
                 pick.request(f, j)
             }
+            Scenario::Redeem => Req::post(
+                "/api/v1/coupons/redeem".into(),
+                &user.1,
+                json!({"code": &*f.codes[i as usize % f.codes.len()]}),
+                "coupons/redeem",
+            ),
         }
     }
 }
@@ -365,15 +415,20 @@ fn mixed(i: u64) -> (Scenario, u64) {
 }
 
 async fn create_policy(api: &Api<'_>, admin: &str, total: i64, per_user: i64) -> CtlResult<Uuid> {
+    api.create("/coupon-policies", admin, policy_body(total, per_user))
+        .await
+}
+
+/// A load test policy of `total` coupons, valid for a day.
+pub(super) fn policy_body(total: i64, per_user: i64) -> Value {
     let now = Utc::now();
-    let body = json!({
+    json!({
         "name": "load test policy", "discount_type": "PERCENTAGE",
         "discount_value": 10, "max_discount_amount": 5000,
         "total_quantity": total, "per_user_limit": per_user,
         "valid_from": now - chrono::Duration::minutes(1),
         "valid_until": now + chrono::Duration::days(1),
-    });
-    api.create("/coupon-policies", admin, body).await
+    })
 }
 
 async fn create_sale(api: &Api<'_>, admin: &str, stock: i64, per_user: i64) -> CtlResult<Uuid> {
@@ -423,6 +478,7 @@ mod tests {
             policy: Some(Uuid::new_v4()),
             sale: Some(Uuid::new_v4()),
             coupons: users.clone(),
+            codes: Vec::new(),
         };
         let mut seen: HashMap<&str, HashSet<Arc<str>>> = HashMap::new();
         for i in 0..2_000 {

@@ -22,7 +22,9 @@ pub enum Outcome {
     Failed,
 }
 
-/// Business refusals: answers, not errors.
+/// Business refusals: answers, not errors. Not `ALREADY_REDEEMED`: the
+/// redeem scenario sends each code once, so a code found spent means the
+/// run reused one or a redemption was counted twice, a failure either way.
 pub const REFUSAL_CODES: &[&str] = &[
     "SOLD_OUT",
     "LIMIT_EXCEEDED",
@@ -204,6 +206,7 @@ mod tests {
         assert_eq!(classify(409, Some("SOLD_OUT")), Outcome::Refused);
         assert_eq!(classify(422, Some("NOT_ACTIVE")), Outcome::Refused);
         assert_eq!(classify(409, Some("IDEMPOTENCY_MISMATCH")), Outcome::Failed);
+        assert_eq!(classify(409, Some("ALREADY_REDEEMED")), Outcome::Failed);
         assert_eq!(classify(429, Some("RATE_LIMITED")), Outcome::Failed);
         assert_eq!(classify(503, Some("UNAVAILABLE")), Outcome::Shed);
         assert_eq!(classify(500, Some("INTERNAL")), Outcome::Failed);
