@@ -283,7 +283,8 @@ impl Digest<'_> {
                 "idempotency_keys",
                 "CASE WHEN t.refused AND t.response->>'code' IN ('NOT_FOUND', 'SOLD_OUT', \
                  'LIMIT_EXCEEDED', 'ALREADY_USED', 'ALREADY_CANCELLED', 'INSUFFICIENT_BALANCE', \
-                 'HOLD_EXPIRED', 'ALREADY_RESOLVED', 'NOT_ACTIVE') THEN NULL ELSE t::text END",
+                 'HOLD_EXPIRED', 'ALREADY_RESOLVED', 'ALREADY_REDEEMED', 'NOT_STACKABLE', \
+                 'NOT_ACTIVE') THEN NULL ELSE t::text END",
             ),
         ];
         let mut gateway = vec![("users", "t::text")];
@@ -291,7 +292,11 @@ impl Digest<'_> {
             gateway.push(("refresh_tokens", "t::text"));
         }
         let mut d = tables(&self.app.gateway_db, &gateway).await;
-        let coupon = [("coupon_policies", "t::text"), ("coupons", "t::text")];
+        let coupon = [
+            ("coupon_policies", "t::text"),
+            ("coupons", "t::text"),
+            ("coupon_codes", "t::text"),
+        ];
         d += &tables(&self.app.coupon_db, &[&coupon[..], &common[..]].concat()).await;
         let point = [
             ("point_balances", "t::text"),
@@ -407,6 +412,9 @@ struct World {
     product: String,
     sale: String,
     order: String,
+    /// A BATCH policy with codes, and one of its codes.
+    batch: String,
+    code: String,
 }
 
 async fn world(app: &TestApp) -> World {
@@ -445,6 +453,7 @@ async fn world(app: &TestApp) -> World {
             json!({"quantity": 1}),
         )
         .await;
+    let (batch, code) = batch_code(app).await;
     let email = format!("f{}@example.com", Uuid::new_v4().simple());
     let none = None::<&str>;
     let (s, _) = app
@@ -478,7 +487,28 @@ async fn world(app: &TestApp) -> World {
         product: id(&product),
         sale: id(&sale),
         order: id(&order),
+        batch,
+        code,
     }
+}
+
+/// A BATCH policy with room for more codes, and one of its codes.
+async fn batch_code(app: &TestApp) -> (String, String) {
+    let now = Utc::now();
+    let policy = app
+        .created(
+            "/coupon-policies",
+            json!({"name": "batch", "discount_type": "FIXED", "discount_value": 100,
+                   "total_quantity": 1_000_000, "code_mode": "BATCH",
+                   "valid_from": now - Duration::minutes(1), "valid_until": now + Duration::days(1)}),
+        )
+        .await;
+    let policy = id(&policy);
+    let path = format!("/coupon-policies/{policy}/codes");
+    app.created(&path, json!({"count": 10})).await;
+    let (_, page) = app.get(&path, &app.admin).await;
+    let code = page["items"][0]["code"].as_str().unwrap().to_owned();
+    (policy, code)
 }
 
 fn write_routes(app: &TestApp, w: &World) -> Vec<Route> {
@@ -558,6 +588,8 @@ fn write_routes(app: &TestApp, w: &World) -> Vec<Route> {
                 ("per_user_limit", json!(1)),
                 ("valid_from", json!(now - Duration::days(1))),
                 ("valid_until", json!(now + Duration::days(1))),
+                ("code_mode", json!("GENERATED")),
+                ("stackable", json!(true)),
             ],
             8,
         ),
@@ -581,6 +613,22 @@ fn write_routes(app: &TestApp, w: &World) -> Vec<Route> {
             None,
             &user,
             vec![("policy_id", json!(w.policy))],
+            4,
+        ),
+        route(
+            Method::POST,
+            "/coupon-policies/{id}/codes",
+            Some(&w.batch),
+            &admin,
+            vec![("count", json!(3)), ("prefix", json!("FZ"))],
+            4,
+        ),
+        route(
+            Method::POST,
+            "/coupons/redeem",
+            None,
+            &admin,
+            vec![("code", json!(w.code)), ("user_id", json!(w.user))],
             4,
         ),
         route(
@@ -838,9 +886,12 @@ fn query_value() -> BoxedStrategy<String> {
 async fn fuzzed_list_queries_never_5xx_and_name_the_parameter() {
     let app = spawn_all_roles().await;
     let w = world(&app).await;
+    // The strategy wants 'static paths; one leaked string per test run.
+    let codes: &'static str = format!("/coupon-policies/{}/codes", w.batch).leak();
     let lists = [
         "/coupon-policies",
         "/coupons",
+        codes,
         "/points/history",
         "/points/balance",
         "/products",
