@@ -60,3 +60,10 @@ echo "consistency: checkout holds at $RATE req/s for $DURATION" >&2
 # The holds left alone expire after 5 s; the sweepers run every second.
 sleep 8
 "$BIN/promoctl" check --acks "$ACKS.checkout" --max-backlog-age "$MAX_BACKLOG_AGE"
+
+echo "consistency: coupon codes redeemed at $RATE req/s for $DURATION" >&2
+"$BIN/promoctl" --gateway-url "http://127.0.0.1:$GW" load redeem \
+  --rate "$RATE" --duration "$DURATION" --users 200 --quiet \
+  --idempotency-keys --acks "$ACKS.redeem" --report "target/consistency-$RUN-redeem.json"
+sleep 2
+"$BIN/promoctl" check --acks "$ACKS.redeem" --max-backlog-age "$MAX_BACKLOG_AGE"
