@@ -6,6 +6,7 @@ mod authz;
 mod coupon;
 mod coupon_db_guards;
 mod coupon_reserve;
+mod coupon_stacking;
 mod crash;
 mod detach;
 mod events;
