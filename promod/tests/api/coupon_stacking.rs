@@ -402,3 +402,15 @@ async fn the_order_read_uses_its_index() {
     );
     assert!(plan.iter().any(by_order), "{plan:#?}");
 }
+
+#[tokio::test]
+async fn the_openapi_document_names_not_stackable() {
+    let app = app().await;
+    let paths = super::helpers::openapi_paths(&app.client, &app.base).await;
+    for route in ["use", "reserve"] {
+        let conflict =
+            &paths[&format!("/api/v1/coupons/{{id}}/{route}")]["post"]["responses"]["409"];
+        let text = conflict["description"].as_str().unwrap_or_default();
+        assert!(text.contains("NOT_STACKABLE"), "{route}: {conflict}");
+    }
+}
