@@ -1,7 +1,9 @@
 //! Coupon rules: policy validation, the discount arithmetic of API.md, and the
 //! coupon state machine: AVAILABLE -> USED -> AVAILABLE, EXPIRED by time, and
 //! the hold AVAILABLE -> RESERVED -> USED (confirmed) or AVAILABLE (released,
-//! expired); see ARCHITECTURE.md, "Holds resolve exactly once".
+//! expired); see ARCHITECTURE.md, "Holds resolve exactly once". Also which
+//! coupons may share an order and what each then takes off it (`stack`;
+//! ARCHITECTURE.md, "Coupon stacking").
 
 use crate::code::{self, CodeMode};
 use crate::hold;
@@ -510,6 +512,60 @@ impl Coupon {
     }
 }
 
+/// A coupon already on an order (USED for it, or RESERVED for it), as a
+/// stacking decision reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnOrder {
+    /// Its policy's `stackable`.
+    pub stackable: bool,
+    /// The `order_amount` it was used or reserved with.
+    pub order_amount: i64,
+    /// The discount it took (already cut, if it was).
+    pub discount: i64,
+}
+
+/// The discount a coupon gets on an order that already carries `others`
+/// (API.md "Stacking"): `own` is its uncut discount for `order_amount`.
+/// Alone, it keeps `own`. With others, every coupon must be stackable
+/// (`NOT_STACKABLE`) and name the same amount (400 `order_amount`), and it
+/// gets at most what the others left of the amount, possibly 0. The
+/// caller must hold the order's lock, so that `others` stays what it read.
+pub fn stack(
+    stackable: bool,
+    own: i64,
+    order_amount: i64,
+    others: &[OnOrder],
+) -> DomainResult<i64> {
+    if others.is_empty() {
+        return Ok(own);
+    }
+    if !stackable {
+        return Err(DomainError::NotStackable(
+            "coupon is not stackable and the order carries another coupon".into(),
+        ));
+    }
+    if others.iter().any(|o| !o.stackable) {
+        return Err(DomainError::NotStackable(
+            "the order carries a coupon that is not stackable".into(),
+        ));
+    }
+    if let Some(o) = others.iter().find(|o| o.order_amount != order_amount) {
+        return Err(DomainError::validation(
+            "order_amount",
+            format!(
+                "order_amount must be {}, as on the order's other coupons",
+                o.order_amount
+            ),
+        ));
+    }
+    // Saturating: stored data is trusted to keep the sum within the amount,
+    // but a corrupt row must not overflow into a negative "taken".
+    let taken = others
+        .iter()
+        .fold(0i64, |sum, o| sum.saturating_add(o.discount.max(0)));
+    Ok(own.min(order_amount.saturating_sub(taken)).max(0))
+}
+
 pub fn validate_order_id(order_id: &str) -> DomainResult<()> {
     if order_id.trim().is_empty() || order_id.len() > 255 {
         return Err(DomainError::validation(
@@ -540,6 +596,7 @@ pub fn coupon_code(random: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use DiscountType::*;
 
     #[test]
@@ -781,5 +838,98 @@ mod tests {
         assert_eq!(c.check_cancel(now), Err(DomainError::AlreadyResolved));
         assert_eq!(c.check_use("p", now), Ok(UseKind::Direct));
         assert_eq!(c.check_reservable(now), Ok(()));
+    }
+
+    fn on(stackable: bool, order_amount: i64, discount: i64) -> OnOrder {
+        OnOrder {
+            stackable,
+            order_amount,
+            discount,
+        }
+    }
+
+    #[test]
+    fn a_coupon_alone_keeps_its_discount() {
+        assert_eq!(stack(false, 300, 1000, &[]), Ok(300));
+        assert_eq!(stack(true, 300, 1000, &[]), Ok(300));
+    }
+
+    #[test]
+    fn either_side_not_stackable_refuses() {
+        let refused = |r: DomainResult<i64>| matches!(r, Err(DomainError::NotStackable(_)));
+        assert!(refused(stack(false, 300, 1000, &[on(true, 1000, 100)])));
+        assert!(refused(stack(true, 300, 1000, &[on(false, 1000, 100)])));
+        let others = [on(true, 1000, 100), on(false, 1000, 100)];
+        assert!(refused(stack(true, 300, 1000, &others)));
+    }
+
+    #[test]
+    fn stackability_is_decided_before_the_amount() {
+        let r = stack(false, 300, 1000, &[on(true, 900, 100)]);
+        assert!(matches!(r, Err(DomainError::NotStackable(_))), "{r:?}");
+    }
+
+    #[test]
+    fn every_coupon_names_the_same_amount() {
+        let e = stack(true, 300, 1000, &[on(true, 900, 100)]).unwrap_err();
+        assert_eq!(e.field(), Some("order_amount"));
+    }
+
+    #[test]
+    fn a_later_coupon_gets_what_is_left() {
+        let others = [on(true, 1000, 600), on(true, 1000, 300)];
+        assert_eq!(stack(true, 300, 1000, &others), Ok(100));
+        assert_eq!(stack(true, 50, 1000, &others), Ok(50));
+        let full = [on(true, 1000, 1000)];
+        assert_eq!(stack(true, 300, 1000, &full), Ok(0));
+    }
+
+    fn uncut() -> impl Strategy<Value = (DiscountType, i64, Option<i64>)> {
+        prop_oneof![
+            (1i64..=5_000).prop_map(|v| (Fixed, v, None)),
+            (1i64..=100, proptest::option::of(0i64..=5_000)).prop_map(|(v, c)| (Percentage, v, c)),
+        ]
+    }
+
+    proptest! {
+        /// Stackable coupons applied one by one to one order: each gets at
+        /// most its own discount, exactly what was left when that is less,
+        /// and together they never exceed the order.
+        #[test]
+        fn stacked_discounts_never_exceed_the_order(
+            amount in 0i64..=10_000,
+            coupons in proptest::collection::vec(uncut(), 0..12),
+        ) {
+            let mut on_order: Vec<OnOrder> = Vec::new();
+            for (kind, value, cap) in coupons {
+                let own = discount(kind, value, 0, cap, amount).unwrap();
+                let taken: i64 = on_order.iter().map(|o| o.discount).sum();
+                let got = stack(true, own, amount, &on_order).unwrap();
+                prop_assert!((0..=own).contains(&got));
+                prop_assert_eq!(got, own.min(amount - taken));
+                on_order.push(on(true, amount, got));
+                let total: i64 = on_order.iter().map(|o| o.discount).sum();
+                prop_assert!(total <= amount, "{} > {}", total, amount);
+            }
+        }
+
+        /// With another coupon on the order, any non-stackable one among
+        /// them refuses; otherwise a different amount refuses.
+        #[test]
+        fn mixed_orders_are_refused(
+            own_stackable: bool,
+            others in proptest::collection::vec((any::<bool>(), 999i64..=1001), 1..5),
+        ) {
+            let others: Vec<OnOrder> = others.into_iter().map(|(s, a)| on(s, a, 0)).collect();
+            let r = stack(own_stackable, 10, 1000, &others);
+            if !own_stackable || others.iter().any(|o| !o.stackable) {
+                prop_assert!(matches!(r, Err(DomainError::NotStackable(_))), "{:?}", r);
+            } else if others.iter().any(|o| o.order_amount != 1000) {
+                let e = r.unwrap_err();
+                prop_assert_eq!(e.field(), Some("order_amount"));
+            } else {
+                prop_assert_eq!(r, Ok(10));
+            }
+        }
     }
 }

@@ -679,6 +679,58 @@ async fn coupon_reservations_past_the_sweep_bound_are_violations() {
     assert_names(&after, coupon::SWEPT, &id.to_string(), "reserved until");
 }
 
+/// `coupon_world`'s two coupons both used on "order-1" of 1000, 100 off
+/// each, under a stackable policy: an order that keeps the rules.
+async fn stacked_order(pool: &PgPool) -> Uuid {
+    let (_, user) = coupon_world(pool).await;
+    exec(pool, "UPDATE coupon_policies SET stackable = true").await;
+    exec(
+        pool,
+        "UPDATE coupons SET status = 'USED', order_id = 'order-1', order_amount = 1000,
+             discount_amount = 100, used_at = coalesce(used_at, now())",
+    )
+    .await;
+    user
+}
+
+#[tokio::test]
+async fn coupon_orders_keep_the_stacking_rules() {
+    let pool = fresh(Schema::Coupon).await;
+    let mut r = redis().await;
+    let user = stacked_order(&pool).await;
+    let res = coupon::check(&pool, &mut r).await.unwrap();
+    assert_clean(&res);
+    assert_eq!(find(&res, coupon::STACKING).examined, 1);
+    let order = format!("{user}/order-1");
+
+    let breaks = [
+        (
+            "UPDATE coupons SET discount_amount = 600",
+            "discounts 1200 > 1000",
+        ),
+        (
+            "UPDATE coupons SET order_amount = 900 WHERE user_seq = 2",
+            "2 order amounts",
+        ),
+        (
+            "UPDATE coupon_policies SET stackable = false",
+            "not all stackable",
+        ),
+    ];
+    for (corrupt, detail) in breaks {
+        exec(&pool, corrupt).await;
+        let after = coupon::check(&pool, &mut r).await.unwrap();
+        assert_names(&after, coupon::STACKING, &order, detail);
+        exec(&pool, "UPDATE coupon_policies SET stackable = true").await;
+        exec(
+            &pool,
+            "UPDATE coupons SET order_amount = 1000, discount_amount = 100",
+        )
+        .await;
+        assert_clean(&coupon::check(&pool, &mut r).await.unwrap());
+    }
+}
+
 /// Appends hold events of `coupon` to the outbox, in this order.
 async fn hold_events(pool: &PgPool, coupon: Uuid, events: &[(&str, bool)]) {
     for (topic, confirmed) in events {

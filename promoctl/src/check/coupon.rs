@@ -1,8 +1,9 @@
 //! Coupon invariants: issued counts, per-user limits, admission counters,
 //! used coupons with orders, unique codes, redemption codes (each BATCH code
 //! redeemed once, each redemption naming a code of its own policy and mode,
-//! each policy's codes counted), and reservations (held with their order
-//! and deadline, swept in time, resolved at most once).
+//! each policy's codes counted), reservations (held with their order and
+//! deadline, swept in time, resolved at most once), and stacking (the
+//! coupons on one order).
 
 use super::counters::Counters;
 use super::{invariants, CheckResult, Invariant, Redis};
@@ -21,6 +22,7 @@ pub const CODES_GENERATED: &str = "coupon.codes_generated";
 pub const RESERVED: &str = "coupon.reserved_has_order_and_deadline";
 pub const SWEPT: &str = "coupon.reservations_swept";
 pub const RESOLVED_ONCE: &str = "coupon.reservation_resolved_once";
+pub const STACKING: &str = "coupon.stacking";
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[ISSUED_SQL, PER_USER_SQL]).await?;
@@ -35,6 +37,7 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
                 CODES_MATCH_SQL,
                 CODES_GENERATED_SQL,
                 RESERVED_SQL,
+                STACKING_SQL,
             ],
         )
         .await?,
@@ -166,6 +169,35 @@ const RESERVED_SQL: Invariant = Invariant {
                         OR btrim(reserved_order_id) = '' OR reserved_until IS NULL))
                     OR (status <> 'RESERVED' AND (reserved_order_id IS NOT NULL
                         OR (reserved_until IS NOT NULL AND released_order_id IS NULL))))",
+};
+
+/// The coupons on one order (one user's, USED for it or RESERVED for it;
+/// API.md "Stacking"): several only if all are stackable, all with one
+/// `order_amount`, and their discounts never past it. Examined: every
+/// order carrying a coupon. promod decides each use and reserve under the
+/// order's lock, and the statement reads one snapshot, so a live system
+/// passes it exactly (coupons used before migration 2004 carry no amount
+/// and are not compared).
+const STACKING_SQL: Invariant = Invariant {
+    check: STACKING,
+    examined: "o",
+    with: "o AS (SELECT c.user_id, coalesce(c.order_id, c.reserved_order_id) AS order_id,
+                        count(*) AS n, bool_and(p.stackable) AS stackable,
+                        count(DISTINCT c.order_amount) AS amounts,
+                        min(c.order_amount) AS amount, sum(c.discount_amount) AS discounts
+                 FROM coupons c JOIN coupon_policies p ON p.id = c.policy_id
+                 WHERE c.status IN ('USED', 'RESERVED')
+                 GROUP BY 1, 2),
+           v AS (SELECT o.user_id::text || '/' || o.order_id || ' (' || o.n || ' coupons: '
+                        || concat_ws(', ',
+                             CASE WHEN o.n > 1 AND NOT o.stackable THEN 'not all stackable' END,
+                             CASE WHEN o.amounts > 1 THEN o.amounts || ' order amounts' END,
+                             CASE WHEN o.discounts > o.amount
+                                  THEN 'discounts ' || o.discounts || ' > ' || o.amount END)
+                        || ')' AS what
+                 FROM o
+                 WHERE (o.n > 1 AND NOT o.stackable) OR o.amounts > 1
+                    OR o.discounts > o.amount)",
 };
 
 pub(crate) const HOLDS: super::Holds = super::Holds {

@@ -159,6 +159,7 @@ pub struct CouponView {
     /// AVAILABLE, USED, EXPIRED or RESERVED
     pub status: String,
     pub order_id: Option<String>,
+    /// What it takes off its order while USED or RESERVED, else null.
     pub discount_amount: Option<i64>,
     pub used_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
@@ -226,6 +227,8 @@ pub struct ReserveBody {
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct UseView {
     pub coupon: CouponView,
+    /// Its discount for `order_amount`, cut to what the order's other
+    /// coupons left of it (possibly 0).
     pub discount_amount: i64,
 }
 
@@ -316,7 +319,10 @@ pub async fn issue(
 }
 
 #[utoipa::path(post, path = "/api/v1/coupons/{id}/use", tag = "coupons", request_body = UseBody,
-    params(("id" = Uuid, Path)), responses((status = 200, body = UseView), (status = 409, body = ErrorBody)),
+    params(("id" = Uuid, Path)), responses((status = 200, body = UseView),
+        (status = 400, description = "order_amount out of range, under the minimum, or not the one the order's other coupons name", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED; NOT_STACKABLE when the order carries another coupon and either is not stackable; on a reserved coupon CONFLICT (another order), ALREADY_RESOLVED or HOLD_EXPIRED", body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn use_coupon(
     State(api): State<Api>,
@@ -336,8 +342,10 @@ pub async fn use_coupon(
 }
 
 #[utoipa::path(post, path = "/api/v1/coupons/{id}/reserve", tag = "coupons", request_body = ReserveBody,
-    params(("id" = Uuid, Path)), responses((status = 200, body = UseView), (status = 400, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    params(("id" = Uuid, Path)), responses((status = 200, body = UseView),
+        (status = 400, description = "order_amount out of range, under the minimum, or not the one the order's other coupons name", body = ErrorBody),
+        (status = 409, description = "ALREADY_USED if not AVAILABLE; NOT_STACKABLE when the order carries another coupon and either is not stackable", body = ErrorBody),
+        (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn reserve(
     State(api): State<Api>,

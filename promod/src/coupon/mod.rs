@@ -7,6 +7,10 @@
 //! A coupon may also be held for a checkout (`reserve`), then confirmed by a
 //! use for the same order, released by a cancel, or expired by the sweeper
 //! (`crate::sweep`); see ARCHITECTURE.md, "Holds resolve exactly once".
+//!
+//! Uses and reserves decide under a per-order lock whether the coupon may
+//! join the ones already on its order, and cut its discount to what they
+//! left (`stacked`; ARCHITECTURE.md, "Coupon stacking").
 
 pub mod codes;
 pub mod grpc;
@@ -33,6 +37,7 @@ use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use store::Placing;
 use uuid::Uuid;
 
 /// What the gateway (in process or over gRPC) and the REST routes call.
@@ -263,7 +268,9 @@ impl CouponService {
 
     /// A use: of an AVAILABLE coupon at once, or the confirm of the order's
     /// own reservation (`Coupon::check_use` decides which). Either way the
-    /// discount comes from this request's `order_amount`.
+    /// discount comes from this request's `order_amount`, cut by the other
+    /// coupons on the order (`stacked`). A confirm may restate the amount
+    /// its reserve named only while its coupon is alone on the order.
     async fn use_once(&self, ctx: &Ctx, u: CouponUse) -> DomainResult<(Coupon, i64)> {
         let CouponUse {
             id,
@@ -277,10 +284,16 @@ impl CouponService {
         ctx.principal.require_owner(current.user_id)?;
         let kind = current.check_use(&order_id, now)?;
         let policy = store::get_policy(&mut **w.tx(), current.policy_id).await?;
-        let discount = policy.discount_for(order_amount)?;
+        let want = Placing {
+            order_id: &order_id,
+            order_amount,
+            discount: policy.discount_for(order_amount)?,
+        };
+        let on = stacked(w.tx(), &current, policy.stackable, want).await?;
+        let discount = on.discount;
         let used = match kind {
             UseKind::Direct => {
-                match store::mark_used(w.tx(), id, &order_id, discount, now).await? {
+                match store::mark_used(w.tx(), id, on, now).await? {
                     Some(used) => used,
                     None => {
                         // Lost a race, or expired in between: report what it is now.
@@ -291,7 +304,7 @@ impl CouponService {
                 }
             }
             // None: a cancel or the sweeper resolved the hold first.
-            UseKind::Confirm => store::confirm_reserved(w.tx(), id, &order_id, discount, now)
+            UseKind::Confirm => store::confirm_reserved(w.tx(), id, on, now)
                 .await?
                 .ok_or(DomainError::AlreadyResolved)?,
         };
@@ -315,10 +328,16 @@ impl CouponService {
         // The request's own input first: a bad order_amount is a 400 naming
         // it, whatever the coupon's state.
         let policy = store::get_policy(&mut **w.tx(), current.policy_id).await?;
-        let discount = policy.discount_for(r.order_amount)?;
+        let want = Placing {
+            order_id: &r.order_id,
+            order_amount: r.order_amount,
+            discount: policy.discount_for(r.order_amount)?,
+        };
         current.check_reservable(now)?;
         let until = current.reservation_until(r.hold_seconds, self.hold_default_secs, now)?;
-        let Some(held) = store::mark_reserved(w.tx(), r.id, &r.order_id, until, now).await? else {
+        let on = stacked(w.tx(), &current, policy.stackable, want).await?;
+        let discount = on.discount;
+        let Some(held) = store::mark_reserved(w.tx(), r.id, on, until, now).await? else {
             // Lost a race (used, reserved, expired in between).
             store::get_coupon(&mut **w.tx(), r.id, now)
                 .await?
@@ -363,6 +382,24 @@ impl CouponService {
         w.commit(&coupon, &[ev]).await?;
         Ok(coupon)
     }
+}
+
+/// `want` as the coupon `c` may take it: under the lock of `c`'s owner's
+/// order, taken before any coupon row is locked, the coupons already on the
+/// order (`c` itself aside: a confirm moves it, a lost race finds it)
+/// decide whether it may join them and cut its discount to what they left.
+/// A cancel or expiry needs no such lock: taking a coupon off an order
+/// only makes these rules easier (ARCHITECTURE.md, "Coupon stacking").
+async fn stacked<'a>(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    c: &Coupon,
+    stackable: bool,
+    want: Placing<'a>,
+) -> DomainResult<Placing<'a>> {
+    store::lock_order(tx, c.user_id, want.order_id).await?;
+    let others = store::on_order(tx, c.user_id, want.order_id, c.id, want.order_amount).await?;
+    let discount = coupon::stack(stackable, want.discount, want.order_amount, &others)?;
+    Ok(Placing { discount, ..want })
 }
 
 /// The sweeper's side of coupon reservations: due ones go back to AVAILABLE.

@@ -7,7 +7,9 @@ use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use chrono::{DateTime, Utc};
 use promo_domain::code::CodeMode;
-use promo_domain::coupon::{Coupon, CouponStatus, DiscountType, NewPolicy, Policy, PolicyPatch};
+use promo_domain::coupon::{
+    Coupon, CouponStatus, DiscountType, NewPolicy, OnOrder, Policy, PolicyPatch,
+};
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{StoreError, StoreResult};
@@ -419,23 +421,97 @@ pub async fn list_coupons(
     page_of(pool, l, &args, page, |r: CouponRow| r.into_domain(now)).await
 }
 
+/// The seed of the per-order advisory lock keys. Any fixed value works; it
+/// only has to be the same in every process.
+const ORDER_LOCK_SEED: i64 = 2004;
+
+/// Takes the lock of `user`'s order `order_id` until the transaction ends.
+/// Every write that puts a coupon on an order takes it before it reads the
+/// order's coupons or locks any coupon row, so writes to one order run one
+/// after another (ARCHITECTURE.md, "Coupon stacking"). A hash collision only
+/// serializes two unrelated orders. It must be a statement of its own: under
+/// READ COMMITTED the next statement's snapshot is taken after the lock is
+/// granted, so it sees every write that held the lock before.
+pub async fn lock_order(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+    order_id: &str,
+) -> DomainResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, $3))")
+        .bind(user)
+        .bind(order_id)
+        .bind(ORDER_LOCK_SEED)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// The query of [`on_order`] (`$1` user, `$2` order, `$3` the coupon
+/// itself, `$4` its amount); public for the test that it uses its index.
+pub const ON_ORDER: &str =
+    "SELECT p.stackable, coalesce(c.order_amount, $4), coalesce(c.discount_amount, 0)
+     FROM coupons c JOIN coupon_policies p ON p.id = c.policy_id
+     WHERE c.user_id = $1 AND coalesce(c.order_id, c.reserved_order_id) = $2
+       AND c.status IN ('USED', 'RESERVED') AND c.id <> $3";
+
+/// `user`'s coupons on order `order_id` (USED for it or RESERVED for it),
+/// but `except` itself. The filter spells `coupons_on_order`'s expression
+/// and predicate, so the index serves it. A coupon put on its order before
+/// amounts were stored (migration 2004) reads as naming `order_amount` and
+/// taking nothing; its policy is almost surely not stackable, so it
+/// refuses any company before its amount matters.
+pub async fn on_order(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+    order_id: &str,
+    except: Uuid,
+    order_amount: i64,
+) -> DomainResult<Vec<OnOrder>> {
+    let rows: Vec<(bool, i64, i64)> = sqlx::query_as(ON_ORDER)
+        .bind(user)
+        .bind(order_id)
+        .bind(except)
+        .bind(order_amount)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(rows
+        .into_iter()
+        .map(|(stackable, order_amount, discount)| OnOrder {
+            stackable,
+            order_amount,
+            discount,
+        })
+        .collect())
+}
+
+/// Where a coupon goes on an order: the order, its amount and the
+/// discount the coupon takes off it (cut by `promo_domain::coupon::stack`).
+#[derive(Debug, Clone, Copy)]
+pub struct Placing<'a> {
+    pub order_id: &'a str,
+    pub order_amount: i64,
+    pub discount: i64,
+}
+
 /// AVAILABLE -> USED, only if still AVAILABLE and unexpired at `now`.
 pub async fn mark_used(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    order_id: &str,
-    discount: i64,
+    on: Placing<'_>,
     now: DateTime<Utc>,
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
-            released_order_id = NULL, reserved_until = NULL
+            order_amount = $5, released_order_id = NULL, reserved_until = NULL
          WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
-    .bind(order_id)
-    .bind(discount)
+    .bind(on.order_id)
+    .bind(on.discount)
     .bind(now)
+    .bind(on.order_amount)
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
@@ -459,7 +535,7 @@ pub async fn mark_unused(
     };
     let row: CouponRow = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'AVAILABLE', order_id = NULL, discount_amount = NULL, used_at = NULL,
-            released_order_id = NULL, reserved_until = NULL
+            order_amount = NULL, released_order_id = NULL, reserved_until = NULL
          WHERE id = $1 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
@@ -469,24 +545,27 @@ pub async fn mark_unused(
     Ok(Some((row.into_domain(now)?, order_id)))
 }
 
-/// AVAILABLE -> RESERVED for `order_id` until `until`, only if still
-/// AVAILABLE and unexpired at `now`.
+/// AVAILABLE -> RESERVED for `on.order_id` until `until`, only if still
+/// AVAILABLE and unexpired at `now`. The hold keeps its amount and
+/// discount, so that later coupons on the order count them.
 pub async fn mark_reserved(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    order_id: &str,
+    on: Placing<'_>,
     until: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'RESERVED', reserved_order_id = $2, reserved_until = $3,
-            released_order_id = NULL
+            order_amount = $5, discount_amount = $6, released_order_id = NULL
          WHERE id = $1 AND status = 'AVAILABLE' AND expires_at > $4 RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
-    .bind(order_id)
+    .bind(on.order_id)
     .bind(until)
     .bind(now)
+    .bind(on.order_amount)
+    .bind(on.discount)
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
@@ -498,20 +577,21 @@ pub async fn mark_reserved(
 pub async fn confirm_reserved(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
-    order_id: &str,
-    discount: i64,
+    on: Placing<'_>,
     now: DateTime<Utc>,
 ) -> DomainResult<Option<Coupon>> {
     let row: Option<CouponRow> = sqlx::query_as(&format!(
         "UPDATE coupons SET status = 'USED', order_id = $2, discount_amount = $3, used_at = $4,
-            released_order_id = reserved_order_id, reserved_order_id = NULL, reserved_until = NULL
+            order_amount = $5, released_order_id = reserved_order_id, reserved_order_id = NULL,
+            reserved_until = NULL
          WHERE id = $1 AND status = 'RESERVED' AND reserved_order_id = $2 AND reserved_until > $4
          RETURNING {COUPON_COLUMNS}"
     ))
     .bind(id)
-    .bind(order_id)
-    .bind(discount)
+    .bind(on.order_id)
+    .bind(on.discount)
     .bind(now)
+    .bind(on.order_amount)
     .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
@@ -519,14 +599,14 @@ pub async fn confirm_reserved(
 }
 
 /// The SET of a release by its holder: back to AVAILABLE, remembering the
-/// order.
+/// order, off it (no amount, no discount).
 const RELEASE: &str = "status = 'AVAILABLE', released_order_id = reserved_order_id, \
-    reserved_order_id = NULL, reserved_until = NULL";
+    reserved_order_id = NULL, reserved_until = NULL, order_amount = NULL, discount_amount = NULL";
 
 /// The SET of an expiry: as a release, but the lapsed deadline stays, so
 /// that a late confirm or cancel hears `HOLD_EXPIRED` (`Coupon::check_use`).
 const EXPIRE: &str = "status = 'AVAILABLE', released_order_id = reserved_order_id, \
-    reserved_order_id = NULL";
+    reserved_order_id = NULL, order_amount = NULL, discount_amount = NULL";
 
 /// RESERVED -> AVAILABLE by the holder, only before the hold lapses at
 /// `now`. None: another resolution won.

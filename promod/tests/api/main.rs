@@ -7,6 +7,7 @@ mod coupon;
 mod coupon_codes;
 mod coupon_db_guards;
 mod coupon_reserve;
+mod coupon_stacking;
 mod crash;
 mod detach;
 mod events;
