@@ -292,23 +292,17 @@ impl PolicyPatch {
         validate_description(self.description.as_deref())?;
         if let Some(q) = self.total_quantity {
             check_range("total_quantity", q, 1, MAX_QUANTITY)?;
-            if q < current.codes_generated {
-                return Err(DomainError::validation(
-                    "total_quantity",
-                    format!(
-                        "total_quantity must be at least the codes generated ({})",
-                        current.codes_generated
-                    ),
-                ));
-            }
-            if q < current.issued_quantity {
-                return Err(DomainError::validation(
-                    "total_quantity",
-                    format!(
-                        "total_quantity must be at least the issued quantity ({})",
-                        current.issued_quantity
-                    ),
-                ));
+            // Never below what is spoken for: coupons issued, codes generated.
+            for (floor, what) in [
+                (current.codes_generated, "the codes generated"),
+                (current.issued_quantity, "the issued quantity"),
+            ] {
+                if q < floor {
+                    return Err(DomainError::validation(
+                        "total_quantity",
+                        format!("total_quantity must be at least {what} ({floor})"),
+                    ));
+                }
             }
         }
         if let Some(until) = self.valid_until {

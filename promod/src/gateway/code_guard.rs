@@ -16,8 +16,8 @@
 use crate::config::CodeGuardConfig;
 use crate::coupon::http::FailedRedemption;
 use crate::error::ApiError;
-use crate::gateway::rate_limit::{client_ip, ip_bucket};
-use axum::extract::{ConnectInfo, Request, State};
+use crate::gateway::rate_limit::client_bucket;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
@@ -25,7 +25,6 @@ use promo_domain::principal::Principal;
 use promo_domain::DomainError;
 use promo_store::cache::Redis;
 use redis::Script;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, LazyLock};
 
 /// KEYS = buckets; ARGV[1] = 0 to peek, 1 to spend one token from each;
@@ -100,12 +99,7 @@ fn unavailable(e: redis::RedisError) -> Response {
 
 /// Middleware of the redemption route, inside `require_auth`.
 pub async fn guard(State(g): State<Arc<CodeGuard>>, req: Request, next: Next) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let ip = ip_bucket(client_ip(peer, req.headers(), &g.trusted));
+    let ip = client_bucket(&req, &g.trusted);
     let user = req
         .extensions()
         .get::<Principal>()

@@ -236,15 +236,21 @@ fn headers(h: &mut HeaderMap, d: &Decision) {
     }
 }
 
-/// Middleware for the anonymous auth routes: one bucket per client IP.
-pub async fn per_ip(State(rl): State<Arc<RateLimiter>>, req: Request, next: Next) -> Response {
+/// The bucket of a request's client: its peer, or what trusted proxies say
+/// (`client_ip`), per address or IPv6 /64 (`ip_bucket`).
+pub fn client_bucket(req: &Request, trusted: &[IpNet]) -> String {
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let ip = client_ip(peer, req.headers(), &rl.trusted);
-    rl.check(Group::Auth, &ip_bucket(ip), req, next).await
+    ip_bucket(client_ip(peer, req.headers(), trusted))
+}
+
+/// Middleware for the anonymous auth routes: one bucket per client IP.
+pub async fn per_ip(State(rl): State<Arc<RateLimiter>>, req: Request, next: Next) -> Response {
+    let ip = client_bucket(&req, &rl.trusted);
+    rl.check(Group::Auth, &ip, req, next).await
 }
 
 /// Middleware for authenticated routes (after `require_auth`): one bucket per user.
