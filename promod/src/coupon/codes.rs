@@ -2,6 +2,7 @@
 //! paged listing, the streamed CSV export and the redemption lookup. See
 //! ARCHITECTURE.md, "Coupon codes".
 
+use crate::batcher::{BatchStore, Batcher, InsertOutcome};
 use crate::db::{page_of, Arg, Listing};
 use crate::error::from_sqlx;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -11,7 +12,7 @@ use futures::TryStreamExt;
 use promo_domain::code::{self, Code, CodeQuery, CodeStatus};
 use promo_domain::page::Page;
 use promo_domain::{DomainError, DomainResult};
-use promo_store::error::StoreError;
+use promo_store::error::{StoreError, StoreResult};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -202,22 +203,62 @@ pub struct Found {
     pub redeemed: bool,
 }
 
-pub async fn lookup(pool: &PgPool, normalized: &str) -> DomainResult<Option<Found>> {
-    let row: Option<(Uuid, bool, bool)> = sqlx::query_as(
-        "SELECT k.policy_id, k.shared, EXISTS (SELECT 1 FROM coupons c
-                 WHERE c.redeemed_code = k.code AND NOT c.redeemed_shared)
-         FROM coupon_codes k WHERE k.code = $1",
-    )
-    .bind(normalized)
-    .fetch_optional(pool)
-    .await
-    .map_err(from_sqlx)?;
-    Ok(row.map(|(policy_id, shared, redeemed)| Found {
-        code: normalized.to_owned(),
-        policy_id,
-        shared,
-        redeemed,
-    }))
+/// Redemption lookups, many per query: under a flash of redemptions each
+/// would otherwise be a round trip and a statement of its own, which cost
+/// more than the rest of the redemption. Group-executed like the commits
+/// (`batcher.rs`): callers wait for their own answer.
+pub struct Lookups;
+
+impl BatchStore for Lookups {
+    type Item = String;
+    type Stored = Option<Found>;
+    const NAME: &'static str = "code lookup";
+
+    async fn insert_batch(
+        pool: &PgPool,
+        batch: &[String],
+    ) -> StoreResult<Vec<InsertOutcome<Option<Found>>>> {
+        let rows: Vec<(String, Uuid, bool, bool)> = sqlx::query_as(
+            "SELECT k.code, k.policy_id, k.shared, EXISTS (SELECT 1 FROM coupons c
+                     WHERE c.redeemed_code = k.code AND NOT c.redeemed_shared)
+             FROM coupon_codes k WHERE k.code = ANY($1)",
+        )
+        .bind(batch)
+        .fetch_all(pool)
+        .await?;
+        let found: HashMap<String, Found> = rows
+            .into_iter()
+            .map(|(code, policy_id, shared, redeemed)| {
+                let f = Found {
+                    code: code.clone(),
+                    policy_id,
+                    shared,
+                    redeemed,
+                };
+                (code, f)
+            })
+            .collect();
+        // Two redemptions of one code in a batch both hear of it.
+        Ok(batch
+            .iter()
+            .map(|c| InsertOutcome::Stored(found.get(c).cloned()))
+            .collect())
+    }
+
+    fn refusal_of(_: &StoreError) -> Option<DomainError> {
+        None
+    }
+}
+
+/// The code stored under `normalized`, if any, through the lookup batcher.
+pub async fn lookup(lookups: &Batcher<Lookups>, normalized: &str) -> DomainResult<Option<Found>> {
+    match lookups.submit(normalized.to_owned()).await? {
+        InsertOutcome::Stored(found) => Ok(found),
+        InsertOutcome::Refused(e) => Err(e),
+        InsertOutcome::Duplicate => Err(DomainError::Internal(
+            "code lookup answered a duplicate".into(),
+        )),
+    }
 }
 
 /// Every shared code (normalized) and its policy: the few codes that carry

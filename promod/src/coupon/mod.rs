@@ -77,6 +77,7 @@ pub struct CouponService {
     /// Every shared code and its policy, read at most once per
     /// `POLICY_CACHE_TTL` (shared codes carry no check character).
     shared: moka::future::Cache<(), Arc<HashMap<String, Uuid>>>,
+    lookups: crate::batcher::Batcher<codes::Lookups>,
     /// A reservation's lifetime when the request names none.
     hold_default_secs: i64,
 }
@@ -91,6 +92,7 @@ impl CouponService {
         CouponService {
             engine: Engine::new(pool.clone(), stock),
             answers: crate::idempotency::Answers::start(pool.clone()),
+            lookups: crate::batcher::Batcher::start(pool.clone(), 2),
             pool,
             clock,
             hold_default_secs,
@@ -182,7 +184,7 @@ impl CouponService {
     /// one are decided by `coupons_redeemed_once`.
     async fn redeem_once(&self, ctx: &Ctx, r: &Redeem) -> DomainResult<Coupon> {
         let found = match code::read_typed(&r.code)? {
-            Typed::Checked(c) => codes::lookup(&self.pool, &c).await?,
+            Typed::Checked(c) => codes::lookup(&self.lookups, &c).await?,
             Typed::Unchecked(c) => {
                 let shared = self
                     .shared
