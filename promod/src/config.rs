@@ -546,6 +546,11 @@ impl Config {
                 "gateway.header_read_timeout_ms must be greater than 0".into(),
             ));
         }
+        if self.gateway.bulk_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "gateway.bulk_timeout_ms must be greater than 0".into(),
+            ));
+        }
         let g = &self.gateway.code_guard;
         if g.user_burst == 0 || g.ip_burst == 0 || g.user_per_min <= 0.0 || g.ip_per_min <= 0.0 {
             return Err(ConfigError::Invalid(

@@ -5,6 +5,8 @@
 //! link this crate.
 
 pub mod batcher;
+pub mod client_addr;
+pub mod code_guard;
 pub mod config;
 pub mod coupon;
 pub mod ctx;

@@ -1,10 +1,11 @@
 //! Starts the enabled roles and runs them until the shutdown token fires, then
 //! drains: listeners stop accepting, in-flight requests finish, relays flush.
 
+use crate::client_addr;
+use crate::code_guard::CodeGuard;
 use crate::config::{Config, GatewayConfig, ServiceConfig};
 use crate::coupon::{self, CouponApi, CouponService};
 use crate::db::{self, Schema};
-use crate::gateway::code_guard::{self, CodeGuard};
 use crate::gateway::rate_limit::{self, RateLimiter};
 use crate::gateway::{self, users::Users};
 use crate::http::{self as h, ReadyCheck};
@@ -344,6 +345,15 @@ impl Shared {
 
     /// Serves a service role: its own REST port, gRPC, etcd registration and
     /// the outbox relay.
+    /// The limit on failed code redemptions, for every port that serves the
+    /// route.
+    fn code_guard(&self) -> anyhow::Result<Arc<CodeGuard>> {
+        let g = &self.cfg.gateway;
+        let trusted = client_addr::parse_trusted(&g.trusted_proxies)?;
+        let guard = CodeGuard::new(self.redis.clone(), g.code_guard.clone(), trusted);
+        Ok(Arc::new(guard))
+    }
+
     async fn launch(
         &self,
         tasks: &mut Tasks,
@@ -353,6 +363,7 @@ impl Shared {
         grpc: Routes,
     ) -> anyhow::Result<()> {
         let grpc_addr = ports.grpc.local_addr()?;
+        let rest = rest.layer(axum::Extension(self.code_guard()?));
         let router = Router::new()
             .merge(rest.layer(from_fn_with_state(self.keys.clone(), h::require_auth)))
             .merge(h::ops_routes(ready_check(
@@ -643,28 +654,19 @@ async fn start_gateway(
 /// token check and the rate limits, OpenAPI and the ops routes.
 fn gateway_router(sh: &Shared, users: Users, pool: PgPool, apis: Apis) -> anyhow::Result<Router> {
     let cfg = &sh.cfg.gateway;
-    let trusted = rate_limit::parse_trusted(&cfg.trusted_proxies)?;
     let limiter = Arc::new(RateLimiter::new(
         sh.redis.clone(),
         cfg.rate_limit.clone(),
-        trusted.clone(),
-    ));
-    let guard = Arc::new(CodeGuard::new(
-        sh.redis.clone(),
-        cfg.code_guard.clone(),
-        trusted,
+        client_addr::parse_trusted(&cfg.trusted_proxies)?,
     ));
     // require_auth is the outer layer, so the per-user bucket knows the user.
     let private = Router::new()
         .merge(gateway::private_routes(users.clone()))
-        .merge(coupon::http::routes_but_redeem(apis.coupon.clone()))
-        .merge(
-            coupon::http::redeem_route(apis.coupon)
-                .layer(from_fn_with_state(guard, code_guard::guard)),
-        )
+        .merge(coupon::http::routes(apis.coupon))
         .merge(point::http::routes(apis.point))
         .merge(timesale::http::routes(apis.timesale))
         .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
+        .layer(axum::Extension(sh.code_guard()?))
         .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));
     Ok(Router::new()
         .merge(gateway::public_routes(users).layer(from_fn_with_state(limiter, rate_limit::per_ip)))

@@ -176,8 +176,7 @@ pub fn export(pool: PgPool, policy: Uuid) -> CsvStream {
                     buf.put_slice(status.as_bytes());
                     buf.put_u8(b'\n');
                     lines += 1;
-                    if lines % EXPORT_LINES == 0 && tx.send(Ok(buf.split().freeze())).await.is_err()
-                    {
+                    if lines % EXPORT_LINES == 0 && !handed(&tx, buf.split().freeze()).await {
                         return;
                     }
                 }
@@ -188,9 +187,20 @@ pub fn export(pool: PgPool, policy: Uuid) -> CsvStream {
                 }
             }
         }
-        let _ = tx.send(Ok(buf.freeze())).await;
+        handed(&tx, buf.freeze()).await;
     });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// How long an export waits for its reader to take a chunk: a client that
+/// keeps its socket open but stops reading must not hold a connection (and
+/// an old snapshot) for ever.
+const READER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Hands a chunk to the reader; false when it is gone or stalled.
+async fn handed(tx: &tokio::sync::mpsc::Sender<DomainResult<Bytes>>, chunk: Bytes) -> bool {
+    let send = tokio::time::timeout(READER_PATIENCE, tx.send(Ok(chunk)));
+    matches!(send.await, Ok(Ok(())))
 }
 
 /// A code as stored, found by its normalized form.

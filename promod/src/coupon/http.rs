@@ -26,22 +26,16 @@ use uuid::Uuid;
 
 type Api = Arc<dyn CouponApi>;
 
-/// Every coupon route.
+/// Every coupon route. Redemption is behind the limit on failed
+/// redemptions (`code_guard`), whose guard each port's router provides as a
+/// request extension.
 pub fn routes(api: Api) -> Router {
-    routes_but_redeem(api.clone()).merge(redeem_route(api))
-}
-
-/// The redemption route alone, so that the gateway can wrap it in the limit
-/// on failed redemptions (`gateway::code_guard`).
-pub fn redeem_route(api: Api) -> Router {
-    Router::new()
-        .route("/api/v1/coupons/redeem", post(redeem))
-        .with_state(api)
-}
-
-pub fn routes_but_redeem(api: Api) -> Router {
     let admin = || axum::middleware::from_fn(crate::http::require_admin);
     Router::new()
+        .route(
+            "/api/v1/coupons/redeem",
+            post(redeem).route_layer(axum::middleware::from_fn(crate::code_guard::guard)),
+        )
         .route(
             "/api/v1/coupon-policies/{id}/codes",
             post(generate_codes).get(list_codes).route_layer(admin()),
@@ -531,11 +525,6 @@ pub async fn export_codes(
         .into_response())
 }
 
-/// Marks the answer of a failed redemption (a mistyped, unknown or spent
-/// code), which the gateway's `code_guard` counts against its sender.
-#[derive(Debug, Clone, Copy)]
-pub struct FailedRedemption;
-
 /// Whether a redemption's refusal is what guessing would produce.
 fn is_guess(e: &DomainError) -> bool {
     match e {
@@ -565,7 +554,8 @@ pub async fn redeem(State(api): State<Api>, w: Write<RedeemBody>) -> Response {
             let guess = is_guess(&e);
             let mut resp = ApiError(e).into_response();
             if guess {
-                resp.extensions_mut().insert(FailedRedemption);
+                resp.extensions_mut()
+                    .insert(crate::code_guard::FailedRedemption);
             }
             resp
         }

@@ -219,7 +219,8 @@ impl CouponService {
         let prefix = code::validate_prefix(n.prefix.as_deref())?;
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
-        let policy = store::lock_policy(w.tx(), n.policy_id).await?;
+        store::lock_codes(w.tx(), n.policy_id).await?;
+        let policy = store::get_policy(&mut **w.tx(), n.policy_id).await?;
         policy.check_mode(CodeMode::Batch)?;
         code::validate_count(n.count, policy.codes_generated, policy.total_quantity)?;
         let generated = codes::generate(w.tx(), n.policy_id, n.count, &prefix, now).await?;

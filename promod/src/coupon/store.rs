@@ -227,24 +227,40 @@ pub async fn lock_policy(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Domain
     .into_domain()
 }
 
-/// Counts `n` more codes of a policy; returns its codes. `codes_within_total`
-/// refuses more codes than coupons, whatever the caller checked.
+/// Serializes code generations of one policy (a transaction lock, not the
+/// policy row's: issues and redemptions of the policy, whose group commit
+/// updates that row, must not wait for a million codes to be written).
+pub async fn lock_codes(tx: &mut Transaction<'_, Postgres>, policy: Uuid) -> DomainResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 2003))")
+        .bind(policy)
+        .execute(&mut **tx)
+        .await
+        .map_err(from_sqlx)?;
+    Ok(())
+}
+
+/// Counts `n` more codes of a policy, last in its transaction so that the
+/// row is locked only until the commit; returns its codes. A total lowered
+/// meanwhile below them refuses the batch (and `codes_within_total` would).
 pub async fn add_codes(
     tx: &mut Transaction<'_, Postgres>,
     id: Uuid,
     n: i64,
     now: DateTime<Utc>,
 ) -> DomainResult<i64> {
-    let (total,): (i64,) = sqlx::query_as(
+    let row: Option<(i64,)> = sqlx::query_as(
         "UPDATE coupon_policies SET codes_generated = codes_generated + $2, updated_at = $3
-         WHERE id = $1 RETURNING codes_generated",
+         WHERE id = $1 AND codes_generated + $2 <= total_quantity RETURNING codes_generated",
     )
     .bind(id)
     .bind(n)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(from_sqlx)?;
+    let (total,) = row.ok_or_else(|| {
+        DomainError::validation("count", "count exceeds the policy's total_quantity")
+    })?;
     Ok(total)
 }
 
@@ -286,7 +302,7 @@ pub async fn update_policy(
         {
             DomainError::validation(
                 "total_quantity",
-                "total_quantity must be at least the issued quantity",
+                "total_quantity must be at least the issued quantity and the codes generated",
             )
         }
         _ => from_sqlx(e),

@@ -2,7 +2,6 @@
 //! then calls the service roles in process or over gRPC (through a circuit
 //! breaker per service).
 
-pub mod code_guard;
 pub mod openapi;
 pub mod rate_limit;
 pub mod users;

@@ -452,3 +452,67 @@ async fn a_keyed_generation_replays_instead_of_generating_again() {
         .await;
     assert_eq!((s, err(&b)), (409, "CONFLICT"), "{b}");
 }
+
+/// Guesses sent at once cannot outrun a user's bucket: it is taken when a
+/// redemption starts. And the coupon role's own port has the same guard.
+#[tokio::test]
+async fn parallel_guesses_and_the_role_port_are_limited_too() {
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.gateway.code_guard.user_burst = 3;
+            c.gateway.code_guard.user_per_min = 1.0;
+        })
+        .await,
+    );
+    let (_, token) = app.user_token();
+    let answers = concurrently(20, |i| {
+        let app = app.clone();
+        let token = token.clone();
+        async move { redeem(&app, &token, &format!("NOPE{i:04}")).await }
+    })
+    .await;
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count();
+    let guessed = answers.iter().filter(|(s, _)| *s == 400).count();
+    assert_eq!((guessed, refused), (3, 17), "{answers:?}");
+    // Straight to the coupon role: a fresh user, the same limit.
+    let (_, other) = app.user_token();
+    let url = format!("{}/api/v1/coupons/redeem", app.coupon_base);
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let resp = app
+            .client
+            .post(&url)
+            .bearer_auth(&other)
+            .json(&json!({"code": format!("NOPE{i:04}")}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses, [400, 400, 400, 429]);
+}
+
+/// A generation holds no lock that issues or redemptions of its policy wait
+/// for: a redemption during a long generation answers before it ends.
+#[tokio::test]
+async fn redemptions_do_not_wait_for_a_generation() {
+    let app = app().await;
+    let (p, codes) = batch(&app, 1_000_000, 10).await;
+    let gen = {
+        let app = app.clone();
+        let p = p.clone();
+        tokio::spawn(async move { generate(&app, &p, 400_000, None).await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (_, token) = app.user_token();
+    let started = std::time::Instant::now();
+    let (s, b) = redeem(&app, &token, &codes[0]).await;
+    assert_eq!(s, 201, "{b}");
+    assert!(
+        !gen.is_finished(),
+        "the generation ended first: make it longer"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let (s, b) = gen.await.unwrap();
+    assert_eq!((s, b["total_codes"].as_i64()), (201, Some(400_010)), "{b}");
+}
