@@ -4,21 +4,21 @@
 //! its own limit and stays on when the general rate limits are off, on every
 //! port that serves the route (the gateway's and the coupon role's own).
 //!
-//! - **Per user, strict**: a redemption takes a token when it starts and
-//!   gets it back unless it failed as a guess would (a mistyped, unknown or
-//!   spent code, marked [`FailedRedemption`] by the route). Guesses sent at
-//!   once cannot outrun the bucket: the burst is all a user has in flight.
-//! - **Per address, by failures**: checked when a redemption starts, spent
-//!   when it failed. Everyone behind one NAT shares it, so it never limits
-//!   how many redemptions are in flight, only how many fail; failures sent
-//!   at once may overdraw it, with no floor, and the address then waits
-//!   until the refill repays the debt: over time it fails no faster than
-//!   its refill rate.
+//! - **Per user**: checked when a redemption starts, spent when it failed
+//!   as a guess would (a mistyped, unknown or spent code, marked
+//!   [`FailedRedemption`] by the route), before that failure is answered.
+//!   So that guesses sent at once cannot all pass the check of a full
+//!   bucket, each process also lets a user have at most the burst of
+//!   redemptions in flight.
+//! - **Per address**: the same, but without the bound in flight: everyone
+//!   behind one NAT shares it, so it limits only how many fail.
 //!
-//! The buckets' clock is Redis's own `TIME`, as the general limiter's;
-//! their keys share one hash tag, so the script's keys live in one Cluster
-//! slot. A success costs the entry script and a refund off the answer's
-//! path; a failure is counted before it is answered.
+//! Failures sent at once overdraw the buckets with no floor, and their
+//! owner waits until the refill repays the debt: over time nobody fails
+//! faster than the refill rate. The buckets' clock is Redis's own `TIME`,
+//! as the general limiter's; their keys share one hash tag, so the script's
+//! keys live in one Cluster slot. A success costs one read-only script
+//! call.
 
 use crate::client_addr::client_bucket;
 use crate::config::CodeGuardConfig;
@@ -31,46 +31,35 @@ use promo_domain::principal::Principal;
 use promo_domain::DomainError;
 use promo_store::cache::Redis;
 use redis::Script;
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
-/// KEYS = the user's bucket, the address's; ARGV[1] = the step: `enter`
-/// (take a user token if both buckets have one), `refund` (give the user
-/// token back), `fail` (spend an address token); then each bucket's burst
-/// and refill per second. Returns the milliseconds until a redemption may
-/// start (0: it may, and for `enter` it has).
+/// KEYS = the user's bucket, the address's; ARGV[1] = the step: `check`
+/// or `fail` (spend a token of each); then each bucket's burst and refill
+/// per second. Returns the milliseconds until both hold a token (0: a
+/// redemption may start).
 static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local step = ARGV[1]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function read(i)
+local wait = 0
+for i, key in ipairs(KEYS) do
   local cap, rate = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local b = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local b = redis.call('HMGET', key, 'tokens', 'ts')
   local tokens = tonumber(b[1]) or cap
   local ts = tonumber(b[2]) or now
-  return math.min(cap, tokens + math.max(0, now - ts) * rate / 1000), cap, rate
+  tokens = math.min(cap, tokens + math.max(0, now - ts) * rate / 1000)
+  if ARGV[1] == 'fail' then
+    tokens = tokens - 1
+    redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
+    redis.call('PEXPIRE', key, math.ceil((cap - tokens) / rate * 1000) + 1000)
+  end
+  if tokens < 1 then
+    wait = math.max(wait, math.ceil((1 - tokens) * 1000 / rate))
+  end
 end
-local function write(i, tokens, cap, rate)
-  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', tostring(now))
-  redis.call('PEXPIRE', KEYS[i], math.ceil((cap - tokens) / rate * 1000) + 1000)
-end
-local function wait(tokens, rate)
-  if tokens >= 1 then return 0 end
-  return math.ceil((1 - tokens) * 1000 / rate)
-end
-local user, ucap, urate = read(1)
-local addr, acap, arate = read(2)
-if step == 'enter' then
-  local w = math.max(wait(user, urate), wait(addr, arate))
-  if w == 0 then write(1, user - 1, ucap, urate) end
-  return w
-elseif step == 'refund' then
-  write(1, math.min(ucap, user + 1), ucap, urate)
-else
-  write(2, addr - 1, acap, arate)
-end
-return 0
+return wait
 ",
     )
 });
@@ -79,6 +68,26 @@ pub struct CodeGuard {
     redis: Redis,
     cfg: CodeGuardConfig,
     trusted: Vec<IpNet>,
+    /// Redemptions in flight in this process, per user.
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// A user's place among their redemptions in flight, given back on drop.
+struct Slot {
+    user: String,
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.user);
+            }
+        }
+    }
 }
 
 /// Marks the answer of a failed redemption (a mistyped, unknown or spent
@@ -92,7 +101,23 @@ impl CodeGuard {
             redis,
             cfg,
             trusted,
+            in_flight: Arc::default(),
         }
+    }
+
+    /// A place for one more of `user`'s redemptions, if they have fewer
+    /// than the burst in flight here.
+    fn slot(&self, user: &str) -> Option<Slot> {
+        let mut m = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(user.to_owned()).or_insert(0);
+        if *n >= self.cfg.user_burst {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            user: user.to_owned(),
+            in_flight: self.in_flight.clone(),
+        })
     }
 
     /// One step of the script on `user`'s and `addr`'s buckets.
@@ -125,13 +150,12 @@ pub async fn guard(req: Request, next: Next) -> Response {
         .get::<Principal>()
         .map(|p| p.user_id.to_string())
         .unwrap_or_default();
-    match g.step("enter", &user, &addr).await {
+    let Some(_slot) = g.slot(&user) else {
+        return limited(1000);
+    };
+    match g.step("check", &user, &addr).await {
         Ok(0) => {}
-        Ok(wait) => {
-            metrics::counter!("promo_rate_limited_total", "group" => "code_guess").increment(1);
-            let retry_after_secs = wait.div_ceil(1000).max(1);
-            return ApiError(DomainError::RateLimited { retry_after_secs }).into_response();
-        }
+        Ok(wait) => return limited(wait),
         Err(e) => {
             tracing::warn!(error = %e, "code guard unavailable");
             return unavailable("code guard unavailable");
@@ -140,20 +164,18 @@ pub async fn guard(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     if resp.extensions().get::<FailedRedemption>().is_some() {
         metrics::counter!("promo_code_redemption_failures_total").increment(1);
-        // Before the answer: the sender's next try must see it.
+        // Before the answer (and the slot) go: the sender's next try sees it.
         if let Err(e) = g.step("fail", &user, &addr).await {
             tracing::warn!(error = %e, "failed redemption not counted");
         }
-        return resp;
     }
-    // Off the answer's path: a lost refund only leaves the user's bucket
-    // lower until it refills.
-    tokio::spawn(async move {
-        if let Err(e) = g.step("refund", &user, &addr).await {
-            tracing::warn!(error = %e, "code guard refund lost");
-        }
-    });
     resp
+}
+
+fn limited(wait_ms: u64) -> Response {
+    metrics::counter!("promo_rate_limited_total", "group" => "code_guess").increment(1);
+    let retry_after_secs = wait_ms.div_ceil(1000).max(1);
+    ApiError(DomainError::RateLimited { retry_after_secs }).into_response()
 }
 
 /// Fail closed: a redemption needs Redis for its admission anyway.
