@@ -28,7 +28,8 @@ const CHUNK: usize = 8192;
 const ROUNDS: usize = 8;
 
 /// Stores `count` fresh codes for `policy` with `prefix` in `tx` (whose
-/// caller holds the policy's row lock) and returns how many it stored.
+/// caller holds the policy's codes lock, `store::lock_codes`) and returns
+/// how many it stored.
 /// Codes are drawn from the OS-seeded ChaCha generator (`ThreadRng`, a
 /// CSPRNG), copied into a staging table and inserted with ON CONFLICT DO
 /// NOTHING, so a collision (with any policy's code, shared ones included,
@@ -46,9 +47,6 @@ pub async fn generate(
         .map_err(from_sqlx)?;
     let mut stored = 0;
     for _ in 0..ROUNDS {
-        if stored == count {
-            return Ok(stored);
-        }
         stage(tx, (count - stored) as usize, prefix).await?;
         stored += sqlx::query(
             "INSERT INTO coupon_codes (code, policy_id, shared, created_at)
@@ -60,13 +58,13 @@ pub async fn generate(
         .await
         .map_err(from_sqlx)?
         .rows_affected() as i64;
+        if stored == count {
+            return Ok(stored);
+        }
         sqlx::query("TRUNCATE staged_codes")
             .execute(&mut **tx)
             .await
             .map_err(from_sqlx)?;
-    }
-    if stored == count {
-        return Ok(stored);
     }
     Err(DomainError::Internal(format!(
         "codes kept colliding: {stored} of {count} stored after {ROUNDS} rounds"

@@ -231,8 +231,22 @@ pub async fn lock_policy(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Domain
 /// policy row's: issues and redemptions of the policy, whose group commit
 /// updates that row, must not wait for a million codes to be written).
 pub async fn lock_codes(tx: &mut Transaction<'_, Postgres>, policy: Uuid) -> DomainResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 2003))")
-        .bind(policy)
+    advisory_lock(tx, &policy.to_string(), CODES_LOCK_SEED).await
+}
+
+const CODES_LOCK_SEED: i64 = 2003;
+
+/// A transaction lock on `key` (hashed with `seed`, one space of keys per
+/// seed), released by the commit, the rollback or a lost connection.
+/// Another key that hashes alike only waits for it, never errs.
+async fn advisory_lock(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &str,
+    seed: i64,
+) -> DomainResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, $2))")
+        .bind(key)
+        .bind(seed)
         .execute(&mut **tx)
         .await
         .map_err(from_sqlx)?;
@@ -453,14 +467,7 @@ pub async fn lock_order(
     user: Uuid,
     order_id: &str,
 ) -> DomainResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2, $3))")
-        .bind(user)
-        .bind(order_id)
-        .bind(ORDER_LOCK_SEED)
-        .execute(&mut **tx)
-        .await
-        .map_err(from_sqlx)?;
-    Ok(())
+    advisory_lock(tx, &format!("{user}:{order_id}"), ORDER_LOCK_SEED).await
 }
 
 /// The query of [`on_order`] (`$1` user, `$2` order, `$3` the coupon
