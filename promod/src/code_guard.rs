@@ -17,8 +17,17 @@
 //! owner waits until the refill repays the debt: over time nobody fails
 //! faster than the refill rate. The buckets' clock is Redis's own `TIME`,
 //! as the general limiter's; their keys share one hash tag, so the script's
-//! keys live in one Cluster slot. A success costs one read-only script
-//! call.
+//! keys live in one Cluster slot.
+//!
+//! What Redis last answered of each bucket is remembered in the process for
+//! up to [`REMEMBERED`]: a redemption whose user and address were both
+//! heard open is let through without a call, and a bucket heard empty
+//! refuses without one. Every failure still spends in Redis and its answer
+//! updates what is remembered, so in one process the limit is the same as
+//! without the memory; failures in other processes are heard here at the
+//! latest one [`REMEMBERED`] later or at this process's next failure, so
+//! each process may let a user's in-flight bound more guesses through per
+//! interval, no more.
 
 use crate::client_addr::client_bucket;
 use crate::config::CodeGuardConfig;
@@ -33,17 +42,21 @@ use promo_store::cache::Redis;
 use redis::Script;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long this process trusts what Redis last said of a bucket.
+pub const REMEMBERED: Duration = Duration::from_secs(1);
 
 /// KEYS = the user's bucket, the address's; ARGV[1] = the step: `check`
 /// or `fail` (spend a token of each); then each bucket's burst and refill
-/// per second. Returns the milliseconds until both hold a token (0: a
-/// redemption may start).
+/// per second. Returns, per bucket, the milliseconds until it holds a token
+/// (0: open).
 static BUCKETS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local wait = 0
+local waits = {}
 for i, key in ipairs(KEYS) do
   local cap, rate = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   local b = redis.call('HMGET', key, 'tokens', 'ts')
@@ -55,11 +68,12 @@ for i, key in ipairs(KEYS) do
     redis.call('HSET', key, 'tokens', tostring(tokens), 'ts', tostring(now))
     redis.call('PEXPIRE', key, math.ceil((cap - tokens) / rate * 1000) + 1000)
   end
+  waits[i] = 0
   if tokens < 1 then
-    wait = math.max(wait, math.ceil((1 - tokens) * 1000 / rate))
+    waits[i] = math.ceil((1 - tokens) * 1000 / rate)
   end
 end
-return wait
+return waits
 ",
     )
 });
@@ -70,7 +84,19 @@ pub struct CodeGuard {
     trusted: Vec<IpNet>,
     /// Redemptions in flight in this process, per user.
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
+    /// What Redis last said of each bucket, by its key.
+    heard: moka::future::Cache<String, Heard>,
 }
+
+/// A bucket as Redis last described it.
+#[derive(Debug, Clone, Copy)]
+enum Heard {
+    Open,
+    EmptyUntil(Instant),
+}
+
+/// A redemption's two buckets: its user's and its client address's.
+type Keys = [String; 2];
 
 /// A user's place among their redemptions in flight, given back on drop.
 struct Slot {
@@ -102,7 +128,65 @@ impl CodeGuard {
             cfg,
             trusted,
             in_flight: Arc::default(),
+            heard: moka::future::Cache::builder()
+                .time_to_live(REMEMBERED)
+                .max_capacity(1_000_000)
+                .build(),
         }
+    }
+
+    fn keys(user: &str, addr: &str) -> Keys {
+        [
+            format!("codeguard:{{redeem}}:user:{user}"),
+            format!("codeguard:{{redeem}}:ip:{addr}"),
+        ]
+    }
+
+    /// The milliseconds to wait, if what was heard of both buckets still
+    /// tells: 0 when both were heard open.
+    async fn remembered(&self, keys: &Keys) -> Option<u64> {
+        let now = Instant::now();
+        let mut wait = 0;
+        for k in keys {
+            match self.heard.get(k).await? {
+                Heard::Open => {}
+                Heard::EmptyUntil(t) if t > now => {
+                    wait = wait.max(t.duration_since(now).as_millis() as u64);
+                }
+                Heard::EmptyUntil(_) => return None,
+            }
+        }
+        Some(wait)
+    }
+
+    /// Remembers what a script call said of each bucket; returns the
+    /// longest wait.
+    async fn remember(&self, keys: &Keys, waits: [u64; 2]) -> u64 {
+        let now = Instant::now();
+        for (k, w) in keys.iter().zip(waits) {
+            let heard = match w {
+                0 => Heard::Open,
+                w => Heard::EmptyUntil(now + Duration::from_millis(w)),
+            };
+            self.heard.insert(k.clone(), heard).await;
+        }
+        waits.into_iter().max().unwrap_or(0)
+    }
+
+    /// Whether a redemption may start: from memory, or asking Redis.
+    async fn check(&self, keys: &Keys) -> Result<u64, redis::RedisError> {
+        if let Some(wait) = self.remembered(keys).await {
+            return Ok(wait);
+        }
+        let waits = self.step("check", keys).await?;
+        Ok(self.remember(keys, waits).await)
+    }
+
+    /// Spends a token of both buckets for a failure.
+    async fn fail(&self, keys: &Keys) -> Result<(), redis::RedisError> {
+        let waits = self.step("fail", keys).await?;
+        self.remember(keys, waits).await;
+        Ok(())
     }
 
     /// A place for one more of `user`'s redemptions, if they have fewer
@@ -120,12 +204,12 @@ impl CodeGuard {
         })
     }
 
-    /// One step of the script on `user`'s and `addr`'s buckets.
-    async fn step(&self, step: &str, user: &str, addr: &str) -> Result<u64, redis::RedisError> {
+    /// One step of the script on a redemption's buckets: each one's wait.
+    async fn step(&self, step: &str, keys: &Keys) -> Result<[u64; 2], redis::RedisError> {
         let c = &self.cfg;
-        let wait: i64 = BUCKETS
-            .key(format!("codeguard:{{redeem}}:user:{user}"))
-            .key(format!("codeguard:{{redeem}}:ip:{addr}"))
+        let (user, addr): (i64, i64) = BUCKETS
+            .key(&keys[0])
+            .key(&keys[1])
             .arg(step)
             .arg(c.user_burst)
             .arg(c.user_per_min / 60.0)
@@ -133,7 +217,7 @@ impl CodeGuard {
             .arg(c.ip_per_min / 60.0)
             .invoke_async(&mut self.redis.clone())
             .await?;
-        Ok(wait.max(0) as u64)
+        Ok([user.max(0) as u64, addr.max(0) as u64])
     }
 }
 
@@ -153,7 +237,8 @@ pub async fn guard(req: Request, next: Next) -> Response {
     let Some(_slot) = g.slot(&user) else {
         return limited(1000);
     };
-    match g.step("check", &user, &addr).await {
+    let keys = CodeGuard::keys(&user, &addr);
+    match g.check(&keys).await {
         Ok(0) => {}
         Ok(wait) => return limited(wait),
         Err(e) => {
@@ -165,7 +250,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
     if resp.extensions().get::<FailedRedemption>().is_some() {
         metrics::counter!("promo_code_redemption_failures_total").increment(1);
         // Before the answer (and the slot) go: the sender's next try sees it.
-        if let Err(e) = g.step("fail", &user, &addr).await {
+        if let Err(e) = g.fail(&keys).await {
             tracing::warn!(error = %e, "failed redemption not counted");
         }
     }

@@ -520,3 +520,48 @@ async fn redemptions_do_not_wait_for_a_generation() {
     let (s, b) = gen.await.unwrap();
     assert_eq!((s, b["total_codes"].as_i64()), (201, Some(400_010)), "{b}");
 }
+
+/// Each port (as each process) remembers what Redis said of a bucket for
+/// `REMEMBERED`: failures through the coupon role's port are heard by the
+/// gateway's once that memory is older, and the same port hears its own at
+/// once.
+#[tokio::test]
+async fn failures_through_another_port_are_heard_within_the_memory() {
+    let app = Arc::new(
+        spawn_app_with(|c| {
+            c.gateway.code_guard.user_burst = 3;
+            c.gateway.code_guard.user_per_min = 1.0;
+        })
+        .await,
+    );
+    let (_, codes) = batch(&app, 10, 3).await;
+    let (_, token) = app.user_token();
+    let send = |base: String, code: String| {
+        let app = app.clone();
+        let token = token.clone();
+        async move {
+            let resp = app
+                .client
+                .post(format!("{base}/api/v1/coupons/redeem"))
+                .bearer_auth(token)
+                .json(&json!({"code": code}))
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        }
+    };
+    let (gw, role) = (app.base.clone(), app.coupon_base.clone());
+    // The gateway hears both buckets open.
+    assert_eq!(send(gw.clone(), codes[0].clone()).await, 201);
+    for i in 0..3 {
+        assert_eq!(send(role.clone(), format!("NOPE{i:04}")).await, 400);
+    }
+    assert_eq!(send(role.clone(), codes[1].clone()).await, 429);
+    tokio::time::sleep(promod::code_guard::REMEMBERED).await;
+    assert_eq!(
+        send(gw, codes[2].clone()).await,
+        429,
+        "the gateway's memory of an open bucket outlived its second"
+    );
+}
