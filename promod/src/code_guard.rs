@@ -19,15 +19,12 @@
 //! as the general limiter's; their keys share one hash tag, so the script's
 //! keys live in one Cluster slot.
 //!
-//! What Redis last answered of each bucket is remembered in the process for
-//! up to [`REMEMBERED`]: a redemption whose user and address were both
-//! heard open is let through without a call, and a bucket heard empty
-//! refuses without one. Every failure still spends in Redis and its answer
-//! updates what is remembered, so in one process the limit is the same as
-//! without the memory; failures in other processes are heard here at the
-//! latest one [`REMEMBERED`] later or at this process's next failure, so
-//! each process may let a user's in-flight bound more guesses through per
-//! interval, no more.
+//! A bucket Redis said is empty is remembered in the process until Redis
+//! said it would hold a token again (for at most [`REMEMBERED`]): a sender who
+//! is refused keeps being refused without a script call, so guessing at
+//! full speed costs Redis nothing. Only refusals are remembered, never an
+//! open bucket, so the memory can refuse early but never lets through what
+//! Redis would refuse.
 
 use crate::client_addr::client_bucket;
 use crate::config::CodeGuardConfig;
@@ -44,8 +41,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long this process trusts what Redis last said of a bucket.
-pub const REMEMBERED: Duration = Duration::from_secs(1);
+/// The longest this process remembers that a bucket is empty. Tokens come
+/// back only by the refill, so a bucket Redis said is empty until some time
+/// stays empty at least until then: remembering it cannot refuse wrongly.
+pub const REMEMBERED: Duration = Duration::from_secs(60);
 
 /// KEYS = the user's bucket, the address's; ARGV[1] = the step: `check`
 /// or `fail` (spend a token of each); then each bucket's burst and refill
@@ -84,15 +83,8 @@ pub struct CodeGuard {
     trusted: Vec<IpNet>,
     /// Redemptions in flight in this process, per user.
     in_flight: Arc<Mutex<HashMap<String, u32>>>,
-    /// What Redis last said of each bucket, by its key.
-    heard: moka::future::Cache<String, Heard>,
-}
-
-/// A bucket as Redis last described it.
-#[derive(Debug, Clone, Copy)]
-enum Heard {
-    Open,
-    EmptyUntil(Instant),
+    /// Until when each bucket Redis said is empty stays empty, by its key.
+    empty: moka::future::Cache<String, Instant>,
 }
 
 /// A redemption's two buckets: its user's and its client address's.
@@ -128,7 +120,7 @@ impl CodeGuard {
             cfg,
             trusted,
             in_flight: Arc::default(),
-            heard: moka::future::Cache::builder()
+            empty: moka::future::Cache::builder()
                 .time_to_live(REMEMBERED)
                 .max_capacity(1_000_000)
                 .build(),
@@ -142,40 +134,34 @@ impl CodeGuard {
         ]
     }
 
-    /// The milliseconds to wait, if what was heard of both buckets still
-    /// tells: 0 when both were heard open.
-    async fn remembered(&self, keys: &Keys) -> Option<u64> {
+    /// The milliseconds until every bucket remembered empty holds a token
+    /// again (0: none is).
+    async fn remembered(&self, keys: &Keys) -> u64 {
         let now = Instant::now();
         let mut wait = 0;
         for k in keys {
-            match self.heard.get(k).await? {
-                Heard::Open => {}
-                Heard::EmptyUntil(t) if t > now => {
-                    wait = wait.max(t.duration_since(now).as_millis() as u64);
-                }
-                Heard::EmptyUntil(_) => return None,
+            if let Some(t) = self.empty.get(k).await {
+                wait = wait.max(t.saturating_duration_since(now).as_millis() as u64);
             }
         }
-        Some(wait)
+        wait
     }
 
-    /// Remembers what a script call said of each bucket; returns the
+    /// Remembers the buckets a script call said are empty; returns the
     /// longest wait.
     async fn remember(&self, keys: &Keys, waits: [u64; 2]) -> u64 {
         let now = Instant::now();
-        for (k, w) in keys.iter().zip(waits) {
-            let heard = match w {
-                0 => Heard::Open,
-                w => Heard::EmptyUntil(now + Duration::from_millis(w)),
-            };
-            self.heard.insert(k.clone(), heard).await;
+        for (k, w) in keys.iter().zip(waits).filter(|(_, w)| *w > 0) {
+            let until = now + Duration::from_millis(w).min(REMEMBERED);
+            self.empty.insert(k.clone(), until).await;
         }
         waits.into_iter().max().unwrap_or(0)
     }
 
     /// Whether a redemption may start: from memory, or asking Redis.
     async fn check(&self, keys: &Keys) -> Result<u64, redis::RedisError> {
-        if let Some(wait) = self.remembered(keys).await {
+        let wait = self.remembered(keys).await;
+        if wait > 0 {
             return Ok(wait);
         }
         let waits = self.step("check", keys).await?;

@@ -2,6 +2,8 @@
 //! daily-rotated files.
 
 use crate::config::LogConfig;
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -16,7 +18,12 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<Option<WorkerGuard>> {
     let stderr = if json {
         fmt::layer().json().with_writer(std::io::stderr).boxed()
     } else {
-        fmt::layer().with_writer(std::io::stderr).boxed()
+        let tty = std::io::stderr().is_terminal();
+        let ansi = colour(tty, std::env::var_os("NO_COLOR").as_deref());
+        fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed()
     };
     let (file, guard) = match &cfg.dir {
         Some(dir) => {
@@ -38,4 +45,25 @@ pub fn init(cfg: &LogConfig) -> anyhow::Result<Option<WorkerGuard>> {
         .with(file)
         .try_init();
     Ok(guard)
+}
+
+/// Colour only for a terminal, and not when NO_COLOR is set to anything but
+/// the empty string (no-color.org): escape codes in a redirected log file
+/// or a pipe are noise.
+fn colour(tty: bool, no_color: Option<&OsStr>) -> bool {
+    tty && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+    }
 }
