@@ -308,46 +308,15 @@ async fn mistyped_unknown_and_malformed_codes_are_refused_without_effect() {
 
 #[tokio::test]
 async fn failed_redemptions_are_limited_even_without_rate_limits() {
-    let app = Arc::new(
-        spawn_app_with(|c| {
-            assert!(!c.gateway.rate_limit.enabled);
-            c.gateway.code_guard.user_burst = 3;
-            c.gateway.code_guard.user_per_min = 1.0;
-            c.gateway.code_guard.ip_burst = 5;
-            c.gateway.code_guard.ip_per_min = 1.0;
-            c.gateway.trusted_proxies = vec!["127.0.0.1".into()];
-        })
-        .await,
-    );
+    let app = guarded_app(|c| {
+        assert!(!c.gateway.rate_limit.enabled);
+        c.gateway.code_guard.ip_burst = 5;
+        c.gateway.code_guard.ip_per_min = 1.0;
+    })
+    .await;
     let (_, codes) = batch(&app, 10, 5).await;
-    // A client address of this test's own (the guard's buckets live in the
-    // shared Redis).
-    let ip = format!(
-        "10.{}.{}.{}",
-        rand::random::<u8>(),
-        rand::random::<u8>(),
-        rand::random::<u8>()
-    );
-    let send = |token: String, code: String| {
-        let app = app.clone();
-        let ip = ip.clone();
-        async move {
-            let resp = app
-                .client
-                .post(format!("{}/api/v1/coupons/redeem", app.base))
-                .bearer_auth(token)
-                .header("x-forwarded-for", ip)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap();
-            let retry = resp
-                .headers()
-                .get("retry-after")
-                .map(|v| v.to_str().unwrap().to_owned());
-            (resp.status().as_u16(), retry)
-        }
-    };
+    let ip = own_ip();
+    let send = |token: String, code: String| redeem_from(&app, &app.base, token, &ip, code);
     let (_, alice) = app.user_token();
     // Successes cost nothing.
     for c in &codes[..2] {
@@ -453,13 +422,7 @@ async fn a_keyed_generation_replays_instead_of_generating_again() {
 /// redemption starts. And the coupon role's own port has the same guard.
 #[tokio::test]
 async fn parallel_guesses_and_the_role_port_are_limited_too() {
-    let app = Arc::new(
-        spawn_app_with(|c| {
-            c.gateway.code_guard.user_burst = 3;
-            c.gateway.code_guard.user_per_min = 1.0;
-        })
-        .await,
-    );
+    let app = guarded_app(|_| {}).await;
     let (_, token) = app.user_token();
     let answers = concurrently(20, |i| {
         let app = app.clone();
@@ -521,32 +484,13 @@ async fn redemptions_do_not_wait_for_a_generation() {
 /// asking Redis until the bucket refills; one that did not hear it asks.
 #[tokio::test]
 async fn a_port_remembers_a_refusal_and_only_a_refusal() {
-    let app = Arc::new(
-        spawn_app_with(|c| {
-            c.gateway.code_guard.user_burst = 3;
-            c.gateway.code_guard.user_per_min = 1.0;
-            c.gateway.trusted_proxies = vec!["127.0.0.1".into()];
-        })
-        .await,
-    );
+    let app = guarded_app(|_| {}).await;
     let (_, codes) = batch(&app, 10, 2).await;
     let (user, token) = app.user_token();
-    let ip = format!("10.{}.{}.{}", rand::random::<u8>(), rand::random::<u8>(), 7);
+    let ip = own_ip();
     let send = |base: String, code: String| {
-        let app = app.clone();
-        let (token, ip) = (token.clone(), ip.clone());
-        async move {
-            let resp = app
-                .client
-                .post(format!("{base}/api/v1/coupons/redeem"))
-                .bearer_auth(token)
-                .header("x-forwarded-for", ip)
-                .json(&json!({"code": code}))
-                .send()
-                .await
-                .unwrap();
-            resp.status().as_u16()
-        }
+        let (app, token, ip) = (app.clone(), token.clone(), ip.clone());
+        async move { redeem_from(&app, &base, token, &ip, code).await.0 }
     };
     let (gw, role) = (app.base.clone(), app.coupon_base.clone());
     for i in 0..3 {
@@ -605,4 +549,49 @@ async fn the_lookup_plan_made_on_empty_tables_probes_by_index() {
         "{plan}"
     );
     assert!(!plan.contains("Seq Scan on coupons"), "{plan}");
+}
+
+/// An app whose code guard allows a user 3 failures, then one a minute, and
+/// trusts the test's `X-Forwarded-For` (each test sends from an address of
+/// its own: the buckets live in the shared Redis).
+async fn guarded_app(more: impl FnOnce(&mut promod::config::Config)) -> Arc<TestApp> {
+    Arc::new(
+        spawn_app_with(|c| {
+            c.gateway.code_guard.user_burst = 3;
+            c.gateway.code_guard.user_per_min = 1.0;
+            c.gateway.trusted_proxies = vec!["127.0.0.1".into()];
+            more(c);
+        })
+        .await,
+    )
+}
+
+fn own_ip() -> String {
+    let [a, b, c]: [u8; 3] = rand::random();
+    format!("10.{a}.{b}.{c}")
+}
+
+/// A redemption through the port at `base` from `ip`: its status and
+/// `Retry-After`.
+async fn redeem_from(
+    app: &TestApp,
+    base: &str,
+    token: String,
+    ip: &str,
+    code: String,
+) -> (u16, Option<String>) {
+    let resp = app
+        .client
+        .post(format!("{base}/api/v1/coupons/redeem"))
+        .bearer_auth(token)
+        .header("x-forwarded-for", ip)
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (resp.status().as_u16(), retry)
 }
