@@ -74,13 +74,14 @@ impl TestApp {
         self.assert_ledger_invariant().await;
     }
 
-    /// Another sweeper over this app's point database, as a second process
-    /// would run one.
-    fn sweeper(&self, redis: promo_store::cache::Redis) -> PointService {
+    /// Another point service over this app's point database, as a second
+    /// process would run one (its hold and lot sweepers).
+    pub fn sweeper(&self, redis: promo_store::cache::Redis) -> PointService {
         let limits = Limits {
             max_amount: 1_000_000,
             cache_ttl_secs: 300,
             hold_seconds: 900,
+            lot_lifetime: None,
         };
         let clock: SharedClock = self.clock.clone();
         PointService::new(self.point_db.clone(), Some(redis), clock, limits)

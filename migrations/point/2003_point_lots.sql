@@ -1,0 +1,57 @@
+-- Point lots (API.md "Point lots and expiry"): every credit is a lot with
+-- its own expiry; spending draws from lots soonest expiry first; the sweeper
+-- turns an expired lot's remainder into one EXPIRE transaction. From this
+-- migration on, a user's balance is the sum of the remainders of their lots.
+-- See ARCHITECTURE.md, "Point lots".
+CREATE TABLE point_lots (
+    id                  uuid PRIMARY KEY,
+    user_id             uuid        NOT NULL,
+    -- The EARN (or the give-back CANCEL) that made the lot; NULL for the
+    -- lots this migration backfills from balances.
+    earn_transaction_id uuid CONSTRAINT one_lot_per_earn UNIQUE,
+    amount              bigint      NOT NULL CHECK (amount > 0),
+    remaining           bigint      NOT NULL,
+    -- NULL: never expires.
+    expires_at          timestamptz,
+    earned_at           timestamptz NOT NULL,
+    -- How many EXPIRE transactions the lot has had: a use cancelled after
+    -- the lot expired gives points back that expire again, once more.
+    expiries            integer     NOT NULL DEFAULT 0 CHECK (expiries >= 0),
+    expired_at          timestamptz,
+    -- The last line behind the draws decided under the balance row's lock.
+    CONSTRAINT lot_within_amount CHECK (remaining BETWEEN 0 AND amount)
+);
+-- Spending: a user's live lots in spend order.
+CREATE INDEX point_lots_spend ON point_lots (user_id, expires_at, earned_at) WHERE remaining > 0;
+-- The sweeper's scan: live lots that expire, soonest first.
+CREATE INDEX point_lots_due ON point_lots (expires_at)
+    WHERE remaining > 0 AND expires_at IS NOT NULL;
+
+-- What each debit (a USE, a capture, a CANCEL of a lot-less EARN) took from
+-- which lot; a cancel of a use gives exactly these back.
+CREATE TABLE point_lot_draws (
+    transaction_id uuid   NOT NULL,
+    lot_id         uuid   NOT NULL,
+    amount         bigint NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (transaction_id, lot_id)
+);
+
+ALTER TABLE point_transactions
+    DROP CONSTRAINT point_transactions_type_check,
+    ADD CONSTRAINT point_transactions_type_check
+        CHECK (type IN ('EARN', 'USE', 'CANCEL', 'EXPIRE')),
+    ADD COLUMN lot_id uuid,
+    -- The lot's n-th expiry (its `expiries` after it).
+    ADD COLUMN lot_expiry integer,
+    ADD CONSTRAINT lot_only_on_expire CHECK ((type = 'EXPIRE') = (lot_id IS NOT NULL)),
+    ADD CONSTRAINT lot_expiry_with_lot CHECK ((lot_id IS NULL) = (lot_expiry IS NULL)),
+    ADD CONSTRAINT expire_debits CHECK (type <> 'EXPIRE' OR delta < 0);
+-- Each lot expires at most once per expiry number, whatever the sweepers.
+CREATE UNIQUE INDEX expired_once ON point_transactions (lot_id, lot_expiry)
+    WHERE lot_id IS NOT NULL;
+
+-- Balances from before lots: one never-expiring lot each, so that
+-- balance = sum of remainders holds from here on.
+INSERT INTO point_lots (id, user_id, amount, remaining, earned_at)
+SELECT gen_random_uuid(), user_id, balance, balance, now()
+FROM point_balances WHERE balance > 0;
