@@ -147,8 +147,8 @@ async fn uses_draw_the_soonest_expiring_lots_first_across_many() {
     .unwrap();
     assert_eq!(draws, [(40,), (20,), (15,)]);
 
-    // Spending everything reaches the never-expiring lot last.
-    app.created_by("/points/use", &token, json!({"amount": 80}))
+    // Spending all but 5 leaves them in the never-expiring lot, spent last.
+    app.created_by("/points/use", &token, json!({"amount": 75}))
         .await;
     assert_eq!(app.lots_of(&token).await, [(5, 5, None)]);
     assert_eq!(app.balance_of(&token).await, 5);
