@@ -20,32 +20,21 @@ eval "$(scripts/services.sh env)"
 PG=$PROMO_TEST_DATABASE_URL
 CTL=target/release/promoctl
 WORK=$(mktemp -d)
-export PROMO_JWT_SECRET="perf-secret-perf-secret-perf-secret-perf"
-export PROMO_LOG__LEVEL=warn PROMO_KAFKA_BROKERS=$PROMO_TEST_KAFKA
-export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false PROMO_GATEWAY__HTTP_ADDR=127.0.0.1:14110
-export PROMO_COUPON__HTTP_ADDR=127.0.0.1:13111 PROMO_COUPON__GRPC_ADDR=127.0.0.1:15161
-export PROMO_POINT__HTTP_ADDR=127.0.0.1:13112 PROMO_POINT__GRPC_ADDR=127.0.0.1:15162
-export PROMO_TIMESALE__HTTP_ADDR=127.0.0.1:13113 PROMO_TIMESALE__GRPC_ADDR=127.0.0.1:15163
-GW=http://127.0.0.1:14110
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+promod_env 14110 13110 15160
 DB="sweep_$(date +%s%N)"
 PID= LOAD=
 cleanup() {
   [ -n "$LOAD" ] && kill "$LOAD" 2>/dev/null
   [ -n "$PID" ] && kill "$PID" 2>/dev/null
   wait 2>/dev/null || true
-  for r in gateway coupon point timesale; do
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${DB}_$r WITH (FORCE)" >/dev/null 2>&1 || true
-  done
+  drop_dbs "$DB"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-for r in gateway coupon point timesale; do
-  psql -q "$PG/postgres" -c "CREATE DATABASE ${DB}_$r" >/dev/null
-  export "PROMO_${r^^}__DATABASE_URL=$PG/${DB}_$r"
-done
-export PROMOCTL_COUPON_DATABASE_URL=$PG/${DB}_coupon PROMOCTL_POINT_DATABASE_URL=$PG/${DB}_point
-export PROMOCTL_TIMESALE_DATABASE_URL=$PG/${DB}_timesale
+create_dbs "$DB"
 POINT=$PG/${DB}_point
 "$BIN" >>"$WORK/promod.log" 2>&1 & PID=$!
 for _ in $(seq 1 150); do curl -sf "$GW/readyz" >/dev/null && break; sleep 0.2; done

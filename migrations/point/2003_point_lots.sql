@@ -6,9 +6,10 @@
 CREATE TABLE point_lots (
     id                  uuid PRIMARY KEY,
     user_id             uuid        NOT NULL,
-    -- The EARN (or the give-back CANCEL) that made the lot; NULL for the
-    -- lots this migration backfills from balances.
-    earn_transaction_id uuid CONSTRAINT one_lot_per_earn UNIQUE,
+    -- The EARN (or the give-back CANCEL) that made the lot, whose id is also
+    -- the lot's (so the primary key makes it one lot per earn, with no index
+    -- of its own to maintain); NULL for the lots this migration backfills.
+    earn_transaction_id uuid CHECK (earn_transaction_id IS NULL OR earn_transaction_id = id),
     amount              bigint      NOT NULL CHECK (amount > 0),
     remaining           bigint      NOT NULL,
     -- NULL: never expires.
@@ -27,15 +28,6 @@ CREATE INDEX point_lots_spend ON point_lots (user_id, expires_at, earned_at) WHE
 CREATE INDEX point_lots_due ON point_lots (expires_at)
     WHERE remaining > 0 AND expires_at IS NOT NULL;
 
--- What each debit (a USE, a capture, a CANCEL of a lot-less EARN) took from
--- which lot; a cancel of a use gives exactly these back.
-CREATE TABLE point_lot_draws (
-    transaction_id uuid   NOT NULL,
-    lot_id         uuid   NOT NULL,
-    amount         bigint NOT NULL CHECK (amount > 0),
-    PRIMARY KEY (transaction_id, lot_id)
-);
-
 ALTER TABLE point_transactions
     DROP CONSTRAINT point_transactions_type_check,
     ADD CONSTRAINT point_transactions_type_check
@@ -43,6 +35,13 @@ ALTER TABLE point_transactions
     ADD COLUMN lot_id uuid,
     -- The lot's n-th expiry (its `expiries` after it).
     ADD COLUMN lot_expiry integer,
+    -- What a debit (a USE, a capture, a CANCEL of a lot-less EARN) took
+    -- from which lots, `[{"lot_id", "amount"}]`; a cancel of a use gives
+    -- exactly these back. Kept in the ledger row, which is written anyway,
+    -- rather than in rows of their own: one heap row and one index entry
+    -- less per use.
+    ADD COLUMN draws jsonb,
+    ADD CONSTRAINT draws_only_on_debits CHECK (draws IS NULL OR delta < 0),
     ADD CONSTRAINT lot_only_on_expire CHECK ((type = 'EXPIRE') = (lot_id IS NOT NULL)),
     ADD CONSTRAINT lot_expiry_with_lot CHECK ((lot_id IS NULL) = (lot_expiry IS NULL)),
     ADD CONSTRAINT expire_debits CHECK (type <> 'EXPIRE' OR delta < 0);

@@ -850,13 +850,22 @@ async fn point_world(pool: &PgPool) -> (Uuid, Uuid) {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query("INSERT INTO point_lot_draws (transaction_id, lot_id, amount) VALUES ($1, $2, 30)")
-        .bind(used)
-        .bind(earn)
-        .execute(pool)
-        .await
-        .unwrap();
+    draw(pool, used, 30).await;
     (user, used)
+}
+
+/// Records that debit `tx` drew `amount` from its user's one lot.
+async fn draw(pool: &PgPool, tx: Uuid, amount: i64) {
+    sqlx::query(
+        "UPDATE point_transactions t SET draws = jsonb_build_array(jsonb_build_object(
+             'lot_id', (SELECT id FROM point_lots l WHERE l.user_id = t.user_id), 'amount', $2))
+         WHERE t.id = $1",
+    )
+    .bind(tx)
+    .bind(amount)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -1037,15 +1046,7 @@ async fn capture_use(pool: &PgPool, user: Uuid, hold: Uuid, after: i64) {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query(
-        "INSERT INTO point_lot_draws (transaction_id, lot_id, amount)
-         SELECT $1, id, 10 FROM point_lots WHERE user_id = $2",
-    )
-    .bind(id)
-    .bind(user)
-    .execute(pool)
-    .await
-    .unwrap();
+    draw(pool, id, 10).await;
 }
 
 #[tokio::test]
@@ -1678,29 +1679,25 @@ async fn point_draws_sum_to_each_debit() {
     assert_clean(&before);
     assert_eq!(find(&before, point::DRAWS).examined, 1);
 
-    exec(&pool, "UPDATE point_lot_draws SET amount = 20").await;
+    draw(&pool, used, 20).await;
     let after = point::check(&pool, &mut r).await.unwrap();
     let u = used.to_string();
     assert_names(&after, point::DRAWS, &u, "USE of 30, draws 20");
 
-    exec(&pool, "DELETE FROM point_lot_draws").await;
+    exec(&pool, "UPDATE point_transactions SET draws = NULL").await;
     let after = point::check(&pool, &mut r).await.unwrap();
     assert_names(&after, point::DRAWS, &u, "USE of 30, draws none");
 
-    let orphan = Uuid::new_v4();
+    // Drawn from a lot that is not the user's.
     sqlx::query(
-        "INSERT INTO point_lot_draws (transaction_id, lot_id, amount)
-         SELECT $1, id, 5 FROM point_lots",
+        "UPDATE point_transactions SET draws = jsonb_build_array(jsonb_build_object(
+             'lot_id', $2::uuid, 'amount', 30)) WHERE id = $1",
     )
-    .bind(orphan)
+    .bind(used)
+    .bind(Uuid::new_v4())
     .execute(&pool)
     .await
     .unwrap();
     let after = point::check(&pool, &mut r).await.unwrap();
-    assert_names(
-        &after,
-        point::DRAWS,
-        &orphan.to_string(),
-        "draws of no transaction",
-    );
+    assert_names(&after, point::DRAWS, &u, "draws from 1 lots not its user's");
 }

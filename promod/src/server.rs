@@ -323,6 +323,7 @@ impl Shared {
     async fn database(&self, url: &str, schema: Schema) -> anyhow::Result<PgPool> {
         let pool = db::connect(
             url,
+            schema,
             self.cfg.db_max_connections,
             self.cfg.db_acquire_timeout_ms,
         )

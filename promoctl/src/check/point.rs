@@ -96,20 +96,26 @@ const EXPIRED_ONCE_SQL: Invariant = Invariant {
                  WHERE l.id IS NULL OR l.expiries <> coalesce(c.n, 0))",
 };
 
-/// The draws of a debit sum to its amount, and every USE since lots began
-/// (the first lot's earn) has them.
+/// The draws of a debit (`draws` of its ledger row) sum to its amount, each
+/// from a lot of its user, and every USE since lots began (the first lot's
+/// earn) has them.
 const DRAWS_SQL: Invariant = Invariant {
     check: DRAWS,
     examined: "point_transactions WHERE delta < 0",
-    with: "d AS (SELECT transaction_id, sum(amount) AS s FROM point_lot_draws GROUP BY transaction_id),
-           f AS (SELECT min(earned_at) AS since FROM point_lots),
-           v AS (SELECT t.id::text || ' (' || t.type || ' of ' || t.amount || ', draws '
+    with: "f AS (SELECT min(earned_at) AS since FROM point_lots),
+           d AS (SELECT t.id, t.user_id, t.type, t.amount, t.created_at,
+                        (SELECT sum((e->>'amount')::bigint) FROM jsonb_array_elements(t.draws) e) AS s,
+                        (SELECT count(*) FROM jsonb_array_elements(t.draws) e
+                         LEFT JOIN point_lots l ON l.id = (e->>'lot_id')::uuid
+                         WHERE l.user_id IS DISTINCT FROM t.user_id) AS foreign_lots
+                 FROM point_transactions t WHERE t.delta < 0),
+           v AS (SELECT d.id::text || ' (' || d.type || ' of ' || d.amount || ', draws '
                         || coalesce(d.s::text, 'none') || ')' AS what
-                 FROM point_transactions t CROSS JOIN f LEFT JOIN d ON d.transaction_id = t.id
-                 WHERE d.s <> t.amount OR (t.type = 'USE' AND d.s IS NULL AND t.created_at >= f.since)
+                 FROM d CROSS JOIN f
+                 WHERE d.s <> d.amount OR (d.type = 'USE' AND d.s IS NULL AND d.created_at >= f.since)
                  UNION ALL
-                 SELECT d.transaction_id::text || ' (draws of no transaction)'
-                 FROM d LEFT JOIN point_transactions t ON t.id = d.transaction_id WHERE t.id IS NULL)",
+                 SELECT d.id::text || ' (draws from ' || d.foreign_lots || ' lots not its user''s)'
+                 FROM d WHERE d.foreign_lots > 0)",
 };
 
 const LEDGER_SQL: Invariant = Invariant {

@@ -79,9 +79,9 @@ impl PointService {
             lot_id: None,
             created_at: now,
         };
-        hold_store::insert_transaction(w.tx(), &tx).await?;
         // The balance row is still locked (`settle`): draw as a use does.
-        lot_store::draw_for(w.tx(), &tx).await?;
+        let draws = lot_store::draw_for(w.tx(), &tx).await?;
+        hold_store::insert_transaction(w.tx(), &tx, &draws).await?;
         hold.transaction_id = Some(tx.id);
         // The ledger row's event, as for every USE, then the hold's.
         let evs = [

@@ -10,7 +10,7 @@ use promo_domain::page::Page;
 use promo_domain::point::lot::{Draw, DueLot, Expiring, Expiry, Lot, LotBook, LotOp, LotQuery};
 use promo_domain::point::{Funds, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::error::to_json;
+use promo_store::error::{to_json, StoreError};
 use promo_store::keys::CachedBalance;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -68,32 +68,30 @@ pub async fn live_lots(
 pub async fn cancel_op(pool: &PgPool, original: &Transaction, id: Uuid) -> DomainResult<LotOp> {
     let op = match original.tx_type {
         TxType::Earn => {
-            let lot: Option<Uuid> =
-                sqlx::query_scalar("SELECT id FROM point_lots WHERE earn_transaction_id = $1")
-                    .bind(original.id)
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(from_sqlx)?;
+            // An earn's lot has the earn's id.
+            let lot: Option<Uuid> = sqlx::query_scalar("SELECT id FROM point_lots WHERE id = $1")
+                .bind(original.id)
+                .fetch_optional(pool)
+                .await
+                .map_err(from_sqlx)?;
             lot.map_or(LotOp::Draw, LotOp::Revoke)
         }
         TxType::Use => {
-            let draws: Vec<(Uuid, i64)> = sqlx::query_as(
-                "SELECT lot_id, amount FROM point_lot_draws WHERE transaction_id = $1",
-            )
-            .bind(original.id)
-            .fetch_all(pool)
-            .await
-            .map_err(from_sqlx)?;
-            if draws.is_empty() {
-                LotOp::Add {
+            let draws: Option<serde_json::Value> =
+                sqlx::query_scalar("SELECT draws FROM point_transactions WHERE id = $1")
+                    .bind(original.id)
+                    .fetch_one(pool)
+                    .await
+                    .map_err(from_sqlx)?;
+            match draws {
+                None => LotOp::Add {
                     id,
                     expires_at: None,
-                }
-            } else {
-                let draws = draws
-                    .into_iter()
-                    .map(|(lot_id, amount)| Draw { lot_id, amount });
-                LotOp::Return(draws.collect())
+                },
+                Some(d) => LotOp::Return(
+                    serde_json::from_value::<Vec<Draw>>(d)
+                        .map_err(|e| StoreError::corrupt("point draws", &e.to_string()))?,
+                ),
             }
         }
         TxType::Cancel | TxType::Expire => LotOp::None,
@@ -146,44 +144,32 @@ pub async fn expiring(pool: &PgPool, user: Uuid, n: i64) -> DomainResult<Vec<Exp
 }
 
 /// Draws a capture's USE (`tx`) from the user's lots, whose balance row the
-/// capture holds locked, and records the draws.
-pub async fn draw_for(db: &mut PgConnection, tx: &Transaction) -> DomainResult<()> {
+/// capture holds locked; the draws, for its ledger row.
+pub async fn draw_for(db: &mut PgConnection, tx: &Transaction) -> DomainResult<serde_json::Value> {
     let lots = live_lots(db, &[tx.user_id], &[]).await.map_err(from_sqlx)?;
     let mut book = LotBook::new(lots);
     let draws = book.apply(tx.user_id, tx.created_at, tx.amount, &LotOp::Draw)?;
     let moved = book.changes().updated;
     let (ids, (left, was)): (Vec<Uuid>, (Vec<i64>, Vec<i64>)) =
         moved.iter().map(|u| (u.id, (u.remaining, u.was))).unzip();
-    let (lot_ids, amounts): (Vec<Uuid>, Vec<i64>) =
-        draws.iter().map(|d| (d.lot_id, d.amount)).unzip();
-    let updated: i64 = sqlx::query_scalar(
-        "WITH moved AS (
-           UPDATE point_lots l SET remaining = m.left_over
-             FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS m(id, left_over, was)
-            WHERE l.id = m.id AND l.remaining = m.was
-           RETURNING 1
-         ),
-         drawn AS (
-           INSERT INTO point_lot_draws (transaction_id, lot_id, amount)
-           SELECT $4, d.lot_id, d.amount FROM unnest($5::uuid[], $6::bigint[]) AS d(lot_id, amount)
-         )
-         SELECT count(*) FROM moved",
+    let updated = sqlx::query(
+        "UPDATE point_lots l SET remaining = m.left_over
+           FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS m(id, left_over, was)
+          WHERE l.id = m.id AND l.remaining = m.was",
     )
     .bind(&ids)
     .bind(&left)
     .bind(&was)
-    .bind(tx.id)
-    .bind(&lot_ids)
-    .bind(&amounts)
-    .fetch_one(db)
+    .execute(db)
     .await
-    .map_err(from_sqlx)?;
-    if updated != ids.len() as i64 {
+    .map_err(from_sqlx)?
+    .rows_affected();
+    if updated != ids.len() as u64 {
         return Err(DomainError::Internal(
             "point lot changed under its balance lock".into(),
         ));
     }
-    Ok(())
+    Ok(to_json("draws", &draws)?)
 }
 
 /// Claims users with lots due at `now` for one sweep: the users of the
@@ -192,12 +178,19 @@ pub async fn draw_for(db: &mut PgConnection, tx: &Transaction) -> DomainResult<(
 /// skipping rows another writer holds (it never waits, so it never
 /// deadlocks). Users whose whole balance is held are left out: nothing of
 /// theirs can expire until a hold resolves. Their funds, by user.
+///
+/// Sequential and bitmap scans stay off for the rest of the sweep's
+/// transaction (`db::index_walk`): the claim must walk the partial index
+/// `point_lots_due` in order and stop at its limit, and the write's joins of
+/// thousands of lots must probe by key, not scan a million-row table, so
+/// that a batch costs its size and not the backlog.
 pub async fn claim_due(
     db: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
     (part, parts): (i32, i32),
 ) -> DomainResult<Vec<(Uuid, Funds)>> {
+    crate::db::index_walk(db, true).await?;
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT b.user_id, b.balance, b.held FROM point_balances b
          WHERE b.user_id IN (
@@ -316,17 +309,8 @@ pub async fn write_expiries(
             "point lot or balance changed under the sweep's lock".into(),
         ));
     }
-    Ok(rows
-        .into_iter()
-        .map(|(u, balance, held, version, _)| {
-            let c = CachedBalance {
-                balance,
-                held,
-                version,
-            };
-            (u, c)
-        })
-        .collect())
+    let written = rows.into_iter().map(|(u, b, h, v, _)| (u, b, h, v));
+    Ok(written.map(super::hold_store::cached).collect())
 }
 
 /// A sweep's rows, one array per column.

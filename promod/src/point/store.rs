@@ -11,7 +11,7 @@ use crate::idempotency::IdemKey;
 use crate::outbox::Event;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
-use promo_domain::point::lot::{Draw, Lot, LotBook, LotOp};
+use promo_domain::point::lot::{Lot, LotBook, LotOp};
 use promo_domain::point::{
     self, BalanceRow, BatchDecision, BatchMember, Committed, Decision, Transaction, TxType,
 };
@@ -350,9 +350,8 @@ struct Rows<'a> {
     upd_lot: Vec<Uuid>,
     upd_lot_left: Vec<i64>,
     upd_lot_was: Vec<i64>,
-    draw_tx: Vec<Uuid>,
-    draw_lot: Vec<Uuid>,
-    draw_amount: Vec<i64>,
+    // What each ledger row drew from lots (null unless it drew).
+    draws: Vec<Option<serde_json::Value>>,
 }
 
 /// New lots, one array per column.
@@ -410,11 +409,10 @@ impl<'a> Rows<'a> {
             let Decision::Applied { balance, .. } = d else {
                 continue;
             };
-            for Draw { lot_id, amount } in draws {
-                r.draw_tx.push(c.tx.id);
-                r.draw_lot.push(*lot_id);
-                r.draw_amount.push(*amount);
-            }
+            r.draws.push(match draws.is_empty() {
+                true => None,
+                false => Some(to_json("draws", draws)?),
+            });
             let mut t = c.tx.clone();
             t.balance_after = *balance;
             let e = event(&t);
@@ -474,9 +472,11 @@ impl<'a> Rows<'a> {
              ),
              t AS (
                INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
-                                               reference, description, cancelled_transaction_id, created_at)
+                                               reference, description, cancelled_transaction_id, created_at,
+                                               draws)
                SELECT * FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::bigint[], $14::bigint[],
-                                    $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[])
+                                    $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[],
+                                    $38::jsonb[])
              ),
              o AS (
                INSERT INTO outbox (id, topic, aggregate_id, payload)
@@ -499,10 +499,6 @@ impl<'a> Rows<'a> {
                  FROM unnest($35::uuid[], $36::bigint[], $37::bigint[]) AS v(id, remaining, was)
                 WHERE l.id = v.id AND l.remaining = v.was
                RETURNING 1
-             ),
-             dr AS (
-               INSERT INTO point_lot_draws (transaction_id, lot_id, amount)
-               SELECT * FROM unnest($38::uuid[], $39::uuid[], $40::bigint[])
              )
              SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k),
                     (SELECT count(*) FROM ul)",
@@ -544,9 +540,7 @@ impl<'a> Rows<'a> {
         .bind(&self.upd_lot)
         .bind(&self.upd_lot_left)
         .bind(&self.upd_lot_was)
-        .bind(&self.draw_tx)
-        .bind(&self.draw_lot)
-        .bind(&self.draw_amount)
+        .bind(&self.draws)
         .fetch_one(&mut *db)
         .await
     }

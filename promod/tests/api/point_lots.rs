@@ -138,8 +138,9 @@ async fn uses_draw_the_soonest_expiring_lots_first_across_many() {
     let left: Vec<(i64, i64)> = lots.iter().map(|l| (l.0, l.1)).collect();
     assert_eq!(left, [(30, 15), (50, 50), (10, 10), (5, 5)]);
     let draws: Vec<(i64,)> = sqlx::query_as(
-        "SELECT d.amount FROM point_lot_draws d JOIN point_lots l ON l.id = d.lot_id
-         WHERE d.transaction_id = $1 ORDER BY l.expires_at, l.earned_at",
+        "SELECT (d->>'amount')::bigint FROM point_transactions t, jsonb_array_elements(t.draws) d
+         JOIN point_lots l ON l.id = (d->>'lot_id')::uuid
+         WHERE t.id = $1 ORDER BY l.expires_at, l.earned_at",
     )
     .bind(id(&used))
     .fetch_all(&app.point_db)
@@ -304,13 +305,20 @@ async fn two_sweepers_expire_each_of_ten_thousand_lots_exactly_once() {
     app.assert_lot_invariants().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_use_cancelled_after_its_lot_expired_expires_again_once() {
+/// An app, a sweeper of its own, and a user (their token) with one lot of
+/// 100 (its id) that expires in 10 s.
+async fn a_lot_of_100_expiring_in_10s() -> (TestApp, Arc<PointService>, String, Uuid) {
     let app = app().await;
     let svc = Arc::new(app.sweeper(redis().await));
     let (user, token) = app.user_token();
     let soon = app.clock.now() + Duration::seconds(10);
     let lot = id(&app.earn_lot(user, 100, Some(soon)).await);
+    (app, svc, token, lot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_use_cancelled_after_its_lot_expired_expires_again_once() {
+    let (app, svc, token, lot) = a_lot_of_100_expiring_in_10s().await;
     let used = app
         .created_by("/points/use", &token, json!({"amount": 30}))
         .await;
@@ -338,11 +346,7 @@ async fn a_use_cancelled_after_its_lot_expired_expires_again_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_leaves_what_a_hold_reserves_and_the_capture_draws_it() {
-    let app = app().await;
-    let svc = Arc::new(app.sweeper(redis().await));
-    let (user, token) = app.user_token();
-    let soon = app.clock.now() + Duration::seconds(10);
-    let lot = id(&app.earn_lot(user, 100, Some(soon)).await);
+    let (app, svc, token, lot) = a_lot_of_100_expiring_in_10s().await;
     let hold = app
         .created_by("/points/holds", &token, json!({"amount": 60}))
         .await;
@@ -352,12 +356,13 @@ async fn expiry_leaves_what_a_hold_reserves_and_the_capture_draws_it() {
     assert_eq!(app.sweep_lots(&svc).await, 0, "the held 60 waits");
     let path = format!("/points/holds/{}/capture", id(&hold));
     let tx = app.created_by(&path, &token, json!({"amount": 50})).await;
-    let (drawn,): (i64,) =
-        sqlx::query_as("SELECT amount FROM point_lot_draws WHERE transaction_id = $1")
-            .bind(id(&tx))
-            .fetch_one(&app.point_db)
-            .await
-            .unwrap();
+    let (drawn,): (i64,) = sqlx::query_as(
+        "SELECT (draws->0->>'amount')::bigint FROM point_transactions WHERE id = $1",
+    )
+    .bind(id(&tx))
+    .fetch_one(&app.point_db)
+    .await
+    .unwrap();
     assert_eq!(drawn, 50);
     // The 10 the capture released expire at the next sweep.
     assert_eq!(app.sweep_lots(&svc).await, 1);
