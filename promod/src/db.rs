@@ -37,8 +37,11 @@ pub async fn connect(
         // and keeps its sequential scans as they grow: measured, a 12 s load
         // on fresh databases read 33 million lot rows that way. A custom
         // plan per execution costs a little planning and sees the array and
-        // the table as they are.
-        opts = opts.options([("plan_cache_mode", "force_custom_plan")]);
+        // the table as they are. Those plans' costs grow with the arrays (a
+        // sweep writes 10,000 lots), and past `jit_above_cost` PostgreSQL
+        // compiles each statement with LLVM, which took seconds per sweep;
+        // short statements never gain from JIT.
+        opts = opts.options([("plan_cache_mode", "force_custom_plan"), ("jit", "off")]);
     }
     PgPoolOptions::new()
         .max_connections(max)

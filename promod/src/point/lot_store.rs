@@ -179,11 +179,9 @@ pub async fn draw_for(db: &mut PgConnection, tx: &Transaction) -> DomainResult<s
 /// deadlocks). Users whose whole balance is held are left out: nothing of
 /// theirs can expire until a hold resolves. Their funds, by user.
 ///
-/// Sequential and bitmap scans stay off for the rest of the sweep's
-/// transaction (`db::index_walk`): the claim must walk the partial index
-/// `point_lots_due` in order and stop at its limit, and the write's joins of
-/// thousands of lots must probe by key, not scan a million-row table, so
-/// that a batch costs its size and not the backlog.
+/// The claim walks the partial index `point_lots_due` in order and stops at
+/// its limit (`db::index_walk`), so that a sweep costs its size and not the
+/// backlog, whatever the statistics say.
 pub async fn claim_due(
     db: &mut PgConnection,
     now: DateTime<Utc>,
@@ -206,9 +204,10 @@ pub async fn claim_due(
     .bind(limit)
     .bind(parts)
     .bind(part)
-    .fetch_all(db)
+    .fetch_all(&mut *db)
     .await
     .map_err(from_sqlx)?;
+    crate::db::index_walk(db, false).await?;
     Ok(rows
         .into_iter()
         .map(|(u, balance, held)| (u, Funds { balance, held }))
