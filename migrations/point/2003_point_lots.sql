@@ -49,6 +49,15 @@ ALTER TABLE point_transactions
 CREATE UNIQUE INDEX expired_once ON point_transactions (lot_id, lot_expiry)
     WHERE lot_id IS NOT NULL;
 
+-- The two "at most once" uniques as partial indexes: as UNIQUE constraints
+-- they indexed the NULL of every other ledger row too, two index entries
+-- per earn, use and EXPIRE that nothing reads. Same names, so a violation
+-- still names them.
+ALTER TABLE point_transactions DROP CONSTRAINT cancelled_once, DROP CONSTRAINT captured_once;
+CREATE UNIQUE INDEX cancelled_once ON point_transactions (cancelled_transaction_id)
+    WHERE cancelled_transaction_id IS NOT NULL;
+CREATE UNIQUE INDEX captured_once ON point_transactions (hold_id) WHERE hold_id IS NOT NULL;
+
 -- Balances from before lots: one never-expiring lot each, so that
 -- balance = sum of remainders holds from here on.
 INSERT INTO point_lots (id, user_id, amount, remaining, earned_at)

@@ -5,6 +5,7 @@
 //! lock, taken first, as the batch takes it (ARCHITECTURE.md, "Point lots").
 
 use crate::error::from_sqlx;
+use crate::outbox::Event;
 use chrono::{DateTime, Utc};
 use promo_domain::page::Page;
 use promo_domain::point::lot::{Draw, DueLot, Expiring, Expiry, Lot, LotBook, LotOp, LotQuery};
@@ -12,6 +13,7 @@ use promo_domain::point::{Funds, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
 use promo_store::error::{to_json, StoreError};
 use promo_store::keys::CachedBalance;
+use promo_store::topics;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -252,10 +254,7 @@ pub async fn write_expiries(
     funds: &[(Uuid, Funds)],
     now: DateTime<Utc>,
 ) -> DomainResult<Vec<(Uuid, CachedBalance)>> {
-    let mut x = ExpiryColumns::default();
-    for e in expiries {
-        x.push(e, now)?;
-    }
+    let x = ExpiryColumns::of(expiries, now)?;
     let (users, balances): (Vec<Uuid>, Vec<i64>) =
         funds.iter().map(|(u, f)| (*u, f.balance)).unzip();
     let rows: Vec<(Uuid, i64, i64, i64, i64)> = sqlx::query_as(
@@ -329,34 +328,58 @@ struct ExpiryColumns {
 }
 
 impl ExpiryColumns {
-    /// One expiry's lot, EXPIRE row and `point.expired` event.
-    fn push(&mut self, e: &Expiry, now: DateTime<Utc>) -> DomainResult<()> {
-        let t = Transaction {
-            id: Uuid::now_v7(),
-            user_id: e.user_id,
-            tx_type: TxType::Expire,
-            amount: e.amount,
-            delta: -e.amount,
-            balance_after: e.balance_after,
-            reference: None,
-            description: None,
-            cancelled_transaction_id: None,
-            hold_id: None,
-            lot_id: Some(e.lot_id),
-            created_at: now,
-        };
-        let ev = super::store::event(&t);
-        self.ev_ids.push(ev.id);
-        self.ev_topics.push(ev.event_type.clone());
-        self.ev_keys.push(ev.aggregate_id.clone());
-        self.ev_payloads.push(to_json("event", &ev)?);
-        self.lots.push(e.lot_id);
-        self.remaining.push(e.remaining);
-        self.number.push(e.number);
-        self.ids.push(t.id);
-        self.users.push(t.user_id);
-        self.amounts.push(t.amount);
-        self.afters.push(t.balance_after);
-        Ok(())
+    /// Each expiry's lot and EXPIRE row, and one `point.expired` event per
+    /// user listing the user's EXPIREs of this sweep (docs/events.md): a
+    /// sweep of a million lots writes an event per user, not per lot.
+    fn of(expiries: &[Expiry], now: DateTime<Utc>) -> DomainResult<Self> {
+        let mut x = ExpiryColumns::default();
+        for e in expiries {
+            x.lots.push(e.lot_id);
+            x.remaining.push(e.remaining);
+            x.number.push(e.number);
+            x.ids.push(Uuid::now_v7());
+            x.users.push(e.user_id);
+            x.amounts.push(e.amount);
+            x.afters.push(e.balance_after);
+        }
+        let rows: Vec<(&Expiry, Uuid)> = expiries.iter().zip(x.ids.clone()).collect();
+        // `lot::expire` keeps the order of the due lots, grouped by user.
+        for user in rows.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
+            let ev = expired_event(user, now);
+            x.ev_ids.push(ev.id);
+            x.ev_topics.push(ev.event_type.clone());
+            x.ev_keys.push(ev.aggregate_id.clone());
+            x.ev_payloads.push(to_json("event", &ev)?);
+        }
+        Ok(x)
     }
+}
+
+/// The `point.expired` event of one user's EXPIREs (`(expiry, its
+/// transaction id)`, at least one) in one sweep.
+fn expired_event(user: &[(&Expiry, Uuid)], now: DateTime<Utc>) -> Event {
+    let (last, _) = user[user.len() - 1];
+    let expired: Vec<serde_json::Value> = user
+        .iter()
+        .map(|(e, id)| {
+            serde_json::json!({
+                "transaction_id": id,
+                "lot_id": e.lot_id,
+                "amount": e.amount,
+                "balance_after": e.balance_after,
+            })
+        })
+        .collect();
+    Event::new(
+        topics::POINT_EXPIRED,
+        last.user_id,
+        Some(last.user_id),
+        now,
+        serde_json::json!({
+            "user_id": last.user_id,
+            "amount": user.iter().map(|(e, _)| e.amount).sum::<i64>(),
+            "balance_after": last.balance_after,
+            "expired": expired,
+        }),
+    )
 }
