@@ -98,20 +98,22 @@ const EXPIRED_ONCE_SQL: Invariant = Invariant {
 
 /// The draws of a debit (`draws` of its ledger row) sum to its amount, each
 /// from a lot of its user, and every USE since lots began (the first lot's
-/// earn) has them. Set-based (one pass over the draws, hash joins), so that
-/// a million EXPIRE rows cost a scan, not a lookup each.
+/// earn) has them. Set-based (one pass over the draws, hash joins), and the
+/// start of lots is an uncorrelated subquery, computed once whatever the
+/// statistics (as a joined CTE, a stale row estimate put it in a nested
+/// loop: a scan of every lot per debit).
 const DRAWS_SQL: Invariant = Invariant {
     check: DRAWS,
     examined: "point_transactions WHERE delta < 0 AND type <> 'EXPIRE'",
-    with: "f AS (SELECT min(earned_at) AS since FROM point_lots),
-           e AS (SELECT t.id, t.user_id, (x->>'lot_id')::uuid AS lot_id, (x->>'amount')::bigint AS amount
+    with: "e AS (SELECT t.id, t.user_id, (x->>'lot_id')::uuid AS lot_id, (x->>'amount')::bigint AS amount
                  FROM point_transactions t, jsonb_array_elements(t.draws) x WHERE t.draws IS NOT NULL),
            s AS (SELECT id, sum(amount) AS s FROM e GROUP BY id),
            v AS (SELECT t.id::text || ' (' || t.type || ' of ' || t.amount || ', draws '
                         || coalesce(s.s::text, 'none') || ')' AS what
-                 FROM point_transactions t CROSS JOIN f LEFT JOIN s ON s.id = t.id
+                 FROM point_transactions t LEFT JOIN s ON s.id = t.id
                  WHERE t.delta < 0 AND t.type <> 'EXPIRE'
-                   AND (s.s <> t.amount OR (t.type = 'USE' AND s.s IS NULL AND t.created_at >= f.since))
+                   AND (s.s <> t.amount OR (t.type = 'USE' AND s.s IS NULL
+                        AND t.created_at >= (SELECT min(earned_at) FROM point_lots)))
                  UNION ALL
                  SELECT e.id::text || ' (draws from lot ' || e.lot_id || ', not its user''s)'
                  FROM e LEFT JOIN point_lots l ON l.id = e.lot_id AND l.user_id = e.user_id
