@@ -24,7 +24,8 @@ CTL=target/release/promoctl
 WORK=$(mktemp -d)
 # shellcheck source=perf/lib.sh
 . perf/lib.sh
-promod_env 14100 13100 15150
+# Ports may be moved (GW_PORT, HTTP_PORT, GRPC_PORT) when another run uses these.
+promod_env "${GW_PORT:-14100}" "${HTTP_PORT:-13100}" "${GRPC_PORT:-15150}"
 SERVER= CLIENT=
 if [ -n "${PIN:-}" ]; then
   SERVER="taskset -c $(($(nproc) - 1))" CLIENT="taskset -c 0"
