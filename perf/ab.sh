@@ -22,13 +22,10 @@ eval "$(scripts/services.sh env)"
 PG=$PROMO_TEST_DATABASE_URL
 CTL=target/release/promoctl
 WORK=$(mktemp -d)
-export PROMO_JWT_SECRET="perf-secret-perf-secret-perf-secret-perf"
-export PROMO_LOG__LEVEL=warn PROMO_KAFKA_BROKERS=$PROMO_TEST_KAFKA
-export PROMO_GATEWAY__RATE_LIMIT__ENABLED=false PROMO_GATEWAY__HTTP_ADDR=127.0.0.1:14100
-export PROMO_COUPON__HTTP_ADDR=127.0.0.1:13101 PROMO_COUPON__GRPC_ADDR=127.0.0.1:15151
-export PROMO_POINT__HTTP_ADDR=127.0.0.1:13102 PROMO_POINT__GRPC_ADDR=127.0.0.1:15152
-export PROMO_TIMESALE__HTTP_ADDR=127.0.0.1:13103 PROMO_TIMESALE__GRPC_ADDR=127.0.0.1:15153
-GW=http://127.0.0.1:14100
+# shellcheck source=perf/lib.sh
+. perf/lib.sh
+# Ports may be moved (GW_PORT, HTTP_PORT, GRPC_PORT) when another run uses these.
+promod_env "${GW_PORT:-14100}" "${HTTP_PORT:-13100}" "${GRPC_PORT:-15150}"
 SERVER= CLIENT=
 if [ -n "${PIN:-}" ]; then
   SERVER="taskset -c $(($(nproc) - 1))" CLIENT="taskset -c 0"
@@ -40,12 +37,7 @@ trap cleanup EXIT
 run() { # label binary
   local label=$1 bin=$2 db r
   db="ab_$(date +%s%N)"
-  for r in gateway coupon point timesale; do
-    psql -q "$PG/postgres" -c "CREATE DATABASE ${db}_$r" >/dev/null
-    export "PROMO_${r^^}__DATABASE_URL=$PG/${db}_$r"
-  done
-  export PROMOCTL_COUPON_DATABASE_URL=$PG/${db}_coupon PROMOCTL_POINT_DATABASE_URL=$PG/${db}_point
-  export PROMOCTL_TIMESALE_DATABASE_URL=$PG/${db}_timesale
+  create_dbs "$db"
   $SERVER "$bin" >>"$WORK/promod.log" 2>&1 & PID=$!
   for _ in $(seq 1 150); do curl -sf "$GW/readyz" >/dev/null && break; sleep 0.2; done
   local rows=() mode
@@ -72,9 +64,7 @@ PY
   hwm=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$PID/status")
   for r in "${rows[@]}"; do echo "$r $hwm |"; done
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=
-  for r in gateway coupon point timesale; do
-    psql -q "$PG/postgres" -c "DROP DATABASE IF EXISTS ${db}_$r WITH (FORCE)" >/dev/null 2>&1 || true
-  done
+  drop_dbs "$db"
 }
 
 echo "Scenario: $FILE; $WARMUP warm-up, then $DURATION per row."

@@ -4,6 +4,7 @@
 //! they leave available ([`Funds`]).
 
 pub mod hold;
+pub mod lot;
 
 use crate::page::PageRequest;
 use crate::{DomainError, DomainResult};
@@ -19,6 +20,8 @@ pub enum TxType {
     Earn,
     Use,
     Cancel,
+    /// An expired lot's remainder leaving the balance (the sweeper's).
+    Expire,
 }
 
 impl TxType {
@@ -27,6 +30,7 @@ impl TxType {
             TxType::Earn => "EARN",
             TxType::Use => "USE",
             TxType::Cancel => "CANCEL",
+            TxType::Expire => "EXPIRE",
         }
     }
 
@@ -35,9 +39,10 @@ impl TxType {
             "EARN" => Ok(TxType::Earn),
             "USE" => Ok(TxType::Use),
             "CANCEL" => Ok(TxType::Cancel),
+            "EXPIRE" => Ok(TxType::Expire),
             _ => Err(DomainError::validation(
                 "type",
-                "type must be EARN, USE or CANCEL",
+                "type must be EARN, USE, CANCEL or EXPIRE",
             )),
         }
     }
@@ -60,6 +65,9 @@ pub struct Transaction {
     /// The hold a USE captured, if it is a capture.
     #[serde(default)]
     pub hold_id: Option<Uuid>,
+    /// The lot an EXPIRE expired.
+    #[serde(default)]
+    pub lot_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -151,12 +159,14 @@ impl Funds {
     }
 }
 
-/// The signed delta of cancelling `original`; a CANCEL cannot itself be cancelled.
+/// The signed delta of cancelling `original`; a CANCEL cannot itself be
+/// cancelled, nor can an EXPIRE (an expiry is final).
 pub fn cancel_delta(original: &Transaction) -> DomainResult<i64> {
     match original.tx_type {
-        TxType::Cancel => Err(DomainError::Conflict(
-            "a cancel transaction cannot be cancelled".into(),
-        )),
+        TxType::Cancel | TxType::Expire => Err(DomainError::Conflict(format!(
+            "a {} transaction cannot be cancelled",
+            original.tx_type.as_str().to_lowercase()
+        ))),
         _ => Ok(-original.delta),
     }
 }
@@ -171,6 +181,8 @@ pub struct BatchMember<K> {
     pub cancels: Option<Uuid>,
     pub key: Option<K>,
     pub at: DateTime<Utc>,
+    /// What it does to the user's lots.
+    pub lot: lot::LotOp,
 }
 
 /// A balance row as the batch read it under its lock.
@@ -192,6 +204,8 @@ pub struct Committed<K> {
     pub cancelled: HashSet<Uuid>,
     /// Idempotency keys already used.
     pub keys: HashSet<K>,
+    /// The lots the members draw from, give back to or revoke.
+    pub lots: lot::LotBook,
 }
 
 /// The decision on one member.
@@ -228,6 +242,11 @@ pub struct RowChange {
 pub struct BatchDecision {
     pub decisions: Vec<Decision>,
     pub rows: Vec<RowChange>,
+    /// What each member drew from lots, in batch order (empty unless it
+    /// applied and drew).
+    pub draws: Vec<Vec<lot::Draw>>,
+    /// The lots the applied members made and moved.
+    pub lots: lot::LotChanges,
 }
 
 impl BatchDecision {
@@ -251,11 +270,14 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
         rows,
         mut cancelled,
         mut keys,
+        mut lots,
     } = committed;
     let mut moved: HashMap<Uuid, RowChange> = HashMap::new();
+    let mut draws = Vec::with_capacity(members.len());
     let decisions = members
         .iter()
         .map(|m| {
+            draws.push(Vec::new());
             if m.key.as_ref().is_some_and(|k| keys.contains(k)) {
                 return Decision::Duplicate;
             }
@@ -273,6 +295,11 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
                 Ok(f) => f.balance,
                 Err(e) => return Decision::Refused(e),
             };
+            // The lots move with the balance, or the member is refused.
+            match lots.apply(m.user_id, m.at, m.delta.abs(), &m.lot) {
+                Ok(d) => *draws.last_mut().expect("pushed above") = d,
+                Err(e) => return Decision::Refused(e),
+            }
             let row = moved.entry(m.user_id).or_insert_with(|| RowChange {
                 user_id: m.user_id,
                 was: rows.get(&m.user_id).map(|r| r.version),
@@ -298,7 +325,12 @@ pub fn decide_batch<K: Eq + Hash + Clone>(
         .collect();
     let mut rows: Vec<RowChange> = moved.into_values().collect();
     rows.sort_unstable_by_key(|r| r.user_id);
-    BatchDecision { decisions, rows }
+    BatchDecision {
+        decisions,
+        rows,
+        draws,
+        lots: lots.changes(),
+    }
 }
 
 /// A request to earn or use points, as it arrives; the service validates it
@@ -335,12 +367,16 @@ impl PointChange {
     }
 }
 
-/// A user's balance, and what pending holds reserve of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A user's balance, what pending holds reserve of it, and the lots that
+/// expire next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Balance {
     pub user_id: Uuid,
     pub balance: i64,
     pub held: i64,
+    /// The remainders of the next lots to expire, soonest first.
+    #[serde(default)]
+    pub expiring: Vec<lot::Expiring>,
 }
 
 impl Balance {
@@ -388,6 +424,7 @@ mod tests {
             description: None,
             cancelled_transaction_id: None,
             hold_id: None,
+            lot_id: None,
             created_at: chrono::Utc::now(),
         }
     }
@@ -396,10 +433,10 @@ mod tests {
     fn cancelling_reverses_the_effect_and_cancels_are_final() {
         assert_eq!(cancel_delta(&tx(TxType::Earn, 30)).unwrap(), -30);
         assert_eq!(cancel_delta(&tx(TxType::Use, -30)).unwrap(), 30);
-        assert_eq!(
-            cancel_delta(&tx(TxType::Cancel, 30)).unwrap_err().code(),
-            "CONFLICT"
-        );
+        for final_kind in [TxType::Cancel, TxType::Expire] {
+            let e = cancel_delta(&tx(final_kind, -30)).unwrap_err();
+            assert_eq!(e.code(), "CONFLICT");
+        }
     }
 
     #[test]
@@ -448,6 +485,7 @@ mod tests {
                     cancels: cancels.map(|c| Uuid::from_u128(1000 + u128::from(c))),
                     key,
                     at: DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::milliseconds(ms),
+                    lot: lot::LotOp::None,
                 })
         }
 
@@ -478,6 +516,7 @@ mod tests {
                         .map(|c| Uuid::from_u128(1000 + u128::from(c)))
                         .collect(),
                     keys,
+                    lots: Default::default(),
                 })
         }
 
@@ -588,6 +627,7 @@ mod tests {
                 cancels,
                 key,
                 at,
+                lot: lot::LotOp::None,
             };
             let orig = Uuid::from_u128(7);
             let c = Committed {
@@ -601,6 +641,7 @@ mod tests {
                 )]),
                 cancelled: HashSet::new(),
                 keys: HashSet::from([9]),
+                lots: Default::default(),
             };
             let d = decide_batch(
                 c,

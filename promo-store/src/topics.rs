@@ -25,6 +25,7 @@ pub const POINT_HELD: &str = find("point.held");
 pub const POINT_HOLD_CAPTURED: &str = find("point.hold_captured");
 pub const POINT_HOLD_VOIDED: &str = find("point.hold_voided");
 pub const POINT_HOLD_EXPIRED: &str = find("point.hold_expired");
+pub const POINT_EXPIRED: &str = find("point.expired");
 pub const ORDER_CREATED: &str = find("order.created");
 pub const ORDER_CANCELLED: &str = find("order.cancelled");
 pub const ORDER_CONFIRMED: &str = find("order.confirmed");

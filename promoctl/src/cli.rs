@@ -481,6 +481,10 @@ pub enum PointCmd {
         user: Uuid,
         #[command(flatten)]
         change: PointChange,
+        /// When the lot expires (e.g. 2027-01-01T00:00:00Z or +30d)
+        /// [server default: point.lots.default_lifetime_days]
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        expires_at: Option<DateTime<Utc>>,
     },
     /// Spend points (admins may pass --user)
     Use {
@@ -498,9 +502,16 @@ pub enum PointCmd {
     History {
         #[arg(long)]
         user: Option<Uuid>,
-        /// EARN, USE or CANCEL
+        /// EARN, USE, CANCEL or EXPIRE
         #[arg(long = "type")]
         kind: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+    /// Live lots, soonest expiry first (admins may pass --user)
+    Lots {
+        #[arg(long)]
+        user: Option<Uuid>,
         #[command(flatten)]
         page: PageArgs,
     },

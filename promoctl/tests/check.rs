@@ -808,7 +808,8 @@ async fn coupon_reservations_resolve_at_most_once() {
 /// id, type, amount, delta, balance_after, cancelled transaction.
 type LedgerRow = (Uuid, &'static str, i64, i64, i64, Option<Uuid>);
 
-/// `user` earned 100, used 30, and the use was cancelled: balance 100.
+/// `user` earned 100 (one lot), used 30 of it, and the use was cancelled
+/// (the draw given back): balance 100.
 async fn point_world(pool: &PgPool) -> (Uuid, Uuid) {
     let user = Uuid::new_v4();
     let (earn, used, cancel) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -840,7 +841,31 @@ async fn point_world(pool: &PgPool) -> (Uuid, Uuid) {
         .execute(pool)
         .await
         .unwrap();
+    sqlx::query(
+        "INSERT INTO point_lots (id, user_id, earn_transaction_id, amount, remaining, earned_at)
+         VALUES ($1, $2, $1, 100, 100, now() - interval '10 seconds')",
+    )
+    .bind(earn)
+    .bind(user)
+    .execute(pool)
+    .await
+    .unwrap();
+    draw(pool, used, 30).await;
     (user, used)
+}
+
+/// Records that debit `tx` drew `amount` from its user's one lot.
+async fn draw(pool: &PgPool, tx: Uuid, amount: i64) {
+    sqlx::query(
+        "UPDATE point_transactions t SET draws = jsonb_build_array(jsonb_build_object(
+             'lot_id', (SELECT id FROM point_lots l WHERE l.user_id = t.user_id), 'amount', $2))
+         WHERE t.id = $1",
+    )
+    .bind(tx)
+    .bind(amount)
+    .execute(pool)
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -947,11 +972,7 @@ async fn point_transactions_are_cancelled_at_most_once() {
     let (user, used) = point_world(&pool).await;
     assert_clean(&point::check(&pool, &mut r).await.unwrap());
 
-    exec(
-        &pool,
-        "ALTER TABLE point_transactions DROP CONSTRAINT cancelled_once",
-    )
-    .await;
+    exec(&pool, "DROP INDEX cancelled_once").await;
     // A second cancel of the same use, with its balance effect, so only this
     // invariant breaks.
     sqlx::query(
@@ -1003,22 +1024,25 @@ async fn hold_world(pool: &PgPool) -> (Uuid, Uuid, Uuid) {
         "UPDATE point_balances SET balance = 90, held = 20, version = 4",
     )
     .await;
+    exec(pool, "UPDATE point_lots SET remaining = 90").await;
     (user, pending, captured)
 }
 
-/// A USE of 10 naming `hold`, leaving `after`.
+/// A USE of 10 naming `hold`, leaving `after`, drawn from the user's lot.
 async fn capture_use(pool: &PgPool, user: Uuid, hold: Uuid, after: i64) {
+    let id = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after, hold_id)
          VALUES ($1, $2, 'USE', 10, -10, $3, $4)",
     )
-    .bind(Uuid::new_v4())
+    .bind(id)
     .bind(user)
     .bind(after)
     .bind(hold)
     .execute(pool)
     .await
     .unwrap();
+    draw(pool, id, 10).await;
 }
 
 #[tokio::test]
@@ -1103,11 +1127,7 @@ async fn point_holds_are_resolved_at_most_once() {
 
     // A second USE of the captured hold, with its balance effect, so only
     // this invariant breaks.
-    exec(
-        &pool,
-        "ALTER TABLE point_transactions DROP CONSTRAINT captured_once",
-    )
-    .await;
+    exec(&pool, "DROP INDEX captured_once").await;
     capture_use(&pool, user, captured, 80).await;
     exec(&pool, "UPDATE point_balances SET balance = 80").await;
     let after = point::check(&pool, &mut r).await.unwrap();
@@ -1520,4 +1540,156 @@ async fn the_binary_exits_0_when_clean_and_1_on_a_violation() {
         text.contains(&policy.to_string()) && text.contains(coupon::ISSUED),
         "{text}"
     );
+}
+
+// ---------------------------------------------------------------- point lots
+
+/// The id of `user`'s one lot.
+async fn lot_of(pool: &PgPool, user: Uuid) -> String {
+    let id: Uuid = sqlx::query_scalar("SELECT id FROM point_lots WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    id.to_string()
+}
+
+#[tokio::test]
+async fn point_lots_hold_the_balance_each_within_its_amount() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::LOTS).examined, 1);
+    assert_eq!(find(&before, point::LOTS_WITHIN).examined, 1);
+
+    exec(&pool, "UPDATE point_lots SET remaining = 95").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    let u = user.to_string();
+    assert_names(&after, point::LOTS, &u, "balance 100, lots hold 95");
+
+    // Past its amount: only without the lot's CHECK.
+    let lot = lot_of(&pool, user).await;
+    exec(
+        &pool,
+        "ALTER TABLE point_lots DROP CONSTRAINT lot_within_amount",
+    )
+    .await;
+    exec(&pool, "UPDATE point_lots SET remaining = 120").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, point::LOTS_WITHIN, &lot, "remaining 120 of 100");
+    exec(&pool, "UPDATE point_lots SET remaining = -1").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, point::LOTS_WITHIN, &lot, "remaining -1 of 100");
+}
+
+#[tokio::test]
+async fn point_expired_lots_are_swept_unless_holds_keep_them() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    exec(
+        &pool,
+        "UPDATE point_lots SET expires_at = now() - interval '10 seconds'",
+    )
+    .await;
+    let recent = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&recent);
+    assert_eq!(find(&recent, point::LOTS_SWEPT).examined, 1);
+
+    exec(
+        &pool,
+        "UPDATE point_lots SET expires_at = now() - interval '5 minutes'",
+    )
+    .await;
+    let late = point::check(&pool, &mut r).await.unwrap();
+    let lot = lot_of(&pool, user).await;
+    assert_names(&late, point::LOTS_SWEPT, &lot, "100 left");
+
+    // A pending hold of everything keeps the remainder from expiring.
+    exec(&pool, "UPDATE point_balances SET held = balance").await;
+    let held = point::check(&pool, &mut r).await.unwrap();
+    assert!(!find(&held, point::LOTS_SWEPT).failed());
+}
+
+/// Expires `user`'s lot of 100 as the sweeper would: balance 0.
+async fn expire_lot(pool: &PgPool, user: Uuid, n: i32) {
+    sqlx::query(
+        "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
+             lot_id, lot_expiry)
+         SELECT $1, $2, 'EXPIRE', 100, -100, 0, id, $3 FROM point_lots WHERE user_id = $2",
+    )
+    .bind(Uuid::new_v4())
+    .bind(user)
+    .bind(n)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn point_lots_expire_at_most_once_per_expiry() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (user, _) = point_world(&pool).await;
+    expire_lot(&pool, user, 1).await;
+    exec(
+        &pool,
+        "UPDATE point_lots SET remaining = 0, expiries = 1, expired_at = now()",
+    )
+    .await;
+    exec(&pool, "UPDATE point_balances SET balance = 0").await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+
+    // A second EXPIRE of the same expiry: only without the unique index.
+    let lot = lot_of(&pool, user).await;
+    exec(&pool, "DROP INDEX expired_once").await;
+    expire_lot(&pool, user, 1).await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(
+        &after,
+        point::EXPIRED_ONCE,
+        &lot,
+        "expiry 1 written 2 times",
+    );
+    assert_names(
+        &after,
+        point::EXPIRED_ONCE,
+        &lot,
+        "counts 1 expiries, ledger 2",
+    );
+}
+
+#[tokio::test]
+async fn point_draws_sum_to_each_debit() {
+    let pool = fresh(Schema::Point).await;
+    let mut r = redis().await;
+    let (_, used) = point_world(&pool).await;
+    let before = point::check(&pool, &mut r).await.unwrap();
+    assert_clean(&before);
+    assert_eq!(find(&before, point::DRAWS).examined, 1);
+
+    draw(&pool, used, 20).await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    let u = used.to_string();
+    assert_names(&after, point::DRAWS, &u, "USE of 30, draws 20");
+
+    exec(&pool, "UPDATE point_transactions SET draws = NULL").await;
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, point::DRAWS, &u, "USE of 30, draws none");
+
+    // Drawn from a lot that is not the user's.
+    sqlx::query(
+        "UPDATE point_transactions SET draws = jsonb_build_array(jsonb_build_object(
+             'lot_id', $2::uuid, 'amount', 30)) WHERE id = $1",
+    )
+    .bind(used)
+    .bind(Uuid::new_v4())
+    .execute(&pool)
+    .await
+    .unwrap();
+    let after = point::check(&pool, &mut r).await.unwrap();
+    assert_names(&after, point::DRAWS, &u, "not its user's");
 }

@@ -78,6 +78,43 @@ pub struct PointConfig {
     pub service: ServiceConfig,
     pub max_earn_amount: i64,
     pub cache_ttl_secs: u64,
+    pub lots: LotConfig,
+}
+
+/// Point lots (`point/expiry.rs`): the default lifetime of an earn and the
+/// lot sweeper's pace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LotConfig {
+    /// The lifetime of a lot whose earn names no `expires_at`, in days; 0
+    /// means it never expires.
+    pub default_lifetime_days: u32,
+    /// How often the sweepers look for expired lots: the bound on how late an
+    /// expiry happens, plus the time of the sweep itself.
+    pub sweep_every_ms: u64,
+    /// How many due lots one sweep transaction claims.
+    pub sweep_batch: i64,
+    /// Sweeper tasks per point process, each over its share of the users.
+    pub sweepers: u8,
+}
+
+impl Default for LotConfig {
+    fn default() -> Self {
+        LotConfig {
+            default_lifetime_days: 0,
+            sweep_every_ms: 1_000,
+            sweep_batch: 10_000,
+            sweepers: 2,
+        }
+    }
+}
+
+impl LotConfig {
+    /// The default lifetime of a new lot (`None`: never expires).
+    pub fn default_lifetime(&self) -> Option<chrono::Duration> {
+        let days = i64::from(self.default_lifetime_days);
+        (days > 0).then(|| chrono::Duration::days(days))
+    }
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -188,6 +225,15 @@ pub struct HoldConfig {
     pub sweep_batch: i64,
 }
 
+impl HoldConfig {
+    pub fn pace(&self) -> crate::sweep::Pace {
+        crate::sweep::Pace {
+            every_ms: self.sweep_every_ms,
+            batch: self.sweep_batch,
+        }
+    }
+}
+
 impl Default for HoldConfig {
     fn default() -> Self {
         HoldConfig {
@@ -291,6 +337,7 @@ impl Default for PointConfig {
             },
             max_earn_amount: 10_000_000,
             cache_ttl_secs: 300,
+            lots: LotConfig::default(),
         }
     }
 }
@@ -533,6 +580,12 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "holds.default_seconds must be 1..=86400, holds.sweep_every_ms greater than 0 and holds.sweep_batch 1..=10000".into(),
+            ));
+        }
+        let l = &self.point.lots;
+        if l.sweep_every_ms == 0 || !(1..=50_000).contains(&l.sweep_batch) || l.sweepers == 0 {
+            return Err(ConfigError::Invalid(
+                "point.lots.sweep_every_ms and point.lots.sweepers must be greater than 0 and point.lots.sweep_batch 1..=50000".into(),
             ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {

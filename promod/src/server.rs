@@ -323,6 +323,7 @@ impl Shared {
     async fn database(&self, url: &str, schema: Schema) -> anyhow::Result<PgPool> {
         let pool = db::connect(
             url,
+            schema,
             self.cfg.db_max_connections,
             self.cfg.db_acquire_timeout_ms,
         )
@@ -525,7 +526,7 @@ async fn coupon_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn
         tasks,
         svc.clone(),
         sh.clock.clone(),
-        &sh.cfg.holds,
+        sh.cfg.holds.pace(),
         sh.shutdown.clone(),
     );
     svc
@@ -536,11 +537,14 @@ async fn point_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<dyn 
         max_amount: sh.cfg.point.max_earn_amount,
         cache_ttl_secs: sh.cfg.point.cache_ttl_secs,
         hold_seconds: sh.cfg.holds.default_seconds,
+        lot_lifetime: sh.cfg.point.lots.default_lifetime(),
     };
     let redis = Some(sh.redis.clone());
     let svc = Arc::new(PointService::new(pool, redis, sh.clock.clone(), limits));
     let (clock, shutdown) = (sh.clock.clone(), sh.shutdown.clone());
-    crate::sweep::spawn(tasks, svc.clone(), clock, &sh.cfg.holds, shutdown);
+    let pace = sh.cfg.holds.pace();
+    crate::sweep::spawn(tasks, svc.clone(), clock.clone(), pace, shutdown.clone());
+    point::expiry::spawn(tasks, svc.clone(), clock, &sh.cfg.point.lots, shutdown);
     svc
 }
 
@@ -560,7 +564,7 @@ async fn timesale_service(sh: &Shared, pool: PgPool, tasks: &mut Tasks) -> Arc<d
         tasks,
         svc.clone(),
         sh.clock.clone(),
-        holds,
+        holds.pace(),
         sh.shutdown.clone(),
     );
     // Rebuild stock counters that Redis lost (a restart of Redis, a flush);

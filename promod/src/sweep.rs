@@ -6,7 +6,6 @@
 //! two sweepers (or a sweeper and a confirm) never resolve one hold twice.
 //! See ARCHITECTURE.md, "Holds".
 
-use crate::config::HoldConfig;
 use chrono::{DateTime, Utc};
 use promo_domain::clock::SharedClock;
 use promo_domain::DomainResult;
@@ -30,16 +29,23 @@ pub trait Expire: Send + Sync + 'static {
     ) -> impl Future<Output = DomainResult<usize>> + Send;
 }
 
+/// How often a sweeper looks, and how much one sweep transaction takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    pub every_ms: u64,
+    pub batch: i64,
+}
+
 /// Runs the sweeper of `kind` until shutdown.
 pub fn spawn<E: Expire>(
     tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>,
     kind: Arc<E>,
     clock: SharedClock,
-    cfg: &HoldConfig,
+    pace: Pace,
     shutdown: CancellationToken,
 ) {
-    let every = Duration::from_millis(cfg.sweep_every_ms);
-    let batch = cfg.sweep_batch;
+    let every = Duration::from_millis(pace.every_ms);
+    let batch = pace.batch;
     tasks.spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

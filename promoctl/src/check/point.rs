@@ -1,7 +1,9 @@
 //! Point invariants: the balance is the sum of the ledger and never negative,
 //! the Redis cache agrees, no transaction is cancelled twice; `held` is the
 //! sum of the pending holds and within the balance, due holds are swept, and
-//! each hold is resolved at most once.
+//! each hold is resolved at most once. Lots: the balance is the sum of the
+//! lots' remainders, each within its amount, expired lots are swept, each
+//! lot expires at most once per expiry, and each debit's draws sum to it.
 
 use super::{invariants, redis_err, settle, CheckResult, Invariant, Redis};
 use crate::error::CtlResult;
@@ -18,6 +20,11 @@ pub const HELD: &str = "point.held_matches_holds";
 pub const AVAILABLE: &str = "point.available_not_negative";
 pub const SWEPT: &str = "point.holds_swept";
 pub const RESOLVED_ONCE: &str = "point.holds_resolved_once";
+pub const LOTS: &str = "point.balance_matches_lots";
+pub const LOTS_WITHIN: &str = "point.lots_within_amount";
+pub const LOTS_SWEPT: &str = "point.lots_swept";
+pub const EXPIRED_ONCE: &str = "point.lots_expired_once";
+pub const DRAWS: &str = "point.draws_match_debits";
 
 pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResult>> {
     let mut out = invariants(pool, &[LEDGER_SQL, NON_NEGATIVE_SQL]).await?;
@@ -30,8 +37,88 @@ pub async fn check(pool: &PgPool, redis: &mut Redis) -> CtlResult<Vec<CheckResul
     ];
     out.extend(invariants(pool, &holds).await?);
     out.push(super::swept(pool, &HOLDS).await?);
+    out.extend(
+        invariants(
+            pool,
+            &[LOTS_SQL, LOTS_WITHIN_SQL, EXPIRED_ONCE_SQL, DRAWS_SQL],
+        )
+        .await?,
+    );
+    let bound = Some(super::SWEEP_BOUND.as_secs_f64());
+    out.push(super::sql_check_with(pool, LOTS_SWEPT, &LOTS_SWEPT_SQL.sql(), bound).await?);
     Ok(out)
 }
+
+/// Lots hold the whole balance: a user's remainders sum to their balance
+/// (and so, by `LEDGER`, to their ledger).
+const LOTS_SQL: Invariant = Invariant {
+    check: LOTS,
+    examined: "point_balances",
+    with: "r AS (SELECT user_id, sum(remaining) AS s FROM point_lots GROUP BY user_id),
+           v AS (SELECT coalesce(b.user_id, r.user_id)::text || ' (balance '
+                        || coalesce(b.balance, 0) || ', lots hold ' || coalesce(r.s, 0) || ')' AS what
+                 FROM point_balances b FULL JOIN r ON r.user_id = b.user_id
+                 WHERE coalesce(b.balance, 0) <> coalesce(r.s, 0))",
+};
+
+const LOTS_WITHIN_SQL: Invariant = Invariant {
+    check: LOTS_WITHIN,
+    examined: "point_lots",
+    with: "v AS (SELECT id::text || ' (remaining ' || remaining || ' of ' || amount || ')' AS what
+                 FROM point_lots WHERE remaining < 0 OR remaining > amount)",
+};
+
+/// No lot keeps a remainder more than the sweep bound (`$1`, seconds) past
+/// its expiry, unless pending holds reserve all its user has left.
+const LOTS_SWEPT_SQL: Invariant = Invariant {
+    check: LOTS_SWEPT,
+    examined: "point_lots WHERE expires_at IS NOT NULL",
+    with: "v AS (SELECT l.id::text || ' (' || l.remaining || ' left, expired at ' || l.expires_at
+                        || ')' AS what
+                 FROM point_lots l JOIN point_balances b ON b.user_id = l.user_id
+                 WHERE l.remaining > 0 AND b.balance > b.held
+                   AND l.expires_at < now() - make_interval(secs => $1::float8))",
+};
+
+/// One EXPIRE per lot and expiry number, and as many as the lot counts.
+const EXPIRED_ONCE_SQL: Invariant = Invariant {
+    check: EXPIRED_ONCE,
+    examined: "point_lots",
+    with: "e AS (SELECT lot_id, lot_expiry, count(*) AS n FROM point_transactions
+                 WHERE type = 'EXPIRE' GROUP BY lot_id, lot_expiry),
+           c AS (SELECT lot_id, sum(n) AS n FROM e GROUP BY lot_id),
+           v AS (SELECT lot_id::text || ' (expiry ' || lot_expiry || ' written ' || n || ' times)' AS what
+                 FROM e WHERE n > 1
+                 UNION ALL
+                 SELECT coalesce(l.id, c.lot_id)::text || ' (counts ' || coalesce(l.expiries::text, 'no lot')
+                        || ' expiries, ledger ' || coalesce(c.n, 0) || ')'
+                 FROM point_lots l FULL JOIN c ON c.lot_id = l.id
+                 WHERE l.id IS NULL OR l.expiries <> coalesce(c.n, 0))",
+};
+
+/// The draws of a debit (`draws` of its ledger row) sum to its amount, each
+/// from a lot of its user, and every USE since lots began (the first lot's
+/// earn) has them. Set-based (one pass over the draws, hash joins), and the
+/// start of lots is an uncorrelated subquery, computed once whatever the
+/// statistics (as a joined CTE, a stale row estimate put it in a nested
+/// loop: a scan of every lot per debit).
+const DRAWS_SQL: Invariant = Invariant {
+    check: DRAWS,
+    examined: "point_transactions WHERE delta < 0 AND type <> 'EXPIRE'",
+    with: "e AS (SELECT t.id, t.user_id, (x->>'lot_id')::uuid AS lot_id, (x->>'amount')::bigint AS amount
+                 FROM point_transactions t, jsonb_array_elements(t.draws) x WHERE t.draws IS NOT NULL),
+           s AS (SELECT id, sum(amount) AS s FROM e GROUP BY id),
+           v AS (SELECT t.id::text || ' (' || t.type || ' of ' || t.amount || ', draws '
+                        || coalesce(s.s::text, 'none') || ')' AS what
+                 FROM point_transactions t LEFT JOIN s ON s.id = t.id
+                 WHERE t.delta < 0 AND t.type <> 'EXPIRE'
+                   AND (s.s <> t.amount OR (t.type = 'USE' AND s.s IS NULL
+                        AND t.created_at >= (SELECT min(earned_at) FROM point_lots)))
+                 UNION ALL
+                 SELECT e.id::text || ' (draws from lot ' || e.lot_id || ', not its user''s)'
+                 FROM e LEFT JOIN point_lots l ON l.id = e.lot_id AND l.user_id = e.user_id
+                 WHERE l.id IS NULL)",
+};
 
 const LEDGER_SQL: Invariant = Invariant {
     check: LEDGER,

@@ -1,6 +1,6 @@
 //! point commands.
 
-use super::{page_query, Body, Ctx};
+use super::{page_query, rfc3339, Body, Ctx};
 use crate::cli::{HoldCmd, PointChange, PointCmd};
 use crate::client::Client;
 use crate::error::CtlResult;
@@ -18,7 +18,16 @@ const TX_COLUMNS: &[&str] = &[
     "created_at",
 ];
 
-const BALANCE_COLUMNS: &[&str] = &["user_id", "balance", "available", "held"];
+const BALANCE_COLUMNS: &[&str] = &["user_id", "balance", "available", "held", "expiring"];
+
+const LOT_COLUMNS: &[&str] = &[
+    "id",
+    "amount",
+    "remaining",
+    "expires_at",
+    "earned_at",
+    "earn_transaction_id",
+];
 
 const HOLD_COLUMNS: &[&str] = &[
     "id",
@@ -43,8 +52,13 @@ pub async fn point(ctx: &Ctx, cmd: PointCmd) -> CtlResult<()> {
     let c = ctx.authed().await?;
     let mut columns = TX_COLUMNS;
     let v = match cmd {
-        PointCmd::Earn { user, change: ch } => {
-            let body = change(Body::new().set("user_id", user.to_string()), ch);
+        PointCmd::Earn {
+            user,
+            change: ch,
+            expires_at,
+        } => {
+            let body = change(Body::new().set("user_id", user.to_string()), ch)
+                .opt("expires_at", expires_at.map(rfc3339));
             c.post("/points/earn", body.into_value()).await?
         }
         PointCmd::Use { user, change: ch } => {
@@ -75,6 +89,14 @@ pub async fn point(ctx: &Ctx, cmd: PointCmd) -> CtlResult<()> {
                 q.push(("type", k.to_uppercase()));
             }
             c.get("/points/history", &q).await?
+        }
+        PointCmd::Lots { user, page } => {
+            let mut q = page_query(&page);
+            if let Some(u) = user {
+                q.push(("user_id", u.to_string()));
+            }
+            columns = LOT_COLUMNS;
+            c.get("/points/lots", &q).await?
         }
         PointCmd::Hold(cmd) => {
             let (v, is_hold) = hold(&c, cmd).await?;

@@ -35,7 +35,7 @@ impl Modify for Bearer {
         crate::coupon::http::generate_codes, crate::coupon::http::list_codes,
         crate::coupon::http::export_codes, crate::coupon::http::redeem,
         crate::point::http::earn, crate::point::http::use_points, crate::point::http::cancel,
-        crate::point::http::balance, crate::point::http::history,
+        crate::point::http::balance, crate::point::http::history, crate::point::http::lots,
         crate::point::http::create_hold, crate::point::http::capture_hold,
         crate::point::http::void_hold, crate::point::http::get_hold,
         crate::timesale::http::create_product, crate::timesale::http::list_products,

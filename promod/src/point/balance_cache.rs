@@ -66,9 +66,38 @@ impl BalanceCache {
             .invoke_async(&mut r)
             .await;
         if let Err(e) = res {
-            // A stale entry can then live until its TTL; see ARCHITECTURE.md.
-            tracing::warn!(user_id = %user, error = %e, "balance cache update failed");
-            metrics::counter!("promo_point_cache_errors_total").increment(1);
+            failed(Some(user), &e);
         }
     }
+
+    /// [`BalanceCache::put`] of many rows in one pipeline (the lot sweeper's).
+    pub async fn put_many(&self, rows: &[(Uuid, CachedBalance)]) {
+        let Some(mut r) = self.redis.clone() else {
+            return;
+        };
+        if rows.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        // Loaded first in the same pipeline, so each EVALSHA finds it.
+        pipe.load_script(&PUT).ignore();
+        for (user, c) in rows {
+            let mut put = PUT.prepare_invoke();
+            put.key(keys::point_balance(*user))
+                .arg(c.entry())
+                .arg(c.version)
+                .arg(self.ttl_secs.max(1));
+            pipe.invoke_script(&put).ignore();
+        }
+        let res: Result<(), _> = pipe.query_async(&mut r).await;
+        if let Err(e) = res {
+            failed(None, &e);
+        }
+    }
+}
+
+fn failed(user: Option<Uuid>, e: &redis::RedisError) {
+    // A stale entry can then live until its TTL; see ARCHITECTURE.md.
+    tracing::warn!(user_id = ?user, error = %e, "balance cache update failed");
+    metrics::counter!("promo_point_cache_errors_total").increment(1);
 }

@@ -4,13 +4,15 @@
 use super::PointApi;
 use crate::ctx::Ctx;
 use crate::proto::point as pb;
-use crate::proto::{self, uuid};
+use crate::proto::{self, opt_ts, ts, uuid};
 use crate::rpc::{call, serve, Remote};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use pb::point_service_client::PointServiceClient;
 use pb::point_service_server::PointService as GrpcService;
 use promo_domain::page::Page;
 use promo_domain::point::hold::{NewHold, PointHold};
+use promo_domain::point::lot::{Lot, LotQuery};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction};
 use promo_domain::DomainResult;
 use std::sync::Arc;
@@ -27,7 +29,8 @@ type R<T> = Result<Response<T>, Status>;
 impl GrpcService for Server {
     async fn earn(&self, req: Request<pb::EarnRequest>) -> R<pb::Transaction> {
         serve(req, |ctx, r| async move {
-            self.0.earn(&ctx, r.try_into()?).await
+            let expires_at = opt_ts("expires_at", r.expires_at.as_deref())?;
+            self.0.earn(&ctx, r.try_into()?, expires_at).await
         })
         .await
     }
@@ -89,6 +92,13 @@ impl GrpcService for Server {
         })
         .await
     }
+
+    async fn lots(&self, req: Request<pb::LotsRequest>) -> R<pb::LotPage> {
+        serve(req, |ctx, r| async move {
+            self.0.lots(&ctx, r.try_into()?).await
+        })
+        .await
+    }
 }
 
 pub fn server(api: Arc<dyn PointApi>) -> pb::point_service_server::PointServiceServer<Server> {
@@ -100,9 +110,15 @@ pub type Client = Remote<PointServiceClient<Channel>>;
 
 #[async_trait]
 impl PointApi for Client {
-    async fn earn(&self, ctx: &Ctx, c: PointChange) -> DomainResult<Transaction> {
+    async fn earn(
+        &self,
+        ctx: &Ctx,
+        c: PointChange,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> DomainResult<Transaction> {
         let msg = pb::EarnRequest {
             meta: proto::meta(ctx),
+            expires_at: expires_at.map(ts),
             ..c.into()
         };
         call!(self, earn, msg)
@@ -176,5 +192,13 @@ impl PointApi for Client {
             hold_id: id.to_string(),
         };
         call!(self, get_hold, msg)
+    }
+
+    async fn lots(&self, ctx: &Ctx, q: LotQuery) -> DomainResult<Page<Lot>> {
+        let msg = pb::LotsRequest {
+            actor: proto::actor(ctx),
+            ..q.into()
+        };
+        call!(self, lots, msg)
     }
 }

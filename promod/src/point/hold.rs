@@ -4,7 +4,7 @@
 //! user's locked balance row together, with its events; the sweeper expires
 //! due holds ([`Expire`]). See ARCHITECTURE.md, "Point holds".
 
-use super::{hold_store, store, PointService};
+use super::{hold_store, lot_store, store, PointService};
 use crate::ctx::Ctx;
 use crate::error::from_sqlx;
 use crate::outbox::{self, Event};
@@ -76,9 +76,12 @@ impl PointService {
             description: Some(format!("capture of hold {id}")),
             cancelled_transaction_id: None,
             hold_id: Some(id),
+            lot_id: None,
             created_at: now,
         };
-        hold_store::insert_transaction(w.tx(), &tx).await?;
+        // The balance row is still locked (`settle`): draw as a use does.
+        let draws = lot_store::draw_for(w.tx(), &tx).await?;
+        hold_store::insert_transaction(w.tx(), &tx, &draws).await?;
         hold.transaction_id = Some(tx.id);
         // The ledger row's event, as for every USE, then the hold's.
         let evs = [

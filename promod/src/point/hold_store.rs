@@ -182,17 +182,17 @@ pub async fn write_funds(
         // Only a user with a row can hold anything, and the row is locked.
         return Err(DomainError::Internal("point balance row missing".into()));
     }
-    Ok(rows
-        .into_iter()
-        .map(|(u, balance, held, version)| {
-            let c = CachedBalance {
-                balance,
-                held,
-                version,
-            };
-            (u, c)
-        })
-        .collect())
+    Ok(rows.into_iter().map(cached).collect())
+}
+
+/// A balance row as written (user, balance, held, version), for the cache.
+pub(super) fn cached((u, balance, held, version): (Uuid, i64, i64, i64)) -> (Uuid, CachedBalance) {
+    let c = CachedBalance {
+        balance,
+        held,
+        version,
+    };
+    (u, c)
 }
 
 /// One user's funds moved by `change` (a domain rule), under the row lock.
@@ -208,12 +208,17 @@ pub async fn move_funds(
     Ok(written[0].1)
 }
 
-/// A capture's USE row (the batch writes every other ledger row).
-pub async fn insert_transaction(db: &mut PgConnection, t: &Transaction) -> DomainResult<()> {
+/// A capture's USE row and what it drew from lots (the batch writes every
+/// other ledger row).
+pub async fn insert_transaction(
+    db: &mut PgConnection,
+    t: &Transaction,
+    draws: &serde_json::Value,
+) -> DomainResult<()> {
     sqlx::query(
         "INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
-                                         reference, description, hold_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                         reference, description, hold_id, created_at, draws)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(t.id)
     .bind(t.user_id)
@@ -225,6 +230,7 @@ pub async fn insert_transaction(db: &mut PgConnection, t: &Transaction) -> Domai
     .bind(&t.description)
     .bind(t.hold_id)
     .bind(t.created_at)
+    .bind(draws)
     .execute(db)
     .await
     .map_err(from_sqlx)?;

@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::page::PageRequest;
 use promo_domain::point::hold::{NewHold, PointHold};
+use promo_domain::point::lot::{Expiring, Lot, LotQuery};
 use promo_domain::point::{Balance, PointChange, Transaction, TxType};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub fn routes(api: Api) -> Router {
         .route("/api/v1/points/transactions/{id}/cancel", post(cancel))
         .route("/api/v1/points/balance", get(balance))
         .route("/api/v1/points/history", get(history))
+        .route("/api/v1/points/lots", get(lots))
         .route("/api/v1/points/holds", post(create_hold))
         .route("/api/v1/points/holds/{id}", get(get_hold))
         .route("/api/v1/points/holds/{id}/capture", post(capture_hold))
@@ -41,6 +43,9 @@ pub struct EarnBody {
     pub amount: i64,
     pub reference: Option<String>,
     pub description: Option<String>,
+    /// When the lot expires (in the future); without it, after the
+    /// configured default lifetime (`point.lots.default_lifetime_days`).
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -56,7 +61,7 @@ pub struct UseBody {
 pub struct TransactionView {
     pub id: Uuid,
     pub user_id: Uuid,
-    /// EARN, USE or CANCEL
+    /// EARN, USE, CANCEL or EXPIRE
     #[serde(rename = "type")]
     pub tx_type: String,
     /// The magnitude, as requested.
@@ -69,6 +74,8 @@ pub struct TransactionView {
     pub cancelled_transaction_id: Option<Uuid>,
     /// The hold this USE captured.
     pub hold_id: Option<Uuid>,
+    /// The lot this EXPIRE expired.
+    pub lot_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -85,6 +92,7 @@ impl From<Transaction> for TransactionView {
             description: t.description,
             cancelled_transaction_id: t.cancelled_transaction_id,
             hold_id: t.hold_id,
+            lot_id: t.lot_id,
             created_at: t.created_at,
         }
     }
@@ -98,6 +106,14 @@ pub struct BalanceView {
     pub available: i64,
     /// The sum of pending holds.
     pub held: i64,
+    /// The remainders of the next five lots to expire, soonest first.
+    pub expiring: Vec<ExpiringView>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ExpiringView {
+    pub amount: i64,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl From<Balance> for BalanceView {
@@ -107,6 +123,44 @@ impl From<Balance> for BalanceView {
             balance: b.balance,
             available: b.available(),
             held: b.held,
+            expiring: b.expiring.into_iter().map(ExpiringView::from).collect(),
+        }
+    }
+}
+
+impl From<Expiring> for ExpiringView {
+    fn from(e: Expiring) -> Self {
+        ExpiringView {
+            amount: e.amount,
+            expires_at: e.expires_at,
+        }
+    }
+}
+
+/// A live lot (API.md "Point lots and expiry").
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LotView {
+    pub id: Uuid,
+    /// The EARN that made it; null for a lot carried over from a balance
+    /// older than lots.
+    pub earn_transaction_id: Option<Uuid>,
+    pub amount: i64,
+    /// What is left to spend (or to expire).
+    pub remaining: i64,
+    /// Null: never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    pub earned_at: DateTime<Utc>,
+}
+
+impl From<Lot> for LotView {
+    fn from(l: Lot) -> Self {
+        LotView {
+            id: l.id,
+            earn_transaction_id: l.earn_transaction_id,
+            amount: l.amount,
+            remaining: l.remaining,
+            expires_at: l.expires_at,
+            earned_at: l.earned_at,
         }
     }
 }
@@ -170,6 +224,14 @@ pub struct BalanceQuery {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+pub struct LotsQuery {
+    pub page: Option<i64>,
+    pub size: Option<i64>,
+    /// Admins only.
+    pub user_id: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 pub struct HistoryQuery {
     pub page: Option<i64>,
     pub size: Option<i64>,
@@ -193,7 +255,7 @@ pub async fn earn(State(api): State<Api>, w: Write<EarnBody>) -> Created {
         reference: b.reference,
         description: b.description,
     };
-    let t = api.earn(&w.ctx, change).await?;
+    let t = api.earn(&w.ctx, change, b.expires_at).await?;
     Ok((StatusCode::CREATED, Json(t.into())))
 }
 
@@ -250,6 +312,20 @@ pub async fn history(
     };
     let res = api.history(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, TransactionView::from)))
+}
+
+#[utoipa::path(get, path = "/api/v1/points/lots", tag = "points", params(LotsQuery),
+    responses((status = 200, body = PageView<LotView>), (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn lots(
+    State(api): State<Api>,
+    Auth(p): Auth,
+    Query(q): Query<LotsQuery>,
+) -> Result<Json<PageView<LotView>>, ApiError> {
+    let page = PageRequest::parse(q.page, q.size)?;
+    let user_id = p.acting_for(q.user_id)?;
+    let res = api.lots(&read_ctx(p), LotQuery { user_id, page }).await?;
+    Ok(Json(PageView::from_page(res, LotView::from)))
 }
 
 #[utoipa::path(post, path = "/api/v1/points/holds", tag = "points", request_body = HoldBody,

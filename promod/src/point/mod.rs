@@ -5,19 +5,23 @@
 //! See ARCHITECTURE.md, "Points never go negative".
 
 pub mod balance_cache;
+pub mod expiry;
 pub mod grpc;
 mod hold;
 pub mod hold_store;
 pub mod http;
+pub mod lot_store;
 pub mod store;
 
 use crate::batcher::{Batcher, InsertOutcome};
 use crate::ctx::Ctx;
 use async_trait::async_trait;
 use balance_cache::BalanceCache;
+use chrono::{DateTime, Utc};
 use promo_domain::clock::SharedClock;
 use promo_domain::page::Page;
 use promo_domain::point::hold::{NewHold, PointHold};
+use promo_domain::point::lot::{self, Lot, LotOp, LotQuery};
 use promo_domain::point::{self, Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::{DomainError, DomainResult};
 use sqlx::PgPool;
@@ -27,14 +31,22 @@ use uuid::Uuid;
 /// What the gateway (in process or over gRPC) and the REST routes call.
 #[async_trait]
 pub trait PointApi: Send + Sync + 'static {
-    /// Admin only.
-    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction>;
+    /// Admin only. The lot expires at `expires_at` (in the future), or
+    /// after the configured default lifetime.
+    async fn earn(
+        &self,
+        ctx: &Ctx,
+        change: PointChange,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> DomainResult<Transaction>;
     /// The user for themself, or an admin for anyone.
     async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction>;
     /// Reverses an EARN or a USE, at most once.
     async fn cancel(&self, ctx: &Ctx, transaction_id: Uuid) -> DomainResult<Transaction>;
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance>;
     async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>>;
+    /// The user's live lots, soonest expiry first.
+    async fn lots(&self, ctx: &Ctx, q: LotQuery) -> DomainResult<Page<Lot>>;
     /// Reserves points for a checkout: the user for themself, or an admin.
     async fn create_hold(&self, ctx: &Ctx, hold: NewHold) -> DomainResult<PointHold>;
     /// Spends `amount` (default: all) of a pending hold as a USE; the rest
@@ -57,6 +69,8 @@ pub struct Limits {
     pub cache_ttl_secs: u64,
     /// A hold's lifetime when the request names none (`holds.default_seconds`).
     pub hold_seconds: i64,
+    /// The lifetime of a lot whose earn names no expiry (`None`: never).
+    pub lot_lifetime: Option<chrono::Duration>,
 }
 
 pub struct PointService {
@@ -93,11 +107,12 @@ impl PointService {
     /// Queues one ledger row for the group commit, which writes it with its
     /// balance change, event and idempotency record; answers after the commit
     /// and refreshes the cache.
-    async fn write(&self, ctx: &Ctx, mut tx: Transaction) -> DomainResult<Transaction> {
+    async fn write(&self, ctx: &Ctx, mut tx: Transaction, lot: LotOp) -> DomainResult<Transaction> {
         let kind = tx.tx_type;
         let change = PendingChange {
             tx: tx.clone(),
             idem: ctx.idem.clone().map(|k| (k, ctx.principal.user_id)),
+            lot,
         };
         match self.batcher.submit(change).await {
             Ok(InsertOutcome::Stored(applied)) => {
@@ -134,6 +149,7 @@ impl PointService {
             description: change.description,
             cancelled_transaction_id: None,
             hold_id: None,
+            lot_id: None,
             created_at: self.clock.now(),
         }
     }
@@ -149,8 +165,10 @@ impl PointService {
         if store::is_cancelled(&self.pool, transaction_id).await? {
             return Err(DomainError::AlreadyCancelled);
         }
+        let id = Uuid::now_v7();
+        let lot = lot_store::cancel_op(&self.pool, &original, id).await?;
         let tx = Transaction {
-            id: Uuid::now_v7(),
+            id,
             user_id: original.user_id,
             tx_type: TxType::Cancel,
             amount: original.amount,
@@ -160,25 +178,36 @@ impl PointService {
             description: Some(format!("cancel of {transaction_id}")),
             cancelled_transaction_id: Some(transaction_id),
             hold_id: None,
+            lot_id: None,
             created_at: self.clock.now(),
         };
-        self.write(ctx, tx).await
+        self.write(ctx, tx, lot).await
     }
 }
 
 #[async_trait]
 impl PointApi for PointService {
-    async fn earn(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
+    async fn earn(
+        &self,
+        ctx: &Ctx,
+        change: PointChange,
+        expires_at: Option<DateTime<Utc>>,
+    ) -> DomainResult<Transaction> {
         ctx.principal.require_admin()?;
         change.validate(self.limits.max_amount)?;
-        let work = self.write(ctx, self.new_tx(TxType::Earn, change));
-        self.answers.keyed(ctx, work).await
+        let tx = self.new_tx(TxType::Earn, change);
+        let expires_at = lot::expiry_of(expires_at, self.limits.lot_lifetime, tx.created_at)?;
+        let lot = LotOp::Add {
+            id: tx.id,
+            expires_at,
+        };
+        self.answers.keyed(ctx, self.write(ctx, tx, lot)).await
     }
 
     async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
         ctx.principal.acting_for(Some(change.user_id))?;
         change.validate(self.limits.max_amount)?;
-        let work = self.write(ctx, self.new_tx(TxType::Use, change));
+        let work = self.write(ctx, self.new_tx(TxType::Use, change), LotOp::Draw);
         self.answers.keyed(ctx, work).await
     }
 
@@ -190,11 +219,14 @@ impl PointApi for PointService {
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
+        // Lots are not cached: what expires next moves with every use.
+        let expiring = lot_store::expiring(&self.pool, user_id, lot::EXPIRING_SHOWN).await?;
         if let Some((balance, held)) = self.cache.get(user_id).await {
             return Ok(Balance {
                 user_id,
                 balance,
                 held,
+                expiring,
             });
         }
         let row = store::balance(&self.pool, user_id).await?;
@@ -203,7 +235,13 @@ impl PointApi for PointService {
             user_id,
             balance: row.balance,
             held: row.held,
+            expiring,
         })
+    }
+
+    async fn lots(&self, ctx: &Ctx, q: LotQuery) -> DomainResult<Page<Lot>> {
+        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
+        lot_store::page(&self.pool, LotQuery { user_id, ..q }).await
     }
 
     async fn history(&self, ctx: &Ctx, q: HistoryQuery) -> DomainResult<Page<Transaction>> {

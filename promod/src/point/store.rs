@@ -11,6 +11,7 @@ use crate::idempotency::IdemKey;
 use crate::outbox::Event;
 use chrono::{DateTime, Utc};
 use promo_domain::page::{Page, PageRequest};
+use promo_domain::point::lot::{Lot, LotBook, LotOp};
 use promo_domain::point::{
     self, BalanceRow, BatchDecision, BatchMember, Committed, Decision, Transaction, TxType,
 };
@@ -23,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 const TX_COLUMNS: &str = "id, user_id, type, amount, delta, balance_after, reference, \
-    description, cancelled_transaction_id, hold_id, created_at";
+    description, cancelled_transaction_id, hold_id, lot_id, created_at";
 
 #[derive(sqlx::FromRow)]
 struct TxRow {
@@ -38,6 +39,7 @@ struct TxRow {
     description: Option<String>,
     cancelled_transaction_id: Option<Uuid>,
     hold_id: Option<Uuid>,
+    lot_id: Option<Uuid>,
     created_at: DateTime<Utc>,
 }
 
@@ -54,6 +56,7 @@ impl TxRow {
             description: self.description,
             cancelled_transaction_id: self.cancelled_transaction_id,
             hold_id: self.hold_id,
+            lot_id: self.lot_id,
             created_at: self.created_at,
         }
     }
@@ -66,6 +69,8 @@ pub struct PendingChange {
     pub tx: Transaction,
     /// The idempotency key and its owner (the caller, maybe an admin).
     pub idem: Option<(IdemKey, Uuid)>,
+    /// What it does to the user's lots, decided in the batch.
+    pub lot: LotOp,
 }
 
 /// What a stored change answers with: the balance after it, what holds
@@ -78,6 +83,7 @@ fn event_type(kind: TxType) -> &'static str {
         TxType::Earn => topics::POINT_EARNED,
         TxType::Use => topics::POINT_USED,
         TxType::Cancel => topics::POINT_CANCELLED,
+        TxType::Expire => topics::POINT_EXPIRED,
     }
 }
 
@@ -98,6 +104,7 @@ pub fn event(t: &Transaction) -> Event {
             "reference": t.reference,
             "cancelled_transaction_id": t.cancelled_transaction_id,
             "hold_id": t.hold_id,
+            "lot_id": t.lot_id,
         }),
     )
 }
@@ -135,11 +142,13 @@ async fn try_batch(
         rows,
         cancelled,
         keys,
+        lots,
     } = read_committed(&mut db, batch).await?;
     let committed = Committed {
         rows,
         cancelled,
         keys: keys.iter().map(|(o, k)| (*o, k.as_str())).collect(),
+        lots: LotBook::new(lots),
     };
     let members: Vec<BatchMember<(Uuid, &str)>> = batch
         .iter()
@@ -149,6 +158,7 @@ async fn try_batch(
             cancels: c.tx.cancelled_transaction_id,
             key: c.idem.as_ref().map(|(k, owner)| (*owner, k.key.as_str())),
             at: c.tx.created_at,
+            lot: c.lot.clone(),
         })
         .collect();
     let decided = point::decide_batch(committed, &members);
@@ -159,10 +169,10 @@ async fn try_batch(
     let rows = Rows::of(batch, &decided)?;
     let counts = rows.write(&mut db).await?;
     if counts != rows.expected() {
-        if counts.0 != rows.expected().0 {
+        if (counts.0, counts.3) != (rows.expected().0, rows.expected().3) {
             // The lock makes this impossible; refuse to commit rather than guess.
             return Err(StoreError::Invariant(
-                "point balance row changed under the batch's lock".into(),
+                "point balance row or lot changed under the batch's lock".into(),
             ));
         }
         // A concurrent batch created a balance row or took a key first.
@@ -194,6 +204,7 @@ struct Read {
     rows: HashMap<Uuid, BalanceRow>,
     cancelled: HashSet<Uuid>,
     keys: Vec<(Uuid, String)>,
+    lots: Vec<Lot>,
 }
 
 /// Locks the batch's balance rows and reads what its decision depends on.
@@ -252,7 +263,9 @@ async fn read_committed(
         .fetch_all(&mut *db)
         .await?
     };
+    let lots = batch_lots(db, batch).await?;
     Ok(Read {
+        lots,
         rows: rows
             .into_iter()
             .map(|(u, balance, held, version)| {
@@ -267,6 +280,34 @@ async fn read_committed(
         cancelled,
         keys,
     })
+}
+
+/// The lots a batch decides on, in one query and only when a member needs
+/// them (an earn-only batch reads none): every live lot of the users who
+/// draw, and the lots given back to or revoked. Runs under the balance rows'
+/// locks, which every writer of a user's lots holds, so nothing moves them
+/// until the commit. A user with many live lots makes this read all of them;
+/// see ARCHITECTURE.md, "Point lots".
+async fn batch_lots(
+    db: &mut PgConnection,
+    batch: &[PendingChange],
+) -> Result<Vec<Lot>, sqlx::Error> {
+    let mut drawing: Vec<Uuid> = Vec::new();
+    let mut named: Vec<Uuid> = Vec::new();
+    for c in batch {
+        match &c.lot {
+            LotOp::Draw => drawing.push(c.tx.user_id),
+            LotOp::Return(draws) => named.extend(draws.iter().map(|d| d.lot_id)),
+            LotOp::Revoke(id) => named.push(*id),
+            LotOp::None | LotOp::Add { .. } => {}
+        }
+    }
+    if drawing.is_empty() && named.is_empty() {
+        return Ok(Vec::new());
+    }
+    drawing.sort_unstable();
+    drawing.dedup();
+    super::lot_store::live_lots(db, &drawing, &named).await
 }
 
 /// The columns of every row a batch writes, one array per column.
@@ -304,6 +345,37 @@ struct Rows<'a> {
     k_keys: Vec<&'a str>,
     k_hashes: Vec<&'a str>,
     k_answers: Vec<serde_json::Value>,
+    // Lots made by the batch, remainders it moved, and what each debit drew.
+    lots: LotColumns,
+    upd_lot: Vec<Uuid>,
+    upd_lot_left: Vec<i64>,
+    upd_lot_was: Vec<i64>,
+    // What each ledger row drew from lots (null unless it drew).
+    draws: Vec<Option<serde_json::Value>>,
+}
+
+/// New lots, one array per column.
+#[derive(Default)]
+struct LotColumns {
+    id: Vec<Uuid>,
+    user: Vec<Uuid>,
+    earn: Vec<Option<Uuid>>,
+    amount: Vec<i64>,
+    remaining: Vec<i64>,
+    expires: Vec<Option<DateTime<Utc>>>,
+    earned: Vec<DateTime<Utc>>,
+}
+
+impl LotColumns {
+    fn push(&mut self, l: &Lot) {
+        self.id.push(l.id);
+        self.user.push(l.user_id);
+        self.earn.push(l.earn_transaction_id);
+        self.amount.push(l.amount);
+        self.remaining.push(l.remaining);
+        self.expires.push(l.expires_at);
+        self.earned.push(l.earned_at);
+    }
 }
 
 impl<'a> Rows<'a> {
@@ -327,10 +399,20 @@ impl<'a> Rows<'a> {
                 }
             }
         }
-        for (c, d) in batch.iter().zip(&decided.decisions) {
+        decided.lots.new.iter().for_each(|l| r.lots.push(l));
+        for u in &decided.lots.updated {
+            r.upd_lot.push(u.id);
+            r.upd_lot_left.push(u.remaining);
+            r.upd_lot_was.push(u.was);
+        }
+        for ((c, d), draws) in batch.iter().zip(&decided.decisions).zip(&decided.draws) {
             let Decision::Applied { balance, .. } = d else {
                 continue;
             };
+            r.draws.push(match draws.is_empty() {
+                true => None,
+                false => Some(to_json("draws", draws)?),
+            });
             let mut t = c.tx.clone();
             t.balance_after = *balance;
             let e = event(&t);
@@ -358,20 +440,21 @@ impl<'a> Rows<'a> {
         Ok(r)
     }
 
-    /// How many balance rows updated, balance rows inserted and keys stored
-    /// the statement must report.
-    fn expected(&self) -> (i64, i64, i64) {
+    /// How many balance rows updated, balance rows inserted, keys stored and
+    /// lots updated the statement must report.
+    fn expected(&self) -> (i64, i64, i64, i64) {
         (
             self.upd_u.len() as i64,
             self.new_u.len() as i64,
             self.k_keys.len() as i64,
+            self.upd_lot.len() as i64,
         )
     }
 
     /// One statement for every row of the batch. Balance rows are written with
     /// the values decided, only if their version is still the one read under
     /// the lock; the constraints stay the last line behind that arithmetic.
-    async fn write(&self, db: &mut PgConnection) -> Result<(i64, i64, i64), sqlx::Error> {
+    async fn write(&self, db: &mut PgConnection) -> Result<(i64, i64, i64, i64), sqlx::Error> {
         sqlx::query_as(
             "WITH upd AS (
                UPDATE point_balances b
@@ -389,9 +472,11 @@ impl<'a> Rows<'a> {
              ),
              t AS (
                INSERT INTO point_transactions (id, user_id, type, amount, delta, balance_after,
-                                               reference, description, cancelled_transaction_id, created_at)
+                                               reference, description, cancelled_transaction_id, created_at,
+                                               draws)
                SELECT * FROM unnest($10::uuid[], $11::uuid[], $12::text[], $13::bigint[], $14::bigint[],
-                                    $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[])
+                                    $15::bigint[], $16::text[], $17::text[], $18::uuid[], $19::timestamptz[],
+                                    $38::jsonb[])
              ),
              o AS (
                INSERT INTO outbox (id, topic, aggregate_id, payload)
@@ -402,8 +487,21 @@ impl<'a> Rows<'a> {
                SELECT * FROM unnest($24::uuid[], $25::text[], $26::text[], $27::jsonb[]) ORDER BY 1, 2
                ON CONFLICT DO NOTHING
                RETURNING 1
+             ),
+             nl AS (
+               INSERT INTO point_lots (id, user_id, earn_transaction_id, amount, remaining,
+                                       expires_at, earned_at)
+               SELECT * FROM unnest($28::uuid[], $29::uuid[], $30::uuid[], $31::bigint[],
+                                    $32::bigint[], $33::timestamptz[], $34::timestamptz[])
+             ),
+             ul AS (
+               UPDATE point_lots l SET remaining = v.remaining
+                 FROM unnest($35::uuid[], $36::bigint[], $37::bigint[]) AS v(id, remaining, was)
+                WHERE l.id = v.id AND l.remaining = v.was
+               RETURNING 1
              )
-             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k)",
+             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k),
+                    (SELECT count(*) FROM ul)",
         )
         .bind(&self.upd_u)
         .bind(&self.upd_b)
@@ -432,6 +530,17 @@ impl<'a> Rows<'a> {
         .bind(&self.k_keys)
         .bind(&self.k_hashes)
         .bind(&self.k_answers)
+        .bind(&self.lots.id)
+        .bind(&self.lots.user)
+        .bind(&self.lots.earn)
+        .bind(&self.lots.amount)
+        .bind(&self.lots.remaining)
+        .bind(&self.lots.expires)
+        .bind(&self.lots.earned)
+        .bind(&self.upd_lot)
+        .bind(&self.upd_lot_left)
+        .bind(&self.upd_lot_was)
+        .bind(&self.draws)
         .fetch_one(&mut *db)
         .await
     }
@@ -444,9 +553,10 @@ pub fn refusal_of(e: &StoreError) -> Option<DomainError> {
     let d = e.database()?;
     match (d.code().as_deref(), d.constraint()) {
         (Some("23505"), Some("cancelled_once")) => Some(DomainError::AlreadyCancelled),
-        (Some("23514"), Some("balance_not_negative" | "held_within_balance")) => {
-            Some(DomainError::InsufficientBalance)
-        }
+        (
+            Some("23514"),
+            Some("balance_not_negative" | "held_within_balance" | "lot_within_amount"),
+        ) => Some(DomainError::InsufficientBalance),
         // bigint out of range: the balance would overflow.
         (Some("22003"), _) => Some(DomainError::validation(
             "amount",

@@ -16,6 +16,7 @@ use promo_domain::coupon::{
 };
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::hold::{HoldStatus, NewHold, PointHold};
+use promo_domain::point::lot::{Expiring, Lot, LotQuery};
 use promo_domain::point::{Balance, HistoryQuery, PointChange, Transaction, TxType};
 use promo_domain::timesale::{
     NewOrder, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product, Sale, SalePatch,
@@ -178,6 +179,7 @@ pages! {
     coupon::CouponPage => Coupon,
     coupon::CodePage => Code,
     point::TransactionPage => Transaction,
+    point::LotPage => Lot,
     timesale::ProductPage => Product,
     timesale::SalePage => Sale,
     timesale::OrderPage => Order,
@@ -220,14 +222,47 @@ mirror!(Redeem => coupon::RedeemCodeRequest { code, user_id, .. });
 
 mirror!(Transaction => point::Transaction {
     id, user_id, tx_type as r#type, amount, delta, balance_after, reference, description,
-    cancelled_transaction_id, hold_id, created_at
+    cancelled_transaction_id, hold_id, lot_id, created_at
 });
 
 // Earn and use carry the same change.
 mirror!(PointChange => point::EarnRequest { user_id, amount, reference, description, .. });
 mirror!(PointChange => point::UseRequest { user_id, amount, reference, description, .. });
 
-mirror!(Balance => point::Balance { user_id, balance, held });
+mirror!(Expiring => point::Expiring { amount, expires_at });
+
+mirror!(Lot => point::Lot {
+    id, user_id, earn_transaction_id, amount, remaining, expires_at, earned_at
+});
+
+mirror!(LotQuery => point::LotsRequest { user_id, page, .. });
+
+impl From<Balance> for point::Balance {
+    fn from(b: Balance) -> Self {
+        point::Balance {
+            user_id: b.user_id.to_pb(),
+            balance: b.balance,
+            held: b.held,
+            expiring: b.expiring.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<point::Balance> for Balance {
+    type Error = DomainError;
+    fn try_from(m: point::Balance) -> DomainResult<Self> {
+        Ok(Balance {
+            user_id: Wire::from_pb("user_id", m.user_id)?,
+            balance: m.balance,
+            held: m.held,
+            expiring: m
+                .expiring
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<DomainResult<_>>()?,
+        })
+    }
+}
 
 mirror!(PointHold => point::Hold {
     id, user_id, amount, status, reference, expires_at, created_at, resolved_at,
@@ -444,13 +479,29 @@ mod tests {
             description: Some("d".into()),
             cancelled_transaction_id: Some(Uuid::new_v4()),
             hold_id: Some(Uuid::new_v4()),
+            lot_id: Some(Uuid::new_v4()),
             created_at: t(1),
         });
         round_trip::<_, point::Balance>(Balance {
             user_id: Uuid::new_v4(),
             balance: 42,
             held: 40,
+            expiring: vec![Expiring {
+                amount: 2,
+                expires_at: t(5),
+            }],
         });
+        for expires_at in [Some(t(2)), None] {
+            round_trip::<_, point::Lot>(Lot {
+                id: Uuid::new_v4(),
+                user_id: Uuid::new_v4(),
+                earn_transaction_id: Some(Uuid::new_v4()),
+                amount: 9,
+                remaining: 4,
+                expires_at,
+                earned_at: t(1),
+            });
+        }
         round_trip::<_, point::Hold>(PointHold {
             id: Uuid::new_v4(),
             user_id: Uuid::new_v4(),

@@ -119,7 +119,7 @@ callers! {
     reads:
         coupon::GetByIdRequest, coupon::ListPoliciesRequest, coupon::ListCouponsRequest,
         coupon::ListCodesRequest, coupon::ExportCodesRequest,
-        point::BalanceRequest, point::HistoryRequest, point::GetHoldRequest,
+        point::BalanceRequest, point::HistoryRequest, point::GetHoldRequest, point::LotsRequest,
         timesale::GetByIdRequest, timesale::ListRequest, timesale::ListSalesRequest,
         timesale::ListOrdersRequest;
     writes:

@@ -17,6 +17,7 @@ mod order_hold;
 mod overload;
 mod point;
 mod point_hold;
+mod point_lots;
 mod procs;
 mod prune;
 mod rate_limit;

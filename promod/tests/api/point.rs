@@ -507,19 +507,31 @@ fn pending(
     cancels: Option<Uuid>,
     key: Option<&str>,
 ) -> promod::point::store::PendingChange {
+    use promo_domain::point::lot::LotOp;
     use promo_domain::point::{Transaction, TxType};
     let delta = match kind {
         TxType::Earn => amount,
         TxType::Use => -amount,
-        TxType::Cancel => panic!("a cancel is given the kind it cancels"),
+        _ => panic!("a cancel is given the kind it cancels"),
     };
     let (tx_type, delta) = match cancels {
         Some(_) => (TxType::Cancel, -delta),
         None => (kind, delta),
     };
+    let id = Uuid::now_v7();
+    // Lots as the service names them; cancels here are of earns only.
+    let lot = match (cancels, kind) {
+        (Some(earn), _) => LotOp::Revoke(earn),
+        (None, TxType::Earn) => LotOp::Add {
+            id,
+            expires_at: None,
+        },
+        (None, _) => LotOp::Draw,
+    };
     promod::point::store::PendingChange {
+        lot,
         tx: Transaction {
-            id: Uuid::now_v7(),
+            id,
             user_id: user,
             tx_type,
             amount,
@@ -529,6 +541,7 @@ fn pending(
             description: None,
             cancelled_transaction_id: cancels,
             hold_id: None,
+            lot_id: None,
             created_at: chrono::Utc::now(),
         },
         idem: key.map(|k| {
@@ -563,7 +576,7 @@ async fn a_batch_applies_one_users_changes_in_order() {
         })]
     );
 
-    let batch = [
+    let mut batch = [
         pending(u, Use, 40, None, None),          // 30 - 40 < 0: refused
         pending(u, Earn, 100, None, None),        // 130
         pending(v, Use, 1, None, None),           // no row: refused
@@ -576,6 +589,12 @@ async fn a_batch_applies_one_users_changes_in_order() {
         pending(u, Use, 40, None, Some("k2")),    // k2 now applies: 0
         pending(v, Use, 5, None, None),           // 0
     ];
+    // The 100 expire first, so the uses leave the first earn's lot untouched
+    // and it may be cancelled.
+    let soon = Some(chrono::Utc::now() + chrono::Duration::days(1));
+    if let promo_domain::point::lot::LotOp::Add { expires_at, .. } = &mut batch[1].lot {
+        *expires_at = soon;
+    }
     let out = insert_batch(&app.point_db, &batch).await.unwrap();
     let s = |balance, version| {
         Stored(Applied {

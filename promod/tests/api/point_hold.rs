@@ -74,13 +74,14 @@ impl TestApp {
         self.assert_ledger_invariant().await;
     }
 
-    /// Another sweeper over this app's point database, as a second process
-    /// would run one.
-    fn sweeper(&self, redis: promo_store::cache::Redis) -> PointService {
+    /// Another point service over this app's point database, as a second
+    /// process would run one (its hold and lot sweepers).
+    pub fn sweeper(&self, redis: promo_store::cache::Redis) -> PointService {
         let limits = Limits {
             max_amount: 1_000_000,
             cache_ttl_secs: 300,
             hold_seconds: 900,
+            lot_lifetime: None,
         };
         let clock: SharedClock = self.clock.clone();
         PointService::new(self.point_db.clone(), Some(redis), clock, limits)
@@ -193,8 +194,10 @@ async fn a_hold_reserves_points_and_a_partial_capture_releases_the_rest() {
 async fn a_capture_takes_all_by_default_and_a_void_releases() {
     let app = spawn_app().await;
     let (user, token) = app.user_token();
-    let earned = app.earn(user, 100).await;
-    app.earn(user, 50).await;
+    app.earn(user, 100).await;
+    // The capture draws from the older earn's lot, so this one stays
+    // untouched and may be cancelled (ARCHITECTURE.md, "Point lots").
+    let earned = app.earn(user, 50).await;
     let (first, second) = (app.hold(&token, 30).await, app.hold(&token, 90).await);
     let (s, used) = app.hold_call(&first, "capture", &token, json!({})).await;
     assert_eq!((s, used["amount"].as_i64()), (201, Some(30)), "{used}");
@@ -218,7 +221,7 @@ async fn a_capture_takes_all_by_default_and_a_void_releases() {
     assert_eq!(app.funds(&token).await, (120, 120, 0));
     let (s, b) = app.post(&cancel, &app.admin, json!({})).await;
     assert_eq!(s, 201, "{b}");
-    assert_eq!(app.funds(&token).await, (20, 20, 0));
+    assert_eq!(app.funds(&token).await, (70, 70, 0));
     assert_eq!(app.outbox_count("('point.hold_voided')").await, 1);
     app.assert_hold_invariants().await;
 }
