@@ -43,7 +43,9 @@ use std::time::{Duration, Instant};
 
 /// The longest this process remembers that a bucket is empty. Tokens come
 /// back only by the refill, so a bucket Redis said is empty until some time
-/// stays empty at least until then: remembering it cannot refuse wrongly.
+/// stays empty at least until then: at one configuration, remembering it
+/// cannot refuse wrongly (a faster refill set meanwhile is heard within
+/// this bound).
 pub const REMEMBERED: Duration = Duration::from_secs(60);
 
 /// KEYS = the user's bucket, the address's; ARGV[1] = the step: `check`

@@ -219,22 +219,25 @@ impl PointApi for PointService {
 
     async fn balance(&self, ctx: &Ctx, user_id: Uuid) -> DomainResult<Balance> {
         let user_id = ctx.principal.acting_for(Some(user_id))?;
-        // Lots are not cached: what expires next moves with every use.
-        let expiring = lot_store::expiring(&self.pool, user_id, lot::EXPIRING_SHOWN).await?;
-        if let Some((balance, held)) = self.cache.get(user_id).await {
-            return Ok(Balance {
-                user_id,
-                balance,
-                held,
-                expiring,
-            });
-        }
-        let row = store::balance(&self.pool, user_id).await?;
-        self.cache.put(user_id, row).await;
+        // Lots are not cached (what expires next moves with every use), so
+        // their read runs beside the cache's, not after it.
+        let (cached, expiring) = tokio::join!(
+            self.cache.get(user_id),
+            lot_store::expiring(&self.pool, user_id, lot::EXPIRING_SHOWN)
+        );
+        let expiring = expiring?;
+        let (balance, held) = match cached {
+            Some(hit) => hit,
+            None => {
+                let row = store::balance(&self.pool, user_id).await?;
+                self.cache.put(user_id, row).await;
+                (row.balance, row.held)
+            }
+        };
         Ok(Balance {
             user_id,
-            balance: row.balance,
-            held: row.held,
+            balance,
+            held,
             expiring,
         })
     }
