@@ -214,8 +214,8 @@ pub struct Found {
 /// The codes of `$1` as stored, and whether a coupon carries each. A
 /// lateral probe, not EXISTS: the statement's plan is cached, and a plan
 /// made while `coupons` was empty hashed an EXISTS by scanning the whole
-/// table, for every lookup of the sale (4x slower redemptions once it held
-/// 100,000 coupons).
+/// table, for every lookup of the sale (redemptions from fresh tables ran
+/// at about half speed; perf/results/2026-12-07-redeem-plan.md).
 pub const LOOKUP: &str = "SELECT k.code, k.policy_id, k.shared, r.one IS NOT NULL
      FROM coupon_codes k
      LEFT JOIN LATERAL (SELECT 1 AS one FROM coupons c
