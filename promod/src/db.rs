@@ -182,29 +182,48 @@ impl Due<'_> {
             set = self.set,
             returning = self.returning,
         );
-        index_walk(conn, true).await?;
+        plan(conn, Plan::Walk).await?;
         let rows = sqlx::query_as(&sql)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *conn)
             .await
             .map_err(from_sqlx)?;
-        index_walk(conn, false).await?;
+        plan(conn, Plan::Free).await?;
         Ok(rows)
     }
 }
 
-/// Turns sequential and bitmap scans off (`walk`) or on again for the rest
-/// of the transaction: a sweeper's claim must walk its partial index in
-/// order and stop at its limit, whatever the statistics say (see [`Due`]).
-pub async fn index_walk(
-    conn: &mut sqlx::PgConnection,
-    walk: bool,
-) -> promo_domain::DomainResult<()> {
-    let on = if walk { "off" } else { "on" };
+/// How the planner may run the statements that follow, for the rest of the
+/// transaction: hints by `set_config(..., true)`, since PostgreSQL has no
+/// per-statement hints. A plan that cannot avoid a disabled node costs 1e10
+/// more, past `jit_above_cost`: the pools without JIT (`connect`) shrug that
+/// off, the others only walk, where an index always serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// Whatever the planner picks.
+    Free,
+    /// No sequential or bitmap scans: a claim walks its partial index in
+    /// order and stops at its limit, whatever the statistics say (see [`Due`]).
+    Walk,
+    /// No hash or merge joins: a join of a statement's arrays with a large
+    /// table probes its index once per element, rather than reading and
+    /// hashing (or sorting) the whole table, which the planner picks once an
+    /// array holds a few percent of the table's rows.
+    Probe,
+}
+
+pub async fn plan(conn: &mut sqlx::PgConnection, p: Plan) -> promo_domain::DomainResult<()> {
+    let (scans, joins) = match p {
+        Plan::Free => ("on", "on"),
+        Plan::Walk => ("off", "on"),
+        Plan::Probe => ("on", "off"),
+    };
     sqlx::query(&format!(
-        "SELECT set_config('enable_seqscan', '{on}', true),
-                set_config('enable_bitmapscan', '{on}', true)"
+        "SELECT set_config('enable_seqscan', '{scans}', true),
+                set_config('enable_bitmapscan', '{scans}', true),
+                set_config('enable_hashjoin', '{joins}', true),
+                set_config('enable_mergejoin', '{joins}', true)"
     ))
     .execute(conn)
     .await

@@ -4,6 +4,7 @@
 //! claim, read and write. Every write runs under the user's balance row
 //! lock, taken first, as the batch takes it (ARCHITECTURE.md, "Point lots").
 
+use crate::db::Plan;
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use chrono::{DateTime, Utc};
@@ -182,15 +183,16 @@ pub async fn draw_for(db: &mut PgConnection, tx: &Transaction) -> DomainResult<s
 /// theirs can expire until a hold resolves. Their funds, by user.
 ///
 /// The claim walks the partial index `point_lots_due` in order and stops at
-/// its limit (`db::index_walk`), so that a sweep costs its size and not the
-/// backlog, whatever the statistics say.
+/// its limit (`db::Plan::Walk`), so that a sweep costs its size and not the
+/// backlog, whatever the statistics say. The rest of the sweep's
+/// transaction joins its arrays by index probes (`db::Plan::Probe`).
 pub async fn claim_due(
     db: &mut PgConnection,
     now: DateTime<Utc>,
     limit: i64,
     (part, parts): (i32, i32),
 ) -> DomainResult<Vec<(Uuid, Funds)>> {
-    crate::db::index_walk(db, true).await?;
+    crate::db::plan(db, Plan::Walk).await?;
     let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
         "SELECT b.user_id, b.balance, b.held FROM point_balances b
          WHERE b.user_id IN (
@@ -209,24 +211,28 @@ pub async fn claim_due(
     .fetch_all(&mut *db)
     .await
     .map_err(from_sqlx)?;
-    crate::db::index_walk(db, false).await?;
+    crate::db::plan(db, Plan::Probe).await?;
     Ok(rows
         .into_iter()
         .map(|(u, balance, held)| (u, Funds { balance, held }))
         .collect())
 }
 
-/// The due lots of `users` (whose balance rows the caller holds), grouped by
-/// user, each user's in spend order.
+/// The due lots of `users` (whose balance rows the caller holds, in user id
+/// order), grouped by user, each user's in spend order. One probe of the
+/// spend index per user: a sweep reads its users' lots, not every due lot.
 pub async fn due_lots(
     db: &mut PgConnection,
     users: &[Uuid],
     now: DateTime<Utc>,
 ) -> DomainResult<Vec<DueLot>> {
     let rows: Vec<(Uuid, Uuid, i64, i32)> = sqlx::query_as(
-        "SELECT id, user_id, remaining, expiries FROM point_lots
-         WHERE user_id = ANY($1) AND remaining > 0 AND expires_at <= $2
-         ORDER BY user_id, expires_at, earned_at, id",
+        "SELECT l.id, u.id, l.remaining, l.expiries
+           FROM unnest($1::uuid[]) WITH ORDINALITY AS u(id, n)
+           CROSS JOIN LATERAL (
+             SELECT id, remaining, expiries, expires_at, earned_at FROM point_lots
+              WHERE user_id = u.id AND remaining > 0 AND expires_at <= $2) l
+          ORDER BY u.n, l.expires_at, l.earned_at, l.id",
     )
     .bind(users)
     .bind(now)
