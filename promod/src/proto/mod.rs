@@ -90,6 +90,8 @@ fn write_ctx(m: Option<common::WriteMeta>) -> DomainResult<Ctx> {
     Ok(Ctx {
         principal: principal(m.actor)?,
         idem,
+        // A gateway in another process passed its gates before calling.
+        gate: None,
     })
 }
 
@@ -162,6 +164,7 @@ mod tests {
                 key: "k".into(),
                 request_hash: "h".into(),
             }),
+            gate: None,
         };
         let mut w = coupon::IssueCouponRequest {
             meta: meta(&ctx),

@@ -520,6 +520,33 @@ async fn a_port_remembers_a_refusal_and_only_a_refusal() {
     );
 }
 
+/// The guard's check runs beside the code's lookup: a redemption the check
+/// refuses takes nothing, though its code was found.
+#[tokio::test]
+async fn a_refused_redemption_takes_nothing_though_its_code_was_found() {
+    let app = guarded_app(|_| {}).await;
+    let (_, codes) = batch(&app, 10, 1).await;
+    let (_, token) = app.user_token();
+    let ip = own_ip();
+    for i in 0..3 {
+        let s = redeem_from(&app, &app.base, token.clone(), &ip, format!("NOPE{i:04}")).await;
+        assert_eq!(s.0, 400);
+    }
+    // The role port's guard has no memory of those: Redis refuses.
+    let role = app.coupon_base.clone();
+    let (s, retry) = redeem_from(&app, &role, token, &ip, codes[0].clone()).await;
+    assert_eq!(s, 429);
+    assert!(retry.is_some());
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM coupons")
+        .fetch_one(&app.coupon_db)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "a refused redemption took its code");
+    let (_, bob) = app.user_token();
+    let s = redeem_from(&app, &app.base, bob, &own_ip(), codes[0].clone()).await;
+    assert_eq!(s.0, 201, "the code is still there");
+}
+
 /// The lookup's plan is made once per connection, maybe while `coupons` is
 /// empty, and kept for the whole sale: even then it must probe `coupons` by
 /// index, never scan it.
