@@ -13,6 +13,7 @@ mod detach;
 mod events;
 mod fuzz;
 mod helpers;
+mod monitoring;
 mod order_hold;
 mod overload;
 mod point;
