@@ -29,3 +29,4 @@ mod split_idempotency;
 mod stored_refusals;
 mod timesale;
 mod timesale_helpers;
+mod tls;
