@@ -239,10 +239,10 @@ verify() {
   # A consumer of every partition at once was seen to skip a record on Tansu
   # (the dev broker) that a consumer of its topic alone then reads: read
   # everything, then re-read the topics that still miss an event.
-  timeout 120 "$BIN/promoctl" events tail --from-beginning --json >"$DIR/broker.jsonl" 2>"$DIR/broker.err" || true
+  timeout 120 "$BIN/promoctl" events tail --from-beginning --no-follow --json >"$DIR/broker.jsonl" 2>"$DIR/broker.err" || true
   local topic
   for topic in $(python3 scripts/chaos_row.py --missing-topics "$DIR"); do
-    timeout 60 "$BIN/promoctl" events tail --topic "$topic" --from-beginning --json >>"$DIR/broker-reread.jsonl" 2>>"$DIR/broker.err" || true
+    timeout 60 "$BIN/promoctl" events tail --topic "$topic" --from-beginning --no-follow --json >>"$DIR/broker-reread.jsonl" 2>>"$DIR/broker.err" || true
   done
   python3 scripts/chaos_row.py "$fault" "$expected" "$observed" "$settled" "$DIR" >>"$WORK/rows.md"
   tail -n1 "$WORK/rows.md" >&2

@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+scripts/toolchain.sh
 scripts/services.sh up
 
 # Development-only defaults; anything already set in the environment wins.

@@ -24,7 +24,10 @@ DATA_DIR="$SVC_DIR/data"
 LOG_DIR="$SVC_DIR/logs"
 RUN_DIR="$SVC_DIR/run"
 CACHE_DIR="${PROMO_CACHE_DIR:-$HOME/.cache/promo}"
-TANSU_ROOT="$CACHE_DIR/tansu"
+# Pinned: the script drives Tansu's CLI (`topic list|create`), which may
+# change between releases. A new version builds into a root of its own.
+TANSU_VERSION="${PROMO_TANSU_VERSION:-0.6.0}"
+TANSU_ROOT="$CACHE_DIR/tansu-$TANSU_VERSION"
 
 HOST=127.0.0.1
 PG_PORT="${PROMO_PG_PORT:-5432}"
@@ -427,8 +430,9 @@ ensure_tansu_bin() {
     exec 9>"$CACHE_DIR/tansu.lock"
     flock -w "$TANSU_BUILD_TIMEOUT" 9 || die "tansu: timed out waiting for the build lock"
     [[ -x $TANSU_ROOT/bin/tansu ]] && exit 0
-    log "tansu: building with 'cargo install tansu' into $TANSU_ROOT; this takes ~10 min, once (log: $buildlog)"
-    if ! cargo install tansu --locked --features dynostore,postgres --root "$TANSU_ROOT" >"$buildlog" 2>&1; then
+    log "tansu: building with 'cargo install tansu@$TANSU_VERSION' into $TANSU_ROOT; this takes ~10 min, once (log: $buildlog)"
+    if ! cargo install tansu --version "=$TANSU_VERSION" --locked --features dynostore,postgres \
+        --root "$TANSU_ROOT" >"$buildlog" 2>&1; then
       tail -n 30 "$buildlog" >&2
       die "tansu: cargo install failed (see $buildlog)"
     fi

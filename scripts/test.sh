@@ -6,6 +6,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+step "toolchain"
+scripts/toolchain.sh
+rustc --version
+
 step "services"
 scripts/services.sh up
 # PROMO_TEST_DATABASE_URL / _REDIS / _ETCD / _KAFKA for the integration tests,
@@ -17,6 +21,19 @@ scripts/drop-test-dbs.sh
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
+
+step "cargo deny check"
+# Advisories, licences, bans and sources (deny.toml). The advisory database is
+# a git repository on GitHub: where it cannot be fetched the other checks
+# still run, and the log says loudly that advisories were not checked.
+command -v cargo-deny >/dev/null || cargo install --locked cargo-deny
+if timeout 120 cargo deny fetch db >/dev/null 2>&1; then
+  cargo deny check advisories licenses bans sources
+else
+  echo "WARNING: the RustSec advisory database cannot be fetched from here;" \
+    "cargo deny checks licences, bans and sources only (advisories NOT checked)" >&2
+  cargo deny check licenses bans sources
+fi
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -18,9 +18,13 @@ Examples:
   promoctl coupon redeem --code SPRING-10
   promoctl sale create --product 0190... --total-quantity 100 --sale-price 900 --start +5m --end 2h
   promoctl check --coupon --point
-  promoctl events tail --topic coupon.issued --follow
+  promoctl events tail --type coupon.issued -o json
+  promoctl config use-context staging
+  promoctl completion bash > /etc/bash_completion.d/promoctl
 
-Exit codes: 0 ok, 1 refused by the server (or a check failed), 2 usage, 3 unreachable.
+Settings: flag > PROMOCTL_* env > the config file's context > default (`promoctl config --help`).
+Exit codes: 0 ok, 1 refused by the server (or a check failed), 2 usage, 3 unreachable,
+4 a `load` threshold broken.
 Times: `now`, `+5m`, `-1h`, `2h` (all from now) or RFC 3339.";
 
 #[derive(Debug, Parser)]
@@ -60,11 +64,17 @@ impl Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Gateway base URL [default: http://127.0.0.1:4000]
-    #[arg(long, global = true, env = "PROMOCTL_GATEWAY_URL")]
+    #[arg(long, global = true, env = "PROMOCTL_GATEWAY_URL", alias = "gateway")]
     pub gateway_url: Option<String>,
-    /// Output format
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
-    pub output: Format,
+    /// The config file's context to use instead of its current_context
+    #[arg(long, global = true, env = "PROMOCTL_CONTEXT")]
+    pub context: Option<String>,
+    /// Output format [default: table; text for `events tail`]
+    #[arg(short = 'o', long, global = true, value_enum)]
+    pub output: Option<Format>,
+    /// Tables without their header row (and a page without its footer)
+    #[arg(long, global = true)]
+    pub no_headers: bool,
     /// Idempotency-Key of the write [default: a fresh UUID per invocation]
     #[arg(long, global = true)]
     pub idempotency_key: Option<String>,
@@ -202,6 +212,61 @@ Examples:
   promoctl inventory show"
     )]
     Inventory(InventoryCmd),
+    /// The config file: contexts like kubeconfig's
+    #[command(
+        subcommand,
+        after_help = "\
+Every setting is a flag, a PROMOCTL_* env var and a key of
+$PROMOCTL_CONFIG_DIR/config.toml (default ~/.config/promoctl) of the same name:
+--gateway-url, PROMOCTL_GATEWAY_URL, gateway_url. Flags win over env, env over the file.
+
+  gateway_url = \"http://127.0.0.1:4000\"     # shared by every context
+  current_context = \"local\"
+  [contexts.local]
+  redis_url = \"redis://127.0.0.1:6379\"
+  [contexts.staging]
+  gateway_url = \"https://promo.staging.example\"
+  coupon_database_url = \"postgres://ops@db.staging.example/coupon_db\"
+
+Examples:
+  promoctl config get-contexts
+  promoctl config use-context staging
+  promoctl --context local policy list
+  promoctl config view -o yaml"
+    )]
+    Config(ConfigCmd),
+    /// Print a shell completion script
+    #[command(after_help = "\
+Examples:
+  source <(promoctl completion bash)
+  promoctl completion zsh > \"${fpath[1]}/_promoctl\"
+  promoctl completion fish > ~/.config/fish/completions/promoctl.fish")]
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one per command into a directory
+    #[command(after_help = "\
+Examples:
+  promoctl man | man -l -
+  promoctl man --out-dir /usr/local/share/man/man1")]
+    Man {
+        /// Write promoctl.1 and a page per subcommand (promoctl-policy.1, ...) here
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Make a context of the config file the current one
+    UseContext { name: String },
+    /// The context in force (`--context`, else the file's current_context)
+    CurrentContext,
+    /// The contexts of the config file
+    GetContexts,
+    /// The settings in force, after flags, env, the context and defaults
+    View,
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,7 +333,11 @@ pub struct UserCreate {
     #[arg(long)]
     pub admin: bool,
     /// gateway_db, for `--admin`
-    #[arg(long, env = "PROMOCTL_GATEWAY_DATABASE_URL")]
+    #[arg(
+        long = "gateway-database-url",
+        alias = "database-url",
+        env = "PROMOCTL_GATEWAY_DATABASE_URL"
+    )]
     pub database_url: Option<String>,
 }
 
@@ -635,10 +704,18 @@ pub enum OrderCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum EventsCmd {
-    /// Print events as they arrive
+    /// Print events as they arrive, like kcat: follows until Ctrl-C
     #[command(after_help = "\
 Uses a random consumer group and never commits offsets, so other consumers are not
-disturbed. Without --follow it stops at the end of the topics.")]
+disturbed. Reads every topic of promo-store/topics.txt unless --topic names some.
+Follows until Ctrl-C; --no-follow stops at the end of the topics, -c N after N events.
+
+Examples:
+  promoctl events tail
+  promoctl events tail --from-beginning --no-follow -o json | jq .type
+  promoctl events tail --type coupon.issued --type coupon.used --user USER_ID
+  promoctl events tail --aggregate POLICY_ID -c 1
+  promoctl events tail --source outbox --from-beginning --no-follow")]
     Tail(TailArgs),
 }
 
@@ -654,21 +731,37 @@ pub struct TailArgs {
     /// Topics [default: every event topic]
     #[arg(long = "topic")]
     pub topics: Vec<String>,
+    /// Start at the oldest event kept instead of the end
     #[arg(long)]
     pub from_beginning: bool,
+    /// Stop at the end of the topics instead of waiting for more
     #[arg(long)]
-    pub follow: bool,
+    pub no_follow: bool,
+    /// Stop after printing this many events
+    #[arg(short = 'c', long)]
+    pub count: Option<u64>,
     /// Only these event types
     #[arg(long = "type")]
     pub types: Vec<String>,
+    /// Only events of this aggregate (a policy, coupon, user, order... id)
+    #[arg(long)]
+    pub aggregate: Option<String>,
+    /// Only events of this user
     #[arg(long)]
     pub user: Option<Uuid>,
-    /// Raw JSON lines
-    #[arg(long)]
+    /// Accepted for older scripts: following is the default
+    #[arg(long, hide = true, conflicts_with = "no_follow")]
+    pub follow: bool,
+    /// The same as `-o json`
+    #[arg(long, hide = true)]
     pub json: bool,
     #[arg(long, value_enum, default_value_t = Source::Kafka)]
     pub source: Source,
-    #[arg(long, env = "PROMOCTL_KAFKA_BROKERS")]
+    #[arg(
+        long = "kafka-brokers",
+        alias = "brokers",
+        env = "PROMOCTL_KAFKA_BROKERS"
+    )]
     pub brokers: Option<String>,
     #[command(flatten)]
     pub stores: crate::check::Stores,

@@ -1,27 +1,98 @@
-//! Where promoctl finds the gateway, credentials and stores: flags > env
-//! (`PROMOCTL_*`, merged by clap) > `config.toml` in the config dir > defaults.
-//! The config dir is `PROMOCTL_CONFIG_DIR`, else `~/.config/promoctl`.
+//! Where promoctl finds the gateway, credentials and stores, for every
+//! command alike: flags > env (`PROMOCTL_*`, merged by clap) > `config.toml`
+//! in the config dir > defaults. The config dir is `PROMOCTL_CONFIG_DIR`,
+//! else `~/.config/promoctl`.
+//!
+//! Like a kubeconfig, the file may hold named contexts: the top-level keys
+//! apply to all of them, `[contexts.NAME]` overrides them, and
+//! `current_context` (set by `promoctl config use-context NAME`) or
+//! `--context NAME` (`PROMOCTL_CONTEXT`) picks one.
 
 use crate::error::{CtlError, CtlResult};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub const DEFAULT_GATEWAY: &str = "http://127.0.0.1:4000";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The settings of one context; each key is also a flag (`--gateway-url`)
+/// and an env var (`PROMOCTL_GATEWAY_URL`) of the same name.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub coupon_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub point_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timesale_database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_brokers: Option<String>,
+    /// The service roles' REST base URLs (the dashboard's health and metrics).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coupon_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timesale_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_prefix: Option<String>,
+}
+
+impl FileConfig {
+    /// `over`'s keys where it sets them, ours elsewhere.
+    fn overlay(self, over: FileConfig) -> FileConfig {
+        FileConfig {
+            gateway_url: over.gateway_url.or(self.gateway_url),
+            email: over.email.or(self.email),
+            password: over.password.or(self.password),
+            gateway_database_url: over.gateway_database_url.or(self.gateway_database_url),
+            coupon_database_url: over.coupon_database_url.or(self.coupon_database_url),
+            point_database_url: over.point_database_url.or(self.point_database_url),
+            timesale_database_url: over.timesale_database_url.or(self.timesale_database_url),
+            redis_url: over.redis_url.or(self.redis_url),
+            kafka_brokers: over.kafka_brokers.or(self.kafka_brokers),
+            coupon_url: over.coupon_url.or(self.coupon_url),
+            point_url: over.point_url.or(self.point_url),
+            timesale_url: over.timesale_url.or(self.timesale_url),
+            etcd_url: over.etcd_url.or(self.etcd_url),
+            etcd_prefix: over.etcd_prefix.or(self.etcd_prefix),
+        }
+    }
+}
+
+/// `config.toml` as written: shared keys, contexts, and the current one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigFile {
+    pub shared: FileConfig,
+    pub current_context: Option<String>,
+    pub contexts: BTreeMap<String, FileConfig>,
+}
+
+/// The context named by `--context` / `PROMOCTL_CONTEXT`, set once at start:
+/// every command and helper that reads the file then sees the same context
+/// without threading the flag through each of them.
+static SELECTED_CONTEXT: OnceLock<String> = OnceLock::new();
+
+pub fn select_context(name: Option<&str>) {
+    if let Some(n) = name.filter(|n| !n.is_empty()) {
+        let _ = SELECTED_CONTEXT.set(n.to_owned());
+    }
 }
 
 pub fn config_dir() -> CtlResult<PathBuf> {
@@ -34,23 +105,115 @@ pub fn config_dir() -> CtlResult<PathBuf> {
     Ok(PathBuf::from(home).join(".config").join("promoctl"))
 }
 
-impl FileConfig {
-    /// A missing file is an empty config; a malformed one is a usage error.
-    pub fn load(dir: &Path) -> CtlResult<FileConfig> {
-        let path = dir.join("config.toml");
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
-            Err(e) => {
-                return Err(CtlError::usage(format!(
-                    "cannot read {}: {e}",
-                    path.display()
-                )))
-            }
-        };
-        toml::from_str(&text)
-            .map_err(|e| CtlError::usage(format!("malformed {}: {e}", path.display())))
+pub fn config_path(dir: &Path) -> PathBuf {
+    dir.join("config.toml")
+}
+
+/// The file's text, or `None` when there is no file.
+fn read_text(path: &Path) -> CtlResult<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(CtlError::usage(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
+}
+
+impl ConfigFile {
+    /// A missing file is an empty config; a malformed one is a usage error.
+    pub fn load(dir: &Path) -> CtlResult<ConfigFile> {
+        let path = config_path(dir);
+        match read_text(&path)? {
+            None => Ok(ConfigFile::default()),
+            Some(text) => ConfigFile::parse(&text)
+                .map_err(|e| CtlError::usage(format!("malformed {}: {e}", path.display()))),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<ConfigFile, toml::de::Error> {
+        let mut table: toml::Table = toml::from_str(text)?;
+        let current_context = match table.remove("current_context") {
+            Some(v) => Some(String::deserialize(v)?),
+            None => None,
+        };
+        let contexts = match table.remove("contexts") {
+            Some(v) => BTreeMap::<String, FileConfig>::deserialize(v)?,
+            None => BTreeMap::new(),
+        };
+        let shared = FileConfig::deserialize(toml::Value::Table(table))?;
+        Ok(ConfigFile {
+            shared,
+            current_context,
+            contexts,
+        })
+    }
+
+    /// The context in force: `--context`, else `current_context`, else none.
+    pub fn context_name(&self) -> Option<&str> {
+        SELECTED_CONTEXT
+            .get()
+            .map(String::as_str)
+            .or(self.current_context.as_deref())
+    }
+
+    /// The shared keys under the context `name` (when one is named).
+    pub fn resolve(self, name: Option<&str>) -> CtlResult<FileConfig> {
+        let Some(name) = name else {
+            return Ok(self.shared);
+        };
+        match self.contexts.get(name) {
+            Some(ctx) => Ok(self.shared.clone().overlay(ctx.clone())),
+            None => Err(CtlError::usage(format!(
+                "no context {name:?} in the config file (contexts: {})",
+                self.names()
+            ))),
+        }
+    }
+
+    fn names(&self) -> String {
+        match self.contexts.len() {
+            0 => "none".to_owned(),
+            _ => self.contexts.keys().cloned().collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+impl FileConfig {
+    /// The settings in force: the file's shared keys under the selected
+    /// context. A missing file is an empty config; a malformed one, or a
+    /// context it does not define, is a usage error.
+    pub fn load(dir: &Path) -> CtlResult<FileConfig> {
+        let file = ConfigFile::load(dir)?;
+        let name = file.context_name().map(str::to_owned);
+        file.resolve(name.as_deref())
+    }
+}
+
+/// Makes `name` the current context, keeping the rest of the file (comments
+/// included) as it is.
+pub fn use_context(dir: &Path, name: &str) -> CtlResult<()> {
+    let path = config_path(dir);
+    let text = read_text(&path)?.unwrap_or_default();
+    let file = ConfigFile::parse(&text)
+        .map_err(|e| CtlError::usage(format!("malformed {}: {e}", path.display())))?;
+    if !file.contexts.contains_key(name) {
+        return Err(CtlError::usage(format!(
+            "no context {name:?} in {} (contexts: {})",
+            path.display(),
+            file.names()
+        )));
+    }
+    let mut doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| CtlError::usage(format!("malformed {}: {e}", path.display())))?;
+    // toml_edit writes the root's keys before its tables, so a new key
+    // cannot land inside the last context.
+    doc["current_context"] = toml_edit::value(name);
+    std::fs::write(&path, doc.to_string())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }
 
 /// The first value that is set: the flag (or its env var, as clap merged it),
@@ -173,6 +336,46 @@ mod tests {
         assert!(!t.is_expired(10));
         assert!(StoredToken::remove(&dir).unwrap());
         assert_eq!(StoredToken::load(&dir).unwrap(), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn contexts_override_the_shared_keys() {
+        let text = "gateway_url = \"http://shared\"\nredis_url = \"redis://shared\"\n\
+                    current_context = \"staging\"\n\
+                    [contexts.staging]\ngateway_url = \"https://staging\"\n\
+                    [contexts.prod]\nredis_url = \"rediss://prod\"\n";
+        let file = ConfigFile::parse(text).unwrap();
+        assert_eq!(file.current_context.as_deref(), Some("staging"));
+        let staging = file.clone().resolve(Some("staging")).unwrap();
+        assert_eq!(staging.gateway_url.as_deref(), Some("https://staging"));
+        assert_eq!(staging.redis_url.as_deref(), Some("redis://shared"));
+        let prod = file.clone().resolve(Some("prod")).unwrap();
+        assert_eq!(prod.gateway_url.as_deref(), Some("http://shared"));
+        assert_eq!(prod.redis_url.as_deref(), Some("rediss://prod"));
+        assert_eq!(file.clone().resolve(None).unwrap(), file.shared);
+        let e = file.resolve(Some("nope")).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("prod, staging"), "{e}");
+    }
+
+    #[test]
+    fn use_context_keeps_the_file_and_refuses_unknown_names() {
+        let dir = tmpdir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = "# mine\ngateway_url = \"http://x\"\n[contexts.a]\nemail = \"a@x\"\n\
+                    [contexts.b]\nemail = \"b@x\"\n";
+        std::fs::write(config_path(&dir), text).unwrap();
+        use_context(&dir, "b").unwrap();
+        let after = std::fs::read_to_string(config_path(&dir)).unwrap();
+        assert!(after.starts_with("# mine\n"), "{after}");
+        let file = ConfigFile::parse(&after).unwrap();
+        assert_eq!(file.current_context.as_deref(), Some("b"));
+        assert_eq!(file.contexts.len(), 2, "{after}");
+        use_context(&dir, "a").unwrap();
+        let file = ConfigFile::load(&dir).unwrap();
+        assert_eq!(file.current_context.as_deref(), Some("a"));
+        assert_eq!(use_context(&dir, "c").unwrap_err().exit_code(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -1,6 +1,7 @@
 //! The one error type of promoctl and its exit codes: 0 ok, 1 refused by the
 //! server (or a check found a violation), 2 usage, 3 server or store
-//! unreachable.
+//! unreachable, 4 a `load` threshold broken (k6 gives thresholds a code of
+//! their own too, so CI tells a slow run from a broken one).
 
 use std::fmt;
 
@@ -43,6 +44,8 @@ pub enum CtlError {
     },
     #[error("{0} check(s) failed")]
     CheckFailed(usize),
+    #[error("{0} threshold(s) broken")]
+    ThresholdsBroken(usize),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -51,6 +54,7 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_REFUSED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNREACHABLE: u8 = 3;
+pub const EXIT_THRESHOLDS: u8 = 4;
 
 impl CtlError {
     pub fn exit_code(&self) -> u8 {
@@ -58,6 +62,7 @@ impl CtlError {
             CtlError::Refused(_) | CtlError::CheckFailed(_) | CtlError::Other(_) => EXIT_REFUSED,
             CtlError::Usage(_) => EXIT_USAGE,
             CtlError::Unreachable { .. } => EXIT_UNREACHABLE,
+            CtlError::ThresholdsBroken(_) => EXIT_THRESHOLDS,
         }
     }
 
@@ -148,6 +153,7 @@ mod tests {
         });
         assert_eq!(refused.exit_code(), 1);
         assert_eq!(CtlError::CheckFailed(2).exit_code(), 1);
+        assert_eq!(CtlError::ThresholdsBroken(1).exit_code(), 4);
         assert_eq!(CtlError::usage("bad flag").exit_code(), 2);
         let refused_conn = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert_eq!(CtlError::unreachable("x", refused_conn).exit_code(), 3);

@@ -5,6 +5,7 @@
 use crate::cli::{Source, TailArgs};
 use crate::config::{config_dir, pick, FileConfig};
 use crate::error::{CtlError, CtlResult};
+use crate::output::{color_wanted, Format};
 use owo_colors::OwoColorize;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
@@ -22,20 +23,36 @@ pub const TOPICS: &[&str] = promo_store::topics::ALL;
 
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 
+/// How an event is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One readable line.
+    Text,
+    /// The envelope as it was published, one per line (JSON Lines).
+    Json,
+    /// Each envelope a YAML document (`---` between them).
+    Yaml,
+}
+
+impl From<Format> for Shape {
+    fn from(f: Format) -> Shape {
+        match f {
+            Format::Json => Shape::Json,
+            Format::Yaml => Shape::Yaml,
+            Format::Table | Format::Wide | Format::Text => Shape::Text,
+        }
+    }
+}
+
 /// Which events to show and how.
 #[derive(Debug, Clone)]
 pub struct Filter {
     pub types: HashSet<String>,
+    pub aggregate: Option<String>,
     pub user: Option<Uuid>,
-    pub json: bool,
+    pub shape: Shape,
     /// Colours only on a terminal, and never with `NO_COLOR`.
     pub color: bool,
-}
-
-/// Whether stdout wants colours.
-pub fn color_wanted() -> bool {
-    use std::io::IsTerminal;
-    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
 }
 
 impl Filter {
@@ -57,8 +74,17 @@ impl Filter {
                 return None;
             }
         }
-        if self.json {
-            return Some(payload.trim().to_owned());
+        if self.aggregate.is_some() && field("aggregate_id") != self.aggregate {
+            return None;
+        }
+        match (self.shape, &v) {
+            (Shape::Json, Some(v)) => return Some(v.to_string()),
+            (Shape::Json, None) => return Some(payload.trim().to_owned()),
+            (Shape::Yaml, Some(v)) => {
+                let doc = serde_yaml_ng::to_string(v).unwrap_or_default();
+                return Some(format!("---\n{}", doc.trim_end()));
+            }
+            _ => {}
         }
         let dash = || "-".to_owned();
         let data = v
@@ -98,22 +124,61 @@ impl Filter {
     }
 }
 
-pub async fn tail(args: TailArgs) -> CtlResult<()> {
+/// Where the tail stops: at the end of the topics (without follow), after
+/// `count` printed events, or when stdout closes.
+struct Printer {
+    filter: Filter,
+    left: Option<u64>,
+}
+
+impl Printer {
+    /// Prints the event if it passes the filter; `false` once the tail is
+    /// done (the count reached, or stdout closed).
+    fn print(&mut self, topic: &str, payload: &str) -> CtlResult<bool> {
+        if self.left == Some(0) {
+            return Ok(false);
+        }
+        let Some(line) = self.filter.line(topic, payload) else {
+            return Ok(true);
+        };
+        if !emit(&line)? {
+            return Ok(false);
+        }
+        self.left = self.left.map(|n| n - 1);
+        Ok(self.left != Some(0))
+    }
+}
+
+/// `format` is the global `-o`: text unless json or yaml is asked for.
+pub async fn tail(args: TailArgs, format: Option<Format>) -> CtlResult<()> {
     let topics: Vec<String> = if args.topics.is_empty() {
         TOPICS.iter().map(|t| t.to_string()).collect()
     } else {
         args.topics.clone()
     };
+    let format = match (format, args.json) {
+        (Some(f), _) => f,
+        (None, true) => Format::Json,
+        (None, false) => Format::Text,
+    };
     let filter = Filter {
         types: args.types.iter().cloned().collect(),
+        aggregate: args.aggregate.clone(),
         user: args.user,
-        json: args.json,
+        shape: format.into(),
         color: color_wanted(),
     };
+    let mut printer = Printer {
+        filter,
+        left: args.count,
+    };
+    if printer.left == Some(0) {
+        return Ok(());
+    }
     let run = async {
         match args.source {
-            Source::Kafka => kafka(&args, &topics, &filter).await,
-            Source::Outbox => outbox(&args, &topics, &filter).await,
+            Source::Kafka => kafka(&args, &topics, &mut printer).await,
+            Source::Outbox => outbox(&args, &topics, &mut printer).await,
         }
     };
     tokio::select! {
@@ -133,7 +198,8 @@ fn emit(line: &str) -> CtlResult<bool> {
     }
 }
 
-async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult<()> {
+async fn kafka(args: &TailArgs, topics: &[String], printer: &mut Printer) -> CtlResult<()> {
+    let follow = !args.no_follow;
     let file = FileConfig::load(&config_dir()?)?;
     let brokers = pick(
         args.brokers.as_deref(),
@@ -142,20 +208,18 @@ async fn kafka(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult
     );
     let consumer = consumer(&brokers)?;
     let mut pending = assign(&consumer, &brokers, topics, args.from_beginning)?;
-    if !args.follow && pending.is_empty() {
+    if !follow && pending.is_empty() {
         return Ok(());
     }
-    while let Some(msg) = next_message(&consumer, args.follow, pending.is_empty()).await? {
+    while let Some(msg) = next_message(&consumer, follow, pending.is_empty()).await? {
         let payload = msg
             .payload()
             .map(String::from_utf8_lossy)
             .unwrap_or_default();
-        if let Some(line) = filter.line(msg.topic(), &payload) {
-            if !emit(&line)? {
-                return Ok(());
-            }
+        if !printer.print(msg.topic(), &payload)? {
+            return Ok(());
         }
-        if !args.follow {
+        if !follow {
             let key = (msg.topic().to_owned(), msg.partition());
             if pending
                 .get(&key)
@@ -181,7 +245,7 @@ fn consumer(brokers: &str) -> CtlResult<StreamConsumer> {
         .map_err(|e| CtlError::usage(format!("cannot create a kafka consumer: {e}")))
 }
 
-/// Where each partition ended when we started: without --follow the tail
+/// Where each partition ended when we started: with --no-follow the tail
 /// stops there.
 type Ends = HashMap<(String, i32), i64>;
 
@@ -232,7 +296,7 @@ fn assign(
     Ok(pending)
 }
 
-/// The next event, or `None` when a tail without --follow is done.
+/// The next event, or `None` when a tail with --no-follow is done.
 async fn next_message(
     consumer: &StreamConsumer,
     follow: bool,
@@ -272,7 +336,7 @@ struct Row {
     created_at: chrono::DateTime<chrono::Utc>,
 }
 
-async fn outbox(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResult<()> {
+async fn outbox(args: &TailArgs, topics: &[String], printer: &mut Printer) -> CtlResult<()> {
     let urls = crate::check::store_urls(&args.stores)?;
     let mut dbs: Vec<(PgPool, i64)> = Vec::new();
     for url in [&urls.coupon, &urls.point, &urls.timesale] {
@@ -288,10 +352,10 @@ async fn outbox(args: &TailArgs, topics: &[String], filter: &Filter) -> CtlResul
         dbs.push((pool, start));
     }
     loop {
-        match drain_outbox(&mut dbs, topics, filter).await? {
+        match drain_outbox(&mut dbs, topics, printer).await? {
             Drain::More => {}
             Drain::Closed => return Ok(()),
-            Drain::Done if !args.follow => return Ok(()),
+            Drain::Done if args.no_follow => return Ok(()),
             Drain::Done => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     }
@@ -307,7 +371,7 @@ enum Drain {
 async fn drain_outbox(
     dbs: &mut [(PgPool, i64)],
     topics: &[String],
-    filter: &Filter,
+    printer: &mut Printer,
 ) -> CtlResult<Drain> {
     const BATCH: i64 = 1000;
     let mut rows = Vec::new();
@@ -333,10 +397,8 @@ async fn drain_outbox(
     }
     rows.sort_by_key(|r| r.created_at);
     for r in rows {
-        if let Some(line) = filter.line(&r.topic, &r.payload.to_string()) {
-            if !emit(&line)? {
-                return Ok(Drain::Closed);
-            }
+        if !printer.print(&r.topic, &r.payload.to_string())? {
+            return Ok(Drain::Closed);
         }
     }
     Ok(if drained { Drain::Done } else { Drain::More })
@@ -357,26 +419,43 @@ mod tests {
     #[test]
     fn filters_by_type_and_user() {
         let u = Uuid::new_v4();
-        let f = Filter {
+        let mut f = Filter {
             types: ["coupon.issued".to_owned()].into(),
+            aggregate: None,
             user: Some(u),
-            json: true,
+            shape: Shape::Json,
             color: false,
         };
         let e = event("coupon.issued", u);
-        assert_eq!(f.line("coupon.issued", &e).as_deref(), Some(e.as_str()));
+        let line = f.line("coupon.issued", &e).expect("passes");
+        assert_eq!(
+            serde_json::from_str::<Value>(&line).unwrap(),
+            serde_json::from_str::<Value>(&e).unwrap()
+        );
+        assert!(!line.contains('\n'), "one envelope per line: {line}");
         assert!(f.line("coupon.used", &event("coupon.used", u)).is_none());
         assert!(f
             .line("coupon.issued", &event("coupon.issued", Uuid::new_v4()))
             .is_none());
+        f.aggregate = Some("agg-2".into());
+        assert!(f.line("coupon.issued", &e).is_none());
+        f.aggregate = Some("agg-1".into());
+        assert!(f.line("coupon.issued", &e).is_some());
+        f.shape = Shape::Yaml;
+        let doc = f.line("coupon.issued", &e).unwrap();
+        assert!(
+            doc.starts_with("---\n") && doc.contains("type: coupon.issued"),
+            "{doc}"
+        );
     }
 
     #[test]
     fn human_lines_name_the_event() {
         let f = Filter {
             types: HashSet::new(),
+            aggregate: None,
             user: None,
-            json: false,
+            shape: Shape::Text,
             color: false,
         };
         let line = f
@@ -406,6 +485,7 @@ mod tests {
             "point.cancelled",
             "order.created",
             "order.cancelled",
+            "timesale.product_created",
         ] {
             assert!(TOPICS.contains(&t), "{t}");
         }

@@ -16,7 +16,7 @@ async fn main() -> ExitCode {
         Err(e) => {
             match &e {
                 // The report already said what failed.
-                CtlError::CheckFailed(_) => {}
+                CtlError::CheckFailed(_) | CtlError::ThresholdsBroken(_) => {}
                 CtlError::Refused(b) if b.status == 401 => {
                     eprintln!(
                         "promoctl: {e:#}\npromoctl: hint: `promoctl login` stores a fresh token"

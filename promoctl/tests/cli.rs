@@ -225,7 +225,26 @@ async fn manages_a_policy(ctl: &Ctl<'_>) -> String {
         table.contains(&id) && table.contains("ctl policy"),
         "{table}"
     );
+    prints_like_kubectl(ctl, &id).await;
     id
+}
+
+/// Piped (as here), a table is plain aligned columns; `--no-headers` leaves
+/// rows only, `wide` every field, `yaml` the answer.
+async fn prints_like_kubectl(ctl: &Ctl<'_>, id: &str) {
+    let table = ctl.table(&["policy", "list"]).await;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.starts_with("id  "), "{table}");
+    assert!(!table.contains('│') && !table.contains('─'), "{table}");
+    let rows = ctl.table(&["policy", "list", "--no-headers"]).await;
+    assert_eq!(rows.lines().count(), 1, "{rows}");
+    assert!(rows.starts_with(id), "{rows}");
+    let narrow = header.split_whitespace().count();
+    let wide = ctl.table(&["policy", "list", "-o", "wide"]).await;
+    let wide_header = wide.lines().next().unwrap_or_default();
+    assert!(wide_header.split_whitespace().count() > narrow, "{wide}");
+    let yaml = ctl.table(&["policy", "get", id, "-o", "yaml"]).await;
+    assert!(yaml.contains(&format!("id: {id}")), "{yaml}");
 }
 
 async fn issues_uses_and_cancels(ctl: &Ctl<'_>, policy: &str) {
@@ -670,6 +689,14 @@ async fn load_check_runs_the_checks_on_the_loads_stores() {
         "--jwt-secret", SECRET, "--quiet",
     ];
     ctl.table(&load).await;
+    // A broken threshold has its own exit code, 4.
+    let slow = [&load[..], &["--min-rps", "1000000"]].concat();
+    let out = ctl.run(&slow).await;
+    assert_eq!(out.code, 4, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("threshold  FAILED"), "{}", out.stdout);
+    let json = ctl.run(&[&slow[..], &["-o", "json"]].concat()).await;
+    assert_eq!(json.code, 4, "{}", json.stderr);
+    assert_eq!(json.json()["violations"].as_array().map(Vec::len), Some(1));
     let checked = [&load[..], &["--check", "--redis-url", &redis]].concat();
     let out = ctl.run(&checked).await;
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);

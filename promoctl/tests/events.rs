@@ -77,7 +77,8 @@ async fn outbox_source_merges_the_three_databases_in_time_order() {
         &timesale_url,
     ];
 
-    let (code, lines, err) = tail(&[&dbs[..], &["--from-beginning", "--json"]].concat()).await;
+    let once = ["--from-beginning", "--no-follow"];
+    let (code, lines, err) = tail(&[&dbs[..], &once, &["-o", "json"]].concat()).await;
     assert_eq!(code, 0, "{err}");
     let ids: Vec<Uuid> = lines
         .iter()
@@ -92,13 +93,8 @@ async fn outbox_source_merges_the_three_databases_in_time_order() {
     let (code, lines, err) = tail(
         &[
             &dbs[..],
-            &[
-                "--from-beginning",
-                "--user",
-                &user.to_string(),
-                "--type",
-                "point.earned",
-            ],
+            &once,
+            &["--user", &user.to_string(), "--type", "point.earned"],
         ]
         .concat(),
     )
@@ -110,10 +106,91 @@ async fn outbox_source_merges_the_three_databases_in_time_order() {
         "{lines:?}"
     );
 
-    // From the end, without --follow: nothing new, so nothing printed.
-    let (code, lines, err) = tail(&dbs).await;
+    // -c stops after that many; --aggregate keeps one aggregate's events.
+    let (code, lines, err) = tail(&[&dbs[..], &once, &["-c", "2", "-o", "json"]].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let agg = ["--aggregate", &third.aggregate_id];
+    let (code, lines, err) = tail(&[&dbs[..], &once, &agg].concat()).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains(&third.id.to_string()), "{lines:?}");
+
+    // From the end, with --no-follow: nothing new, so nothing printed.
+    let (code, lines, err) = tail(&[&dbs[..], &["--no-follow"]].concat()).await;
     assert_eq!(code, 0, "{err}");
     assert!(lines.is_empty(), "{lines:?}");
+}
+
+/// Like kcat, `events tail` follows by default: it prints what is written
+/// after it started, and stops on Ctrl-C (or after `-c N`).
+#[tokio::test]
+async fn tail_follows_by_default_until_ctrl_c() {
+    let (coupon, coupon_url) = fresh_with_url(Schema::Coupon).await;
+    let (_point, point_url) = fresh_with_url(Schema::Point).await;
+    let (_timesale, timesale_url) = fresh_with_url(Schema::Timesale).await;
+    let spawn = |extra: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_promoctl"))
+            .args(["events", "tail", "--source", "outbox", "-o", "json"])
+            .args(["--coupon-database-url", &coupon_url])
+            .args(["--point-database-url", &point_url])
+            .args(["--timesale-database-url", &timesale_url])
+            .args(extra)
+            .env(
+                "PROMOCTL_CONFIG_DIR",
+                std::env::temp_dir().join("promoctl-ev-none"),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run promoctl")
+    };
+    let counted = spawn(&["-c", "1"]);
+    let followed = spawn(&[]);
+    // Both have read where the outbox ends before anything is written.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let e = event("coupon.issued", Uuid::new_v4());
+    append(&coupon, &e, 0.0).await;
+
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        counted.wait_with_output(),
+    )
+    .await
+    .expect("-c 1 stops after one event")
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serde_json::from_str::<Event>(text.trim()).unwrap().id, e.id);
+
+    // The follower is still running: it saw the event, and stops on SIGINT.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let pid = followed.id().expect("running").to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status();
+    assert!(kill.unwrap().success());
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        followed.wait_with_output(),
+    )
+    .await
+    .expect("Ctrl-C stops the tail")
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 1, "{text}");
 }
 
 #[tokio::test]
@@ -146,6 +223,7 @@ async fn kafka_source_reads_from_the_beginning_and_stops_at_the_end() {
         "--topic",
         "coupon.issued",
         "--from-beginning",
+        "--no-follow",
         "--json",
         "--user",
         &user.to_string(),

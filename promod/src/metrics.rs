@@ -29,7 +29,27 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 pub async fn render() -> String {
+    collect_process();
     handle().render()
+}
+
+/// The process's own numbers, read when scraped: CPU seconds, resident and
+/// virtual memory, open and max file descriptors, threads, start time
+/// (metrics-process, the `process_*` names of Prometheus' client libraries),
+/// and the Tokio runtime's workers, live tasks and global queue depth.
+fn collect_process() {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS
+        .get_or_init(|| {
+            let c = metrics_process::Collector::default();
+            c.describe();
+            c
+        })
+        .collect();
+    let rt = tokio::runtime::Handle::current().metrics();
+    metrics::gauge!("promo_tokio_workers").set(rt.num_workers() as f64);
+    metrics::gauge!("promo_tokio_alive_tasks").set(rt.num_alive_tasks() as f64);
+    metrics::gauge!("promo_tokio_global_queue_depth").set(rt.global_queue_depth() as f64);
 }
 
 /// Counts and times every request, labelled by role and matched route.

@@ -16,9 +16,8 @@ mod users;
 
 use crate::config::{config_dir, pick, FileConfig};
 use crate::error::{pg_unreachable, CtlError, CtlResult};
-use crate::output::Format;
+use crate::output::Output;
 use clap::Args;
-use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use promo_store::urls;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -63,11 +62,23 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args, Clone)]
 pub struct Stores {
-    #[arg(long, env = "PROMOCTL_COUPON_DATABASE_URL")]
+    #[arg(
+        long = "coupon-database-url",
+        alias = "coupon-db",
+        env = "PROMOCTL_COUPON_DATABASE_URL"
+    )]
     pub coupon_db: Option<String>,
-    #[arg(long, env = "PROMOCTL_POINT_DATABASE_URL")]
+    #[arg(
+        long = "point-database-url",
+        alias = "point-db",
+        env = "PROMOCTL_POINT_DATABASE_URL"
+    )]
     pub point_db: Option<String>,
-    #[arg(long, env = "PROMOCTL_TIMESALE_DATABASE_URL")]
+    #[arg(
+        long = "timesale-database-url",
+        alias = "timesale-db",
+        env = "PROMOCTL_TIMESALE_DATABASE_URL"
+    )]
     pub timesale_db: Option<String>,
     #[arg(long, env = "PROMOCTL_REDIS_URL")]
     pub redis_url: Option<String>,
@@ -153,25 +164,26 @@ impl Report {
         self.results.iter().find(|r| r.check == check)
     }
 
-    pub fn render(&self, format: Format) -> String {
-        if format == Format::Json {
-            let v = serde_json::json!({
-                "ok": self.failed() == 0,
-                "failed": self.failed(),
-                "results": self.results,
-            });
-            return serde_json::to_string_pretty(&v).unwrap_or_else(|_| v.to_string());
+    pub fn render(&self, out: &Output) -> String {
+        let v = serde_json::json!({
+            "ok": self.failed() == 0,
+            "failed": self.failed(),
+            "results": self.results,
+        });
+        if let Some(s) = out.structured(&v) {
+            return s;
         }
-        let mut t = Table::new();
-        t.load_preset(UTF8_FULL_CONDENSED);
-        t.set_header(vec![
-            "check",
-            "status",
-            "rows examined",
-            "violations",
-            "sample",
-            "note",
-        ]);
+        let mut t = out.table();
+        if out.headers {
+            t.set_header(vec![
+                "check",
+                "status",
+                "rows examined",
+                "violations",
+                "sample",
+                "note",
+            ]);
+        }
         for r in &self.results {
             let note = match (&r.error, &r.note) {
                 (Some(e), _) => e.clone(),
@@ -191,7 +203,7 @@ impl Report {
             0 => "all invariants hold".to_owned(),
             n => format!("{n} check(s) failed"),
         };
-        format!("{t}\n{verdict}")
+        format!("{}\n{verdict}", out.finish(t))
     }
 }
 
@@ -391,9 +403,9 @@ pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
     })
 }
 
-pub async fn run_cli(args: CheckArgs, format: Format) -> CtlResult<()> {
+pub async fn run_cli(args: CheckArgs, out: &Output) -> CtlResult<()> {
     let report = run(&args).await?;
-    println!("{}", report.render(format));
+    println!("{}", report.render(out));
     match report.failed() {
         0 => Ok(()),
         n => Err(CtlError::CheckFailed(n)),
@@ -462,6 +474,7 @@ async fn connect_if<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::output::Format;
 
     #[test]
     fn every_swept_check_reads_the_sweep_bound_as_its_parameter() {
@@ -490,16 +503,17 @@ mod tests {
         };
         assert_eq!(report.failed(), 0);
         assert!(report
-            .render(Format::Table)
+            .render(&Output::plain(Format::Table))
             .ends_with("all invariants hold"));
         let report = Report {
             results: vec![ok, warn, bad],
         };
         assert_eq!(report.failed(), 1);
-        let table = report.render(Format::Table);
+        let table = report.render(&Output::plain(Format::Table));
         assert!(table.contains("FAIL") && table.contains("WARN") && table.contains("id4"));
         assert!(!table.contains("id5"), "only the sample is shown");
-        let json: serde_json::Value = serde_json::from_str(&report.render(Format::Json)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&report.render(&Output::plain(Format::Json))).unwrap();
         assert_eq!(json["ok"], false);
         assert_eq!(json["results"][2]["violations"], 7);
     }

@@ -6,7 +6,7 @@ use crate::check::Stores;
 use crate::check::{connect_pg, connect_redis, store_urls};
 use crate::cli::InventoryCmd;
 use crate::error::{CtlError, CtlResult};
-use crate::output::{render, Format};
+use crate::output::{render, Output};
 use promo_domain::DomainError;
 use promo_store::stock::{self, Kind, RedisStock};
 use serde_json::{json, Value};
@@ -38,7 +38,7 @@ fn domain(e: DomainError) -> CtlError {
     }
 }
 
-pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
+pub async fn inventory(cmd: InventoryCmd, out: &Output) -> CtlResult<()> {
     match cmd {
         InventoryCmd::Seed {
             id,
@@ -64,7 +64,7 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
                 _ => return Err(CtlError::usage("give a sale or policy id, or --all")),
             };
             let v = json!({"items": rows, "page": 1, "size": rows.len(), "total": rows.len()});
-            println!("{}", render(&v, &["kind", "id", "installed"], format));
+            println!("{}", render(&v, &["kind", "id", "installed"], out));
             if !force && rows.iter().any(|r| r["installed"] == json!(false)) {
                 eprintln!("a live counter was kept; --force overwrites it from postgresql");
             }
@@ -79,7 +79,7 @@ pub async fn inventory(cmd: InventoryCmd, format: Format) -> CtlResult<()> {
                 render(
                     &v,
                     &["kind", "id", "total", "taken", "expected", "redis", "status"],
-                    format
+                    out
                 )
             );
             Ok(())

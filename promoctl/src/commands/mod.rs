@@ -2,16 +2,18 @@
 
 mod auth;
 mod code;
+mod config;
 mod coupon;
 mod inventory;
 mod point;
+mod shell;
 mod timesale;
 
 use crate::cli::{Cli, Command, Global, PageArgs};
 use crate::client::{Client, Session};
 use crate::config::{config_dir, pick, FileConfig, DEFAULT_GATEWAY};
 use crate::error::CtlResult;
-use crate::output::{render, Format};
+use crate::output::{render, Format, Output};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
 
@@ -43,7 +45,11 @@ impl Ctx {
     }
 
     pub fn format(&self) -> Format {
-        self.global.output
+        self.global.output.unwrap_or_default()
+    }
+
+    pub fn output(&self) -> Output {
+        Output::detect(self.format(), self.global.no_headers)
     }
 
     pub fn client(&self) -> CtlResult<Client> {
@@ -72,23 +78,43 @@ impl Ctx {
     }
 
     pub fn print(&self, value: &Value, columns: &[&str]) {
-        println!("{}", render(value, columns, self.format()));
+        println!("{}", render(value, columns, &self.output()));
     }
 }
 
 pub async fn run(cli: Cli) -> CtlResult<()> {
+    crate::config::select_context(cli.global.context.as_deref());
     match cli.command {
-        Command::Check(args) => crate::check::run_cli(args, cli.global.output).await,
-        Command::Events(crate::cli::EventsCmd::Tail(args)) => crate::events::tail(args).await,
-        Command::Inventory(cmd) => inventory::inventory(cmd, cli.global.output).await,
-        Command::Dashboard(args) => crate::dashboard::run(args).await,
-        Command::Load(args) => {
-            let gateway = cli.global.gateway_url.as_deref().unwrap_or(DEFAULT_GATEWAY);
-            crate::load::run(*args, gateway).await
-        }
+        // Neither reads the config: they work on a machine without one.
+        Command::Completion { shell } => shell::completion(shell),
+        Command::Man { out_dir } => shell::man(out_dir.as_deref()),
         command => {
             let ctx = Ctx::new(cli.global)?;
+            let out = ctx.output();
             match command {
+                Command::Check(args) => crate::check::run_cli(args, &out).await,
+                Command::Events(crate::cli::EventsCmd::Tail(args)) => {
+                    crate::events::tail(args, ctx.global.output).await
+                }
+                Command::Inventory(cmd) => inventory::inventory(cmd, &out).await,
+                Command::Dashboard(args) => {
+                    crate::dashboard::run(args, &ctx.gateway_url, &ctx.file).await
+                }
+                Command::Load(mut args) => {
+                    let file = &ctx.file;
+                    args.admin_email = Some(pick(
+                        args.admin_email.as_deref(),
+                        file.email.as_deref(),
+                        "admin@promo.local",
+                    ));
+                    args.admin_password = Some(pick(
+                        args.admin_password.as_deref(),
+                        file.password.as_deref(),
+                        "admin-password",
+                    ));
+                    crate::load::run(*args, &ctx.gateway_url, &out).await
+                }
+                Command::Config(c) => config::config(&ctx, c),
                 Command::Login(a) => auth::login(&ctx, a).await,
                 Command::Logout => auth::logout(&ctx).await,
                 Command::User(c) => auth::user(&ctx, c).await,
@@ -99,11 +125,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 Command::Product(c) => timesale::product(&ctx, c).await,
                 Command::Sale(c) => timesale::sale(&ctx, c).await,
                 Command::Order(c) => timesale::order(&ctx, c).await,
-                Command::Check(_)
-                | Command::Events(_)
-                | Command::Load(_)
-                | Command::Inventory(_)
-                | Command::Dashboard(_) => Ok(()),
+                Command::Completion { .. } | Command::Man { .. } => Ok(()),
             }
         }
     }

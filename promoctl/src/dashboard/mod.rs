@@ -11,7 +11,40 @@ pub mod ui;
 #[cfg(test)]
 mod tests;
 
-use crate::config::DEFAULT_GATEWAY;
+#[cfg(test)]
+mod source_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: DashboardArgs,
+    }
+
+    /// The same precedence as every other command: flag, then the file.
+    #[test]
+    fn addresses_come_from_flags_then_the_config_file() {
+        let file = FileConfig {
+            coupon_url: Some("http://file-coupon".into()),
+            redis_url: Some("redis://file".into()),
+            etcd_url: Some(String::new()),
+            ..FileConfig::default()
+        };
+        let w = Wrap::try_parse_from(["x", "--point-url", "http://flag-point"]).unwrap();
+        let s = w.args.sources("http://gw", &file);
+        let url = |r: Role| s.urls.iter().find(|(x, _)| *x == r).unwrap().1.clone();
+        assert_eq!(url(Role::Gateway), "http://gw");
+        assert_eq!(url(Role::Coupon), "http://file-coupon");
+        assert_eq!(url(Role::Point), "http://flag-point");
+        assert_eq!(url(Role::Timesale), TIMESALE);
+        assert_eq!(s.redis.as_deref(), Some("redis://file"));
+        assert_eq!(s.etcd, None, "an empty value leaves etcd out");
+        assert_eq!(s.etcd_prefix, ETCD_PREFIX);
+    }
+}
+
+use crate::config::FileConfig;
 use crate::error::{CtlError, CtlResult};
 use action::Action;
 use anyhow::Context;
@@ -21,6 +54,7 @@ use crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
 };
 use futures::StreamExt;
+use promo_store::urls;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
 use state::{App, Role};
@@ -32,62 +66,82 @@ use tokio::sync::mpsc;
 const COUPON: &str = "http://127.0.0.1:3001";
 const POINT: &str = "http://127.0.0.1:3002";
 const TIMESALE: &str = "http://127.0.0.1:3003";
+const ETCD: &str = "http://127.0.0.1:2379";
+const ETCD_PREFIX: &str = "/promo/services";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Keys: q quit · tab next pane · p pause · ? help
 
+Every address is a flag, a PROMOCTL_* env var and a config file key of the same
+name (--coupon-url, PROMOCTL_COUPON_URL, coupon_url); the gateway is the global
+--gateway-url.
+
 Examples:
   promoctl dashboard
-  promoctl dashboard --gateway http://10.0.0.5:4000 --etcd ''")]
+  promoctl --context staging dashboard
+  promoctl dashboard --gateway-url http://127.0.0.1:4100 --etcd-url ''")]
 pub struct DashboardArgs {
-    /// The gateway role's REST base URL.
-    #[arg(long, env = "PROMOCTL_GATEWAY", default_value = DEFAULT_GATEWAY)]
-    pub gateway: String,
-    /// The coupon role's REST base URL (health and metrics).
-    #[arg(long, env = "PROMOCTL_COUPON", default_value = COUPON)]
-    pub coupon: String,
-    /// The point role's REST base URL.
-    #[arg(long, env = "PROMOCTL_POINT", default_value = POINT)]
-    pub point: String,
-    /// The timesale role's REST base URL.
-    #[arg(long, env = "PROMOCTL_TIMESALE", default_value = TIMESALE)]
-    pub timesale: String,
-    /// Where coupon and sale stock lives; empty to leave it out.
-    #[arg(long, env = "PROMOCTL_REDIS", default_value = "redis://127.0.0.1:6379")]
-    pub redis: String,
-    /// etcd, for the registered instances of each role; empty to leave it out.
-    #[arg(long, env = "PROMOCTL_ETCD", default_value = "http://127.0.0.1:2379")]
-    pub etcd: String,
-    /// The prefix promod registers under (its `etcd_prefix`).
-    #[arg(long, env = "PROMOCTL_ETCD_PREFIX", default_value = "/promo/services")]
-    pub etcd_prefix: String,
+    /// The coupon role's REST base URL (health and metrics) [default: http://127.0.0.1:3001]
+    #[arg(long, alias = "coupon", env = "PROMOCTL_COUPON_URL")]
+    pub coupon_url: Option<String>,
+    /// The point role's REST base URL [default: http://127.0.0.1:3002]
+    #[arg(long, alias = "point", env = "PROMOCTL_POINT_URL")]
+    pub point_url: Option<String>,
+    /// The timesale role's REST base URL [default: http://127.0.0.1:3003]
+    #[arg(long, alias = "timesale", env = "PROMOCTL_TIMESALE_URL")]
+    pub timesale_url: Option<String>,
+    /// Where coupon and sale stock lives; empty to leave it out [default: redis://127.0.0.1:6379]
+    #[arg(long, alias = "redis", env = "PROMOCTL_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// etcd, for the registered instances of each role; empty to leave it out
+    /// [default: http://127.0.0.1:2379]
+    #[arg(long, alias = "etcd", env = "PROMOCTL_ETCD_URL")]
+    pub etcd_url: Option<String>,
+    /// The prefix promod registers under (its `etcd_prefix`) [default: /promo/services]
+    #[arg(long, env = "PROMOCTL_ETCD_PREFIX")]
+    pub etcd_prefix: Option<String>,
     /// How often to collect.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub refresh: Duration,
 }
 
 impl DashboardArgs {
-    fn sources(&self) -> Sources {
-        let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+    /// Each address from its flag (or env), else the config file, else the
+    /// default; an empty value leaves the source out.
+    fn sources(&self, gateway: &str, file: &FileConfig) -> Sources {
+        let get = |flag: &Option<String>, key: &Option<String>, default: &str| {
+            flag.as_deref()
+                .or(key.as_deref())
+                .unwrap_or(default)
+                .trim()
+                .to_owned()
+        };
+        let some = |s: String| (!s.is_empty()).then_some(s);
         Sources {
             urls: vec![
-                (Role::Gateway, self.gateway.clone()),
-                (Role::Coupon, self.coupon.clone()),
-                (Role::Point, self.point.clone()),
-                (Role::Timesale, self.timesale.clone()),
+                (Role::Gateway, gateway.to_owned()),
+                (
+                    Role::Coupon,
+                    get(&self.coupon_url, &file.coupon_url, COUPON),
+                ),
+                (Role::Point, get(&self.point_url, &file.point_url, POINT)),
+                (
+                    Role::Timesale,
+                    get(&self.timesale_url, &file.timesale_url, TIMESALE),
+                ),
             ],
-            redis: some(&self.redis),
-            etcd: some(&self.etcd),
-            etcd_prefix: self.etcd_prefix.clone(),
+            redis: some(get(&self.redis_url, &file.redis_url, urls::REDIS_URL)),
+            etcd: some(get(&self.etcd_url, &file.etcd_url, ETCD)),
+            etcd_prefix: get(&self.etcd_prefix, &file.etcd_prefix, ETCD_PREFIX),
         }
     }
 }
 
-pub async fn run(args: DashboardArgs) -> CtlResult<()> {
+pub async fn run(args: DashboardArgs, gateway: &str, file: &FileConfig) -> CtlResult<()> {
     if args.refresh < Duration::from_millis(100) {
         return Err(CtlError::usage("--refresh must be at least 100ms"));
     }
-    let collector = Collector::new(args.sources())?;
+    let collector = Collector::new(args.sources(gateway, file))?;
     install_panic_hook();
     let mut terminal = enter().context("cannot set up the terminal")?;
     // Dropped on every way out of this function, errors included.

@@ -11,7 +11,7 @@ pub mod stats;
 use crate::acks::{self, Ack, AckLog, RunFixtures};
 use crate::check::{self, CheckArgs, Stores};
 use crate::error::{CtlError, CtlResult};
-use crate::output::Format;
+use crate::output::Output;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Client;
@@ -69,19 +69,13 @@ pub struct LoadArgs {
     /// Mint tokens with the gateway's signing secret instead of registering users.
     #[arg(long, env = "PROMO_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
-    #[arg(
-        long,
-        env = "PROMOCTL_ADMIN_EMAIL",
-        default_value = "admin@promo.local"
-    )]
-    pub admin_email: String,
-    #[arg(
-        long,
-        env = "PROMOCTL_ADMIN_PASSWORD",
-        default_value = "admin-password",
-        hide_env_values = true
-    )]
-    pub admin_password: String,
+    /// The admin that creates the fixtures [default: the config file's email,
+    /// else admin@promo.local]
+    #[arg(long, env = "PROMOCTL_ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// [default: the config file's password, else admin-password]
+    #[arg(long, env = "PROMOCTL_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
     /// Fail if p95 is above this (e.g. 200ms).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub p95_max: Option<Duration>,
@@ -340,9 +334,10 @@ fn ticker(shared: Arc<Shared>, pb: ProgressBar, start: Instant) -> tokio::task::
     })
 }
 
-/// Runs the load. Broken thresholds (or a failed `--check`) are
-/// `CheckFailed`: the report already printed them.
-pub async fn run(args: LoadArgs, gateway: &str) -> CtlResult<()> {
+/// Runs the load. A failed `--check` is `CheckFailed`, else broken
+/// thresholds are `ThresholdsBroken` (exit 4, like k6's own code for it):
+/// the report already printed them.
+pub async fn run(args: LoadArgs, gateway: &str, out: &Output) -> CtlResult<()> {
     let scenario = args
         .scenario
         .ok_or_else(|| CtlError::usage("no scenario: name one or set `scenario` in the --file"))?;
@@ -381,16 +376,21 @@ pub async fn run(args: LoadArgs, gateway: &str) -> CtlResult<()> {
     }
     pb.finish_and_clear();
     let report = shared.report(&args, mode, elapsed);
-    print_report(&report);
+    match out.structured(&report) {
+        Some(s) => println!("{s}"),
+        None => print_report(&report),
+    }
     if let Some(path) = &args.report {
         let json = serde_json::to_vec_pretty(&report).context("cannot encode the report")?;
         std::fs::write(path, json)
             .with_context(|| format!("cannot write report {}", path.display()))?;
     }
-    let failed = report.violations.len() + usize::from(args.check && !check_after(&args).await);
-    match failed {
+    if args.check && !check_after(&args, out).await {
+        return Err(CtlError::CheckFailed(1));
+    }
+    match report.violations.len() {
         0 => Ok(()),
-        n => Err(CtlError::CheckFailed(n)),
+        n => Err(CtlError::ThresholdsBroken(n)),
     }
 }
 
@@ -407,8 +407,8 @@ async fn fixtures(
             3600,
         ))),
         None => Auth::Login {
-            email: args.admin_email.clone(),
-            password: args.admin_password.clone(),
+            email: args.admin_email.clone().unwrap_or_default(),
+            password: args.admin_password.clone().unwrap_or_default(),
         },
     };
     // The warm-up's requests need fixtures too.
@@ -465,8 +465,9 @@ async fn drive(shared: &Arc<Shared>, args: &LoadArgs, start: Instant) -> String 
 
 /// `promoctl check` (every invariant, the stores as `check` finds them) in
 /// this process; false when it failed or could not run.
-async fn check_after(args: &LoadArgs) -> bool {
-    match check::run_cli(CheckArgs::all(args.stores.clone()), Format::Table).await {
+async fn check_after(args: &LoadArgs, out: &Output) -> bool {
+    // With -o json the check's report follows the load's: two documents.
+    match check::run_cli(CheckArgs::all(args.stores.clone()), out).await {
         Ok(()) => return true,
         // The report already said what failed.
         Err(CtlError::CheckFailed(_)) => {}

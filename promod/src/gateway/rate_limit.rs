@@ -93,6 +93,11 @@ pub struct Decision {
 
 impl RateLimiter {
     pub fn new(redis: Redis, cfg: RateLimitConfig, trusted: Vec<IpNet>) -> Self {
+        // Registered at zero, so a dashboard's rate reads 0 before the first
+        // refusal instead of "no data".
+        for g in [Group::Auth, Group::User] {
+            metrics::counter!("promo_rate_limited_total", "group" => g.as_str()).increment(0);
+        }
         RateLimiter {
             redis,
             cfg,
