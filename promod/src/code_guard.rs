@@ -13,12 +13,6 @@
 //! - **Per address**: the same, but without the bound in flight: everyone
 //!   behind one NAT shares it, so it limits only how many fail.
 //!
-//! The check runs beside the route's lookup of the code: the middleware
-//! starts it and hands the route a [`Gate`], which the service awaits before
-//! it takes anything, and the middleware again before the answer leaves. So
-//! a redemption waits for Redis and PostgreSQL at once, not one after the
-//! other, and nothing is taken or answered that the check would refuse.
-//!
 //! Failures sent at once overdraw the buckets with no floor, and their
 //! owner waits until the refill repays the debt: over time nobody fails
 //! faster than the refill rate. The buckets' clock is Redis's own `TIME`,
@@ -34,7 +28,6 @@
 
 use crate::client_addr::client_bucket;
 use crate::config::CodeGuardConfig;
-use crate::ctx::Gate;
 use crate::error::ApiError;
 use axum::extract::Request;
 use axum::middleware::Next;
@@ -167,9 +160,12 @@ impl CodeGuard {
         waits.into_iter().max().unwrap_or(0)
     }
 
-    /// Asks Redis whether a redemption may go on, and remembers a refusal:
-    /// the wait until it may (0: now).
-    async fn ask(&self, keys: &Keys) -> Result<u64, redis::RedisError> {
+    /// Whether a redemption may start: from memory, or asking Redis.
+    async fn check(&self, keys: &Keys) -> Result<u64, redis::RedisError> {
+        let wait = self.remembered(keys).await;
+        if wait > 0 {
+            return Ok(wait);
+        }
         let waits = self.step("check", keys).await?;
         Ok(self.remember(keys, waits).await)
     }
@@ -216,7 +212,7 @@ impl CodeGuard {
 /// Route middleware of `POST /coupons/redeem`, inside the token check. The
 /// guard comes from the request's extensions (each port's router adds it);
 /// without one the route is closed, never open.
-pub async fn guard(mut req: Request, next: Next) -> Response {
+pub async fn guard(req: Request, next: Next) -> Response {
     let Some(g) = req.extensions().get::<Arc<CodeGuard>>().cloned() else {
         return unavailable("code guard missing");
     };
@@ -230,18 +226,15 @@ pub async fn guard(mut req: Request, next: Next) -> Response {
         return limited(1000);
     };
     let keys = CodeGuard::keys(&user, &addr);
-    let wait = g.remembered(&keys).await;
-    if wait > 0 {
-        return limited(wait);
+    match g.check(&keys).await {
+        Ok(0) => {}
+        Ok(wait) => return limited(wait),
+        Err(e) => {
+            tracing::warn!(error = %e, "code guard unavailable");
+            return unavailable("code guard unavailable");
+        }
     }
-    let gate = ask(g.clone(), keys.clone());
-    req.extensions_mut().insert(gate.clone());
     let resp = next.run(req).await;
-    // The route waited for the gate before taking anything; an answer it
-    // gave without (a malformed body, a replay) is withheld all the same.
-    if let Err(e) = gate_result(&gate).await {
-        return e;
-    }
     if resp.extensions().get::<FailedRedemption>().is_some() {
         metrics::counter!("promo_code_redemption_failures_total").increment(1);
         // Before the answer (and the slot) go: the sender's next try sees it.
@@ -252,45 +245,10 @@ pub async fn guard(mut req: Request, next: Next) -> Response {
     resp
 }
 
-/// The redemption's gate: Redis's answer, asked at once (a task of its own)
-/// so that it arrives while the route looks the code up.
-fn ask(g: Arc<CodeGuard>, keys: Keys) -> Gate {
-    let asked = tokio::spawn(async move { g.ask(&keys).await });
-    Gate::new(async move {
-        match asked.await {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(wait)) => Err(DomainError::RateLimited {
-                retry_after_secs: retry_after(wait),
-            }),
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "code guard unavailable");
-                Err(DomainError::Unavailable("code guard unavailable".into()))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "code guard check failed");
-                Err(DomainError::Unavailable("code guard unavailable".into()))
-            }
-        }
-    })
-}
-
-/// The gate's refusal as the answer to give instead of the route's.
-async fn gate_result(gate: &Gate) -> Result<(), Response> {
-    match gate.passed().await {
-        Ok(()) => Ok(()),
-        Err(DomainError::RateLimited { retry_after_secs }) => Err(limited(retry_after_secs * 1000)),
-        Err(e) => Err(ApiError(e).into_response()),
-    }
-}
-
 fn limited(wait_ms: u64) -> Response {
     metrics::counter!("promo_rate_limited_total", "group" => "code_guess").increment(1);
-    let retry_after_secs = retry_after(wait_ms);
+    let retry_after_secs = wait_ms.div_ceil(1000).max(1);
     ApiError(DomainError::RateLimited { retry_after_secs }).into_response()
-}
-
-fn retry_after(wait_ms: u64) -> u64 {
-    wait_ms.div_ceil(1000).max(1)
 }
 
 /// Fail closed: a redemption needs Redis for its admission anyway.

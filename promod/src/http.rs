@@ -1,7 +1,7 @@
 //! REST plumbing shared by every role: authentication, extractors that turn
 //! bad input into `VALIDATION_ERROR` naming the field, health and metrics routes.
 
-use crate::ctx::{Ctx, Gate, IdemKey};
+use crate::ctx::{Ctx, IdemKey};
 use crate::error::ApiError;
 use crate::idempotency::hash_request;
 use axum::body::Bytes;
@@ -207,12 +207,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Write<T> {
             })
             .transpose()?;
         Ok(Write {
-            ctx: Ctx {
-                principal,
-                idem,
-                // Put there by a route's middleware (the code guard).
-                gate: parts.extensions.get::<Gate>().cloned(),
-            },
+            ctx: Ctx { principal, idem },
             body,
         })
     }

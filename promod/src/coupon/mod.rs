@@ -183,13 +183,28 @@ impl CouponService {
     /// A redemption: the code's policy, found without a query for a shared
     /// code or a mistyped one, then the same taking as an issue. A batch
     /// code redeemed already is refused before admission; two racing for
-    /// one are decided by `coupons_redeemed_once`. The call's gate (the code
-    /// guard's check) is waited for beside the lookup, which writes nothing,
-    /// and passed before anything is taken or refused.
+    /// one are decided by `coupons_redeemed_once`.
     async fn redeem_once(&self, ctx: &Ctx, r: &Redeem) -> DomainResult<Coupon> {
-        let (found, passed) = tokio::join!(self.find_code(&r.code), ctx.passed());
-        passed?;
-        let found = found?.ok_or_else(|| DomainError::NotFound("code".into()))?;
+        let found = match code::read_typed(&r.code)? {
+            Typed::Checked(c) => codes::lookup(&self.lookups, &c).await?,
+            Typed::Unchecked(c) => {
+                let shared = self
+                    .shared
+                    .try_get_with((), async {
+                        codes::shared_codes(&self.pool).await.map(Arc::new)
+                    })
+                    .await
+                    .map_err(|e| (*e).clone())?;
+                let policy_id = *shared.get(&c).ok_or_else(code::mistyped)?;
+                Some(codes::Found {
+                    code: c,
+                    policy_id,
+                    shared: true,
+                    redeemed: false,
+                })
+            }
+        };
+        let found = found.ok_or_else(|| DomainError::NotFound("code".into()))?;
         if found.redeemed {
             return Err(DomainError::AlreadyRedeemed);
         }
@@ -200,30 +215,6 @@ impl CouponService {
             CodeMode::Batch
         })?;
         self.take(ctx, &policy, r.user_id, Some(found)).await
-    }
-
-    /// The policy of a code as typed: a batch code's by lookup, a shared
-    /// code's from the cached list of shared codes.
-    async fn find_code(&self, typed: &str) -> DomainResult<Option<codes::Found>> {
-        match code::read_typed(typed)? {
-            Typed::Checked(c) => codes::lookup(&self.lookups, &c).await,
-            Typed::Unchecked(c) => {
-                let shared = self
-                    .shared
-                    .try_get_with((), async {
-                        codes::shared_codes(&self.pool).await.map(Arc::new)
-                    })
-                    .await
-                    .map_err(|e| (*e).clone())?;
-                let policy_id = *shared.get(&c).ok_or_else(code::mistyped)?;
-                Ok(Some(codes::Found {
-                    code: c,
-                    policy_id,
-                    shared: true,
-                    redeemed: false,
-                }))
-            }
-        }
     }
 
     async fn generate_codes_once(&self, ctx: &Ctx, n: &NewCodes) -> DomainResult<CodeBatch> {

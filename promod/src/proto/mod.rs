@@ -90,8 +90,6 @@ fn write_ctx(m: Option<common::WriteMeta>) -> DomainResult<Ctx> {
     Ok(Ctx {
         principal: principal(m.actor)?,
         idem,
-        // A gateway in another process passed its gates before calling.
-        gate: None,
     })
 }
 
@@ -164,7 +162,6 @@ mod tests {
                 key: "k".into(),
                 request_hash: "h".into(),
             }),
-            gate: None,
         };
         let mut w = coupon::IssueCouponRequest {
             meta: meta(&ctx),

@@ -520,10 +520,10 @@ async fn a_port_remembers_a_refusal_and_only_a_refusal() {
     );
 }
 
-/// The guard's check runs beside the code's lookup: a redemption the check
-/// refuses takes nothing, though its code was found.
+/// A redemption that Redis's bucket refuses (not the port's memory) takes
+/// nothing, though its code is good.
 #[tokio::test]
-async fn a_refused_redemption_takes_nothing_though_its_code_was_found() {
+async fn a_redemption_redis_refuses_takes_nothing() {
     let app = guarded_app(|_| {}).await;
     let (_, codes) = batch(&app, 10, 1).await;
     let (_, token) = app.user_token();

@@ -817,7 +817,6 @@ async fn order_throughput_probe() {
                                 role: Role::User,
                             },
                             idem: None,
-                            gate: None,
                         };
                         svc.order(&ctx, sale, user, one()).await.is_ok()
                     }
