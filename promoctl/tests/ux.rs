@@ -183,6 +183,27 @@ fn flags_beat_env_beat_the_context_beat_shared_keys() {
 }
 
 #[test]
+fn config_view_prints_no_password() {
+    let dir = Dir::new();
+    let file = "password = \"hunter2\"\n\
+                coupon_database_url = \"postgres://ops:s3cret@db:5432/coupon\"\n";
+    std::fs::write(dir.0.join("config.toml"), file).unwrap();
+    let out = promoctl(&dir.0, &["config", "view", "-o", "json"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("hunter2") && !text.contains("s3cret"),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["password"], "***");
+    assert_eq!(
+        v["coupon_database_url"],
+        "postgres://ops:***@db:5432/coupon"
+    );
+}
+
+#[test]
 fn use_context_switches_and_get_contexts_marks_the_current_one() {
     let dir = Dir::new();
     std::fs::write(dir.0.join("config.toml"), CONFIG).unwrap();

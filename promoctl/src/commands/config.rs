@@ -3,7 +3,8 @@
 use super::Ctx;
 use crate::cli::ConfigCmd;
 use crate::config::{config_path, use_context, ConfigFile};
-use crate::error::CtlResult;
+use crate::error::{CtlError, CtlResult};
+use promo_store::urls::redact;
 use serde_json::json;
 
 pub fn config(ctx: &Ctx, cmd: ConfigCmd) -> CtlResult<()> {
@@ -46,11 +47,19 @@ pub fn config(ctx: &Ctx, cmd: ConfigCmd) -> CtlResult<()> {
             Ok(())
         }
         ConfigCmd::View => {
-            // What every command would use now; the password never prints.
-            let mut settings = serde_json::to_value(&ctx.file).unwrap_or_default();
+            // What every command would use now; no password prints, neither
+            // the gateway's nor one inside a store url.
+            let mut settings = serde_json::to_value(&ctx.file)
+                .map_err(|e| CtlError::other("cannot show the settings", e))?;
             settings["gateway_url"] = json!(ctx.gateway_url);
-            if settings.get("password").is_some() {
-                settings["password"] = json!("***");
+            if let Some(map) = settings.as_object_mut() {
+                for (k, v) in map.iter_mut() {
+                    match v.as_str() {
+                        Some(_) if k == "password" => *v = json!("***"),
+                        Some(url) if k.ends_with("_url") => *v = json!(redact(url)),
+                        _ => {}
+                    }
+                }
             }
             let file = ConfigFile::load(&ctx.dir)?;
             settings["context"] = json!(file.context_name());
