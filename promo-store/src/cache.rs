@@ -3,19 +3,68 @@
 
 use anyhow::Context;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::path::Path;
 use std::time::Duration;
 
 pub type Redis = ConnectionManager;
 
-pub async fn connect(url: &str) -> anyhow::Result<Redis> {
-    connect_waiting(url, Duration::from_millis(1000)).await
+/// Where Redis is: a `redis://` or `rediss://` url and, for `rediss://`, the
+/// PEM file of the CA that signed the server's certificate when the system's
+/// trust store does not hold it (a private or self-signed CA).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub ca_file: Option<&'a Path>,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(url: &'a str, ca_file: Option<&'a Path>) -> Self {
+        Target { url, ca_file }
+    }
+
+    /// The client, without connecting: a bad url or ca file fails here.
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        let Some(ca) = self.ca_file else {
+            return redis::Client::open(self.url)
+                .with_context(|| format!("invalid redis url {}", self.url));
+        };
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("cannot read the redis ca file {}", ca.display()))?;
+        let certs = redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        };
+        redis::Client::build_with_tls(self.url, certs)
+            .with_context(|| format!("invalid redis url or ca file {}", self.url))
+    }
+}
+
+impl<'a> From<&'a str> for Target<'a> {
+    fn from(url: &'a str) -> Self {
+        Target::new(url, None)
+    }
+}
+
+impl<'a> From<&'a String> for Target<'a> {
+    fn from(url: &'a String) -> Self {
+        Target::new(url, None)
+    }
+}
+
+pub async fn connect<'a>(target: impl Into<Target<'a>>) -> anyhow::Result<Redis> {
+    connect_waiting(target, Duration::from_millis(1000)).await
 }
 
 /// [`connect`] for a batch tool (`promoctl check`): a reply may take up to
 /// `response` (reading the per-user hash of a sale with a million buyers takes
 /// longer than a request may wait).
-pub async fn connect_waiting(url: &str, response: Duration) -> anyhow::Result<Redis> {
-    let client = redis::Client::open(url).with_context(|| format!("invalid redis url {url}"))?;
+pub async fn connect_waiting<'a>(
+    target: impl Into<Target<'a>>,
+    response: Duration,
+) -> anyhow::Result<Redis> {
+    let target = target.into();
+    let url = target.url;
+    let client = target.client()?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_millis(1000))
         .set_response_timeout(response)

@@ -5,7 +5,7 @@
 //! of from `promod` keeps axum, tonic and Swagger UI out of the CLI, and
 //! keeps the two from drifting apart.
 //!
-//! Here: the Redis connection (`cache`), key names (`keys`), the stock port
+//! Here: the Redis connection (`cache`), Kafka clients' security (`kafka`), key names (`keys`), the stock port
 //! every scarce thing is admitted through, with its Redis and in-memory
 //! implementations, claims on idempotency keys in flight, seed queries and
 //! rebuilds (`stock`, over `counters`), writes pipelined off the answer's path
@@ -21,6 +21,7 @@ pub mod cache;
 pub mod counters;
 pub mod deferred;
 pub mod error;
+pub mod kafka;
 pub mod keys;
 pub mod roles;
 pub mod stock;

@@ -66,6 +66,10 @@ pub struct Global {
     /// Gateway base URL [default: http://127.0.0.1:4000]
     #[arg(long, global = true, env = "PROMOCTL_GATEWAY_URL", alias = "gateway")]
     pub gateway_url: Option<String>,
+    /// A PEM file of CA certificates to trust, besides the system's, for an
+    /// https gateway (and the dashboard's role urls)
+    #[arg(long, global = true, env = "PROMOCTL_CERTIFICATE_AUTHORITY")]
+    pub certificate_authority: Option<PathBuf>,
     /// The config file's context to use instead of its current_context
     #[arg(long, global = true, env = "PROMOCTL_CONTEXT")]
     pub context: Option<String>,
@@ -764,7 +768,43 @@ pub struct TailArgs {
     )]
     pub brokers: Option<String>,
     #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub stores: crate::check::Stores,
+}
+
+/// librdkafka's security properties, for a cluster that requires TLS or SASL.
+#[derive(Debug, Args, Clone, Default)]
+pub struct KafkaArgs {
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl [default: plaintext]
+    #[arg(long, env = "PROMOCTL_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// A PEM file of the CA certificates that sign the brokers' certificates
+    #[arg(long, env = "PROMOCTL_KAFKA_SSL_CA_LOCATION")]
+    pub kafka_ssl_ca_location: Option<String>,
+    /// PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    #[arg(long, env = "PROMOCTL_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    #[arg(long, env = "PROMOCTL_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    #[arg(long, env = "PROMOCTL_KAFKA_SASL_PASSWORD", hide_env_values = true)]
+    pub kafka_sasl_password: Option<String>,
+}
+
+impl KafkaArgs {
+    /// Each property from its flag (or env), else the config file.
+    pub fn security(&self, file: &crate::config::FileConfig) -> promo_store::kafka::KafkaSecurity {
+        let or = |flag: &Option<String>, key: &Option<String>| flag.clone().or_else(|| key.clone());
+        promo_store::kafka::KafkaSecurity {
+            security_protocol: or(&self.kafka_security_protocol, &file.kafka_security_protocol),
+            ssl_ca_location: or(&self.kafka_ssl_ca_location, &file.kafka_ssl_ca_location),
+            sasl_mechanism: or(&self.kafka_sasl_mechanism, &file.kafka_sasl_mechanism),
+            sasl_username: or(&self.kafka_sasl_username, &file.kafka_sasl_username),
+            sasl_password: or(&self.kafka_sasl_password, &file.kafka_sasl_password)
+                .map(secrecy::SecretString::from),
+            ..Default::default()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -775,6 +815,33 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Kafka's security properties: the flag over the config file's key.
+    #[test]
+    fn kafka_security_comes_from_flags_then_the_config_file() {
+        use secrecy::ExposeSecret;
+        let cli = Cli::try_parse_from([
+            "promoctl",
+            "events",
+            "tail",
+            "--kafka-security-protocol",
+            "sasl_ssl",
+        ])
+        .unwrap();
+        let Command::Events(EventsCmd::Tail(args)) = cli.command else {
+            panic!("parsed as another command");
+        };
+        let file = crate::config::FileConfig {
+            kafka_security_protocol: Some("ssl".into()),
+            kafka_sasl_password: Some("from-file".into()),
+            ..Default::default()
+        };
+        let sec = args.kafka.security(&file);
+        assert_eq!(sec.security_protocol.as_deref(), Some("sasl_ssl"));
+        let password = sec.sasl_password.as_ref().map(|p| p.expose_secret());
+        assert_eq!(password, Some("from-file"));
+        assert_eq!(sec.sasl_username, None);
     }
 
     #[test]

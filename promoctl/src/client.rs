@@ -5,7 +5,7 @@ use crate::config::StoredToken;
 use crate::error::{ApiErrorBody, CtlError, CtlResult};
 use reqwest::Method;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The whole-request deadline of a streamed GET: in effect none, the idle
@@ -23,15 +23,45 @@ pub struct Client {
     timeout: Option<Duration>,
 }
 
+/// An http client builder that trusts, besides the system's roots, the CA
+/// certificates in `ca` (PEM): an https gateway with a private CA.
+pub fn http_builder(ca: Option<&Path>) -> CtlResult<reqwest::ClientBuilder> {
+    let builder = reqwest::Client::builder();
+    let Some(path) = ca else {
+        return Ok(builder);
+    };
+    let pem = std::fs::read(path).map_err(|e| {
+        CtlError::usage(format!(
+            "cannot read the certificate authority {}: {e}",
+            path.display()
+        ))
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| CtlError::usage(format!("no pem certificate in {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(CtlError::usage(format!(
+            "no pem certificate in {}",
+            path.display()
+        )));
+    }
+    Ok(certs
+        .into_iter()
+        .fold(builder, |b, cert| b.add_root_certificate(cert)))
+}
+
 impl Client {
-    pub fn new(base: &str, idempotency_key: Option<String>) -> CtlResult<Client> {
+    pub fn new(
+        base: &str,
+        idempotency_key: Option<String>,
+        ca: Option<&Path>,
+    ) -> CtlResult<Client> {
         let base = base.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(CtlError::usage(format!(
                 "gateway url `{base}` must start with http:// or https://"
             )));
         }
-        let http = reqwest::Client::builder()
+        let http = http_builder(ca)?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .build()
@@ -290,9 +320,9 @@ mod tests {
 
     #[test]
     fn bad_base_urls_are_usage_errors() {
-        let e = Client::new("localhost:4000", None).unwrap_err();
+        let e = Client::new("localhost:4000", None, None).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        let c = Client::new("http://h:1/", Some("k".into())).unwrap();
+        let c = Client::new("http://h:1/", Some("k".into()), None).unwrap();
         assert_eq!(c.base(), "http://h:1");
         assert_eq!(c.idempotency_key(), "k");
     }

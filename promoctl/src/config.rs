@@ -41,6 +41,24 @@ pub struct FileConfig {
     pub redis_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kafka_brokers: Option<String>,
+    /// A PEM file of CA certificates trusted, besides the system's, for an
+    /// https gateway and role urls (kubectl's `certificate-authority`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
+    /// For `rediss://` with a private CA (promod's `redis_ca_file`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// librdkafka's `security.protocol`, `ssl.ca.location` and `sasl.*`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_security_protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_ssl_ca_location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_sasl_mechanism: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_sasl_username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_sasl_password: Option<String>,
     /// The service roles' REST base URLs (the dashboard's health and metrics).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coupon_url: Option<String>,
@@ -67,6 +85,15 @@ impl FileConfig {
             timesale_database_url: over.timesale_database_url.or(self.timesale_database_url),
             redis_url: over.redis_url.or(self.redis_url),
             kafka_brokers: over.kafka_brokers.or(self.kafka_brokers),
+            certificate_authority: over.certificate_authority.or(self.certificate_authority),
+            redis_ca_file: over.redis_ca_file.or(self.redis_ca_file),
+            kafka_security_protocol: over
+                .kafka_security_protocol
+                .or(self.kafka_security_protocol),
+            kafka_ssl_ca_location: over.kafka_ssl_ca_location.or(self.kafka_ssl_ca_location),
+            kafka_sasl_mechanism: over.kafka_sasl_mechanism.or(self.kafka_sasl_mechanism),
+            kafka_sasl_username: over.kafka_sasl_username.or(self.kafka_sasl_username),
+            kafka_sasl_password: over.kafka_sasl_password.or(self.kafka_sasl_password),
             coupon_url: over.coupon_url.or(self.coupon_url),
             point_url: over.point_url.or(self.point_url),
             timesale_url: over.timesale_url.or(self.timesale_url),

@@ -7,10 +7,11 @@ use crate::config::{config_dir, pick, FileConfig};
 use crate::error::{CtlError, CtlResult};
 use crate::output::{color_wanted, Format};
 use owo_colors::OwoColorize;
+use promo_store::kafka::KafkaSecurity;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::collections::{HashMap, HashSet};
@@ -206,7 +207,7 @@ async fn kafka(args: &TailArgs, topics: &[String], printer: &mut Printer) -> Ctl
         file.kafka_brokers.as_deref(),
         DEFAULT_BROKERS,
     );
-    let consumer = consumer(&brokers)?;
+    let consumer = consumer(&brokers, &args.kafka.security(&file))?;
     let mut pending = assign(&consumer, &brokers, topics, args.from_beginning)?;
     if !follow && pending.is_empty() {
         return Ok(());
@@ -233,9 +234,9 @@ async fn kafka(args: &TailArgs, topics: &[String], printer: &mut Printer) -> Ctl
 }
 
 /// A consumer of a throwaway group that never commits.
-fn consumer(brokers: &str) -> CtlResult<StreamConsumer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn consumer(brokers: &str, security: &KafkaSecurity) -> CtlResult<StreamConsumer> {
+    security
+        .client(brokers)
         .set("group.id", format!("promoctl-tail-{}", Uuid::new_v4()))
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

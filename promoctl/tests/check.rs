@@ -13,7 +13,7 @@ mod common;
 use common::{fresh, fresh_with_url, redis_url, Schema};
 
 async fn redis() -> Redis {
-    check::connect_redis(&redis_url())
+    check::connect_redis(&redis_url(), None)
         .await
         .expect("redis for tests")
 }
@@ -1492,7 +1492,7 @@ async fn a_dead_postgres_is_unreachable_not_a_violation() {
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    let Err(e) = check::connect_redis("redis://127.0.0.1:1").await else {
+    let Err(e) = check::connect_redis("redis://127.0.0.1:1", None).await else {
         panic!("redis on port 1 answered");
     };
     assert_eq!(e.exit_code(), 3);

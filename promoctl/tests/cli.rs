@@ -726,3 +726,73 @@ async fn help_shows_examples_and_exit_codes() {
     .await;
     assert_eq!(out.code, 2);
 }
+
+/// A TLS front for `backend`, as a load balancer puts before a real gateway,
+/// with a self-signed certificate for `localhost`: its port and the
+/// certificate's PEM file.
+async fn tls_front(backend: SocketAddr) -> (u16, PathBuf) {
+    use std::sync::Arc;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let pem = config_dir().with_extension("pem");
+    std::fs::write(&pem, cert.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key.into())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut up) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (port, pem)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_gateway_is_reached_trusting_the_named_certificate_authority() {
+    let app = spawn_promod().await;
+    let (port, ca) = tls_front(app.base.trim_start_matches("http://").parse().unwrap()).await;
+    let https = format!("https://localhost:{port}");
+    let ctl = Ctl::new(&https);
+    let login = [
+        "login",
+        "--email",
+        ADMIN_EMAIL,
+        "--password",
+        ADMIN_PASSWORD,
+    ];
+    // The system's roots do not hold a self-signed certificate.
+    let out = ctl.run(&login).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains("certificate"), "{}", out.stderr);
+    let missing = ["--certificate-authority", "/nonexistent.pem"];
+    ctl.fails(&[&missing[..], &login].concat(), 2, "/nonexistent.pem")
+        .await;
+
+    let flag = ["--certificate-authority", ca.to_str().unwrap()];
+    ctl.table(&[&flag[..], &login].concat()).await;
+    // The config file's key does the same for every later command.
+    std::fs::write(
+        ctl.dir.join("config.toml"),
+        format!("certificate_authority = {:?}\n", ca.to_str().unwrap()),
+    )
+    .unwrap();
+    let page = ctl.json(&["policy", "list"]).await;
+    assert_eq!(page["total"], 0, "{page}");
+    let _ = std::fs::remove_file(&ca);
+}

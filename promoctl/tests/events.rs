@@ -203,7 +203,7 @@ async fn kafka_source_reads_from_the_beginning_and_stops_at_the_end() {
         eprintln!("skipped: no kafka broker at {brokers}");
         return;
     }
-    let producer = promod::outbox::producer(&brokers).expect("kafka producer");
+    let producer = promod::outbox::producer(&brokers, &Default::default()).expect("kafka producer");
     let user = Uuid::new_v4();
     let e = event("coupon.issued", user);
     let body = serde_json::to_string(&e).unwrap();

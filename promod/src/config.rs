@@ -8,6 +8,7 @@
 use crate::roles::RoleSet;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use promo_store::kafka::KafkaSecurity;
 use promo_store::urls;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -21,8 +22,14 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(serialize_with = "ser_url")]
     pub redis_url: String,
+    /// For `rediss://`: the PEM file of the CA that signed Redis's
+    /// certificate, when the system's trust store does not hold it.
+    pub redis_ca_file: Option<PathBuf>,
     /// Kafka bootstrap servers; empty disables publishing (events wait in the outbox).
     pub kafka_brokers: String,
+    /// TLS and SASL for Kafka (librdkafka's `security.protocol`, `ssl.*`,
+    /// `sasl.*`), e.g. `PROMO_KAFKA__SECURITY_PROTOCOL=ssl`.
+    pub kafka: KafkaSecurity,
     /// etcd endpoints; empty means static addresses from config.
     pub etcd_endpoints: Vec<String>,
     pub etcd_prefix: String,
@@ -283,7 +290,9 @@ impl Default for Config {
             roles: RoleSet::default(),
             log: LogConfig::default(),
             redis_url: urls::REDIS_URL.into(),
+            redis_ca_file: None,
             kafka_brokers: String::new(),
+            kafka: KafkaSecurity::default(),
             etcd_endpoints: Vec::new(),
             etcd_prefix: "/promo/services".into(),
             etcd_lease_ttl_secs: 5,

@@ -7,8 +7,8 @@
 
 use chrono::{DateTime, Utc};
 use promo_store::error::{to_json, StoreResult};
+use promo_store::kafka::KafkaSecurity;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -102,13 +102,14 @@ pub async fn append(tx: &mut Transaction<'_, Postgres>, events: &[Event]) -> Sto
 pub struct RelayConfig {
     pub service: &'static str,
     pub brokers: String,
+    pub security: KafkaSecurity,
     pub batch_size: i64,
     pub poll_interval: Duration,
 }
 
-pub fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn producer(brokers: &str, security: &KafkaSecurity) -> anyhow::Result<FutureProducer> {
+    security
+        .client(brokers)
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "5")
@@ -265,7 +266,7 @@ impl Relay {
     /// worst, a duplicate of a message whose ack was lost.
     pub async fn publish_once(&mut self) -> anyhow::Result<usize> {
         if self.producer.is_none() {
-            self.producer = Some(producer(&self.cfg.brokers)?);
+            self.producer = Some(producer(&self.cfg.brokers, &self.cfg.security)?);
         }
         let p = self.producer.as_ref().expect("just made");
         let res = publish_batch(&self.pool, p, self.cfg.batch_size, self.cfg.service).await;

@@ -22,6 +22,7 @@ use axum::Router;
 use promo_domain::clock::{OffsetClock, SharedClock};
 use promo_store::auth::JwtKeys;
 use promo_store::cache;
+use promo_store::kafka::KafkaSecurity;
 use sqlx::PgPool;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -285,6 +286,7 @@ fn spawn_relay(
     let relay = RelayConfig {
         service,
         brokers: cfg.kafka_brokers.clone(),
+        security: cfg.kafka.clone(),
         batch_size: cfg.outbox.batch_size,
         poll_interval: Duration::from_millis(cfg.outbox.poll_interval_ms),
     };
@@ -689,14 +691,18 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
     let clock = Arc::new(OffsetClock::default());
     clock.set_offset(chrono::Duration::seconds(cfg.clock_offset_secs));
     let keys = Arc::new(JwtKeys::new(&cfg.jwt_secret, cfg.gateway.access_ttl_secs));
-    let redis = cache::connect(&cfg.redis_url).await?;
+    let redis = cache::connect(cache::Target::new(
+        &cfg.redis_url,
+        cfg.redis_ca_file.as_deref(),
+    ))
+    .await?;
     let etcd = if cfg.etcd_endpoints.is_empty() {
         None
     } else {
         Some(discovery::connect(&cfg.etcd_endpoints).await?)
     };
     if !cfg.kafka_brokers.is_empty() {
-        check_kafka(&cfg.kafka_brokers).await?;
+        check_kafka(&cfg.kafka_brokers, &cfg.kafka).await?;
     }
     let sh = Shared {
         clock: clock.clone(),
@@ -729,9 +735,9 @@ pub async fn start(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<(
 }
 
 /// A configured broker that does not answer is a start-up error.
-async fn check_kafka(brokers: &str) -> anyhow::Result<()> {
+async fn check_kafka(brokers: &str, security: &KafkaSecurity) -> anyhow::Result<()> {
     use rdkafka::producer::Producer;
-    let p = outbox::producer(brokers)?;
+    let p = outbox::producer(brokers, security)?;
     tokio::task::spawn_blocking(move || {
         p.client()
             .fetch_metadata(None, Duration::from_secs(3))

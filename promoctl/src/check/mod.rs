@@ -22,6 +22,7 @@ use promo_store::urls;
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -82,6 +83,9 @@ pub struct Stores {
     pub timesale_db: Option<String>,
     #[arg(long, env = "PROMOCTL_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// For `rediss://` with a private CA: the PEM file that signed Redis's certificate
+    #[arg(long, env = "PROMOCTL_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
 }
 
 impl CheckArgs {
@@ -359,12 +363,16 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
         .map_err(|e| CtlError::unreachable(format!("postgres at {}", urls::redact(url)), e))
 }
 
-pub async fn connect_redis(url: &str) -> CtlResult<Redis> {
-    // A malformed url is the caller's mistake, not a dead server.
-    redis::Client::open(url).map_err(|e| CtlError::usage(format!("invalid redis url: {e}")))?;
+pub async fn connect_redis(url: &str, ca_file: Option<&Path>) -> CtlResult<Redis> {
+    let target = promo_store::cache::Target::new(url, ca_file);
+    // A malformed url or unreadable ca file is the caller's mistake, not a
+    // dead server.
+    target
+        .client()
+        .map_err(|e| CtlError::usage(format!("{e:#}")))?;
     // A whole counter set is read at once; on a big sale that is slower than
     // any request may wait, but nothing here is on a request's path.
-    promo_store::cache::connect_waiting(url, std::time::Duration::from_secs(30))
+    promo_store::cache::connect_waiting(target, std::time::Duration::from_secs(30))
         .await
         .map_err(|e| CtlError::unreachable(format!("redis at {url}"), e))
 }
@@ -375,6 +383,7 @@ pub struct StoreUrls {
     pub point: String,
     pub timesale: String,
     pub redis: String,
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
@@ -400,6 +409,7 @@ pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
             file.redis_url.as_deref(),
             urls::REDIS_URL,
         ),
+        redis_ca_file: s.redis_ca_file.clone().or(file.redis_ca_file),
     })
 }
 
@@ -429,7 +439,11 @@ pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
     );
     let a = acks.is_some();
     let urls = store_urls(&args.stores)?;
-    let mut redis = connect_if(c || p || t, connect_redis(&urls.redis)).await?;
+    let mut redis = connect_if(
+        c || p || t,
+        connect_redis(&urls.redis, urls.redis_ca_file.as_deref()),
+    )
+    .await?;
     let coupon_pool = connect_if(c || e || a, connect_pg(&urls.coupon)).await?;
     let point_pool = connect_if(p || e || a, connect_pg(&urls.point)).await?;
     let timesale_pool = connect_if(t || e || a, connect_pg(&urls.timesale)).await?;

@@ -55,7 +55,7 @@ pub fn config(ctx: &Ctx, cmd: ConfigCmd) -> CtlResult<()> {
             if let Some(map) = settings.as_object_mut() {
                 for (k, v) in map.iter_mut() {
                     match v.as_str() {
-                        Some(_) if k == "password" => *v = json!("***"),
+                        Some(_) if k.ends_with("password") => *v = json!("***"),
                         Some(url) if k.ends_with("_url") => *v = json!(redact(url)),
                         _ => {}
                     }

@@ -22,7 +22,7 @@ struct Services {
 
 async fn services(stores: &Stores) -> CtlResult<Services> {
     let urls = store_urls(stores)?;
-    let redis = connect_redis(&urls.redis).await?;
+    let redis = connect_redis(&urls.redis, urls.redis_ca_file.as_deref()).await?;
     Ok(Services {
         coupon_db: connect_pg(&urls.coupon).await?,
         timesale_db: connect_pg(&urls.timesale).await?,

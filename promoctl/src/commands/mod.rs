@@ -28,7 +28,11 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(global: Global) -> CtlResult<Ctx> {
         let dir = config_dir()?;
-        let file = FileConfig::load(&dir)?;
+        let mut file = FileConfig::load(&dir)?;
+        // The flag over the file, once, for every client built from `file`.
+        if let Some(ca) = &global.certificate_authority {
+            file.certificate_authority = Some(ca.clone());
+        }
         let gateway_url = pick(
             global.gateway_url.as_deref(),
             file.gateway_url.as_deref(),
@@ -53,7 +57,11 @@ impl Ctx {
     }
 
     pub fn client(&self) -> CtlResult<Client> {
-        Client::new(&self.gateway_url, self.global.idempotency_key.clone())
+        Client::new(
+            &self.gateway_url,
+            self.global.idempotency_key.clone(),
+            self.file.certificate_authority.as_deref(),
+        )
     }
 
     pub fn session(&self) -> Session {
@@ -112,7 +120,8 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                         file.password.as_deref(),
                         "admin-password",
                     ));
-                    crate::load::run(*args, &ctx.gateway_url, &out).await
+                    let ca = file.certificate_authority.as_deref();
+                    crate::load::run(*args, &ctx.gateway_url, ca, &out).await
                 }
                 Command::Config(c) => config::config(&ctx, c),
                 Command::Login(a) => auth::login(&ctx, a).await,

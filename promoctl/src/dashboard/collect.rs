@@ -20,8 +20,11 @@ const MAX_STOCK_KEYS: usize = 500;
 pub struct Sources {
     pub urls: Vec<(Role, String)>,
     pub redis: Option<String>,
+    pub redis_ca_file: Option<std::path::PathBuf>,
     pub etcd: Option<String>,
     pub etcd_prefix: String,
+    /// Trusted for https role urls besides the system's roots.
+    pub certificate_authority: Option<std::path::PathBuf>,
 }
 
 struct RoleProbe {
@@ -42,7 +45,7 @@ pub struct Collector {
 
 impl Collector {
     pub fn new(sources: Sources) -> anyhow::Result<Collector> {
-        let http = reqwest::Client::builder()
+        let http = crate::client::http_builder(sources.certificate_authority.as_deref())?
             .timeout(HTTP_TIMEOUT)
             .connect_timeout(Duration::from_millis(300))
             .build()?;
@@ -62,12 +65,13 @@ impl Collector {
                 .iter()
                 .map(|(role, url)| probe(&self.http, *role, url.clone())),
         );
-        let redis_url = self.sources.redis.clone();
+        let redis = self.sources.redis.clone();
+        let redis = redis.map(|url| (url, self.sources.redis_ca_file.clone()));
         let etcd_url = self.sources.etcd.clone();
         let prefix = self.sources.etcd_prefix.clone();
         let (probes, stock, etcd) = tokio::join!(
             probes,
-            stocks(&mut self.redis, redis_url),
+            stocks(&mut self.redis, redis),
             registrations(&mut self.etcd, etcd_url, &prefix),
         );
         let mut problems = Vec::new();
@@ -412,12 +416,14 @@ fn outbox_view(views: &[&View]) -> OutboxView {
 
 async fn stocks(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
-    url: Option<String>,
+    target: Option<(String, Option<std::path::PathBuf>)>,
 ) -> anyhow::Result<Option<Vec<Stock>>> {
-    let Some(url) = url else { return Ok(None) };
+    let Some((url, ca)) = target else {
+        return Ok(None);
+    };
     let res = tokio::time::timeout(STORE_TIMEOUT, async {
         if conn.is_none() {
-            let client = redis::Client::open(url.as_str())?;
+            let client = promo_store::cache::Target::new(&url, ca.as_deref()).client()?;
             *conn = Some(client.get_multiplexed_async_connection().await?);
         }
         let c = conn.as_mut().expect("connected above");
@@ -614,8 +620,10 @@ promo_http_requests_total{role="coupon",method="GET",route="/api/v1/y",status="2
         let mut c = Collector::new(Sources {
             urls: Vec::new(),
             redis: None,
+            redis_ca_file: None,
             etcd: None,
             etcd_prefix: String::new(),
+            certificate_authority: None,
         })
         .unwrap();
         let t0 = Instant::now();

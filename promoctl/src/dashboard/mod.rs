@@ -93,6 +93,9 @@ pub struct DashboardArgs {
     /// Where coupon and sale stock lives; empty to leave it out [default: redis://127.0.0.1:6379]
     #[arg(long, alias = "redis", env = "PROMOCTL_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// For `rediss://` with a private CA: the PEM file that signed Redis's certificate
+    #[arg(long, env = "PROMOCTL_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// etcd, for the registered instances of each role; empty to leave it out
     /// [default: http://127.0.0.1:2379]
     #[arg(long, alias = "etcd", env = "PROMOCTL_ETCD_URL")]
@@ -131,8 +134,10 @@ impl DashboardArgs {
                 ),
             ],
             redis: some(get(&self.redis_url, &file.redis_url, urls::REDIS_URL)),
+            redis_ca_file: self.redis_ca_file.clone().or(file.redis_ca_file.clone()),
             etcd: some(get(&self.etcd_url, &file.etcd_url, ETCD)),
             etcd_prefix: get(&self.etcd_prefix, &file.etcd_prefix, ETCD_PREFIX),
+            certificate_authority: file.certificate_authority.clone(),
         }
     }
 }

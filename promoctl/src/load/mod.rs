@@ -337,11 +337,16 @@ fn ticker(shared: Arc<Shared>, pb: ProgressBar, start: Instant) -> tokio::task::
 /// Runs the load. A failed `--check` is `CheckFailed`, else broken
 /// thresholds are `ThresholdsBroken` (exit 4, like k6's own code for it):
 /// the report already printed them.
-pub async fn run(args: LoadArgs, gateway: &str, out: &Output) -> CtlResult<()> {
+pub async fn run(
+    args: LoadArgs,
+    gateway: &str,
+    ca: Option<&std::path::Path>,
+    out: &Output,
+) -> CtlResult<()> {
     let scenario = args
         .scenario
         .ok_or_else(|| CtlError::usage("no scenario: name one or set `scenario` in the --file"))?;
-    let client = Client::builder()
+    let client = crate::client::http_builder(ca)?
         .pool_max_idle_per_host(4096)
         .timeout(args.request_timeout)
         .build()

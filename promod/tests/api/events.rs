@@ -821,6 +821,7 @@ fn relay_config(service: &'static str, brokers: String, batch_size: i64) -> Rela
     RelayConfig {
         service,
         brokers,
+        security: Default::default(),
         batch_size,
         poll_interval: Duration::from_millis(20),
     }

@@ -229,6 +229,7 @@ fn relay_config(brokers: String) -> RelayConfig {
     RelayConfig {
         service: "point",
         brokers,
+        security: Default::default(),
         batch_size: 100,
         poll_interval: Duration::from_millis(20),
     }
