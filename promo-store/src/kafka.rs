@@ -27,10 +27,13 @@ pub struct KafkaSecurity {
     /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sasl_mechanism: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::text::de_opt_text"
+    )]
     pub sasl_username: Option<String>,
     /// Never serialized (nor printed by Debug).
-    #[serde(skip_serializing)]
+    #[serde(skip_serializing, deserialize_with = "crate::text::de_opt_secret")]
     pub sasl_password: Option<SecretString>,
 }
 

@@ -9,7 +9,7 @@
 //! every scarce thing is admitted through, with its Redis and in-memory
 //! implementations, claims on idempotency keys in flight, seed queries and
 //! rebuilds (`stock`, over `counters`), writes pipelined off the answer's path
-//! (`deferred`), access-token keys (`auth`), default store urls (`urls`), event
+//! (`deferred`), access-token keys (`auth`), default store urls (`urls`), settings that stay text (`text`), event
 //! topic names (`topics`), the role names (`roles`) and the storage error
 //! (`error`).
 //!
@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod keys;
 pub mod roles;
 pub mod stock;
+pub mod text;
 pub mod topics;
 pub mod urls;
 

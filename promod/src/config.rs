@@ -9,9 +9,9 @@ use crate::roles::RoleSet;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use promo_store::kafka::KafkaSecurity;
-use promo_store::urls;
+use promo_store::{text, urls};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -37,10 +37,10 @@ pub struct Config {
     /// The advertised host of this process's gRPC endpoints in etcd.
     pub advertise_host: String,
     /// HS256 signing secret, at least 32 bytes. Never logged.
-    #[serde(skip_serializing, deserialize_with = "de_secret")]
+    #[serde(skip_serializing, deserialize_with = "text::de_secret")]
     pub jwt_secret: SecretString,
     pub bootstrap_admin_email: Option<String>,
-    #[serde(skip_serializing, deserialize_with = "de_opt_secret")]
+    #[serde(skip_serializing, deserialize_with = "text::de_opt_secret")]
     pub bootstrap_admin_password: Option<SecretString>,
     /// Call in-process when the gateway and a service share a process.
     pub in_process: bool,
@@ -463,40 +463,6 @@ fn ser_url<S: serde::Serializer>(url: &str, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(&redact_url(url))
 }
 
-/// The text of a secret. Env values arrive parsed, so a secret of digits (a
-/// password such as `12345678`) comes as a number and is taken back as text.
-struct SecretText(String);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = SecretText;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SecretText, E> {
-                Ok(SecretText(v.to_owned()))
-            }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<SecretText, E> {
-                Ok(SecretText(v.to_string()))
-            }
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<SecretText, E> {
-                Ok(SecretText(v.to_string()))
-            }
-        }
-        d.deserialize_any(Text)
-    }
-}
-
-fn de_secret<'de, D: Deserializer<'de>>(d: D) -> Result<SecretString, D::Error> {
-    SecretText::deserialize(d).map(|s| s.0.into())
-}
-
-fn de_opt_secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
-    Option::<SecretText>::deserialize(d).map(|s| s.map(|s| s.0.into()))
-}
-
 /// Debug prints what Serialize writes, which holds no secret.
 macro_rules! debug_as_serialized {
     ($($t:ty),*) => {$(
@@ -760,6 +726,30 @@ mod tests {
             );
             assert!(!c.gateway.rate_limit.enabled);
             assert_eq!(c.gateway.cors_origins, ["https://a.test", "https://b.test"]);
+            Ok(())
+        });
+    }
+
+    /// librdkafka's names under `kafka`, a password of digits included,
+    /// which never prints.
+    #[test]
+    fn kafka_security_comes_from_env_and_its_password_never_prints() {
+        jail(|j| {
+            j.set_env("PROMO_KAFKA__SECURITY_PROTOCOL", "sasl_ssl");
+            j.set_env("PROMO_KAFKA__SASL_USERNAME", "4242");
+            j.set_env("PROMO_KAFKA__SASL_PASSWORD", "87654321");
+            j.set_env("PROMO_REDIS_CA_FILE", "/etc/promo/redis-ca.pem");
+            let c = load(None, &no_cli()).unwrap();
+            assert_eq!(c.kafka.security_protocol.as_deref(), Some("sasl_ssl"));
+            assert_eq!(c.kafka.sasl_username.as_deref(), Some("4242"));
+            let pw = c.kafka.sasl_password.as_ref().unwrap();
+            assert_eq!(pw.expose_secret(), "87654321");
+            let path = c.redis_ca_file.as_deref().and_then(|p| p.to_str());
+            assert_eq!(path, Some("/etc/promo/redis-ca.pem"));
+            for printed in [format!("{c:?}"), toml::to_string(&c).unwrap()] {
+                assert!(!printed.contains("87654321"), "{printed}");
+                assert!(printed.contains("sasl_ssl"), "{printed}");
+            }
             Ok(())
         });
     }
