@@ -99,7 +99,11 @@ pub struct LotConfig {
     /// How often the sweepers look for expired lots: the bound on how late an
     /// expiry happens, plus the time of the sweep itself.
     pub sweep_every_ms: u64,
-    /// How many due lots one sweep transaction claims.
+    /// One sweep transaction claims the users of the first this-many due
+    /// lots and expires all their due lots (10 lots a user: 10x as many).
+    /// Smaller sweeps hold fewer balance rows for less time: at 1,000 a
+    /// sweep of a million lots was as fast as at 10,000, and the p99 of the
+    /// traffic beside it fell from 328 to 185 ms (perf/README.md, issue 21).
     pub sweep_batch: i64,
     /// Sweeper tasks per point process, each over its share of the users.
     pub sweepers: u8,
@@ -110,7 +114,7 @@ impl Default for LotConfig {
         LotConfig {
             default_lifetime_days: 0,
             sweep_every_ms: 1_000,
-            sweep_batch: 10_000,
+            sweep_batch: 1_000,
             sweepers: 2,
         }
     }
