@@ -1,0 +1,15 @@
+-- no-transaction
+-- Admin search (API.md, "Audit log and admin search"): GET /coupons lists
+-- every user's coupons, newest first (issued_at DESC, id DESC), filtered by
+-- any of user, policy and status. Each filter combination gets an index in
+-- that order, so the first page walks it and stops after `size` rows, and
+-- the count is an index-only scan (2005-2009; EXPLAIN numbers on a million
+-- rows in perf/results/2026-12-07-admin-search.md). A user with a policy or
+-- a status reads their own few rows through the user index.
+-- CONCURRENTLY keeps issues and uses going while an existing table is
+-- indexed; it needs no transaction and one statement per file (see
+-- common/1002). No IF NOT EXISTS: a build that failed half way leaves an
+-- invalid index that it would accept.
+--
+-- No filter: every coupon, newest first.
+CREATE INDEX CONCURRENTLY coupons_newest ON coupons (issued_at DESC, id DESC);

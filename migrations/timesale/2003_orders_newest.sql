@@ -1,0 +1,15 @@
+-- no-transaction
+-- Admin search (API.md, "Audit log and admin search"): GET /orders lists
+-- every user's orders, newest first (created_at DESC, id DESC), filtered by
+-- any of user, sale and status. Each filter combination gets an index in
+-- that order, so the first page walks it and stops after `size` rows, and
+-- the count is an index-only scan (2003-2007; EXPLAIN numbers on a million
+-- rows in perf/results/2026-12-07-admin-search.md). A user with a sale or a
+-- status reads their own few rows through the user index.
+-- CONCURRENTLY keeps orders coming while an existing table is indexed; it
+-- needs no transaction and one statement per file (see common/1002). No IF
+-- NOT EXISTS: a build that failed half way leaves an invalid index that it
+-- would accept.
+--
+-- No filter: every order, newest first.
+CREATE INDEX CONCURRENTLY time_sale_orders_newest ON time_sale_orders (created_at DESC, id DESC);
