@@ -117,6 +117,12 @@ impl Filter {
         self
     }
 
+    /// `status = 'name'`: a status of a closed enum (its `as_str`), which
+    /// is why it may be spelled into the SQL.
+    pub fn status(self, name: &'static str) -> Self {
+        self.and(&format!("status = '{name}'"))
+    }
+
     /// `column = id` when there is an id; nothing otherwise.
     pub fn id(self, column: &str, id: Option<Uuid>) -> Self {
         match id {
@@ -298,7 +304,7 @@ mod tests {
         let f = Filter::default()
             .id("user_id", None)
             .id("policy_id", Some(a))
-            .and("status = 'AVAILABLE'")
+            .status("AVAILABLE")
             .bind("expires_at > $", Arg::Id(b));
         assert_eq!(
             f.from("coupons"),

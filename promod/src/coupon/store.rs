@@ -440,14 +440,12 @@ pub async fn list_coupons(
     let f = match q.status {
         None => f,
         Some(CouponStatus::Available) => f
-            .and("status = 'AVAILABLE'")
+            .status(CouponStatus::Available.as_str())
             .bind("expires_at > $", Arg::Time(now)),
         Some(CouponStatus::Expired) => f
-            .and("status = 'AVAILABLE'")
+            .status(CouponStatus::Available.as_str())
             .bind("expires_at <= $", Arg::Time(now)),
-        Some(s @ (CouponStatus::Used | CouponStatus::Reserved)) => {
-            f.and(&format!("status = '{}'", s.as_str()))
-        }
+        Some(s @ (CouponStatus::Used | CouponStatus::Reserved)) => f.status(s.as_str()),
     };
     let from = f.from("coupons");
     let l = Listing {

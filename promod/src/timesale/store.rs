@@ -403,7 +403,7 @@ pub async fn list_orders(pool: &PgPool, q: OrderQuery) -> DomainResult<Page<Orde
         .id("user_id", q.user_id)
         .id("time_sale_id", q.time_sale_id);
     let f = match q.status {
-        Some(s) => f.and(&format!("status = '{}'", s.as_str())),
+        Some(s) => f.status(s.as_str()),
         None => f,
     };
     let from = f.from("time_sale_orders");
