@@ -104,6 +104,7 @@ pub struct Filter {
 impl Filter {
     /// `cond`, whose one `$` stands for `arg`'s parameter.
     pub fn bind(mut self, cond: &str, arg: Arg) -> Self {
+        debug_assert_eq!(cond.matches('$').count(), 1, "{cond}");
         self.args.push(arg);
         let n = self.args.len();
         self.conditions
