@@ -300,3 +300,114 @@ async fn admin_search_bad_filters_are_400_naming_the_field() {
         }
     }
 }
+
+/// A call to a gateway of its own process: the status and JSON body (0 and
+/// null when it cannot be reached).
+async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}/api/v1{path}");
+    let mut req = client
+        .request(method.parse().unwrap(), url)
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    match req.send().await {
+        Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or_default()),
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// POSTs until created (201): until the gateway has found the role in etcd
+/// it answers 503.
+async fn created_once_found(base: &str, path: &str, token: &str, body: Value) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, b) = call(base, "POST", path, token, Some(body.clone())).await;
+        if s == 201 {
+            return id(&b);
+        }
+        assert!(start.elapsed().as_secs() < 30, "{path}: {s} {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The real binary: coupon, timesale and gateway roles each in a process of
+/// its own, found through etcd. The search's filters and its scope cross
+/// the processes as they do in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_search_across_split_processes() {
+    use super::helpers::{admin_token, fresh_db, test_keys};
+    use super::procs::{etcd_gateway, etcd_role_env, spawn_process, wait_http};
+    let prefix = format!("/promo-test/{}", Uuid::new_v4().simple());
+    let mut roles = Vec::new();
+    for role in ["coupon", "timesale"] {
+        let http = free_port();
+        let db = fresh_db(&format!("split_{role}")).await;
+        roles.push(spawn_process(&etcd_role_env(role, &prefix, &db, http)));
+        wait_http(&format!("http://127.0.0.1:{http}/readyz")).await;
+    }
+    let (_gw, base) = etcd_gateway(&prefix).await;
+    let keys = test_keys();
+    let admin = admin_token(&keys);
+    let (a, ta) = super::helpers::new_user(&keys);
+    let (b, tb) = super::helpers::new_user(&keys);
+    let now = chrono::Utc::now();
+    let window = (
+        now - chrono::Duration::minutes(1),
+        now + chrono::Duration::days(1),
+    );
+    let policy = json!({"name": "p", "discount_type": "FIXED", "discount_value": 100,
+        "total_quantity": 10, "valid_from": window.0, "valid_until": window.1});
+    let policy = created_once_found(&base, "/coupon-policies", &admin, policy).await;
+    let product = json!({"name": "p", "price": 1000});
+    let product = created_once_found(&base, "/products", &admin, product).await;
+    let sale = json!({"product_id": product, "total_quantity": 10, "sale_price": 500,
+        "start_at": window.0, "end_at": window.1});
+    let sale = created_once_found(&base, "/time-sales", &admin, sale).await;
+    for user in [a, b] {
+        let body = json!({"policy_id": policy, "user_id": user});
+        created_once_found(&base, "/coupons/issue", &admin, body).await;
+    }
+    for token in [&ta, &tb] {
+        let path = format!("/time-sales/{sale}/orders");
+        created_once_found(&base, &path, token, json!({"quantity": 1})).await;
+    }
+
+    let total = |path: String, token: String| {
+        let base = base.clone();
+        async move {
+            let (s, body) = call(&base, "GET", &path, &token, None).await;
+            assert_eq!(s, 200, "{path}: {body}");
+            body["total"].as_i64().unwrap()
+        }
+    };
+    let admin_sees = [
+        format!("/coupons?policy_id={policy}&status=AVAILABLE"),
+        format!("/orders?time_sale_id={sale}&status=CONFIRMED"),
+    ];
+    for path in admin_sees {
+        assert_eq!(total(path, admin.clone()).await, 2);
+    }
+    assert_eq!(
+        total(format!("/coupons?user_id={b}"), admin.clone()).await,
+        1
+    );
+    assert_eq!(
+        total(format!("/orders?time_sale_id={sale}"), ta.clone()).await,
+        1
+    );
+    let (s, body) = call(&base, "GET", &format!("/coupons?user_id={b}"), &ta, None).await;
+    assert_eq!(
+        (s, body["error"]["code"].as_str()),
+        (403, Some("FORBIDDEN"))
+    );
+    let (s, body) = call(&base, "GET", "/orders?status=LOST", &admin, None).await;
+    assert_eq!((s, body["error"]["field"].as_str()), (400, Some("status")));
+}
