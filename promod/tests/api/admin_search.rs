@@ -2,7 +2,8 @@
 //! `GET /orders` across users for an admin, filtered by policy or sale,
 //! user and status, newest first; a user still sees only their own; bad
 //! filters are 400 naming the field. Each scenario runs in process and with
-//! the gateway calling the service roles over gRPC.
+//! the gateway calling the service roles over gRPC; a shorter one with each
+//! role in a process of its own, found through etcd.
 
 use super::helpers::{free_port, id, openapi_paths, spawn_all_roles_with, TestApp};
 use promod::config::Config;
