@@ -426,8 +426,8 @@ pub async fn get_coupon<'e>(
 }
 
 /// A page of coupons, newest first, with the filters `q` gives. Each
-/// combination walks an index in this order (migrations 2005-2010) and
-/// stops at the page; the count reads the same index only.
+/// combination has an index in this order (migrations 2005-2010), so a
+/// page stops after its rows (ARCHITECTURE.md, "Admin search").
 pub async fn list_coupons(
     pool: &PgPool,
     q: CouponQuery,

@@ -396,8 +396,8 @@ pub async fn get_order<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainRes
 }
 
 /// A page of orders, newest first, with the filters `q` gives. Each
-/// combination walks an index in this order (migrations 2003-2008) and
-/// stops at the page; the count reads the same index only.
+/// combination has an index in this order (migrations 2003-2008), so a
+/// page stops after its rows (ARCHITECTURE.md, "Admin search").
 pub async fn list_orders(pool: &PgPool, q: OrderQuery) -> DomainResult<Page<Order>> {
     let f = Filter::default()
         .id("user_id", q.user_id)
