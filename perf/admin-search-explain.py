@@ -20,12 +20,12 @@ USER = "00000000-0000-0000-0001-000000000007"
 
 KINDS = {
     # table, parent column, order, statuses: (name, stored status, extra conditions)
-    "coupons": ("coupons", "policy_id", "issued_at DESC, id DESC", [
+    "coupons": ("coupons", "policy_id", "id DESC", [
         ("USED", "USED", []),
         ("AVAILABLE", "AVAILABLE", ["expires_at > $"]),
         ("EXPIRED", "AVAILABLE", ["expires_at <= $"]),
     ]),
-    "orders": ("time_sale_orders", "time_sale_id", "created_at DESC, id DESC", [
+    "orders": ("time_sale_orders", "time_sale_id", "id DESC", [
         ("CONFIRMED", "CONFIRMED", []),
         ("PENDING", "PENDING", []),
         ("CANCELLED", "CANCELLED", []),

@@ -425,9 +425,10 @@ pub async fn get_coupon<'e>(
     .into_domain(now)
 }
 
-/// A page of coupons, newest first, with the filters `q` gives. Each
-/// combination has an index in this order (migrations 2005-2010), so a
-/// page stops after its rows (ARCHITECTURE.md, "Admin search").
+/// A page of coupons, newest first (by id: UUIDv7s made at admission),
+/// with the filters `q` gives: the primary key, or the user's or the
+/// policy's index (migrations 2005-2006), walked in that order with the
+/// status as a filter (ARCHITECTURE.md, "Admin search").
 pub async fn list_coupons(
     pool: &PgPool,
     q: CouponQuery,
@@ -451,7 +452,7 @@ pub async fn list_coupons(
     let l = Listing {
         columns: COUPON_COLUMNS,
         from: &from,
-        order_by: "issued_at DESC, id DESC",
+        order_by: "id DESC",
     };
     page_of(pool, l, f.args(), q.page, |r: CouponRow| r.into_domain(now)).await
 }

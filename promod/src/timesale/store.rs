@@ -395,9 +395,10 @@ pub async fn get_order<'e>(db: impl sqlx::PgExecutor<'e>, id: Uuid) -> DomainRes
     .try_into()
 }
 
-/// A page of orders, newest first, with the filters `q` gives. Each
-/// combination has an index in this order (migrations 2003-2008), so a
-/// page stops after its rows (ARCHITECTURE.md, "Admin search").
+/// A page of orders, newest first (by id: UUIDv7s made at admission), with
+/// the filters `q` gives: the primary key, or the user's or the sale's
+/// index (migrations 2003-2004), walked in that order with the status as a
+/// filter (ARCHITECTURE.md, "Admin search").
 pub async fn list_orders(pool: &PgPool, q: OrderQuery) -> DomainResult<Page<Order>> {
     let f = Filter::default()
         .id("user_id", q.user_id)
@@ -410,7 +411,7 @@ pub async fn list_orders(pool: &PgPool, q: OrderQuery) -> DomainResult<Page<Orde
     let l = Listing {
         columns: ORDER_COLUMNS,
         from: &from,
-        order_by: "created_at DESC, id DESC",
+        order_by: "id DESC",
     };
     page_of(pool, l, f.args(), q.page, |r: OrderRow| r.try_into()).await
 }

@@ -1,3 +1,0 @@
--- no-transaction
--- One policy's coupons, newest first (see 2005).
-CREATE INDEX CONCURRENTLY coupons_policy_newest ON coupons (policy_id, issued_at DESC, id DESC);
