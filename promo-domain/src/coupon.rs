@@ -265,10 +265,12 @@ pub struct CouponReserve {
     pub hold_seconds: Option<i64>,
 }
 
-/// A page of one user's coupons, optionally of one status.
+/// A page of coupons, newest first: one user's, or (`user_id: None`, admins
+/// only; see `Principal::listing_scope`) every user's, each filter optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CouponQuery {
-    pub user_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub policy_id: Option<Uuid>,
     pub status: Option<CouponStatus>,
     pub page: PageRequest,
 }

@@ -64,6 +64,16 @@ impl Principal {
         }
     }
 
+    /// Whose rows a listing shows: for an admin, `requested` (`None`: every
+    /// user's); for anyone else, their own, and another user's id is
+    /// refused as in [`Self::acting_for`].
+    pub fn listing_scope(&self, requested: Option<Uuid>) -> DomainResult<Option<Uuid>> {
+        if self.is_admin() {
+            return Ok(requested);
+        }
+        self.acting_for(requested).map(Some)
+    }
+
     /// Owner-scoped access: the owner or an admin. Others get 403.
     pub fn require_owner(&self, owner: Uuid) -> DomainResult<()> {
         if self.is_admin() || self.user_id == owner {
@@ -95,5 +105,26 @@ mod tests {
         assert_eq!(admin.acting_for(Some(other)).unwrap(), other);
         assert!(me.require_owner(other).is_err());
         assert!(admin.require_owner(other).is_ok());
+    }
+
+    #[test]
+    fn listings_are_the_callers_own_unless_an_admin_asks() {
+        let me = Principal {
+            user_id: Uuid::new_v4(),
+            role: Role::User,
+        };
+        let admin = Principal {
+            user_id: Uuid::new_v4(),
+            role: Role::Admin,
+        };
+        let other = Uuid::new_v4();
+        assert_eq!(me.listing_scope(None).unwrap(), Some(me.user_id));
+        assert_eq!(
+            me.listing_scope(Some(me.user_id)).unwrap(),
+            Some(me.user_id)
+        );
+        assert!(me.listing_scope(Some(other)).is_err());
+        assert_eq!(admin.listing_scope(None).unwrap(), None);
+        assert_eq!(admin.listing_scope(Some(other)).unwrap(), Some(other));
     }
 }

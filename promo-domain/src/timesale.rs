@@ -259,10 +259,13 @@ pub struct SaleQuery {
     pub page: PageRequest,
 }
 
-/// A page of one user's orders.
+/// A page of orders, newest first: one user's, or (`user_id: None`, admins
+/// only; see `Principal::listing_scope`) every user's, each filter optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OrderQuery {
-    pub user_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub time_sale_id: Option<Uuid>,
+    pub status: Option<OrderStatus>,
     pub page: PageRequest,
 }
 

@@ -132,7 +132,9 @@ Examples:
   promoctl coupon redeem --code SPRING-10             # a SHARED or BATCH policy's code
   promoctl coupon redeem --code K7QM-X4TP-2ZR --user USER_ID   # admin, for another user
   promoctl coupon cancel ID                          # also releases a reservation
-  promoctl coupon list --status AVAILABLE -o json"
+  promoctl coupon list --status AVAILABLE -o json
+  promoctl coupon list --policy ID --status USED       # admin: every user's
+  promoctl coupon list --user USER_ID                  # admin: one user's"
     )]
     Coupon(CouponCmd),
     /// Coupon codes of BATCH policies: generate, list, export
@@ -193,7 +195,9 @@ Examples:
   promoctl order create --sale ID --quantity 1 --hold --hold-seconds 600
   promoctl order confirm ID
   promoctl order cancel ID
-  promoctl order list"
+  promoctl order list
+  promoctl order list --sale ID --status PENDING       # admin: every user's
+  promoctl order list --user USER_ID                   # admin: one user's"
     )]
     Order(OrderCmd),
     /// Verify the invariants in PostgreSQL and Redis
@@ -485,10 +489,16 @@ pub enum CouponCmd {
     Get {
         id: Uuid,
     },
+    /// A page of coupons, newest first: yours, or for an admin every user's
+    /// (or one user's with --user)
     List {
+        /// AVAILABLE, USED, EXPIRED or RESERVED
         #[arg(long)]
         status: Option<String>,
-        /// Admin: another user's coupons
+        /// Only this policy's coupons
+        #[arg(long)]
+        policy: Option<Uuid>,
+        /// Admin: only this user's coupons (without it, every user's)
         #[arg(long)]
         user: Option<Uuid>,
         #[command(flatten)]
@@ -703,7 +713,21 @@ pub enum OrderCmd {
     Get {
         id: Uuid,
     },
-    List(PageArgs),
+    /// A page of orders, newest first: yours, or for an admin every user's
+    /// (or one user's with --user)
+    List {
+        /// PENDING, CONFIRMED, CANCELLED or EXPIRED
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this sale's orders
+        #[arg(long)]
+        sale: Option<Uuid>,
+        /// Admin: only this user's orders (without it, every user's)
+        #[arg(long)]
+        user: Option<Uuid>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -311,6 +311,17 @@ async fn issues_uses_and_cancels(ctl: &Ctl<'_>, policy: &str) {
     assert_eq!(released["status"], "AVAILABLE");
     let table = ctl.table(&["coupon", "list"]).await;
     assert!(table.contains(id) && table.contains("AVAILABLE"), "{table}");
+
+    // An admin searches across users: the policy's coupons are the admin's
+    // own and the one issued for `user`; --user narrows to theirs.
+    let all = ctl.json(&["coupon", "list", "--policy", policy]).await;
+    assert_eq!(all["total"], 2, "{all}");
+    let theirs = ["coupon", "list", "--policy", policy, "--user", &user];
+    let theirs = ctl.json(&theirs).await;
+    assert_eq!(theirs["items"][0]["id"], first["id"], "{theirs}");
+    assert_eq!(theirs["total"], 1, "{theirs}");
+    let available = ["coupon", "list", "--user", &user, "--status", "available"];
+    assert_eq!(ctl.json(&available).await["total"], 1);
 }
 
 /// An expired access token is refreshed with the stored refresh token.

@@ -89,6 +89,62 @@ pub struct Listing<'a> {
     pub order_by: &'a str,
 }
 
+/// The filter of a listing whose conditions are each optional (an admin's
+/// search: any of user, parent, status): the conditions given, ANDed, and
+/// the values they bind, numbered `$1..` in the order they were added, so
+/// every combination is one statement with no unused parameter. A status
+/// is spelled into the SQL (a closed enum's names, never input) so that
+/// the planner sees it and can match a partial index.
+#[derive(Debug, Default)]
+pub struct Filter {
+    conditions: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Filter {
+    /// `cond`, whose one `$` stands for `arg`'s parameter.
+    pub fn bind(mut self, cond: &str, arg: Arg) -> Self {
+        debug_assert_eq!(cond.matches('$').count(), 1, "{cond}");
+        self.args.push(arg);
+        let n = self.args.len();
+        self.conditions
+            .push(cond.replacen('$', &format!("${n}"), 1));
+        self
+    }
+
+    /// `cond` as it is, binding nothing.
+    pub fn and(mut self, cond: &str) -> Self {
+        self.conditions.push(cond.to_owned());
+        self
+    }
+
+    /// `status = 'name'`: a status of a closed enum (its `as_str`), which
+    /// is why it may be spelled into the SQL.
+    pub fn status(self, name: &'static str) -> Self {
+        self.and(&format!("status = '{name}'"))
+    }
+
+    /// `column = id` when there is an id; nothing otherwise.
+    pub fn id(self, column: &str, id: Option<Uuid>) -> Self {
+        match id {
+            Some(id) => self.bind(&format!("{column} = $"), Arg::Id(id)),
+            None => self,
+        }
+    }
+
+    /// `FROM table WHERE ...`, a [`Listing`]'s `from`.
+    pub fn from(&self, table: &str) -> String {
+        if self.conditions.is_empty() {
+            return format!("FROM {table}");
+        }
+        format!("FROM {table} WHERE {}", self.conditions.join(" AND "))
+    }
+
+    pub fn args(&self) -> &[Arg] {
+        &self.args
+    }
+}
+
 fn bind<'q, O>(
     mut q: QueryAs<'q, Postgres, O, PgArguments>,
     args: &[Arg],
@@ -237,4 +293,25 @@ pub fn qualified(alias: &str, cols: &str) -> String {
         .map(|c| format!("{alias}.{}", c.trim()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_numbers_only_the_values_it_binds() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let f = Filter::default()
+            .id("user_id", None)
+            .id("policy_id", Some(a))
+            .status("AVAILABLE")
+            .bind("expires_at > $", Arg::Id(b));
+        assert_eq!(
+            f.from("coupons"),
+            "FROM coupons WHERE policy_id = $1 AND status = 'AVAILABLE' AND expires_at > $2"
+        );
+        assert_eq!(f.args().len(), 2);
+        assert_eq!(Filter::default().id("user_id", None).from("t"), "FROM t");
+    }
 }

@@ -1,6 +1,6 @@
 //! policy and coupon commands.
 
-use super::{page_query, rfc3339, Body, Ctx};
+use super::{page_query, rfc3339, search_query, Body, Ctx};
 use crate::cli::{CouponCmd, PolicyCmd};
 use crate::error::{CtlError, CtlResult};
 
@@ -121,14 +121,13 @@ pub async fn coupon(ctx: &Ctx, cmd: CouponCmd) -> CtlResult<()> {
             c.post("/coupons/redeem", body.into_value()).await?
         }
         CouponCmd::Get { id } => c.get(&format!("/coupons/{id}"), &[]).await?,
-        CouponCmd::List { status, user, page } => {
-            let mut q = page_query(&page);
-            if let Some(s) = status {
-                q.push(("status", s.to_uppercase()));
-            }
-            if let Some(u) = user {
-                q.push(("user_id", u.to_string()));
-            }
+        CouponCmd::List {
+            status,
+            policy,
+            user,
+            page,
+        } => {
+            let q = search_query(&page, status, [("policy_id", policy), ("user_id", user)]);
             c.get("/coupons", &q).await?
         }
     };

@@ -16,6 +16,7 @@ use crate::error::CtlResult;
 use crate::output::{render, Format, Output};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+use uuid::Uuid;
 
 /// What every command needs: the resolved config and a way to get a client.
 pub struct Ctx {
@@ -144,6 +145,23 @@ pub(crate) fn page_query(p: &PageArgs) -> Vec<(&'static str, String)> {
     vec![("page", p.page.to_string()), ("size", p.size.to_string())]
 }
 
+/// The query of a search (`coupon list`, `order list`): the page, the
+/// status in upper case, and each id that is given; an id left out is no
+/// filter (for an admin without `user_id`: every user's).
+pub(crate) fn search_query<const N: usize>(
+    p: &PageArgs,
+    status: Option<String>,
+    ids: [(&'static str, Option<Uuid>); N],
+) -> Vec<(&'static str, String)> {
+    let mut q = page_query(p);
+    q.extend(status.map(|s| ("status", s.to_uppercase())));
+    q.extend(
+        ids.into_iter()
+            .filter_map(|(k, v)| Some((k, v?.to_string()))),
+    );
+    q
+}
+
 /// A JSON object of the fields that are set: optional flags are left out so
 /// that the server applies its own defaults.
 #[derive(Default)]
@@ -193,5 +211,24 @@ mod tests {
             b.into_value(),
             serde_json::json!({"name": "x", "total_quantity": 5})
         );
+    }
+
+    #[test]
+    fn a_search_sends_only_the_filters_given() {
+        let p = PageArgs { page: 2, size: 5 };
+        let sale = Uuid::new_v4();
+        let q = search_query(
+            &p,
+            Some("pending".into()),
+            [("time_sale_id", Some(sale)), ("user_id", None)],
+        );
+        let want = [
+            ("page", "2".to_owned()),
+            ("size", "5".into()),
+            ("status", "PENDING".into()),
+            ("time_sale_id", sale.to_string()),
+        ];
+        assert_eq!(q, want);
+        assert_eq!(search_query(&p, None, [("user_id", None)]).len(), 2);
     }
 }

@@ -1,6 +1,6 @@
 //! product, sale and order commands.
 
-use super::{page_query, rfc3339, Body, Ctx};
+use super::{page_query, rfc3339, search_query, Body, Ctx};
 use crate::cli::{OrderCmd, ProductCmd, SaleCmd};
 use crate::error::{CtlError, CtlResult};
 
@@ -120,7 +120,15 @@ pub async fn order(ctx: &Ctx, cmd: OrderCmd) -> CtlResult<()> {
                 .await?
         }
         OrderCmd::Get { id } => c.get(&format!("/orders/{id}"), &[]).await?,
-        OrderCmd::List(p) => c.get("/orders", &page_query(&p)).await?,
+        OrderCmd::List {
+            status,
+            sale,
+            user,
+            page,
+        } => {
+            let q = search_query(&page, status, [("time_sale_id", sale), ("user_id", user)]);
+            c.get("/orders", &q).await?
+        }
     };
     ctx.print(&v, ORDER_COLUMNS);
     Ok(())

@@ -192,7 +192,10 @@ pub struct CouponListQuery {
     pub size: Option<i64>,
     /// AVAILABLE, USED, EXPIRED or RESERVED
     pub status: Option<String>,
-    /// Admins only.
+    /// Only this policy's coupons.
+    pub policy_id: Option<Uuid>,
+    /// Admins: this user's coupons; without it, every user's. Others may
+    /// name only themselves and always get their own.
     pub user_id: Option<Uuid>,
 }
 
@@ -381,20 +384,22 @@ pub async fn get_coupon(
     Ok(Json(api.get_coupon(&read_ctx(p), id).await?.into()))
 }
 
+/// A page of coupons, newest first: the caller's own, or for an admin any
+/// user's (`user_id`) or every user's (without it), filtered by policy and status.
 #[utoipa::path(get, path = "/api/v1/coupons", tag = "coupons", params(CouponListQuery),
-    responses((status = 200, body = PageView<CouponView>)), security(("bearer" = [])))]
+    responses((status = 200, body = PageView<CouponView>), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list_coupons(
     State(api): State<Api>,
     Auth(p): Auth,
     Query(q): Query<CouponListQuery>,
 ) -> Result<Json<PageView<CouponView>>, ApiError> {
-    let page = PageRequest::parse(q.page, q.size)?;
-    let status = q.status.as_deref().map(CouponStatus::parse).transpose()?;
-    let user = p.acting_for(q.user_id)?;
     let q = CouponQuery {
-        user_id: user,
-        status,
-        page,
+        user_id: q.user_id,
+        policy_id: q.policy_id,
+        status: q.status.as_deref().map(CouponStatus::parse).transpose()?,
+        page: PageRequest::parse(q.page, q.size)?,
     };
     let res = api.list_coupons(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, CouponView::from)))

@@ -473,8 +473,11 @@ impl CouponApi for CouponService {
     }
 
     async fn list_coupons(&self, ctx: &Ctx, q: CouponQuery) -> DomainResult<Page<Coupon>> {
-        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
-        store::list_coupons(&self.pool, user_id, q.status, q.page, self.clock.now()).await
+        let q = CouponQuery {
+            user_id: ctx.principal.listing_scope(q.user_id)?,
+            ..q
+        };
+        store::list_coupons(&self.pool, q, self.clock.now()).await
     }
 
     async fn generate_codes(&self, ctx: &Ctx, n: NewCodes) -> DomainResult<CodeBatch> {

@@ -1,14 +1,14 @@
 //! PostgreSQL access of the coupon role. Every write commits its outbox event
 //! and idempotency record in the same transaction.
 
-use crate::db::{page_of, qualified, Arg, Due, Listing};
+use crate::db::{page_of, qualified, Arg, Due, Filter, Listing};
 use crate::error::from_sqlx;
 use crate::outbox::Event;
 use crate::reserve::{Pending, Refusal, Reservable};
 use chrono::{DateTime, Utc};
 use promo_domain::code::CodeMode;
 use promo_domain::coupon::{
-    Coupon, CouponStatus, DiscountType, NewPolicy, OnOrder, Policy, PolicyPatch,
+    Coupon, CouponQuery, CouponStatus, DiscountType, NewPolicy, OnOrder, Policy, PolicyPatch,
 };
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::{DomainError, DomainResult};
@@ -425,30 +425,36 @@ pub async fn get_coupon<'e>(
     .into_domain(now)
 }
 
+/// A page of coupons, newest first (by id: UUIDv7s made at admission),
+/// with the filters `q` gives: the primary key, or the user's or the
+/// policy's index (migrations 2005-2006), walked in that order with the
+/// status as a filter (ARCHITECTURE.md, "Admin search").
 pub async fn list_coupons(
     pool: &PgPool,
-    user: Uuid,
-    status: Option<CouponStatus>,
-    page: PageRequest,
+    q: CouponQuery,
     now: DateTime<Utc>,
 ) -> DomainResult<Page<Coupon>> {
+    let f = Filter::default()
+        .id("user_id", q.user_id)
+        .id("policy_id", q.policy_id);
     // EXPIRED is derived: an AVAILABLE coupon past its expiry.
-    let filter = match status {
-        None => "TRUE",
-        Some(CouponStatus::Available) => "status = 'AVAILABLE' AND expires_at > $2",
-        Some(CouponStatus::Used) => "status = 'USED'",
-        Some(CouponStatus::Expired) => "status = 'AVAILABLE' AND expires_at <= $2",
-        Some(CouponStatus::Reserved) => "status = 'RESERVED'",
+    let f = match q.status {
+        None => f,
+        Some(CouponStatus::Available) => f
+            .status(CouponStatus::Available.as_str())
+            .bind("expires_at > $", Arg::Time(now)),
+        Some(CouponStatus::Expired) => f
+            .status(CouponStatus::Available.as_str())
+            .bind("expires_at <= $", Arg::Time(now)),
+        Some(s @ (CouponStatus::Used | CouponStatus::Reserved)) => f.status(s.as_str()),
     };
-    let from =
-        format!("FROM coupons WHERE user_id = $1 AND ($2::timestamptz IS NOT NULL) AND {filter}");
+    let from = f.from("coupons");
     let l = Listing {
         columns: COUPON_COLUMNS,
         from: &from,
-        order_by: "issued_at DESC, id",
+        order_by: "id DESC",
     };
-    let args = [Arg::Id(user), Arg::Time(now)];
-    page_of(pool, l, &args, page, |r: CouponRow| r.into_domain(now)).await
+    page_of(pool, l, f.args(), q.page, |r: CouponRow| r.into_domain(now)).await
 }
 
 /// The seed of the per-order advisory lock keys. Any fixed value works; it

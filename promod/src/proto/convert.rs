@@ -202,7 +202,7 @@ mirror!(CouponReserve => coupon::ReserveCouponRequest {
     id as coupon_id, order_id, order_amount, hold_seconds, ..
 });
 
-mirror!(CouponQuery => coupon::ListCouponsRequest { status, user_id, page, .. });
+mirror!(CouponQuery => coupon::ListCouponsRequest { user_id, policy_id, status, page, .. });
 
 mirror!(Coupon => coupon::Coupon {
     id, code, policy_id, user_id, status, order_id, discount_amount, used_at, expires_at,
@@ -288,7 +288,7 @@ mirror!(NewSale => timesale::CreateSaleRequest {
 
 mirror!(SaleQuery => timesale::ListSalesRequest { status, page, .. });
 
-mirror!(OrderQuery => timesale::ListOrdersRequest { user_id, page, .. });
+mirror!(OrderQuery => timesale::ListOrdersRequest { user_id, time_sale_id, status, page, .. });
 
 mirror!(Order => timesale::Order {
     id, time_sale_id, user_id, quantity, unit_price, total_price, status, created_at,
@@ -642,6 +642,39 @@ mod tests {
         };
         let msg = timesale::UpdateSaleRequest::from(patch.clone());
         assert_eq!(SalePatch::try_from(&msg), Ok(patch));
+    }
+
+    /// An admin's search crosses the wire with every filter absent or set:
+    /// an absent user stays "every user", not some empty id.
+    #[test]
+    fn searches_survive_the_wire_with_and_without_filters() {
+        let page = PageRequest { page: 3, size: 7 };
+        for some in [false, true] {
+            let id = some.then(Uuid::new_v4);
+            round_trip::<_, coupon::ListCouponsRequest>(CouponQuery {
+                user_id: id,
+                policy_id: some.then(Uuid::new_v4),
+                status: some.then_some(CouponStatus::Expired),
+                page,
+            });
+            round_trip::<_, timesale::ListOrdersRequest>(OrderQuery {
+                user_id: id,
+                time_sale_id: some.then(Uuid::new_v4),
+                status: some.then_some(OrderStatus::Pending),
+                page,
+            });
+        }
+        let mut msg = coupon::ListCouponsRequest::from(CouponQuery {
+            user_id: None,
+            policy_id: None,
+            status: None,
+            page,
+        });
+        msg.policy_id = Some("nope".into());
+        match CouponQuery::try_from(msg) {
+            Err(DomainError::Validation { field, .. }) => assert_eq!(field, "policy_id"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use promo_domain::page::PageRequest;
 use promo_domain::timesale::{
-    parse_status_filter, NewOrder, NewProduct, NewSale, Order, OrderQuery, Product, Sale,
-    SalePatch, SaleQuery, SaleStatus,
+    parse_status_filter, NewOrder, NewProduct, NewSale, Order, OrderQuery, OrderStatus, Product,
+    Sale, SalePatch, SaleQuery, SaleStatus,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -191,7 +191,12 @@ impl From<Order> for OrderView {
 pub struct OrderListQuery {
     pub page: Option<i64>,
     pub size: Option<i64>,
-    /// Admins only.
+    /// PENDING, CONFIRMED, CANCELLED or EXPIRED
+    pub status: Option<String>,
+    /// Only this sale's orders.
+    pub time_sale_id: Option<Uuid>,
+    /// Admins: this user's orders; without it, every user's. Others may
+    /// name only themselves and always get their own.
     pub user_id: Option<Uuid>,
 }
 
@@ -320,18 +325,22 @@ pub async fn create_order(
     Ok((StatusCode::CREATED, Json(o.into())))
 }
 
+/// A page of orders, newest first: the caller's own, or for an admin any
+/// user's (`user_id`) or every user's (without it), filtered by sale and status.
 #[utoipa::path(get, path = "/api/v1/orders", tag = "time sales", params(OrderListQuery),
-    responses((status = 200, body = PageView<OrderView>)), security(("bearer" = [])))]
+    responses((status = 200, body = PageView<OrderView>), (status = 400, body = ErrorBody),
+        (status = 403, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list_orders(
     State(api): State<Api>,
     Auth(p): Auth,
     Query(q): Query<OrderListQuery>,
 ) -> Result<Json<PageView<OrderView>>, ApiError> {
-    let page = PageRequest::parse(q.page, q.size)?;
-    let user = p.acting_for(q.user_id)?;
     let q = OrderQuery {
-        user_id: user,
-        page,
+        user_id: q.user_id,
+        time_sale_id: q.time_sale_id,
+        status: q.status.as_deref().map(OrderStatus::parse).transpose()?,
+        page: PageRequest::parse(q.page, q.size)?,
     };
     let res = api.list_orders(&read_ctx(p), q).await?;
     Ok(Json(PageView::from_page(res, OrderView::from)))

@@ -363,8 +363,11 @@ impl TimesaleApi for TimesaleService {
     }
 
     async fn list_orders(&self, ctx: &Ctx, q: OrderQuery) -> DomainResult<Page<Order>> {
-        let user_id = ctx.principal.acting_for(Some(q.user_id))?;
-        store::list_orders(&self.pool, user_id, q.page).await
+        let q = OrderQuery {
+            user_id: ctx.principal.listing_scope(q.user_id)?,
+            ..q
+        };
+        store::list_orders(&self.pool, q).await
     }
 
     async fn cancel_order(&self, ctx: &Ctx, id: Uuid) -> DomainResult<Order> {

@@ -898,7 +898,16 @@ async fn fuzzed_list_queries_never_5xx_and_name_the_parameter() {
         "/time-sales",
         "/orders",
     ];
-    let params = ["page", "size", "status", "type", "user_id", "q"];
+    let params = [
+        "page",
+        "size",
+        "status",
+        "type",
+        "user_id",
+        "policy_id",
+        "time_sale_id",
+        "q",
+    ];
     let strategy = (
         proptest::sample::select(lists.to_vec()),
         proptest::collection::vec(
@@ -909,7 +918,16 @@ async fn fuzzed_list_queries_never_5xx_and_name_the_parameter() {
         proptest::option::weighted(0.1, Just("%zz&&=&page")),
     );
     let handle = tokio::runtime::Handle::current();
-    let allowed = ["page", "size", "status", "type", "user_id", "query"];
+    let allowed = [
+        "page",
+        "size",
+        "status",
+        "type",
+        "user_id",
+        "policy_id",
+        "time_sale_id",
+        "query",
+    ];
     let result = tokio::task::block_in_place(|| {
         runner(cases(16))
             .run(&strategy, |(path, pairs, as_admin, junk)| {

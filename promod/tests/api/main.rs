@@ -1,6 +1,7 @@
 //! Integration tests against real PostgreSQL and Redis (and etcd for the
 //! split-process tests). One binary; modules only.
 
+mod admin_search;
 mod auth;
 mod authz;
 mod coupon;

@@ -272,11 +272,14 @@ async fn sql_injection_is_refused_or_stored_as_text() {
         for (path, param) in [
             ("/coupons", "status"),
             ("/coupons", "user_id"),
+            ("/coupons", "policy_id"),
             ("/points/history", "type"),
             ("/points/history", "user_id"),
             ("/points/balance", "user_id"),
             ("/time-sales", "status"),
             ("/orders", "user_id"),
+            ("/orders", "time_sale_id"),
+            ("/orders", "status"),
             ("/coupon-policies", "page"),
             ("/products", "size"),
         ] {

@@ -1,0 +1,17 @@
+-- no-transaction
+-- Admin search (API.md, "Audit log and admin search"): GET /coupons lists
+-- every user's coupons newest first, filtered by any of user, policy and
+-- status. Newest first is `id DESC`: a coupon's id is a UUIDv7 made when its
+-- request was admitted, so the primary key is already that order and the
+-- unfiltered list walks it. A user's and a policy's coupons get an index in
+-- that order (this file and 2006); a status is a filter on the walk. Fewer
+-- indexes on purpose: each one is written by every issue, the hot path, and
+-- one per filter combination cost 22 % of the insert rate
+-- (perf/results/2026-12-07-admin-search.md).
+-- CONCURRENTLY keeps issues and uses going while an existing table is
+-- indexed; it needs no transaction and one statement per file (see
+-- common/1002). No IF NOT EXISTS: a build that failed half way leaves an
+-- invalid index that it would accept.
+--
+-- One user's coupons, newest first; replaces coupons_user (2007).
+CREATE INDEX CONCURRENTLY coupons_user_newest ON coupons (user_id, id DESC);

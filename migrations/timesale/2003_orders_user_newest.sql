@@ -1,0 +1,16 @@
+-- no-transaction
+-- Admin search (API.md, "Audit log and admin search"): GET /orders lists
+-- every user's orders newest first, filtered by any of user, sale and
+-- status. Newest first is `id DESC`: an order's id is a UUIDv7 made when its
+-- request was admitted, so the primary key is already that order and the
+-- unfiltered list walks it. A user's and a sale's orders get an index in
+-- that order (this file and 2004); a status is a filter on the walk. Fewer
+-- indexes on purpose: each one is written by every order, the hot path
+-- (perf/results/2026-12-07-admin-search.md).
+-- CONCURRENTLY keeps orders coming while an existing table is indexed; it
+-- needs no transaction and one statement per file (see common/1002). No IF
+-- NOT EXISTS: a build that failed half way leaves an invalid index that it
+-- would accept.
+--
+-- One user's orders, newest first; replaces time_sale_orders_user (2005).
+CREATE INDEX CONCURRENTLY time_sale_orders_user_newest ON time_sale_orders (user_id, id DESC);
