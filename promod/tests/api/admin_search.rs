@@ -5,8 +5,7 @@
 //! the gateway calling the service roles over gRPC; a shorter one with each
 //! role in a process of its own, found through etcd.
 
-use super::helpers::{free_port, id, openapi_paths, spawn_all_roles_with, TestApp};
-use promod::config::Config;
+use super::helpers::{free_port, id, openapi_paths, over_grpc, spawn_all_roles_with, TestApp};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,17 +21,6 @@ async fn app(grpc: bool) -> TestApp {
         }
     })
     .await
-}
-
-fn over_grpc(c: &mut Config) {
-    let (coupon, point, timesale) = (free_port(), free_port(), free_port());
-    c.in_process = false;
-    c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
-    c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
-    c.timesale.service.grpc_addr = ([127, 0, 0, 1], timesale).into();
-    c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
-    c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
-    c.gateway.timesale_grpc = format!("http://127.0.0.1:{timesale}");
 }
 
 /// A 200 page's items; panics with the body otherwise.

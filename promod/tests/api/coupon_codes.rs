@@ -345,17 +345,7 @@ async fn failed_redemptions_are_limited_even_without_rate_limits() {
 /// the export as a server stream, redemption and its refusals cross the wire.
 #[tokio::test]
 async fn codes_work_over_grpc() {
-    let (coupon, point) = (super::helpers::free_port(), super::helpers::free_port());
-    let app = Arc::new(
-        spawn_app_with(|c| {
-            c.in_process = false;
-            c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
-            c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
-            c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
-            c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
-        })
-        .await,
-    );
+    let app = Arc::new(spawn_app_with(super::helpers::over_grpc).await);
     // Enough codes for several chunks of the stream.
     let (p, codes) = batch(&app, 20_000, 10_000).await;
     assert_eq!(codes.len(), 10_000);

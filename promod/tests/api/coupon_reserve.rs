@@ -3,7 +3,7 @@
 //! reservation resolved exactly once. Real PostgreSQL and Redis; the clock is
 //! the app's, stepped past deadlines.
 
-use super::helpers::{concurrently, free_port, id, openapi_paths, spawn_app_with, TestApp};
+use super::helpers::{concurrently, id, openapi_paths, spawn_app_with, TestApp};
 use promo_domain::clock::{Clock, SharedClock};
 use promo_store::stock::MemoryStock;
 use promod::coupon::CouponService;
@@ -484,14 +484,9 @@ async fn refused_reservations_change_nothing() {
 /// and the refusals cross the wire unchanged.
 #[tokio::test]
 async fn reservations_work_over_grpc() {
-    let (coupon, point) = (free_port(), free_port());
     let app = spawn_app_with(|c| {
-        c.in_process = false;
+        super::helpers::over_grpc(c);
         c.holds.sweep_every_ms = 3_600_000;
-        c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
-        c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
-        c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
-        c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
     })
     .await;
     let (token, id) = issued(&app).await;

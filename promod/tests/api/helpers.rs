@@ -48,6 +48,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Every role reached over gRPC on spare ports, not in process.
+pub fn over_grpc(c: &mut Config) {
+    let (coupon, point, timesale) = (free_port(), free_port(), free_port());
+    c.in_process = false;
+    c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
+    c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
+    c.timesale.service.grpc_addr = ([127, 0, 0, 1], timesale).into();
+    c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
+    c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
+    c.gateway.timesale_grpc = format!("http://127.0.0.1:{timesale}");
+}
+
 pub fn test_config() -> Config {
     let mut c = Config {
         jwt_secret: SecretString::from(SECRET.to_owned()),
