@@ -52,19 +52,19 @@ impl<'a> From<&'a String> for Target<'a> {
 }
 
 pub async fn connect<'a>(target: impl Into<Target<'a>>) -> anyhow::Result<Redis> {
-    connect_waiting(target, Duration::from_millis(1000)).await
+    let target = target.into();
+    connect_client(target.client()?, target.url, Duration::from_millis(1000)).await
 }
 
-/// [`connect`] for a batch tool (`promoctl check`): a reply may take up to
-/// `response` (reading the per-user hash of a sale with a million buyers takes
-/// longer than a request may wait).
-pub async fn connect_waiting<'a>(
-    target: impl Into<Target<'a>>,
+/// [`connect`] with a client already made (from [`Target::client`]), for a
+/// batch tool (`promoctl check`) whose replies may take up to `response`
+/// (reading the per-user hash of a sale with a million buyers takes longer
+/// than a request may wait). `url` only names Redis in errors.
+pub async fn connect_client(
+    client: redis::Client,
+    url: &str,
     response: Duration,
 ) -> anyhow::Result<Redis> {
-    let target = target.into();
-    let url = target.url;
-    let client = target.client()?;
     let cfg = ConnectionManagerConfig::new()
         .set_connection_timeout(Duration::from_millis(1000))
         .set_response_timeout(response)

@@ -98,6 +98,7 @@ mod tests {
             .err()
             .expect("a missing ca fails");
         assert!(err.to_string().contains("ssl.ca.location"), "{err}");
+        let _ = std::fs::remove_file(&ca);
     }
 
     #[test]

@@ -364,15 +364,14 @@ pub async fn connect_pg(url: &str) -> CtlResult<PgPool> {
 }
 
 pub async fn connect_redis(url: &str, ca_file: Option<&Path>) -> CtlResult<Redis> {
-    let target = promo_store::cache::Target::new(url, ca_file);
     // A malformed url or unreadable ca file is the caller's mistake, not a
     // dead server.
-    target
+    let client = promo_store::cache::Target::new(url, ca_file)
         .client()
         .map_err(|e| CtlError::usage(format!("{e:#}")))?;
     // A whole counter set is read at once; on a big sale that is slower than
     // any request may wait, but nothing here is on a request's path.
-    promo_store::cache::connect_waiting(target, std::time::Duration::from_secs(30))
+    promo_store::cache::connect_client(client, url, std::time::Duration::from_secs(30))
         .await
         .map_err(|e| CtlError::unreachable(format!("redis at {url}"), e))
 }

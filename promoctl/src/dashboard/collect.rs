@@ -8,6 +8,7 @@ use super::state::{
     BreakerState, GatewayView, Health, OutboxView, PointsView, Role, RoleView, RouteView, Snapshot,
     Stock, StockKind,
 };
+use promo_store::cache::Target;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -65,8 +66,8 @@ impl Collector {
                 .iter()
                 .map(|(role, url)| probe(&self.http, *role, url.clone())),
         );
-        let redis = self.sources.redis.clone();
-        let redis = redis.map(|url| (url, self.sources.redis_ca_file.clone()));
+        let redis = self.sources.redis.as_deref();
+        let redis = redis.map(|url| Target::new(url, self.sources.redis_ca_file.as_deref()));
         let etcd_url = self.sources.etcd.clone();
         let prefix = self.sources.etcd_prefix.clone();
         let (probes, stock, etcd) = tokio::join!(
@@ -416,14 +417,14 @@ fn outbox_view(views: &[&View]) -> OutboxView {
 
 async fn stocks(
     conn: &mut Option<redis::aio::MultiplexedConnection>,
-    target: Option<(String, Option<std::path::PathBuf>)>,
+    target: Option<Target<'_>>,
 ) -> anyhow::Result<Option<Vec<Stock>>> {
-    let Some((url, ca)) = target else {
+    let Some(target) = target else {
         return Ok(None);
     };
     let res = tokio::time::timeout(STORE_TIMEOUT, async {
         if conn.is_none() {
-            let client = promo_store::cache::Target::new(&url, ca.as_deref()).client()?;
+            let client = target.client()?;
             *conn = Some(client.get_multiplexed_async_connection().await?);
         }
         let c = conn.as_mut().expect("connected above");
