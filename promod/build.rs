@@ -2,6 +2,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure().compile_protos(
         &[
             "../proto/common.proto",
+            "../proto/audit.proto",
             "../proto/coupon.proto",
             "../proto/point.proto",
             "../proto/timesale.proto",

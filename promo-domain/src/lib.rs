@@ -6,6 +6,7 @@
 //! ports declared here, so the in-memory and the real implementations must prove
 //! the same guarantees.
 
+pub mod audit;
 pub mod clock;
 pub mod code;
 pub mod coupon;

@@ -16,6 +16,7 @@
 //! Not here: business rules (`promo-domain`), services, HTTP and gRPC
 //! (`promod`), the CLI (`promoctl`).
 
+pub mod audit;
 pub mod auth;
 pub mod cache;
 pub mod counters;

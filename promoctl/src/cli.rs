@@ -200,6 +200,17 @@ Examples:
   promoctl order list --user USER_ID                   # admin: one user's"
     )]
     Order(OrderCmd),
+    /// The audit log of admin writes, across every role (admin)
+    #[command(
+        subcommand,
+        after_help = "\
+Examples:
+  promoctl audit list
+  promoctl audit list --action coupon_policy.updated --since -24h
+  promoctl audit list --target POLICY_ID -o json     # a policy's history, before and after
+  promoctl audit list --actor ADMIN_ID --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z"
+    )]
+    Audit(AuditCmd),
     /// Verify the invariants in PostgreSQL and Redis
     Check(crate::check::CheckArgs),
     /// Watch events
@@ -501,6 +512,30 @@ pub enum CouponCmd {
         /// Admin: only this user's coupons (without it, every user's)
         #[arg(long)]
         user: Option<Uuid>,
+        #[command(flatten)]
+        page: PageArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// A page of audit entries, newest first
+    List {
+        /// Only what this admin did
+        #[arg(long)]
+        actor: Option<Uuid>,
+        /// Only this action, e.g. coupon_policy.updated or point.earned
+        #[arg(long)]
+        action: Option<String>,
+        /// Only changes of this thing (a policy, product, sale or user id)
+        #[arg(long)]
+        target: Option<String>,
+        /// At or after: RFC 3339, or relative like -24h
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        since: Option<DateTime<Utc>>,
+        /// Before: RFC 3339, or relative like -1h
+        #[arg(long, value_parser = parse_time, allow_hyphen_values = true)]
+        until: Option<DateTime<Utc>>,
         #[command(flatten)]
         page: PageArgs,
     },

@@ -1693,3 +1693,57 @@ async fn point_draws_sum_to_each_debit() {
     let after = point::check(&pool, &mut r).await.unwrap();
     assert_names(&after, point::DRAWS, &u, "not its user's");
 }
+
+/// An audit entry of `action` naming `target`, as promod writes it.
+async fn audited(pool: &PgPool, action: &str, target: Uuid, after: serde_json::Value) {
+    let entry = promo_domain::audit::AuditEntry {
+        id: Uuid::now_v7(),
+        at: chrono::Utc::now(),
+        actor_id: Some(Uuid::new_v4()),
+        action: action.into(),
+        target_type: "coupon_policy".into(),
+        target_id: target.to_string(),
+        request_id: None,
+        before: None,
+        after: Some(after),
+    };
+    let mut db = pool.acquire().await.unwrap();
+    promo_store::audit::insert(&mut db, &[entry]).await.unwrap();
+}
+
+#[tokio::test]
+async fn coupon_admin_writes_must_have_their_audit_entries() {
+    use promo_domain::audit::action;
+    let pool = fresh(Schema::Coupon).await;
+    let plain = insert_policy(&pool, "GENERATED", None, 0).await;
+    let batch = insert_policy(&pool, "BATCH", None, 3).await;
+    for p in [plain, batch] {
+        audited(&pool, action::POLICY_CREATED, p, serde_json::json!({})).await;
+    }
+    for n in [1, 2] {
+        let after = serde_json::json!({"generated": n});
+        audited(&pool, action::CODES_GENERATED, batch, after).await;
+    }
+    assert_clean(&check::audit::coupon(&pool).await.unwrap());
+
+    // A policy with no entry, an entry with no policy, codes not audited.
+    let silent = insert_policy(&pool, "GENERATED", None, 0).await;
+    let ghost = Uuid::new_v4();
+    audited(&pool, action::POLICY_CREATED, ghost, serde_json::json!({})).await;
+    exec(
+        &pool,
+        &format!("UPDATE coupon_policies SET codes_generated = 4 WHERE id = '{batch}'"),
+    )
+    .await;
+    let results = check::audit::coupon(&pool).await.unwrap();
+    let policies = "coupon.audit_policies";
+    assert_names(&results, policies, &silent.to_string(), "0 audit entries");
+    assert_names(&results, policies, &ghost.to_string(), "no such row");
+    assert_eq!(find(&results, policies).violations, 2);
+    assert_names(
+        &results,
+        "coupon.audit_codes",
+        &batch.to_string(),
+        "4 codes, 3 audited",
+    );
+}

@@ -168,7 +168,8 @@ impl Drop for Ctl<'_> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_then_manage_policies_and_coupons() {
-    let app = spawn_promod().await;
+    // Every role: `audit list` reads every role's log.
+    let app = spawn_promod_with("gateway,coupon,point,timesale").await;
     let ctl = Ctl::new(&app.base);
     logs_in(&ctl).await;
     let policy = manages_a_policy(&ctl).await;
@@ -361,7 +362,8 @@ async fn creates_users_and_admins(ctl: &Ctl<'_>, app: &App, policy: &str) {
         &["--admin", "--database-url", &app.gateway_db],
     ]
     .concat();
-    assert_eq!(ctl.json(&admin).await["role"], "admin");
+    let promoted = ctl.json(&admin).await;
+    assert_eq!(promoted["role"], "admin");
     let boss = Ctl::new(ctl.base);
     let login = [
         "login",
@@ -373,6 +375,46 @@ async fn creates_users_and_admins(ctl: &Ctl<'_>, app: &App, policy: &str) {
     boss.table(&login).await;
     let update = ["policy", "update", policy, "--total-quantity", "3"];
     assert_eq!(boss.json(&update).await["total_quantity"], 3);
+    audits_the_admins(&boss, policy, promoted["id"].as_str().unwrap()).await;
+}
+
+/// `audit list` shows who did what: the promotion by promoctl (no actor),
+/// then the boss's update of the policy with its before and after.
+async fn audits_the_admins(boss: &Ctl<'_>, policy: &str, boss_id: &str) {
+    let roles = boss
+        .json(&["audit", "list", "--action", "user.role_changed"])
+        .await;
+    let items = roles["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the bootstrap admin and the boss: {roles}");
+    assert_eq!(items[0]["actor_id"], Value::Null);
+    assert_eq!(items[0]["before"]["role"], "user");
+    let history = boss
+        .json(&["audit", "list", "--target", policy, "--since", "-1h"])
+        .await;
+    let actions: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["coupon_policy.updated", "coupon_policy.created"]);
+    let update = &history["items"][0];
+    assert_eq!(update["actor_id"], boss_id);
+    assert_eq!(
+        (
+            update["before"]["total_quantity"].as_i64(),
+            update["after"]["total_quantity"].as_i64()
+        ),
+        (Some(2), Some(3))
+    );
+    let table = boss.table(&["audit", "list", "--target", policy]).await;
+    let header = table.lines().next().unwrap_or_default();
+    assert!(
+        header.starts_with("at ") && header.contains("action"),
+        "{table}"
+    );
+    boss.fails(&["audit", "list", "--since", "yesterday"], 2, "")
+        .await;
 }
 
 /// `policy create` with a code mode, then a BATCH policy's codes generated

@@ -53,7 +53,9 @@ pub async fn connect(
 }
 
 pub async fn migrate(pool: &PgPool, schema: Schema) -> anyhow::Result<()> {
-    // Two migrators share one history table; each ignores the other's versions.
+    // The migrators share one history table; each ignores the others'
+    // versions. Shared tables come first, so a role's own migrations may
+    // read or fill them (the audit log's backfills).
     let mut own = match schema {
         Schema::Gateway => sqlx::migrate!("../migrations/gateway"),
         Schema::Coupon => sqlx::migrate!("../migrations/coupon"),
@@ -69,16 +71,23 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("common migrations of {schema:?} failed").to_lowercase())?;
     }
+    let mut audit = sqlx::migrate!("../migrations/audit");
+    audit.set_ignore_missing(true);
+    audit
+        .run(pool)
+        .await
+        .with_context(|| format!("audit migrations of {schema:?} failed").to_lowercase())?;
     own.run(pool)
         .await
         .with_context(|| format!("migrations of {schema:?} failed").to_lowercase())
 }
 
 /// A value a listing's filter binds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Arg {
     Id(Uuid),
     Time(DateTime<Utc>),
+    Text(String),
 }
 
 /// What a paged listing reads: `SELECT {columns} {from} ORDER BY {order_by}`,
@@ -150,9 +159,10 @@ fn bind<'q, O>(
     args: &[Arg],
 ) -> QueryAs<'q, Postgres, O, PgArguments> {
     for a in args {
-        q = match *a {
-            Arg::Id(v) => q.bind(v),
-            Arg::Time(v) => q.bind(v),
+        q = match a {
+            Arg::Id(v) => q.bind(*v),
+            Arg::Time(v) => q.bind(*v),
+            Arg::Text(v) => q.bind(v.clone()),
         };
     }
     q

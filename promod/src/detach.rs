@@ -74,15 +74,19 @@ mod tests {
     use std::time::Duration;
     use tower::{Layer, Service, ServiceExt};
 
+    /// Stacked as the gRPC server stacks them: the request id layer outside,
+    /// the detached handler inside still sees the caller's id.
     #[tokio::test]
     async fn the_work_keeps_the_request_id() {
-        let svc = DetachLayer.layer(tower::service_fn(|_: http::Request<()>| async {
+        let handler = tower::service_fn(|_: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(crate::request_id::current())
-        }));
-        let seen = crate::request_id::scope_grpc(Some("req-1".into()), async {
-            svc.oneshot(http::Request::new(())).await.unwrap()
-        })
-        .await;
+        });
+        let svc = crate::request_id::GrpcLayer.layer(DetachLayer.layer(handler));
+        let req = http::Request::builder()
+            .header("x-request-id", "req-1")
+            .body(())
+            .unwrap();
+        let seen = svc.oneshot(req).await.unwrap();
         assert_eq!(seen.as_deref(), Some("req-1"));
     }
 

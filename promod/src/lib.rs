@@ -4,6 +4,7 @@
 //! rebuilds, token keys, topics) lives in `promo-store`, so the CLI does not
 //! link this crate.
 
+pub mod audit;
 pub mod batcher;
 pub mod client_addr;
 pub mod code_guard;

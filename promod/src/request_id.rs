@@ -53,17 +53,6 @@ pub async fn layer(req: Request, next: Next) -> Response {
     resp
 }
 
-/// gRPC side: the id from metadata, or a fresh one, around the handler.
-pub async fn scope_grpc<F: std::future::Future>(id: Option<String>, f: F) -> F::Output {
-    let id = id
-        .filter(|v| accept(v))
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let span = tracing::info_span!("grpc", request_id = %id);
-    REQUEST_ID
-        .scope(id, tracing::Instrument::instrument(f, span))
-        .await
-}
-
 /// Tower layer for the gRPC server: scopes each call with its request id.
 #[derive(Clone, Copy, Default)]
 pub struct GrpcLayer;
@@ -102,7 +91,15 @@ where
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let fut = self.0.call(req);
-        Box::pin(scope_grpc(id, fut))
+        let id = id
+            .filter(|v| accept(v))
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let span = tracing::info_span!("grpc", request_id = %id);
+        // The inner `call` runs in the scope too, not only its future: the
+        // detach layer below spawns the handler there, carrying what it
+        // finds in scope (an id and span set only around the future would
+        // be gone from the handler, its logs and its audit entries).
+        let fut = REQUEST_ID.sync_scope(id.clone(), || span.in_scope(|| self.0.call(req)));
+        Box::pin(REQUEST_ID.scope(id, tracing::Instrument::instrument(fut, span)))
     }
 }

@@ -1,6 +1,7 @@
 //! Starts the enabled roles and runs them until the shutdown token fires, then
 //! drains: listeners stop accepting, in-flight requests finish, relays flush.
 
+use crate::audit::{AuditApi, AuditLog};
 use crate::client_addr;
 use crate::code_guard::CodeGuard;
 use crate::config::{Config, GatewayConfig, ServiceConfig};
@@ -366,6 +367,8 @@ impl Shared {
         grpc: Routes,
     ) -> anyhow::Result<()> {
         let grpc_addr = ports.grpc.local_addr()?;
+        let log = Arc::new(AuditLog::new(ports.pool.clone()));
+        let grpc = grpc.add_service(crate::audit::grpc::server(log));
         let rest = rest.layer(axum::Extension(self.code_guard()?));
         let router = Router::new()
             .merge(rest.layer(from_fn_with_state(self.keys.clone(), h::require_auth)))
@@ -402,12 +405,15 @@ impl Shared {
         Ok(())
     }
 
-    /// The API a gateway routes to for role `R`: the one in this process when
-    /// calls stay in process, else a gRPC client whose channel is watched in
-    /// etcd, or the static address from config.
-    async fn api<R: ServiceRole>(&self, local: Option<Arc<R::Api>>) -> anyhow::Result<Arc<R::Api>> {
-        if let Some(api) = local.filter(|_| self.cfg.in_process) {
-            return Ok(api);
+    /// The API and audit log a gateway routes to for role `R`: the ones in
+    /// this process when calls stay in process, else gRPC clients whose
+    /// channel is watched in etcd, or the static address from config.
+    async fn api<R: ServiceRole>(
+        &self,
+        local: Option<Reached<R::Api>>,
+    ) -> anyhow::Result<Reached<R::Api>> {
+        if let Some(reached) = local.filter(|_| self.cfg.in_process) {
+            return Ok(reached);
         }
         let name = R::ROLE.as_str();
         let timeout = Duration::from_millis(self.cfg.gateway.call_timeout_ms);
@@ -425,16 +431,26 @@ impl Shared {
             None => discovery::static_channel(R::static_url(&self.cfg.gateway), timeout)?,
         };
         let breaker = Arc::new(Breaker::new(name, self.cfg.gateway.breaker.clone()));
-        Ok(R::client(channel, timeout, breaker))
+        let audit = crate::audit::grpc::Client::new(channel.clone(), timeout, breaker.clone());
+        Ok(Reached {
+            api: R::client(channel, timeout, breaker),
+            audit: Arc::new(audit),
+        })
     }
 }
 
-/// The APIs the gateway routes to: in process, or gRPC clients.
+/// A service role as the gateway reaches it: its API and its audit log.
+struct Reached<A: ?Sized> {
+    api: Arc<A>,
+    audit: Arc<dyn AuditApi>,
+}
+
+/// The roles this process runs, for a gateway that calls them in process.
 #[derive(Default)]
 struct Local {
-    coupon: Option<Arc<dyn CouponApi>>,
-    point: Option<Arc<dyn PointApi>>,
-    timesale: Option<Arc<dyn TimesaleApi>>,
+    coupon: Option<Reached<dyn CouponApi>>,
+    point: Option<Reached<dyn PointApi>>,
+    timesale: Option<Reached<dyn TimesaleApi>>,
 }
 
 /// What differs between the service roles while starting; the rest is
@@ -591,9 +607,10 @@ async fn start_service<R: ServiceRole>(
     sh: &Shared,
     tasks: &mut Tasks,
     bound: &mut Bound,
-) -> anyhow::Result<Arc<R::Api>> {
+) -> anyhow::Result<Reached<R::Api>> {
     let (name, cfg) = (R::ROLE.as_str(), R::config(&sh.cfg));
     let ports = sh.prepare(cfg, R::SCHEMA, name).await?;
+    let audit = Arc::new(AuditLog::new(ports.pool.clone()));
     bound.set(
         R::ROLE,
         ports.http.local_addr().ok(),
@@ -609,14 +626,16 @@ async fn start_service<R: ServiceRole>(
     )
     .await?;
     tracing::info!(http = %cfg.http_addr, grpc = %cfg.grpc_addr, "{name} role started");
-    Ok(api)
+    Ok(Reached { api, audit })
 }
 
-/// The APIs the gateway routes to, in process or over gRPC.
+/// The APIs the gateway routes to, in process or over gRPC, and every
+/// audit log it searches (its own first).
 struct Apis {
     coupon: Arc<dyn CouponApi>,
     point: Arc<dyn PointApi>,
     timesale: Arc<dyn TimesaleApi>,
+    audit: crate::audit::http::Logs,
 }
 
 async fn start_gateway(
@@ -639,10 +658,20 @@ async fn start_gateway(
             .await
             .map_err(|e| anyhow::anyhow!("bootstrap admin: {e}"))?;
     }
+    let coupon = sh.api::<CouponRole>(local.coupon).await?;
+    let point = sh.api::<PointRole>(local.point).await?;
+    let timesale = sh.api::<TimesaleRole>(local.timesale).await?;
+    let own: Arc<dyn AuditApi> = Arc::new(AuditLog::new(pool.clone()));
     let apis = Apis {
-        coupon: sh.api::<CouponRole>(local.coupon).await?,
-        point: sh.api::<PointRole>(local.point).await?,
-        timesale: sh.api::<TimesaleRole>(local.timesale).await?,
+        audit: Arc::new(vec![
+            (Role::Gateway.as_str(), own),
+            (Role::Coupon.as_str(), coupon.audit),
+            (Role::Point.as_str(), point.audit),
+            (Role::Timesale.as_str(), timesale.audit),
+        ]),
+        coupon: coupon.api,
+        point: point.api,
+        timesale: timesale.api,
     };
     let router = gateway_router(sh, users, pool, apis)?;
     serve_http(
@@ -671,6 +700,7 @@ fn gateway_router(sh: &Shared, users: Users, pool: PgPool, apis: Apis) -> anyhow
         .merge(coupon::http::routes(apis.coupon))
         .merge(point::http::routes(apis.point))
         .merge(timesale::http::routes(apis.timesale))
+        .merge(crate::audit::http::routes(apis.audit))
         .layer(from_fn_with_state(limiter.clone(), rate_limit::per_user))
         .layer(axum::Extension(sh.code_guard()?))
         .layer(from_fn_with_state(sh.keys.clone(), h::require_auth));

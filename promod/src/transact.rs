@@ -13,10 +13,12 @@
 //! (A closure taking the transaction would read better, but an async
 //! closure borrowing it is not provably `Send` inside `async_trait` methods.)
 
+use crate::audit;
 use crate::ctx::Ctx;
 use crate::error::from_sqlx;
 use crate::idempotency;
 use crate::outbox::{self, Event};
+use chrono::{DateTime, Utc};
 use promo_domain::DomainResult;
 use serde::{de::DeserializeOwned, Serialize};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -51,6 +53,13 @@ impl<'c> Write<'c> {
 
     pub fn tx(&mut self) -> &mut Transaction<'static, Postgres> {
         &mut self.tx
+    }
+
+    /// Records `change` as this caller's admin write, in this transaction:
+    /// it commits with the change or not at all.
+    pub async fn audit(&mut self, at: DateTime<Utc>, change: audit::Change) -> DomainResult<()> {
+        let entry = change.entry(Some(self.ctx.principal.user_id), at);
+        Ok(audit::insert(&mut self.tx, &[entry]).await?)
     }
 
     /// Records `answer` under the request's key, appends `events`, commits.

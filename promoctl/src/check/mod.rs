@@ -7,6 +7,7 @@
 //! tests call them without the CLI.
 
 pub mod acks;
+pub mod audit;
 mod counters;
 pub mod coupon;
 pub mod events;
@@ -226,7 +227,7 @@ impl Invariant {
     }
 }
 
-fn invariant_sql(with: &str, examined: &str) -> String {
+pub(crate) fn invariant_sql(with: &str, examined: &str) -> String {
     format!(
         "WITH {with}
          SELECT (SELECT count(*) FROM {examined}), (SELECT count(*) FROM v),
@@ -449,12 +450,15 @@ pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
     let mut report = Report::default();
     if let (true, Some(pool), Some(r)) = (c, &coupon_pool, redis.as_mut()) {
         report.results.extend(coupon::check(pool, r).await?);
+        report.results.extend(audit::coupon(pool).await?);
     }
     if let (true, Some(pool), Some(r)) = (p, &point_pool, redis.as_mut()) {
         report.results.extend(point::check(pool, r).await?);
+        report.results.extend(audit::point(pool).await?);
     }
     if let (true, Some(pool), Some(r)) = (t, &timesale_pool, redis.as_mut()) {
         report.results.extend(timesale::check(pool, r).await?);
+        report.results.extend(audit::timesale(pool).await?);
     }
     let (Some(cp), Some(pp), Some(tp)) = (&coupon_pool, &point_pool, &timesale_pool) else {
         return Ok(report);

@@ -87,18 +87,26 @@ pub async fn user(ctx: &Ctx, cmd: UserCmd) -> CtlResult<()> {
 }
 
 /// The API has no route to make an admin, on purpose; an operator with
-/// database access does it here.
+/// database access does it here, and the audit log records it (with no
+/// actor: the operator is not a user) in the same transaction.
 async fn promote(pool: &sqlx::PgPool, url: &str, id: uuid::Uuid) -> CtlResult<()> {
+    let what = "cannot promote the user in gateway_db";
+    let mut tx = pool.begin().await.context(what)?;
     let done = sqlx::query("UPDATE users SET role = 'admin' WHERE id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(&mut *tx)
         .await
-        .context("cannot promote the user in gateway_db")?;
+        .context(what)?;
     if done.rows_affected() != 1 {
         return Err(CtlError::Other(anyhow::anyhow!(
             "user {id} is not in the gateway_db at {}; is --database-url the gateway's?",
             promo_store::urls::redact(url)
         )));
     }
+    let entry = promo_domain::audit::role_change(id, Some("user"), chrono::Utc::now());
+    promo_store::audit::insert(&mut tx, &[entry])
+        .await
+        .context(what)?;
+    tx.commit().await.context(what)?;
     Ok(())
 }

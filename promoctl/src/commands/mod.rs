@@ -1,5 +1,6 @@
 //! Management commands: each one is a call (or two) to the gateway REST API.
 
+mod audit;
 mod auth;
 mod code;
 mod config;
@@ -131,6 +132,7 @@ pub async fn run(cli: Cli) -> CtlResult<()> {
                 Command::Policy(c) => coupon::policy(&ctx, c).await,
                 Command::Coupon(c) => coupon::coupon(&ctx, c).await,
                 Command::Code(c) => code::code(&ctx, c).await,
+                Command::Audit(c) => audit::audit(&ctx, c).await,
                 Command::Point(c) => point::point(&ctx, c).await,
                 Command::Product(c) => timesale::product(&ctx, c).await,
                 Command::Sale(c) => timesale::sale(&ctx, c).await,

@@ -14,12 +14,7 @@ pub fn redis_url() -> String {
     std::env::var("PROMO_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-#[derive(Clone, Copy)]
-pub enum Schema {
-    Coupon,
-    Point,
-    Timesale,
-}
+pub use promod::db::Schema;
 
 /// An empty fresh database (promod migrates it itself); returns its url.
 pub async fn fresh_db(tag: &str) -> String {
@@ -35,8 +30,7 @@ pub async fn fresh_db(tag: &str) -> String {
     format!("{}/{name}", pg_base())
 }
 
-/// A fresh database with the common and the service migrations, as promod
-/// runs them (two migrators sharing one history table).
+/// A fresh database migrated by promod's own migrations.
 pub async fn fresh(schema: Schema) -> PgPool {
     fresh_with_url(schema).await.0
 }
@@ -45,15 +39,8 @@ pub async fn fresh(schema: Schema) -> PgPool {
 pub async fn fresh_with_url(schema: Schema) -> (PgPool, String) {
     let url = fresh_db("m").await;
     let pool = PgPool::connect(&url).await.expect("connect test database");
-    let mut common = sqlx::migrate!("../migrations/common");
-    common.set_ignore_missing(true);
-    common.run(&pool).await.expect("common migrations");
-    let mut own = match schema {
-        Schema::Coupon => sqlx::migrate!("../migrations/coupon"),
-        Schema::Point => sqlx::migrate!("../migrations/point"),
-        Schema::Timesale => sqlx::migrate!("../migrations/timesale"),
-    };
-    own.set_ignore_missing(true);
-    own.run(&pool).await.expect("service migrations");
+    promod::db::migrate(&pool, schema)
+        .await
+        .expect("migrations");
     (pool, url)
 }

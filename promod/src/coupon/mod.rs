@@ -17,12 +17,14 @@ pub mod grpc;
 pub mod http;
 pub mod store;
 
+use crate::audit::Change;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::Engine;
 use crate::transact::begin;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use promo_domain::audit::{action, target};
 use promo_domain::clock::SharedClock;
 use promo_domain::code::{self, Code, CodeBatch, CodeMode, CodeQuery, NewCodes, Redeem, Typed};
 use promo_domain::coupon::{
@@ -235,6 +237,8 @@ impl CouponService {
         let data = serde_json::json!({"policy_id": n.policy_id, "count": generated,
             "prefix": prefix, "total_codes": total_codes});
         let ev = Event::new(topics::COUPON_CODES_GENERATED, n.policy_id, None, now, data);
+        let change = Change::new(action::CODES_GENERATED, target::POLICY, n.policy_id);
+        w.audit(now, change.after(&batch)?).await?;
         w.commit(&batch, &[ev]).await?;
         self.policies.invalidate(&n.policy_id).await;
         Ok(batch)
@@ -258,6 +262,8 @@ impl CouponService {
         let mut w = begin!(&self.pool, ctx);
         let (before, after) = store::update_policy(w.tx(), id, &patch, now).await?;
         let ev = Event::of(topics::COUPON_POLICY_UPDATED, id, None, now, &after)?;
+        let change = Change::new(action::POLICY_UPDATED, target::POLICY, id);
+        w.audit(now, change.before(&before)?.after(&after)?).await?;
         w.commit(&after, &[ev]).await?;
         self.policies.invalidate(&id).await;
         let delta = after.total_quantity - before.total_quantity;
@@ -425,6 +431,8 @@ impl CouponApi for CouponService {
         let mut w = begin!(&self.pool, ctx);
         let policy = store::insert_policy(w.tx(), Uuid::now_v7(), &p, now).await?;
         let ev = Event::of(topics::COUPON_POLICY_CREATED, policy.id, None, now, &policy)?;
+        let change = Change::new(action::POLICY_CREATED, target::POLICY, policy.id);
+        w.audit(now, change.after(&policy)?).await?;
         w.commit(&policy, &[ev]).await?;
         self.engine.seed_new(policy.id, policy.total_quantity).await;
         if policy.code_mode == CodeMode::Shared {

@@ -45,6 +45,7 @@ impl Modify for Bearer {
         crate::timesale::http::list_orders, crate::timesale::http::get_order,
         crate::timesale::http::cancel_order,
         crate::timesale::http::confirm_order,
+        crate::audit::http::list,
     ),
     components(schemas(crate::error::ErrorBody, crate::error::ErrorDetail))
 )]

@@ -125,6 +125,7 @@ impl Users {
                 .map_err(|e| DomainError::Internal(e.to_string()))??
         };
         let id = Uuid::now_v7();
+        let mut tx = self.pool.begin().await.map_err(from_sqlx)?;
         let res = sqlx::query(
             "INSERT INTO users (id, email, password_hash, name, role) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT DO NOTHING",
@@ -134,12 +135,17 @@ impl Users {
         .bind(&hash)
         .bind(name)
         .bind(role.as_str())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(from_sqlx)?;
         if res.rows_affected() == 0 {
             return Err(DomainError::Conflict("email is already registered".into()));
         }
+        if role == Role::Admin {
+            let entry = promo_domain::audit::role_change(id, None, chrono::Utc::now());
+            promo_store::audit::insert(&mut tx, &[entry]).await?;
+        }
+        tx.commit().await.map_err(from_sqlx)?;
         Ok(UserView {
             id,
             email,

@@ -13,11 +13,13 @@ pub mod http;
 pub mod lot_store;
 pub mod store;
 
+use crate::audit::Change;
 use crate::batcher::{Batcher, InsertOutcome};
 use crate::ctx::Ctx;
 use async_trait::async_trait;
 use balance_cache::BalanceCache;
 use chrono::{DateTime, Utc};
+use promo_domain::audit::{action, target};
 use promo_domain::clock::SharedClock;
 use promo_domain::page::Page;
 use promo_domain::point::hold::{NewHold, PointHold};
@@ -107,9 +109,17 @@ impl PointService {
     /// Queues one ledger row for the group commit, which writes it with its
     /// balance change, event and idempotency record; answers after the commit
     /// and refreshes the cache.
-    async fn write(&self, ctx: &Ctx, mut tx: Transaction, lot: LotOp) -> DomainResult<Transaction> {
+    /// An admin's change is recorded in the audit log with it (`audit`).
+    async fn write(
+        &self,
+        ctx: &Ctx,
+        mut tx: Transaction,
+        lot: LotOp,
+        audit: Option<Change>,
+    ) -> DomainResult<Transaction> {
         let kind = tx.tx_type;
         let change = PendingChange {
+            audit: audit.map(|c| c.entry(Some(ctx.principal.user_id), tx.created_at)),
             tx: tx.clone(),
             idem: ctx.idem.clone().map(|k| (k, ctx.principal.user_id)),
             lot,
@@ -181,7 +191,14 @@ impl PointService {
             lot_id: None,
             created_at: self.clock.now(),
         };
-        self.write(ctx, tx, lot).await
+        let audit = match ctx.principal.is_admin() {
+            true => Some(
+                Change::new(action::POINTS_CANCELLED, target::USER, tx.user_id)
+                    .before(&original)?,
+            ),
+            false => None,
+        };
+        self.write(ctx, tx, lot, audit).await
     }
 }
 
@@ -201,13 +218,15 @@ impl PointApi for PointService {
             id: tx.id,
             expires_at,
         };
-        self.answers.keyed(ctx, self.write(ctx, tx, lot)).await
+        let audit = Change::new(action::POINTS_EARNED, target::USER, tx.user_id);
+        let work = self.write(ctx, tx, lot, Some(audit));
+        self.answers.keyed(ctx, work).await
     }
 
     async fn use_points(&self, ctx: &Ctx, change: PointChange) -> DomainResult<Transaction> {
         ctx.principal.acting_for(Some(change.user_id))?;
         change.validate(self.limits.max_amount)?;
-        let work = self.write(ctx, self.new_tx(TxType::Use, change), LotOp::Draw);
+        let work = self.write(ctx, self.new_tx(TxType::Use, change), LotOp::Draw, None);
         self.answers.keyed(ctx, work).await
     }
 

@@ -10,6 +10,7 @@ use crate::error::from_sqlx;
 use crate::idempotency::IdemKey;
 use crate::outbox::Event;
 use chrono::{DateTime, Utc};
+use promo_domain::audit::AuditEntry;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::point::lot::{Lot, LotBook, LotOp};
 use promo_domain::point::{
@@ -71,6 +72,9 @@ pub struct PendingChange {
     pub idem: Option<(IdemKey, Uuid)>,
     /// What it does to the user's lots, decided in the batch.
     pub lot: LotOp,
+    /// An admin's change: its audit entry, made in the request's task (for
+    /// its request id), is stored with the row, the row as `after`.
+    pub audit: Option<AuditEntry>,
 }
 
 /// What a stored change answers with: the balance after it, what holds
@@ -352,6 +356,8 @@ struct Rows<'a> {
     upd_lot_was: Vec<i64>,
     // What each ledger row drew from lots (null unless it drew).
     draws: Vec<Option<serde_json::Value>>,
+    // Admins' changes.
+    audit: Vec<AuditEntry>,
 }
 
 /// New lots, one array per column.
@@ -420,6 +426,10 @@ impl<'a> Rows<'a> {
             r.ev_topics.push(e.event_type.clone());
             r.ev_keys.push(e.aggregate_id.clone());
             r.ev_payloads.push(to_json("event", &e)?);
+            if let Some(a) = &c.audit {
+                let after = Some(to_json("audit after", &t)?);
+                r.audit.push(AuditEntry { after, ..a.clone() });
+            }
             if let Some((k, owner)) = &c.idem {
                 r.k_owners.push(*owner);
                 r.k_keys.push(k.key.as_str());
@@ -499,6 +509,10 @@ impl<'a> Rows<'a> {
                  FROM unnest($35::uuid[], $36::bigint[], $37::bigint[]) AS v(id, remaining, was)
                 WHERE l.id = v.id AND l.remaining = v.was
                RETURNING 1
+             ),
+             a AS (
+               INSERT INTO audit_log
+               SELECT * FROM jsonb_populate_recordset(NULL::audit_log, $39::jsonb)
              )
              SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) FROM k),
                     (SELECT count(*) FROM ul)",
@@ -541,6 +555,7 @@ impl<'a> Rows<'a> {
         .bind(&self.upd_lot_left)
         .bind(&self.upd_lot_was)
         .bind(&self.draws)
+        .bind(sqlx::types::Json(&self.audit))
         .fetch_one(&mut *db)
         .await
     }

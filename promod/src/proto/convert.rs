@@ -7,8 +7,11 @@
 //! [`mirror!`]: each field converts by its type through [`Wire`], so a
 //! field list is all there is to write.
 
-use super::{common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid};
+use super::{
+    audit, common, coupon, from_page_req, opt_ts, page_req, parse_ts, point, timesale, ts, uuid,
+};
 use chrono::{DateTime, Utc};
+use promo_domain::audit::{AuditEntry, AuditQuery, Head};
 use promo_domain::code::{Code, CodeBatch, CodeMode, CodeQuery, CodeStatus, NewCodes, Redeem};
 use promo_domain::coupon::{
     Coupon, CouponQuery, CouponReserve, CouponStatus, CouponUse, DiscountType, NewPolicy, Policy,
@@ -49,6 +52,18 @@ macro_rules! wire_as_is {
 }
 
 wire_as_is!(String, i64, bool);
+
+/// A JSON document travels as its text.
+impl Wire for serde_json::Value {
+    type Pb = String;
+    fn to_pb(self) -> String {
+        self.to_string()
+    }
+    fn from_pb(field: &str, pb: String) -> DomainResult<Self> {
+        serde_json::from_str(&pb)
+            .map_err(|_| DomainError::validation(field, format!("{field} must be json")))
+    }
+}
 
 /// Enums travel as the names their `as_str` and `parse` agree on.
 macro_rules! wire_by_name {
@@ -201,6 +216,35 @@ mirror!(CouponUse => coupon::UseCouponRequest { id as coupon_id, order_id, order
 mirror!(CouponReserve => coupon::ReserveCouponRequest {
     id as coupon_id, order_id, order_amount, hold_seconds, ..
 });
+
+mirror!(AuditQuery => audit::AuditQuery {
+    actor_id, action, target_id, since, until, page, ..
+});
+
+mirror!(AuditEntry => audit::AuditEntry {
+    id, at, actor_id, action, target_type, target_id, request_id, before, after
+});
+
+impl From<Head> for audit::AuditHead {
+    fn from(h: Head) -> Self {
+        let entries = h.entries.into_iter().map(Into::into).collect();
+        Self {
+            entries,
+            total: h.total,
+        }
+    }
+}
+
+impl TryFrom<audit::AuditHead> for Head {
+    type Error = DomainError;
+    fn try_from(h: audit::AuditHead) -> DomainResult<Self> {
+        let entries = h.entries.into_iter().map(TryInto::try_into);
+        Ok(Head {
+            entries: entries.collect::<DomainResult<_>>()?,
+            total: h.total,
+        })
+    }
+}
 
 mirror!(CouponQuery => coupon::ListCouponsRequest { user_id, policy_id, status, page, .. });
 

@@ -18,7 +18,7 @@ macro_rules! generated {
     };
 }
 
-generated!(common, coupon, point, timesale);
+generated!(common, audit, coupon, point, timesale);
 
 mod convert;
 
@@ -117,6 +117,7 @@ macro_rules! callers {
 
 callers! {
     reads:
+        audit::AuditQuery,
         coupon::GetByIdRequest, coupon::ListPoliciesRequest, coupon::ListCouponsRequest,
         coupon::ListCodesRequest, coupon::ExportCodesRequest,
         point::BalanceRequest, point::HistoryRequest, point::GetHoldRequest, point::LotsRequest,

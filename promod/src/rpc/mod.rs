@@ -51,6 +51,7 @@ macro_rules! stubs {
 }
 
 stubs! {
+    proto::audit::audit_service_client::AuditServiceClient<Channel>,
     proto::coupon::coupon_service_client::CouponServiceClient<Channel>,
     proto::point::point_service_client::PointServiceClient<Channel>,
     proto::timesale::time_sale_service_client::TimeSaleServiceClient<Channel>,

@@ -9,12 +9,14 @@ pub mod http;
 mod resolve;
 pub mod store;
 
+use crate::audit::Change;
 use crate::batcher::InsertOutcome;
 use crate::ctx::Ctx;
 use crate::outbox::Event;
 use crate::reserve::Engine;
 use crate::transact::begin;
 use async_trait::async_trait;
+use promo_domain::audit::{action, target};
 use promo_domain::clock::SharedClock;
 use promo_domain::page::{Page, PageRequest};
 use promo_domain::timesale::{
@@ -211,7 +213,9 @@ impl TimesaleService {
     async fn update_sale_once(&self, ctx: &Ctx, id: Uuid, patch: SalePatch) -> DomainResult<Sale> {
         let now = self.clock.now();
         let mut w = begin!(&self.pool, ctx);
-        let after = store::update_sale(w.tx(), id, &patch, now).await?;
+        let (before, after) = store::update_sale(w.tx(), id, &patch, now).await?;
+        let change = Change::new(action::SALE_UPDATED, target::SALE, id);
+        w.audit(now, change.before(&before)?.after(&after)?).await?;
         let after = self.live(after).await;
         let ev = Event::of(topics::TIMESALE_SALE_UPDATED, id, None, now, &after)?;
         w.commit(&after, &[ev]).await?;
@@ -292,6 +296,8 @@ impl TimesaleApi for TimesaleService {
             now,
             &product,
         )?;
+        let change = Change::new(action::PRODUCT_CREATED, target::PRODUCT, product.id);
+        w.audit(now, change.after(&product)?).await?;
         w.commit(&product, &[ev]).await?;
         Ok(product)
     }
@@ -316,6 +322,8 @@ impl TimesaleApi for TimesaleService {
         s.validate(product.price, now)?;
         let sale = store::insert_sale(w.tx(), Uuid::now_v7(), &s, now).await?;
         let ev = Event::of(topics::TIMESALE_SALE_CREATED, sale.id, None, now, &sale)?;
+        let change = Change::new(action::SALE_CREATED, target::SALE, sale.id);
+        w.audit(now, change.after(&sale)?).await?;
         w.commit(&sale, &[ev]).await?;
         self.engine.seed_new(sale.id, sale.total_quantity).await;
         Ok(sale)

@@ -251,7 +251,7 @@ pub async fn update_sale(
     id: Uuid,
     patch: &SalePatch,
     now: DateTime<Utc>,
-) -> DomainResult<Sale> {
+) -> DomainResult<(Sale, Sale)> {
     let before: SaleRow = sqlx::query_as(&format!(
         "SELECT {SALE_COLUMNS} FROM time_sales WHERE id = $1 FOR UPDATE"
     ))
@@ -279,7 +279,7 @@ pub async fn update_sale(
     .fetch_one(&mut **tx)
     .await
     .map_err(from_sqlx)?;
-    row.into_domain(now)
+    Ok((before, row.into_domain(now)?))
 }
 
 /// Orders, as the reservation engine stores them.

@@ -2,6 +2,7 @@
 //! split-process tests). One binary; modules only.
 
 mod admin_search;
+mod audit;
 mod auth;
 mod authz;
 mod coupon;

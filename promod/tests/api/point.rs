@@ -530,6 +530,7 @@ fn pending(
     };
     promod::point::store::PendingChange {
         lot,
+        audit: None,
         tx: Transaction {
             id,
             user_id: user,
