@@ -18,6 +18,11 @@ pub mod action {
     pub const SALE_UPDATED: &str = "time_sale.updated";
     pub const POINTS_EARNED: &str = "point.earned";
     pub const POINTS_CANCELLED: &str = "point.cancelled";
+    /// An admin's cancel of a user's coupon (its use or its reservation).
+    pub const COUPON_CANCELLED: &str = "coupon.cancelled";
+    /// An admin's confirm or cancel of a user's order.
+    pub const ORDER_CONFIRMED: &str = "order.confirmed";
+    pub const ORDER_CANCELLED: &str = "order.cancelled";
     pub const ROLE_CHANGED: &str = "user.role_changed";
 }
 
@@ -26,6 +31,8 @@ pub mod target {
     pub const POLICY: &str = "coupon_policy";
     pub const PRODUCT: &str = "product";
     pub const SALE: &str = "time_sale";
+    pub const COUPON: &str = "coupon";
+    pub const ORDER: &str = "order";
     /// Point earns and cancels name the user whose balance they change.
     pub const USER: &str = "user";
 }

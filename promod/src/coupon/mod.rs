@@ -390,6 +390,11 @@ impl CouponService {
                 (coupon, ev)
             }
         };
+        if ctx.principal.is_admin() {
+            let change = Change::new(action::COUPON_CANCELLED, target::COUPON, id);
+            w.audit(now, change.before(&current)?.after(&coupon)?)
+                .await?;
+        }
         w.commit(&coupon, &[ev]).await?;
         Ok(coupon)
     }

@@ -688,6 +688,53 @@ mod tests {
         assert_eq!(SalePatch::try_from(&msg), Ok(patch));
     }
 
+    /// An audit search and its head cross the wire with every optional
+    /// field absent or set; a JSON document stays the same document.
+    #[test]
+    fn audit_searches_and_heads_round_trip() {
+        for some in [false, true] {
+            round_trip::<_, audit::AuditQuery>(AuditQuery {
+                actor_id: some.then(Uuid::new_v4),
+                action: some.then(|| "coupon_policy.updated".into()),
+                target_id: some.then(|| "x".into()),
+                since: some.then(|| t(1)),
+                until: some.then(|| t(2)),
+                page: PageRequest { page: 3, size: 7 },
+            });
+            let entry = AuditEntry {
+                id: Uuid::new_v4(),
+                at: t(3),
+                actor_id: some.then(Uuid::new_v4),
+                action: "point.earned".into(),
+                target_type: "user".into(),
+                target_id: Uuid::new_v4().to_string(),
+                request_id: some.then(|| "r-1".into()),
+                before: some.then(|| serde_json::json!({"total_quantity": 10, "name": null})),
+                after: Some(serde_json::json!({"nested": {"list": [1, "two"]}})),
+            };
+            round_trip::<_, audit::AuditHead>(Head {
+                entries: vec![entry.clone(), entry],
+                total: 41,
+            });
+        }
+        let mut bad = audit::AuditEntry::from(AuditEntry {
+            id: Uuid::new_v4(),
+            at: t(1),
+            actor_id: None,
+            action: "a".into(),
+            target_type: "t".into(),
+            target_id: "x".into(),
+            request_id: None,
+            before: None,
+            after: None,
+        });
+        bad.after = Some("{not json".into());
+        match AuditEntry::try_from(bad) {
+            Err(DomainError::Validation { field, .. }) => assert_eq!(field, "after"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// An admin's search crosses the wire with every filter absent or set:
     /// an absent user stays "every user", not some empty id.
     #[test]

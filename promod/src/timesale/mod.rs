@@ -225,12 +225,21 @@ impl TimesaleService {
 
     /// A confirm or cancel, group-committed with others (`resolve.rs`).
     async fn resolve(&self, ctx: &Ctx, id: Uuid, action: resolve::Action) -> DomainResult<Order> {
+        let now = self.clock.now();
+        let audit = ctx.principal.is_admin().then(|| {
+            let name = match action {
+                resolve::Action::Confirm => action::ORDER_CONFIRMED,
+                resolve::Action::Cancel => action::ORDER_CANCELLED,
+            };
+            Change::new(name, target::ORDER, id).entry(Some(ctx.principal.user_id), now)
+        });
         let member = resolve::Resolve {
             order: id,
             action,
+            audit,
             principal: ctx.principal,
             idem: ctx.idem.clone(),
-            now: self.clock.now(),
+            now,
             stock: self.engine.stock().clone(),
         };
         match self.resolutions.submit(member).await? {

@@ -17,10 +17,11 @@ use crate::idempotency::{claim_keys, IdemKey};
 use crate::outbox::{self, Event};
 use crate::reserve::Releases;
 use chrono::{DateTime, Utc};
+use promo_domain::audit::AuditEntry;
 use promo_domain::principal::Principal;
 use promo_domain::timesale::{Order, OrderStatus};
 use promo_domain::{DomainError, DomainResult};
-use promo_store::error::{StoreError, StoreResult};
+use promo_store::error::{to_json, StoreError, StoreResult};
 use promo_store::stock::{Kind, StockPort};
 use promo_store::topics;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -40,6 +41,9 @@ pub struct Resolve {
     pub action: Action,
     pub principal: Principal,
     pub idem: Option<IdemKey>,
+    /// An admin's confirm or cancel: its audit entry, made in the request's
+    /// task, given the order as `after` if it wins.
+    pub audit: Option<AuditEntry>,
     pub now: DateTime<Utc>,
     /// Where a cancelled order's units go back.
     pub stock: Arc<dyn StockPort>,
@@ -237,6 +241,14 @@ async fn apply(
         })
         .collect::<StoreResult<Vec<_>>>()?;
     outbox::append(tx, &events).await?;
+    let mut audited = Vec::new();
+    for (i, o) in winners {
+        if let Some(e) = &batch[*i].audit {
+            let after = Some(to_json("audit after", *o)?);
+            audited.push(AuditEntry { after, ..e.clone() });
+        }
+    }
+    crate::audit::insert(tx, &audited).await?;
     Ok(releases)
 }
 

@@ -364,6 +364,87 @@ async fn the_openapi_document_lists_the_audit_route_and_its_filters() {
     }
 }
 
+/// An admin's cancel of a user's coupon or order, or confirm of a held
+/// order, is recorded with the thing after it (and a coupon's before); the
+/// user's own are not.
+#[tokio::test]
+async fn admin_cancels_and_confirms_of_users_things_are_recorded() {
+    let app = app(false).await;
+    let (actor, t) = admin(&app);
+    let (_, ut) = app.user_token();
+    let policy = app.create_policy(10, 5).await;
+    let sale = app.create_sale(10, 5).await;
+    let mut coupons = Vec::new();
+    for n in 0..2 {
+        let c = app
+            .created_by("/coupons/issue", &ut, json!({"policy_id": policy}))
+            .await;
+        let used = json!({"order_id": format!("o-{n}"), "order_amount": 5000});
+        let (s, b) = app
+            .post(&format!("/coupons/{}/use", id(&c)), &ut, used)
+            .await;
+        assert_eq!(s, 200, "{b}");
+        coupons.push(id(&c));
+    }
+    let order = |hold: bool| {
+        let path = format!("/time-sales/{sale}/orders");
+        let ut = ut.clone();
+        let app = &app;
+        async move {
+            id(&app
+                .created_by(&path, &ut, json!({"quantity": 1, "hold": hold}))
+                .await)
+        }
+    };
+    let (held, plain, own) = (order(true).await, order(false).await, order(false).await);
+    for (path, token) in [
+        (format!("/coupons/{}/cancel", coupons[0]), &t),
+        (format!("/coupons/{}/cancel", coupons[1]), &ut),
+        (format!("/orders/{held}/confirm"), &t),
+        (format!("/orders/{plain}/cancel"), &t),
+        (format!("/orders/{own}/cancel"), &ut),
+    ] {
+        let (s, b) = app.post(&path, token, json!({})).await;
+        assert_eq!(s, 200, "{path}: {b}");
+    }
+    let got = audit(&app, &t, &format!("actor_id={actor}")).await;
+    let got: Vec<(&str, &str, &str)> = got
+        .iter()
+        .map(|e| {
+            let after = e["after"]["status"].as_str().unwrap();
+            (
+                e["action"].as_str().unwrap(),
+                e["target_id"].as_str().unwrap(),
+                after,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("order.cancelled", plain.as_str(), "CANCELLED"),
+            ("order.confirmed", held.as_str(), "CONFIRMED"),
+            ("coupon.cancelled", coupons[0].as_str(), "AVAILABLE"),
+        ]
+    );
+    let coupon = audit(&app, &t, "action=coupon.cancelled").await;
+    assert_eq!(coupon[0]["before"]["status"], "USED");
+}
+
+/// A role whose log does not answer fails the search, named: a page
+/// without its entries would look complete.
+#[tokio::test]
+async fn a_role_that_does_not_answer_fails_the_search_naming_it() {
+    // Gateway, coupon and point run; the timesale role's address is closed.
+    let app = super::helpers::spawn_app_with(over_grpc).await;
+    let (_, t) = admin(&app);
+    app.create_policy(5, 1).await;
+    let (s, b) = app.get("/audit", &t).await;
+    assert_eq!(s, 503, "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(message.contains("timesale audit log"), "{b}");
+}
+
 /// The database itself refuses to change or remove an entry, in every
 /// role's database.
 #[tokio::test]
