@@ -42,8 +42,10 @@ pub mod target {
 /// work bounded. Deeper history is reached by narrowing `since`/`until`.
 pub const MAX_DEPTH: u32 = 10_000;
 
-/// One admin write, as recorded in the transaction that made it.
+/// One admin write, as recorded in the transaction that made it, and as
+/// `GET /audit` answers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     pub id: Uuid,
     pub at: DateTime<Utc>,

@@ -56,30 +56,35 @@ pub async fn migrate(pool: &PgPool, schema: Schema) -> anyhow::Result<()> {
     // The migrators share one history table; each ignores the others'
     // versions. Shared tables come first, so a role's own migrations may
     // read or fill them (the audit log's backfills).
-    let mut own = match schema {
+    if !matches!(schema, Schema::Gateway) {
+        run(
+            pool,
+            sqlx::migrate!("../migrations/common"),
+            "common",
+            schema,
+        )
+        .await?;
+    }
+    run(pool, sqlx::migrate!("../migrations/audit"), "audit", schema).await?;
+    let own = match schema {
         Schema::Gateway => sqlx::migrate!("../migrations/gateway"),
         Schema::Coupon => sqlx::migrate!("../migrations/coupon"),
         Schema::Point => sqlx::migrate!("../migrations/point"),
         Schema::Timesale => sqlx::migrate!("../migrations/timesale"),
     };
-    own.set_ignore_missing(true);
-    if !matches!(schema, Schema::Gateway) {
-        let mut common = sqlx::migrate!("../migrations/common");
-        common.set_ignore_missing(true);
-        common
-            .run(pool)
-            .await
-            .with_context(|| format!("common migrations of {schema:?} failed").to_lowercase())?;
-    }
-    let mut audit = sqlx::migrate!("../migrations/audit");
-    audit.set_ignore_missing(true);
-    audit
-        .run(pool)
+    run(pool, own, "own", schema).await
+}
+
+async fn run(
+    pool: &PgPool,
+    mut m: sqlx::migrate::Migrator,
+    which: &str,
+    schema: Schema,
+) -> anyhow::Result<()> {
+    m.set_ignore_missing(true);
+    m.run(pool)
         .await
-        .with_context(|| format!("audit migrations of {schema:?} failed").to_lowercase())?;
-    own.run(pool)
-        .await
-        .with_context(|| format!("migrations of {schema:?} failed").to_lowercase())
+        .with_context(|| format!("{which} migrations of {schema:?} failed").to_lowercase())
 }
 
 /// A value a listing's filter binds.

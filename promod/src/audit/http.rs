@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use promo_domain::audit::{self, AuditEntry, AuditQuery};
 use promo_domain::page::PageRequest;
 use promo_domain::DomainError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 /// Every audit log the gateway searches, by the role that keeps it: its
@@ -46,49 +46,16 @@ pub struct AuditListQuery {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// One admin write: who, what, when, and the thing before and after.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct AuditEntryView {
-    pub id: Uuid,
-    pub at: DateTime<Utc>,
-    /// Null for an operator outside the API (promoctl, the bootstrap admin).
-    pub actor_id: Option<Uuid>,
-    pub action: String,
-    pub target_type: String,
-    pub target_id: String,
-    pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub before: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after: Option<serde_json::Value>,
-}
-
-impl From<AuditEntry> for AuditEntryView {
-    fn from(e: AuditEntry) -> Self {
-        AuditEntryView {
-            id: e.id,
-            at: e.at,
-            actor_id: e.actor_id,
-            action: e.action,
-            target_type: e.target_type,
-            target_id: e.target_id,
-            request_id: e.request_id,
-            before: e.before,
-            after: e.after,
-        }
-    }
-}
-
 /// The audit log of every role, newest first.
 #[utoipa::path(get, path = "/api/v1/audit", tag = "audit", params(AuditListQuery),
-    responses((status = 200, body = PageView<AuditEntryView>), (status = 400, body = ErrorBody),
+    responses((status = 200, body = PageView<AuditEntry>), (status = 400, body = ErrorBody),
         (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list(
     State(logs): State<Logs>,
     Auth(p): Auth,
     Query(q): Query<AuditListQuery>,
-) -> Result<Json<PageView<AuditEntryView>>, ApiError> {
+) -> Result<Json<PageView<AuditEntry>>, ApiError> {
     let q = AuditQuery {
         actor_id: q.actor_id,
         action: q.action,
@@ -115,5 +82,5 @@ pub async fn list(
     });
     let heads = futures::future::try_join_all(heads).await?;
     let page = audit::merge(heads, q.page);
-    Ok(Json(PageView::from_page(page, AuditEntryView::from)))
+    Ok(Json(PageView::from_page(page, |e| e)))
 }
