@@ -104,6 +104,9 @@ async fn coupon_world(pool: &PgPool) -> (Uuid, Uuid) {
         .await
         .unwrap();
     }
+    // As promod records its creation.
+    let created = promo_domain::audit::action::POLICY_CREATED;
+    audited(pool, created, policy, serde_json::json!({})).await;
     (policy, user)
 }
 
