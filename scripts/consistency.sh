@@ -34,6 +34,9 @@ fresh_databases
 GW=$(free_port)
 export PROMO_JWT_SECRET="ci-consistency-secret-ci-consistency-secret"
 export PROMO_LOG__LEVEL=warn
+# An admin from configuration, so that `check` holds its audit entry too.
+export PROMO_BOOTSTRAP_ADMIN_EMAIL=admin@consistency.test
+export PROMO_BOOTSTRAP_ADMIN_PASSWORD=consistency-admin-password
 export PROMO_KAFKA_BROKERS=${PROMO_TEST_KAFKA:-}
 export_roles "$GW"
 
@@ -51,6 +54,7 @@ sleep 2
 export PROMOCTL_COUPON_DATABASE_URL="$PG/${RUN}_coupon"
 export PROMOCTL_POINT_DATABASE_URL="$PG/${RUN}_point"
 export PROMOCTL_TIMESALE_DATABASE_URL="$PG/${RUN}_timesale"
+export PROMOCTL_GATEWAY_DATABASE_URL="$PG/${RUN}_gateway"
 "$BIN/promoctl" check --acks "$ACKS" --max-backlog-age "$MAX_BACKLOG_AGE"
 
 echo "consistency: checkout holds at $RATE req/s for $DURATION" >&2

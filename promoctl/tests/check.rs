@@ -1750,3 +1750,44 @@ async fn coupon_admin_writes_must_have_their_audit_entries() {
         "4 codes, 3 audited",
     );
 }
+
+#[tokio::test]
+async fn gateway_admins_must_have_their_role_entries() {
+    let pool = fresh(Schema::Gateway).await;
+    let user = |role: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO users (id, email, password_hash, name, role)
+                 VALUES ($1, $2, 'x', 'n', $3)",
+            )
+            .bind(id)
+            .bind(format!("{id}@check.test"))
+            .bind(role)
+            .execute(&pool)
+            .await
+            .unwrap();
+            id
+        }
+    };
+    let entry = |id| promo_domain::audit::role_change(id, Some("user"), chrono::Utc::now());
+    let (admin, _plain) = (user("admin").await, user("user").await);
+    let mut db = pool.acquire().await.unwrap();
+    // Promoted twice: more than one entry is fine.
+    promo_store::audit::insert(&mut db, &[entry(admin), entry(admin)])
+        .await
+        .unwrap();
+    assert_clean(&check::audit::gateway(&pool).await.unwrap());
+
+    let silent = user("admin").await;
+    let ghost = Uuid::now_v7();
+    promo_store::audit::insert(&mut db, &[entry(ghost)])
+        .await
+        .unwrap();
+    let results = check::audit::gateway(&pool).await.unwrap();
+    let name = "gateway.audit_admins";
+    assert_names(&results, name, &silent.to_string(), "0 audit entries");
+    assert_names(&results, name, &ghost.to_string(), "no such row");
+    assert_eq!(find(&results, name).violations, 2);
+}

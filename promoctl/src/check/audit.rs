@@ -21,6 +21,16 @@ struct Audited {
 
 impl Audited {
     fn sql(&self) -> String {
+        self.sql_with("r.n IS DISTINCT FROM 1")
+    }
+
+    /// [`Audited::sql`] where a row may have several entries.
+    fn sql_at_least_one(&self) -> String {
+        self.sql_with("r.n IS NULL")
+    }
+
+    /// `bad` is what makes a row's entries a violation (`r.n`, how many).
+    fn sql_with(&self, bad: &str) -> String {
         let Audited {
             table,
             filter,
@@ -35,7 +45,7 @@ impl Audited {
              v AS (SELECT coalesce(x.k, r.k) || ' (' || coalesce(r.n, 0) || ' audit entries'
                           || CASE WHEN x.k IS NULL THEN ', no such row' ELSE '' END || ')' AS what
                    FROM x FULL JOIN r ON r.k = x.k
-                   WHERE x.k IS NULL OR r.n IS DISTINCT FROM 1)"
+                   WHERE x.k IS NULL OR {bad})"
         );
         invariant_sql(&with, "x")
     }
@@ -110,4 +120,21 @@ pub async fn timesale(pool: &PgPool) -> CtlResult<Vec<CheckResult>> {
 
 pub async fn point(pool: &PgPool) -> CtlResult<Vec<CheckResult>> {
     audited(pool, &[&EARNS]).await
+}
+
+/// Admins only by promoctl or the configuration, each recorded: no role
+/// route demotes, so an admin has at least one entry making it admin, and
+/// every such entry names a user.
+const ADMINS: Audited = Audited {
+    check: "gateway.audit_admins",
+    table: "users",
+    filter: "WHERE role = 'admin'",
+    action: action::ROLE_CHANGED,
+    key: "target_id",
+};
+
+pub async fn gateway(pool: &PgPool) -> CtlResult<Vec<CheckResult>> {
+    Ok(vec![
+        sql_check(pool, ADMINS.check, &ADMINS.sql_at_least_one()).await?,
+    ])
 }
