@@ -133,7 +133,7 @@ impl AuditQuery {
 }
 
 /// The newest `depth` matching entries of one log, and how many match there.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Head {
     pub entries: Vec<AuditEntry>,
     pub total: i64,

@@ -1791,3 +1791,68 @@ async fn gateway_admins_must_have_their_role_entries() {
     assert_names(&results, name, &ghost.to_string(), "no such row");
     assert_eq!(find(&results, name).violations, 2);
 }
+
+#[tokio::test]
+async fn timesale_and_point_admin_writes_must_have_their_audit_entries() {
+    use promo_domain::audit::action;
+    let ts = fresh(Schema::Timesale).await;
+    let (sale, _) = sale_world(&ts).await;
+    let product: Uuid = sqlx::query_scalar("SELECT product_id FROM time_sales WHERE id = $1")
+        .bind(sale)
+        .fetch_one(&ts)
+        .await
+        .unwrap();
+    let results = check::audit::timesale(&ts).await.unwrap();
+    assert_names(
+        &results,
+        "timesale.audit_products",
+        &product.to_string(),
+        "0 audit entries",
+    );
+    assert_names(
+        &results,
+        "timesale.audit_sales",
+        &sale.to_string(),
+        "0 audit entries",
+    );
+    audited(&ts, action::PRODUCT_CREATED, product, serde_json::json!({})).await;
+    audited(&ts, action::SALE_CREATED, sale, serde_json::json!({})).await;
+    assert_clean(&check::audit::timesale(&ts).await.unwrap());
+
+    let points = fresh(Schema::Point).await;
+    let (user, _) = point_world(&points).await;
+    let earn: Uuid = sqlx::query_scalar("SELECT id FROM point_transactions WHERE type = 'EARN'")
+        .fetch_one(&points)
+        .await
+        .unwrap();
+    let results = check::audit::point(&points).await.unwrap();
+    assert_names(
+        &results,
+        "point.audit_earns",
+        &earn.to_string(),
+        "0 audit entries",
+    );
+    // An earn's entry names the user and carries the transaction as `after`.
+    audited(
+        &points,
+        action::POINTS_EARNED,
+        user,
+        serde_json::json!({"id": earn}),
+    )
+    .await;
+    assert_clean(&check::audit::point(&points).await.unwrap());
+    audited(
+        &points,
+        action::POINTS_EARNED,
+        user,
+        serde_json::json!({"id": earn}),
+    )
+    .await;
+    let results = check::audit::point(&points).await.unwrap();
+    assert_names(
+        &results,
+        "point.audit_earns",
+        &earn.to_string(),
+        "2 audit entries",
+    );
+}

@@ -393,6 +393,9 @@ pub struct StoreUrls {
     pub timesale: String,
     pub redis: String,
     pub redis_ca_file: Option<PathBuf>,
+    /// The config file's gateway database, if it names one (its flag is
+    /// `check`'s own, not a shared store flag).
+    pub gateway_in_file: Option<String>,
 }
 
 pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
@@ -419,6 +422,7 @@ pub fn store_urls(s: &Stores) -> CtlResult<StoreUrls> {
             urls::REDIS_URL,
         ),
         redis_ca_file: s.redis_ca_file.clone().or(file.redis_ca_file),
+        gateway_in_file: file.gateway_database_url,
     })
 }
 
@@ -457,7 +461,7 @@ pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
     let point_pool = connect_if(p || e || a, connect_pg(&urls.point)).await?;
     let timesale_pool = connect_if(t || e || a, connect_pg(&urls.timesale)).await?;
     let mut report = Report::default();
-    if let Some(url) = gateway_url(args, all)? {
+    if let Some(url) = gateway_url(args, all, &urls) {
         let pool = connect_pg(&url).await?;
         report.results.extend(audit::gateway(&pool).await?);
     }
@@ -494,14 +498,13 @@ pub async fn run(args: &CheckArgs) -> CtlResult<Report> {
 /// the default) or, in a run of every check, when its url is given (flag,
 /// env or config file): a deployment's gateway database is often not where
 /// the defaults say, and a check of every service must not fail on that.
-fn gateway_url(args: &CheckArgs, all: bool) -> CtlResult<Option<String>> {
-    let file = FileConfig::load(&config_dir()?)?;
-    let given = args.gateway_db.clone().or(file.gateway_database_url);
-    Ok(match (args.users, all, given) {
+fn gateway_url(args: &CheckArgs, all: bool, stores: &StoreUrls) -> Option<String> {
+    let given = args.gateway_db.clone().or(stores.gateway_in_file.clone());
+    match (args.users, all, given) {
         (true, _, url) => Some(url.unwrap_or_else(|| urls::GATEWAY_DATABASE_URL.to_owned())),
         (false, true, url) => url,
         (false, false, _) => None,
-    })
+    }
 }
 
 /// Connects only to what the checks asked for will read.

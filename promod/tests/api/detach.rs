@@ -9,7 +9,9 @@
 //! the write waiting, and a 5xx answer proves that the layer above has given
 //! up on it before the test lets the write go on.
 
-use super::helpers::{api_request, eventually, free_port, send_api, spawn_all_roles_with, TestApp};
+use super::helpers::{
+    api_request, eventually, free_port, over_grpc, send_api, spawn_all_roles_with, TestApp,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -283,19 +285,12 @@ async fn each_roles_rest_port_finishes_abandoned_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_roles_grpc_server_finishes_abandoned_writes() {
-    let (coupon, point, timesale) = (free_port(), free_port(), free_port());
     let app = spawn_all_roles_with(|c| {
         // The gateway reaches its own roles over gRPC; its deadline is what
         // gives up on the role's handler.
-        c.in_process = false;
+        over_grpc(c);
         c.gateway.call_timeout_ms = GIVE_UP_MS;
         no_reconciler_in_time(c);
-        c.coupon.grpc_addr = ([127, 0, 0, 1], coupon).into();
-        c.point.service.grpc_addr = ([127, 0, 0, 1], point).into();
-        c.timesale.service.grpc_addr = ([127, 0, 0, 1], timesale).into();
-        c.gateway.coupon_grpc = format!("http://127.0.0.1:{coupon}");
-        c.gateway.point_grpc = format!("http://127.0.0.1:{point}");
-        c.gateway.timesale_grpc = format!("http://127.0.0.1:{timesale}");
     })
     .await;
     let base = app.base.clone();
